@@ -1,0 +1,32 @@
+"""Per-driver counters: every rejected input is counted by reason, never silently dropped."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class DriverCounters:
+    state: str = "starting"
+    opened: int = 0
+    gone: int = 0
+    silent: int = 0
+    bytes: int = 0
+    events: int = 0
+    ignored: int = 0  # well-formed input the driver has no use for
+    published: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "opened": self.opened,
+            "gone": self.gone,
+            "silent": self.silent,
+            "bytes": self.bytes,
+            "events": self.events,
+            "ignored": self.ignored,
+            "published": self.published,
+            "rejected": dict(self.rejected),
+        }

@@ -1,0 +1,146 @@
+"""The gateway: wires config, outbox, publisher and drivers; owns every lifetime.
+
+One AsyncExitStack (outbox) around one TaskGroup (writer, publisher, drivers,
+status, watchdog). Cancelling the task (SIGTERM) stops the group; open telemetry
+batches are then handed to the outbox, which commits them before closing, within
+a bounded time. Nothing imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+from drivers.gnss.driver import GnssDriver
+from drivers.gnss.parse import Fix
+from edge import __version__
+from edge.clock import Clock
+from edge.config import Config, GnssDevice
+from edge.envelope import Signer, load_private_key
+from edge.errors import ConfigError
+from edge.health import sd_notify, serve_status, watchdog
+from edge.ingest import Ingest, start_epoch
+from edge.outbox import Outbox
+from edge.publisher import Publisher
+from edge.supervisor import Backoff, supervise
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_FLUSH_S = 5.0
+
+
+def load_signer(cfg: Config) -> Signer:
+    try:
+        return Signer(load_private_key(cfg.gateway.key.read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("gateway.key", f"cannot load Ed25519 key {cfg.gateway.key}: {exc}") from None
+
+
+class Gateway:
+    """One running gateway."""
+
+    def __init__(self, cfg: Config, *, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or Clock()
+        self.signer = load_signer(cfg)
+        self.drivers: dict[str, GnssDriver] = {}
+        self.last_fix: Fix | None = None
+        self._anchored = False
+        self.outbox: Outbox | None = None
+        self.publisher: Publisher | None = None
+        self.ingest: Ingest | None = None
+        self.ready = asyncio.Event()
+
+    def _on_time(self, utc_ms: int, tb: int) -> None:
+        if self.clock.observe_gnss(utc_ms, tb) and not self._anchored:
+            self._anchor()
+
+    def _anchor(self) -> None:
+        """time.anchor: one instant on both clocks, so the platform can re-date earlier records."""
+        if self.ingest is None:
+            return
+        st = self.clock.now()
+        self._anchored = True
+        self.ingest.submit("time.anchor", "gw", {"tb": st.tb, "tu": st.tu, "tq": st.tq}, stamp=st)
+
+    def _on_fix(self, _dev: str, fix: Fix) -> None:
+        self.last_fix = fix
+
+    def snapshot(self) -> dict[str, Any]:
+        ob, pub = self.outbox, self.publisher
+        return {
+            "gw": self.cfg.gateway.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "epoch": None if self.ingest is None else self.ingest.epoch.counter,
+            "clock": {"tq": self.clock.quality},
+            "link": None
+            if pub is None
+            else {
+                "state": pub.state.value,
+                "sessions": pub.sessions,
+                "published": pub.published,
+                "acked": pub.acked,
+                "last_error": pub.last_error,
+            },
+            "outbox": None
+            if ob is None
+            else {
+                "hw": ob.hw,
+                "depth": ob.depth(),
+                "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in ob.stats.lanes.items()},
+                "committed": ob.stats.committed,
+                "commits": ob.stats.commits,
+            },
+            "devices": {k: d.counters.snapshot() for k, d in self.drivers.items()},
+        }
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        state_dir = cfg.gateway.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        epoch = start_epoch(state_dir)
+        log.info("gateway %s: epoch %d", cfg.gateway.id, epoch.counter)
+        async with AsyncExitStack() as stack:
+            outbox = await stack.enter_async_context(Outbox(state_dir / "outbox.sqlite"))
+            self.outbox = outbox
+            ingest = Ingest(
+                gw=cfg.gateway.id,
+                epoch=epoch,
+                signer=self.signer,
+                outbox=outbox,
+                clock=self.clock,
+                batch_ms=cfg.outbox.batch_ms,
+            )
+            self.ingest = ingest
+            publisher = Publisher(mqtt=cfg.mqtt, gw=cfg.gateway.id, outbox=outbox, ingest=ingest)
+            self.publisher = publisher
+            if self.clock.quality in ("ntp", "gnss"):
+                self._anchor()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(outbox.run(), name="outbox.writer")
+                    tg.create_task(publisher.run(), name="publisher")
+                    for dev in cfg.devices:
+                        self._start_device(tg, dev, ingest)
+                    tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
+                    tg.create_task(watchdog(lambda: True), name="watchdog")
+                    sd_notify("READY=1")
+                    self.ready.set()
+            finally:
+                sd_notify("STOPPING=1")
+                ingest.flush_all()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SHUTDOWN_FLUSH_S):
+                        await stack.aclose()
+
+    def _start_device(self, tg: asyncio.TaskGroup, dev: GnssDevice, ingest: Ingest) -> None:
+        driver = GnssDriver(dev, emit=ingest.submit, clock=self.clock, on_time=self._on_time, on_fix=self._on_fix)
+        self.drivers[dev.id] = driver
+        tg.create_task(
+            supervise(driver.name, driver.run, Backoff(0.2, 10.0)), name=f"{driver.name}.supervise"
+        )

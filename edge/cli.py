@@ -1,0 +1,210 @@
+"""The `gridedge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge import __version__
+from edge.config import default_path, load, valid_id
+from edge.errors import EdgeError
+
+log = logging.getLogger("gridedge")
+
+
+def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
+    """Run `coro`; SIGTERM and SIGINT cancel it, so shutdown goes through its cleanups."""
+
+    async def main() -> int:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            # Our own signal handler cancelled it: a requested stop, not a failure.
+            if not task.cancelled():
+                raise
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import Gateway  # the CLI is the one place that wires the app
+
+    cfg = load(args.config)
+    gateway = Gateway(cfg)
+    return _run_until_signal(gateway.run())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    print(f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices)")
+    return 0
+
+
+STARTER = """\
+# gridedge gateway configuration (see docs/operations.md)
+[gateway]
+id = "{id}"
+key = "gateway.key"          # Ed25519 private key, PEM PKCS8, mode 0600
+state_dir = "state"          # outbox.sqlite and the epoch counter live here
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+topic_prefix = "gridedge/v1"
+# tls_ca = "ca.crt"          # plaintext to a non-loopback host needs insecure = true
+# tls_cert = "gateway.crt"
+# tls_key = "gateway.tls.key"
+
+[outbox]
+max_bytes = 268435456
+batch_ms = 250
+
+[[devices]]
+id = "gnss0"
+kind = "gnss"
+port = "/dev/ttyUSB0"
+baudrate = 9600
+min_interval_s = 1.0         # 0 reports every fix epoch
+min_distance_m = 0.0         # 0 disables the distance trigger
+"""
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    if not valid_id(args.id):
+        print(f"gridedge provision: --id {args.id!r} is not an id ([A-Za-z0-9._-]{{1,64}})", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path, cfg_path = out / "gateway.key", out / "gateway.pub", out / "gateway.toml"
+    if key_path.exists() and not args.force:
+        print(f"gridedge provision: {key_path} exists; use --force to replace it", file=sys.stderr)
+        return 1
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pem)
+    finally:
+        os.close(fd)
+    pub_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    if not cfg_path.exists() or args.force:
+        cfg_path.write_text(STARTER.format(id=args.id), encoding="utf-8")
+    print(f"wrote {key_path} (0600), {pub_path}, {cfg_path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge.verify import run_verify
+
+    summary = asyncio.run(
+        run_verify(
+            host=args.host,
+            port=args.port,
+            pubkeys=args.pubkey,
+            prefix=args.topic_prefix,
+            count=args.count,
+            timeout=args.timeout,
+        )
+    )
+    return 0 if summary["invalid"] == 0 and summary["missing"] == 0 else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge.health import read_status
+
+    cfg = load(args.config, check_files=False)
+    sock = cfg.gateway.state_dir / "gridedge.sock"
+    try:
+        doc = read_status(sock)
+    except OSError as exc:
+        print(f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return _run_until_signal(run_demo(duration=args.duration, workdir=args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridedge", description="gridedge edge gateway")
+    p.add_argument("--version", action="version", version=f"gridedge {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", type=Path, default=default_path(), help="config file (TOML)")
+
+    sp = sub.add_parser("run", help="run the gateway")
+    with_config(sp)
+    sp.set_defaults(func=cmd_run)
+    sp = sub.add_parser("check", help="validate a config; exit 0 if good, 1 if not")
+    with_config(sp)
+    sp.set_defaults(func=cmd_check)
+    sp = sub.add_parser("provision", help="make a gateway key pair and a starter config")
+    sp.add_argument("--id", required=True, help="gateway id ([A-Za-z0-9._-]{1,64})")
+    sp.add_argument("--out", type=Path, required=True, help="directory to write into")
+    sp.add_argument("--force", action="store_true", help="replace an existing key")
+    sp.set_defaults(func=cmd_provision)
+    sp = sub.add_parser("verify", help="subscribe, verify signatures, report gaps and duplicates")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=1883)
+    sp.add_argument("--pubkey", type=Path, action="append", required=True, help="gateway public key (PEM); repeatable")
+    sp.add_argument("--topic-prefix", default="gridedge/v1")
+    sp.add_argument("--count", type=int, default=None, help="stop after N messages")
+    sp.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    sp.set_defaults(func=cmd_verify)
+    sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
+    with_config(sp)
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
+    sp.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
+    sp.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    if args.cmd == "run":
+        level = min(level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc: int = args.func(args)
+    except EdgeError as exc:
+        print(f"gridedge {args.cmd}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

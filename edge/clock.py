@@ -1,0 +1,108 @@
+"""Gateway time: `tb` (ms since boot, always right) and `tu` (unix ms, as good as `tq`).
+
+A Pi has no RTC, so at boot the wall clock is whatever fake-hwclock restored. `tu`
+is only as trustworthy as its quality: `gnss` after a plausible GNSS lock, `ntp`
+when the kernel says the clock is synchronised, `persisted` when the wall clock
+is merely plausible, `none` otherwise (and then `tu` is null).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+# GPS week rollover sends old receivers back 1024 weeks: refuse dates before this
+# floor or more than a year past the best clock we know (DESIGN.md, Time).
+GNSS_DATE_FLOOR_MS = int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+YEAR_MS = 366 * 86_400_000
+TRUSTED = frozenset({"gnss", "ntp", "rtc"})
+
+
+def boottime_ms() -> int:
+    """Milliseconds since boot, counting suspend (CLOCK_BOOTTIME)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000
+
+
+class _Timex(ctypes.Structure):
+    # struct timex from <sys/timex.h>: only `modes` (first field) is set; the rest is
+    # room for the kernel to write into (the real struct is under 256 bytes).
+    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 252)]
+
+
+_TIME_ERROR = 5  # adjtimex() return value: clock not synchronised
+
+
+def kernel_clock_synced() -> bool:
+    """True when the kernel reports an NTP-disciplined clock (adjtimex state != TIME_ERROR)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        tx = _Timex()
+        state = int(libc.adjtimex(ctypes.byref(tx)))
+    except (OSError, AttributeError):
+        return False
+    return 0 <= state < _TIME_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """One instant on both clocks."""
+
+    tb: int
+    tu: int | None
+    tq: str
+
+
+class Clock:
+    """Maps boot time to unix time and knows how much to trust the mapping."""
+
+    def __init__(self, *, synced: bool | None = None, wall_ms: int | None = None) -> None:
+        self._offset: int | None = None  # tu = tb + offset
+        self._quality = "none"
+        wall = wall_ms if wall_ms is not None else time.time_ns() // 1_000_000
+        if synced if synced is not None else kernel_clock_synced():
+            self._set(wall, boottime_ms(), "ntp")
+        elif wall >= GNSS_DATE_FLOOR_MS:
+            self._set(wall, boottime_ms(), "persisted")
+
+    def _set(self, unix_ms: int, tb: int, quality: str) -> None:
+        self._offset = unix_ms - tb
+        self._quality = quality
+
+    @property
+    def quality(self) -> str:
+        return self._quality
+
+    @property
+    def trusted(self) -> bool:
+        """Good enough to expire commands and manifests by."""
+        return self._quality in TRUSTED
+
+    def now(self) -> Stamp:
+        tb = boottime_ms()
+        return self.stamp(tb)
+
+    def stamp(self, tb: int) -> Stamp:
+        return Stamp(tb, None if self._offset is None else tb + self._offset, self._quality)
+
+    def unix_ms(self) -> int | None:
+        return self.now().tu
+
+    def plausible_gnss(self, utc_ms: int) -> bool:
+        """Reject GPS-week-rollover dates: before 2024 or a year past what we know."""
+        if utc_ms < GNSS_DATE_FLOOR_MS:
+            return False
+        known = max(GNSS_DATE_FLOOR_MS, time.time_ns() // 1_000_000)
+        return utc_ms <= known + YEAR_MS
+
+    def observe_gnss(self, utc_ms: int, tb: int) -> bool:
+        """Take a GNSS time observed at boot time `tb`; True if it set the clock."""
+        if not self.plausible_gnss(utc_ms):
+            return False
+        self._set(utc_ms, tb, "gnss")
+        return True

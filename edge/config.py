@@ -1,0 +1,447 @@
+"""Gateway configuration: TOML into frozen dataclasses, once, at start.
+
+Every error names the key path and the line (`devices[2].baudrate: expected an
+integer, got "fast"`); unknown keys are errors, so a typo never silently becomes a
+default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge.errors import ConfigError
+
+ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_PATH = Path("/etc/gridedge/gateway.toml")
+T = TypeVar("T")
+_REQUIRED: Any = object()
+
+
+def valid_id(value: str) -> bool:
+    """Ids become topic segments, so `+`, `#`, `/` and NUL can never be in one."""
+    return ID_RE.fullmatch(value) is not None
+
+
+# ---------------------------------------------------------------- line index
+
+
+_HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*=""")
+
+
+def _split_dotted(key: str) -> list[str]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([A-Za-z0-9_-]+)', key)
+    return [a or b or c for a, b, c in parts]
+
+
+def line_index(text: str) -> dict[str, int]:
+    """Map key paths (`devices[1].port`, `mqtt`) to 1-based line numbers."""
+    index: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    prefix = ""
+    depth = 0  # bracket depth of a multi-line array or inline table
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if depth == 0 and stripped.startswith("["):
+            m = _HEADER_RE.match(line)
+            if m:
+                name = ".".join(_split_dotted(m.group(2)))
+                if m.group(1) == "[[":
+                    i = counts.get(name, 0)
+                    counts[name] = i + 1
+                    prefix = f"{name}[{i}]"
+                else:
+                    prefix = name
+                index.setdefault(prefix, number)
+                continue
+        if depth == 0:
+            m = _KEY_RE.match(line)
+            if m:
+                key = ".".join(_split_dotted(m.group(1)))
+                index.setdefault(f"{prefix}.{key}" if prefix else key, number)
+        code = line.split("#", 1)[0]
+        depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
+    return index
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class Section:
+    """Typed, located access to one TOML table; `done()` rejects unknown keys."""
+
+    def __init__(self, table: Mapping[str, Any], path: str, ctx: _Ctx) -> None:
+        self._table = table
+        self._path = path
+        self._ctx = ctx
+        self._seen: set[str] = set()
+
+    def _key_path(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError located at `key` of this table (or the table itself)."""
+        path = self._key_path(key) if key else self._path
+        return self._ctx.error(path, message)
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._seen.add(key)
+        if key in self._table:
+            return self._table[key]
+        if default is _REQUIRED:
+            raise self.error(key, "is required")
+        return default
+
+    def _typed(self, key: str, default: Any, check: Callable[[Any], bool], what: str) -> Any:
+        value = self._get(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not check(value):
+            raise self.error(key, f"expected {what}, got {_describe(value)}")
+        return value
+
+    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._typed(key, default, lambda v: isinstance(v, str), "a string")
+
+    def id(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        if isinstance(value, str) and not valid_id(value):
+            raise self.error(key, f"{_describe(value)} is not an id ([A-Za-z0-9._-]{{1,64}})")
+        return value
+
+    def int(self, key: str, default: Any = _REQUIRED, *, lo: int | None = None, hi: int | None = None) -> Any:
+        value = self._typed(
+            key, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
+        )
+        if isinstance(value, int) and not isinstance(value, bool):
+            if lo is not None and value < lo:
+                raise self.error(key, f"must be at least {lo}, got {value}")
+            if hi is not None and value > hi:
+                raise self.error(key, f"must be at most {hi}, got {value}")
+        return value
+
+    def float(self, key: str, default: Any = _REQUIRED, *, lo: float | None = None) -> Any:
+        value = self._typed(
+            key,
+            default,
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+            "a number",
+        )
+        if value is not None and value is not default and lo is not None and value < lo:
+            raise self.error(key, f"must be at least {lo:g}, got {value:g}")
+        return None if value is None else float(value)
+
+    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        return self._typed(key, default, lambda v: isinstance(v, bool), "true or false")
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        if value not in choices and value is not default:
+            raise self.error(key, f"expected one of {', '.join(choices)}, got {_describe(value)}")
+        return value
+
+    def path(self, key: str, default: Any = _REQUIRED) -> Any:
+        value = self.str(key, default)
+        if value is None or value is default and not isinstance(value, str):
+            return value
+        p = Path(value)
+        return p if p.is_absolute() else (self._ctx.base / p)
+
+    def table(self, key: str, *, required: bool = False) -> Section:
+        value = self._get(key, _REQUIRED if required else {})
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_describe(value)}")
+        return Section(value, self._key_path(key), self._ctx)
+
+    def tables(self, key: str) -> list[Section]:
+        value = self._get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.error(key, "expected an array of tables ([[...]])")
+        return [Section(v, f"{self._key_path(key)}[{i}]", self._ctx) for i, v in enumerate(value)]
+
+    def str_list(self, key: str, default: Any = _REQUIRED) -> tuple[str, ...]:
+        value = self._get(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, f"expected an array of strings, got {_describe(value)}")
+        return tuple(value)
+
+    def raw(self, key: str) -> Any:
+        """The untyped value (for tables of kind-specific shape)."""
+        self._seen.add(key)
+        return self._table.get(key)
+
+    def has(self, key: str) -> bool:
+        return key in self._table
+
+    def done(self) -> None:
+        """Refuse keys nobody asked for: a typo must not become a silent default."""
+        for key in self._table:
+            if key not in self._seen:
+                raise self.error(key, "unknown key")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    file: str
+    base: Path
+    lines: dict[str, int]
+
+    def error(self, path: str, message: str) -> ConfigError:
+        # A missing key has no line of its own: point at the table that lacks it.
+        probe = path
+        line = self.lines.get(probe)
+        while line is None and probe:
+            probe = probe[: probe.rindex("[")] if probe.endswith("]") else probe.rpartition(".")[0]
+            line = self.lines.get(probe)
+        return ConfigError(path, message, file=self.file, line=line)
+
+
+# ---------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    id: str
+    key: Path
+    state_dir: Path
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "gridedge/v1"
+    keepalive_s: int = 30
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    inflight: int = 64
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxConfig:
+    max_bytes: int = 256 * 1024 * 1024
+    batch_ms: int = 250
+    ttl_s: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SerialPort:
+    """Where a serial device is and how fast it talks."""
+
+    port: str
+    baudrate: int = 9600
+    silence_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GnssDevice:
+    id: str
+    kind: str = "gnss"
+    serial: SerialPort
+    min_interval_s: float = 1.0
+    min_distance_m: float = 0.0
+    min_course_change_deg: float = 0.0
+    clock_source: bool = True
+
+
+DeviceConfig = GnssDevice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthConfig:
+    status_socket: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    file: Path
+    gateway: GatewayConfig
+    mqtt: MqttConfig
+    outbox: OutboxConfig
+    devices: tuple[DeviceConfig, ...]
+
+    def topic(self, *parts: str) -> str:
+        return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
+
+
+BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def _serial(sec: Section) -> SerialPort:
+    return SerialPort(
+        port=sec.str("port"),
+        baudrate=_baud(sec),
+        silence_s=sec.float("silence_s", 10.0, lo=0.1),
+    )
+
+
+def _baud(sec: Section) -> int:
+    value: int = sec.int("baudrate", 9600)
+    if value not in BAUD_RATES:
+        raise sec.error("baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}")
+    return value
+
+
+def _gnss(sec: Section, dev_id: str) -> GnssDevice:
+    return GnssDevice(
+        id=dev_id,
+        serial=_serial(sec),
+        min_interval_s=sec.float("min_interval_s", 1.0, lo=0.0),
+        min_distance_m=sec.float("min_distance_m", 0.0, lo=0.0),
+        min_course_change_deg=sec.float("min_course_change_deg", 0.0, lo=0.0),
+        clock_source=sec.bool("clock_source", True),
+    )
+
+
+DEVICE_KINDS: dict[str, Callable[[Section, str], DeviceConfig]] = {"gnss": _gnss}
+
+
+def _private_file_ok(sec: Section, key: str, path: Path) -> None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise sec.error(key, f"cannot read {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise sec.error(
+            key, f"{path} is readable by group or others (mode {stat.filemode(st.st_mode)}); chmod 600 it"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True) -> Config:
+    """Parse and validate config text; raise ConfigError naming key and line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError("", f"not valid TOML: {exc}", file=file, line=int(m.group(1)) if m else None) from None
+    ctx = _Ctx(file=file, base=base or Path.cwd(), lines=line_index(text))
+    root = Section(data, "", ctx)
+
+    g = root.table("gateway", required=True)
+    gateway = GatewayConfig(
+        id=g.id("id"),
+        key=g.path("key"),
+        state_dir=g.path("state_dir"),
+        groups=tuple(_ids(g, "groups")),
+    )
+    if check_files:
+        _private_file_ok(g, "key", gateway.key)
+    g.done()
+
+    m = root.table("mqtt")
+    mqtt = MqttConfig(
+        host=m.str("host", "127.0.0.1"),
+        port=m.int("port", 1883, lo=1, hi=65535),
+        topic_prefix=m.str("topic_prefix", "gridedge/v1"),
+        keepalive_s=m.int("keepalive_s", 30, lo=5, hi=3600),
+        tls_ca=m.path("tls_ca", None),
+        tls_cert=m.path("tls_cert", None),
+        tls_key=m.path("tls_key", None),
+        insecure=m.bool("insecure", False),
+        inflight=m.int("inflight", 64, lo=1, hi=65535),
+        reconnect_min_s=m.float("reconnect_min_s", 0.5, lo=0.01),
+        reconnect_max_s=m.float("reconnect_max_s", 30.0, lo=0.1),
+    )
+    prefix = mqtt.topic_prefix
+    if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+        raise m.error("topic_prefix", f"{_describe(prefix)} is not a usable topic prefix")
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        raise m.error("tls_cert", "tls_cert and tls_key go together")
+    if mqtt.tls_cert is not None and mqtt.tls_ca is None:
+        raise m.error("tls_ca", "is required when tls_cert is set")
+    if not mqtt.tls and not mqtt.insecure and not _is_loopback(mqtt.host):
+        raise m.error(
+            "host", f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true"
+        )
+    if check_files and mqtt.tls_key is not None:
+        _private_file_ok(m, "tls_key", mqtt.tls_key)
+    m.done()
+
+    o = root.table("outbox")
+    ttl = o.table("ttl_s")
+    ttl_map = {k: ttl.int(k, lo=1) for k in list(ttl._table)}
+    ttl.done()
+    outbox = OutboxConfig(
+        max_bytes=o.int("max_bytes", 256 * 1024 * 1024, lo=1024 * 1024),
+        batch_ms=o.int("batch_ms", 250, lo=0, hi=10_000),
+        ttl_s=ttl_map,
+    )
+    o.done()
+
+    devices: list[DeviceConfig] = []
+    seen: dict[str, str] = {}
+    for sec in root.tables("devices"):
+        dev_id = sec.id("id")
+        kind = sec.str("kind")
+        build = DEVICE_KINDS.get(kind)
+        if build is None:
+            raise sec.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}")
+        if dev_id in seen or dev_id == "gw":
+            raise sec.error("id", f"{_describe(dev_id)} is already used")
+        seen[dev_id] = kind
+        devices.append(build(sec, dev_id))
+        sec.done()
+    root.done()
+    return Config(
+        file=Path(file), gateway=gateway, mqtt=mqtt, outbox=outbox, devices=tuple(devices)
+    )
+
+
+def _ids(sec: Section, key: str) -> list[str]:
+    values = sec.str_list(key, [])
+    for v in values:
+        if not valid_id(v):
+            raise sec.error(key, f"{_describe(v)} is not an id ([A-Za-z0-9._-]{{1,64}})")
+    return list(values)
+
+
+def load(path: Path | str, *, check_files: bool = True) -> Config:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config: {exc.strerror}", file=str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("", "config is not UTF-8 text", file=str(p)) from None
+    return parse(text, file=str(p), base=p.resolve().parent, check_files=check_files)
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("GRIDEDGE_CONFIG", str(DEFAULT_PATH)))

@@ -1,0 +1,196 @@
+"""COSE_Sign1 (RFC 9052) with Ed25519, sans-IO: bytes in, bytes or a typed error out.
+
+Theory of operation: the protected header is fixed per key (`{1: -8, 4: kid}`), so it
+is encoded once; signing builds the Sig_structure `["Signature1", protected, h'',
+payload]` (RFC 9052 section 4.4) and wraps the result in CBOR tag 18. Verification
+accepts alg -8 (EdDSA) and -19 (Ed25519, RFC 9864), looks the key up by `kid` and
+never trusts anything in the unprotected header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.errors import EnvelopeError, EnvelopeReason
+
+COSE_SIGN1_TAG = 18
+ALG_EDDSA = -8
+ALG_ED25519 = -19  # RFC 9864's fully specified name for the same algorithm
+HDR_ALG = 1
+HDR_KID = 4
+ENVELOPE_VERSION = 1
+# A command or manifest never needs more; bigger input is refused before CBOR decoding.
+DEFAULT_MAX_BYTES = 256 * 1024
+
+_SIG1 = cbor2.dumps("Signature1")
+_EMPTY_BSTR = cbor2.dumps(b"")
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    """The raw 32-byte public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def kid_of(key: Ed25519PublicKey) -> bytes:
+    """First 8 bytes of SHA-256 of the raw public key (DESIGN.md, envelope)."""
+    return hashlib.sha256(raw_public(key)).digest()[:8]
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    # CBOR array(4) header is 0x84; the parts are already CBOR-encoded.
+    return b"\x84" + _SIG1 + cbor2.dumps(protected) + _EMPTY_BSTR + cbor2.dumps(payload)
+
+
+class Signer:
+    """Signs payloads with one Ed25519 key."""
+
+    __slots__ = ("_key", "_protected", "_protected_cbor", "kid", "public_key")
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+        self.kid = kid_of(self.public_key)
+        self._protected = cbor2.dumps({HDR_ALG: ALG_EDDSA, HDR_KID: self.kid})
+        self._protected_cbor = cbor2.dumps(self._protected)
+
+    def sign_bytes(self, payload: bytes) -> bytes:
+        """A tagged COSE_Sign1 over already-encoded payload bytes."""
+        signature = self._key.sign(_sig_structure(self._protected, payload))
+        # tag(18) [protected bstr, {} , payload bstr, signature bstr]
+        return (
+            b"\xd2\x84"
+            + self._protected_cbor
+            + b"\xa0"
+            + cbor2.dumps(payload)
+            + cbor2.dumps(signature)
+        )
+
+    def sign(self, payload: Mapping[str, Any]) -> bytes:
+        """A tagged COSE_Sign1 over the CBOR encoding of `payload`."""
+        return self.sign_bytes(cbor2.dumps(dict(payload)))
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A verified envelope: who signed it and what it says."""
+
+    kid: bytes
+    payload: Any
+    payload_bytes: bytes
+
+
+def _decode(data: bytes, max_bytes: int) -> list[Any]:
+    if len(data) > max_bytes:
+        raise EnvelopeError(EnvelopeReason.TOO_LARGE, f"{len(data)} bytes > {max_bytes}")
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on hostile input; all mean "not CBOR"
+        raise EnvelopeError(EnvelopeReason.CBOR, type(exc).__name__) from exc
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
+        raise EnvelopeError(EnvelopeReason.STRUCTURE, "not a tagged COSE_Sign1")
+    value = obj.value
+    if not isinstance(value, list) or len(value) != 4:
+        raise EnvelopeError(EnvelopeReason.STRUCTURE, "COSE_Sign1 must be an array of 4")
+    protected, unprotected, payload, signature = value
+    if not (
+        isinstance(protected, bytes)
+        and isinstance(unprotected, dict)
+        and isinstance(payload, bytes)
+        and isinstance(signature, bytes)
+    ):
+        raise EnvelopeError(EnvelopeReason.STRUCTURE, "COSE_Sign1 member of wrong type")
+    return value
+
+
+def verify(
+    data: bytes,
+    keys: Mapping[bytes, Ed25519PublicKey],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Verified:
+    """Check a COSE_Sign1 against trusted keys (by kid) and return its decoded payload."""
+    protected, _unprotected, payload, signature = _decode(data, max_bytes)
+    try:
+        headers = cbor2.loads(protected) if protected else {}
+    except Exception as exc:  # same reason as in _decode
+        raise EnvelopeError(EnvelopeReason.CBOR, "protected header") from exc
+    if not isinstance(headers, dict):
+        raise EnvelopeError(EnvelopeReason.STRUCTURE, "protected header is not a map")
+    alg = headers.get(HDR_ALG)
+    if alg not in (ALG_EDDSA, ALG_ED25519) or isinstance(alg, bool):
+        raise EnvelopeError(EnvelopeReason.ALG, f"alg {alg!r} is not EdDSA/Ed25519")
+    kid = headers.get(HDR_KID)
+    if not isinstance(kid, bytes) or kid not in keys:
+        raise EnvelopeError(EnvelopeReason.KID, "signer not trusted")
+    if len(signature) != 64:
+        raise EnvelopeError(EnvelopeReason.SIGNATURE, "Ed25519 signatures are 64 bytes")
+    try:
+        keys[kid].verify(signature, _sig_structure(protected, payload))
+    except InvalidSignature as exc:
+        raise EnvelopeError(EnvelopeReason.SIGNATURE) from exc
+    try:
+        decoded = cbor2.loads(payload)
+    except Exception as exc:  # signed but not CBOR: still hostile or broken
+        raise EnvelopeError(EnvelopeReason.CBOR, "payload") from exc
+    return Verified(kid=kid, payload=decoded, payload_bytes=payload)
+
+
+def keyring(*keys: Ed25519PublicKey) -> dict[bytes, Ed25519PublicKey]:
+    """Map kid to key, as `verify` wants."""
+    return {kid_of(k): k for k in keys}
+
+
+# Gateway message payload keys and their types (DESIGN.md, envelope table).
+_GATEWAY_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "v": int,
+    "gw": str,
+    "ep": list,
+    "seq": int,
+    "kind": str,
+    "src": str,
+    "prio": int,
+    "tq": str,
+    "recs": list,
+}
+TIME_QUALITIES = frozenset({"gnss", "ntp", "rtc", "persisted", "none"})
+
+
+def check_gateway_payload(payload: Any) -> dict[str, Any]:
+    """Validate the shape of a gateway message payload; return it typed."""
+    if not isinstance(payload, dict):
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, "payload is not a map")
+    for key, typ in _GATEWAY_FIELDS.items():
+        if not isinstance(payload.get(key), typ) or isinstance(payload.get(key), bool):
+            raise EnvelopeError(EnvelopeReason.PAYLOAD, f"{key!r} missing or of wrong type")
+    ep = payload["ep"]
+    if len(ep) != 2 or not isinstance(ep[0], int) or not isinstance(ep[1], bytes) or len(ep[1]) != 8:
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, "'ep' must be [uint, bytes(8)]")
+    if payload["v"] != ENVELOPE_VERSION:
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown envelope version {payload['v']}")
+    if payload["tq"] not in TIME_QUALITIES:
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown time quality {payload['tq']!r}")
+    return payload
+
+
+def load_private_key(pem: bytes) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM PKCS8."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("not an Ed25519 private key")
+    return key
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM SubjectPublicKeyInfo."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key

@@ -1,0 +1,98 @@
+"""systemd notification (Type=notify, watchdog) and the local status socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 1024
+
+
+def sd_notify(state: str) -> bool:
+    """Send one sd_notify(3) datagram; False when not run by systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError as exc:
+        log.warning("systemd: cannot notify %r: %s", state, exc)
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Half of WatchdogSec, when systemd asked for pings."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def watchdog(alive: Callable[[], bool]) -> None:
+    """Ping systemd while the gateway is alive; a stuck event loop stops the pings."""
+    interval = watchdog_interval()
+    if interval is None:
+        return
+    while True:
+        if alive():
+            sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def serve_status(path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+    """Answer every connection on a unix socket with one JSON status document."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            body = json.dumps(snapshot(), default=str).encode() + b"\n"
+            writer.write(body)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = await asyncio.start_unix_server(handle, path=str(path))
+    os.chmod(path, 0o660)
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def read_status(path: Path, timeout: float = 3.0) -> dict[str, Any]:
+    """Ask a running gateway for its status (used by `gridedge status`)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    doc = json.loads(b"".join(chunks))
+    if not isinstance(doc, dict):
+        raise ValueError("status is not a JSON object")
+    return doc

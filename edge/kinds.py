@@ -1,0 +1,51 @@
+"""Message kinds and their priorities (DESIGN.md, Kinds and priorities)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Prio(enum.IntEnum):
+    """Outbox lanes: lower drains first."""
+
+    LIFE_SAFETY = 0
+    EVENT = 1
+    TELEMETRY = 2
+    BULK = 3
+
+
+_LIFE_SAFETY = frozenset(
+    {"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.mandown"}
+)
+_EVENT = frozenset(
+    {
+        "device.state",
+        "device.unknown",
+        "camera.mark",
+        "camera.recording",
+        "cmd.result",
+        "time.anchor",
+        "gateway.status",
+        "gateway.health",
+        "outbox.dropped",
+        "ais.static",
+        "ais.beacon_test",
+        "dsc.call",
+        "vessels.outside",
+        "alert.delivery",
+        "diag.snapshot",
+        "fw.result",
+    }
+)
+_TELEMETRY = frozenset({"gnss.fix", "ais.position", "device.battery"})
+
+
+def prio_of(kind: str) -> Prio:
+    """The lane of a kind; unknown kinds are bulk so they can never crowd out an alarm."""
+    if kind in _LIFE_SAFETY:
+        return Prio.LIFE_SAFETY
+    if kind in _EVENT:
+        return Prio.EVENT
+    if kind in _TELEMETRY:
+        return Prio.TELEMETRY
+    return Prio.BULK

@@ -1,0 +1,240 @@
+"""One MQTT connection as an async context manager over paho-mqtt's network thread.
+
+Why paho's thread and not an asyncio socket loop: paho's own loop is its tested
+path for keepalive, TLS and partial writes; everything it reports is handed to the
+event loop with `call_soon_threadsafe`, so all our state lives on one thread.
+A connection is used once: a reconnect makes a new one, which is how a freshly
+signed Last Will is attached at every CONNECT (DESIGN.md, Topics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from edge.errors import AuthRejected, BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+# CONNACK codes that retrying will not fix (MQTT 3.1.1 section 3.2.2.3).
+_AUTH_CODES = {2, 4, 5}  # identifier rejected, bad user name or password, not authorised
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+
+class MqttConnection:
+    """A connected session; `publish` resolves on PUBACK and fails if the link drops."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        keepalive: int = 30,
+        clean_session: bool = False,
+        will: Will | None = None,
+        tls: TlsSettings | None = None,
+        inflight: int = 64,
+        connect_timeout: float = 10.0,
+        on_message: Callable[[Incoming], None] | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._keepalive = keepalive
+        self._timeout = connect_timeout
+        self._on_message = on_message
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subs: dict[int, asyncio.Future[None]] = {}
+        self._connected: asyncio.Future[bool] = self._loop.create_future()
+        self.closed: asyncio.Future[BaseException | None] = self._loop.create_future()
+        c = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        c.connect_timeout = connect_timeout
+        c.max_inflight_messages_set(inflight)
+        c.max_queued_messages_set(0)
+        if will is not None:
+            c.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+        if tls is not None:
+            c.tls_set(
+                ca_certs=tls.ca,
+                certfile=tls.cert,
+                keyfile=tls.key,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        c.on_connect = self._cb_connect
+        c.on_disconnect = self._cb_disconnect
+        c.on_publish = self._cb_publish
+        c.on_subscribe = self._cb_subscribe
+        c.on_message = self._cb_message
+        self._client = c
+
+    # paho thread -> event loop -------------------------------------------------
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed while paho's thread was finishing
+            pass
+
+    def _cb_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        self._post(self._on_connack, int(rc.value) if hasattr(rc, "value") else int(rc), bool(flags.session_present))
+
+    def _cb_disconnect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        client.loop_stop()  # from paho's own thread: ends the loop, no automatic reconnect
+        self._post(self._on_closed, str(rc))
+
+    def _cb_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
+        self._post(self._on_puback, mid)
+
+    def _cb_subscribe(self, _c: Any, _u: Any, mid: int, rcs: Any, _p: Any) -> None:
+        failed = any(getattr(rc, "is_failure", False) for rc in rcs)
+        self._post(self._on_suback, mid, failed)
+
+    def _cb_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        self._post(self._deliver, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+
+    # event loop side -------------------------------------------------------------
+
+    def _on_connack(self, rc: int, session_present: bool) -> None:
+        if self._connected.done():
+            return
+        if rc == 0:
+            self._connected.set_result(session_present)
+        elif rc in _AUTH_CODES:
+            self._connected.set_exception(AuthRejected(f"broker refused the connection (CONNACK {rc})"))
+        else:
+            self._connected.set_exception(BrokerUnavailable(f"broker refused the connection (CONNACK {rc})"))
+
+    def _on_closed(self, reason: str) -> None:
+        exc = BrokerUnavailable(f"connection lost: {reason}")
+        if not self._connected.done():
+            self._connected.set_exception(exc)
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        for fut in (*self._pending.values(), *self._subs.values()):
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        self._subs.clear()
+
+    def _on_puback(self, mid: int) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_suback(self, mid: int, failed: bool) -> None:
+        fut = self._subs.pop(mid, None)
+        if fut is not None and not fut.done():
+            if failed:
+                fut.set_exception(AuthRejected("broker refused the subscription"))
+            else:
+                fut.set_result(None)
+
+    def _deliver(self, msg: Incoming) -> None:
+        if self._on_message is not None:
+            self._on_message(msg)
+
+    # API ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> MqttConnection:
+        try:
+            await self._loop.run_in_executor(None, self._connect_blocking)
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthRejected(f"TLS: broker certificate not trusted: {exc.verify_message}") from exc
+        except ssl.SSLError as exc:
+            raise AuthRejected(f"TLS handshake failed: {exc.reason or exc}") from exc
+        except OSError as exc:
+            raise BrokerUnavailable(f"cannot reach {self._host}:{self._port}: {exc.strerror or exc}") from exc
+        self._client.loop_start()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.shield(self._connected)
+        except TimeoutError:
+            await self._shutdown()
+            raise BrokerUnavailable(f"no CONNACK from {self._host}:{self._port}") from None
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    def _connect_blocking(self) -> None:
+        self._client.connect(self._host, self._port, keepalive=self._keepalive)
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if not self.closed.done():
+            self._client.disconnect()
+        await self._loop.run_in_executor(None, self._client.loop_stop)
+        self._on_closed("closed by us")
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[None]:
+        """Send at QoS 1; the future resolves on PUBACK and fails if the link drops first."""
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if self.closed.done():
+            fut.set_exception(BrokerUnavailable("not connected"))
+            return fut
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            fut.set_exception(BrokerUnavailable(f"publish failed: {paho.error_string(info.rc)}"))
+            return fut
+        # PUBACK is posted to this loop by paho's thread, so it cannot run before this line.
+        self._pending[info.mid] = fut
+        return fut
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        await self.publish_nowait(topic, payload, retain=retain)
+
+    async def subscribe(self, topics: list[str]) -> None:
+        """Subscribe at QoS 1 and wait for the SUBACK."""
+        if not topics:
+            return
+        fut: asyncio.Future[None] = self._loop.create_future()
+        rc, mid = self._client.subscribe([(t, 1) for t in topics])
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise BrokerUnavailable(f"subscribe failed: {paho.error_string(rc)}")
+        self._subs[mid] = fut
+        await fut
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)

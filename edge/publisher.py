@@ -1,0 +1,192 @@
+"""The publisher: outbox rows to the broker at QoS 1, deleted only after PUBACK.
+
+Theory of operation: one session at a time. At CONNECT the broker is given a
+freshly signed Last Will (`gateway.status` offline); once connected the gateway
+publishes its retained signed birth, subscribes, and pumps rows. The pump takes
+the next row from the most urgent lane that has one (strict priority, FIFO within
+a lane), keeps at most `inflight` messages unacknowledged (life-safety may exceed
+that by a small reserve so it never queues behind telemetry), and hands every
+PUBACK to the outbox as a delete. When the link drops, every row not yet
+acknowledged is still in the outbox; the next session starts its cursors at zero,
+so it is all sent again (the platform deduplicates on gw, ep, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+
+from edge.config import MqttConfig
+from edge.errors import AuthRejected, TransientError
+from edge.ingest import Ingest
+from edge.kinds import Prio
+from edge.mqtt import Incoming, MqttConnection, TlsSettings, Will
+from edge.outbox import Outbox, Row
+from edge.supervisor import HEALTHY_RUN_S, Backoff
+
+log = logging.getLogger(__name__)
+
+PAGE = 256
+LIFE_SAFETY_RESERVE = 8
+
+
+class LinkState(enum.StrEnum):
+    DOWN = "down"
+    CONNECTING = "connecting"
+    UP = "up"
+
+
+class Publisher:
+    """Keeps one MQTT session alive and drains the outbox through it."""
+
+    def __init__(
+        self,
+        *,
+        mqtt: MqttConfig,
+        gw: str,
+        outbox: Outbox,
+        ingest: Ingest,
+        subscriptions: tuple[str, ...] = (),
+        on_message: Callable[[Incoming], None] | None = None,
+    ) -> None:
+        self._cfg = mqtt
+        self._gw = gw
+        self._outbox = outbox
+        self._ingest = ingest
+        self._subs = subscriptions
+        self._on_message = on_message
+        self._kick = asyncio.Event()
+        self._dirty: set[int] = set()
+        self.state = LinkState.DOWN
+        self.last_error = ""
+        self.sessions = 0
+        self.published = 0
+        self.acked = 0
+        self.up = asyncio.Event()
+        outbox.on_commit = self._on_commit
+        self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
+
+    def topic(self, kind: str) -> str:
+        return f"{self._cfg.topic_prefix}/{self._gw}/up/{kind}"
+
+    def _on_commit(self, lanes: set[int]) -> None:
+        self._dirty |= lanes
+        self._kick.set()
+
+    def _tls(self) -> TlsSettings | None:
+        c = self._cfg
+        if c.tls_ca is None:
+            return None
+        return TlsSettings(
+            ca=str(c.tls_ca),
+            cert=None if c.tls_cert is None else str(c.tls_cert),
+            key=None if c.tls_key is None else str(c.tls_key),
+        )
+
+    def _status(self, state: str) -> bytes:
+        return self._ingest.sign_state("gateway.status", {"state": state, "hw": self._outbox.hw})
+
+    async def run(self) -> None:
+        """Connect, pump, reconnect with jittered backoff; forever."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self._cfg.reconnect_min_s, self._cfg.reconnect_max_s)
+        while True:
+            started = loop.time()
+            try:
+                await self._session()
+                delay = backoff.next()
+            except AuthRejected as exc:
+                self.last_error = str(exc)
+                delay = backoff.longest()
+                log.error("mqtt: %s; retrying in %.0f s", exc, delay)
+            except TransientError as exc:
+                self.last_error = str(exc)
+                if loop.time() - started >= HEALTHY_RUN_S:
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("mqtt: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self.state = LinkState.DOWN
+                self.up.clear()
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        self.state = LinkState.CONNECTING
+        will = Will(self.status_topic, self._status("offline"))
+        async with MqttConnection(
+            host=self._cfg.host,
+            port=self._cfg.port,
+            client_id=self._gw,
+            keepalive=self._cfg.keepalive_s,
+            clean_session=False,
+            will=will,
+            tls=self._tls(),
+            inflight=self._cfg.inflight + LIFE_SAFETY_RESERVE,
+            on_message=self._on_message,
+        ) as conn:
+            self.sessions += 1
+            self.state = LinkState.UP
+            self.up.set()
+            log.info("mqtt: connected to %s:%d", self._cfg.host, self._cfg.port)
+            await conn.publish(self.status_topic, self._status("online"), retain=True)
+            await conn.subscribe(list(self._subs))
+            await self._pump(conn)
+
+    async def _pump(self, conn: MqttConnection) -> None:
+        buffers: dict[int, deque[Row]] = {p: deque() for p in Prio}
+        cursor: dict[int, int] = dict.fromkeys(Prio, 0)
+        self._dirty = set(Prio)  # after a (re)connect anything unacknowledged may be unsent
+        closed = conn.closed
+        while not closed.done():
+            row = await self._next_row(buffers, cursor)
+            if row is None:
+                await self._wait(closed)
+                continue
+            limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
+            if conn.in_flight >= limit:
+                buffers[row.prio].appendleft(row)
+                await self._wait(closed)
+                continue
+            fut = conn.publish_nowait(self.topic(row.kind), row.body)
+            self.published += 1
+            fut.add_done_callback(partial(self._done, row.seq))
+        exc = closed.result()
+        if exc is not None:
+            raise exc
+
+    async def _next_row(self, buffers: dict[int, deque[Row]], cursor: dict[int, int]) -> Row | None:
+        for prio in Prio:
+            buf = buffers[prio]
+            if not buf and prio in self._dirty:
+                self._dirty.discard(prio)
+                rows = await self._outbox.fetch(prio, cursor[prio], PAGE)
+                if rows:
+                    buf.extend(rows)
+                    cursor[prio] = rows[-1].seq
+                    if len(rows) == PAGE:
+                        self._dirty.add(prio)
+            if buf:
+                return buf.popleft()
+        return None
+
+    async def _wait(self, closed: asyncio.Future[BaseException | None]) -> None:
+        kick = asyncio.ensure_future(self._kick.wait())
+        try:
+            await asyncio.wait((kick, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            kick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kick
+        self._kick.clear()
+
+    def _done(self, seq: int, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the row stays in the outbox and goes again on the next session
+        self.acked += 1
+        self._outbox.ack((seq,))
+        self._kick.set()

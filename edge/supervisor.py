@@ -1,0 +1,72 @@
+"""Restart loops: drivers never reconnect themselves, `supervise` does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from edge.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+HEALTHY_RUN_S = 30.0  # a run this long resets the backoff
+
+
+class Backoff:
+    """Full-jitter exponential backoff (so a fleet does not reconnect in lockstep)."""
+
+    def __init__(self, min_s: float = 0.5, max_s: float = 30.0, *, rng: random.Random | None = None) -> None:
+        self.min_s = min_s
+        self.max_s = max_s
+        self._attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        cap = min(self.max_s, self.min_s * (2**self._attempt))
+        self._attempt = min(self._attempt + 1, 32)
+        return self.min_s / 2 + self._rng.uniform(0, cap)
+
+    def longest(self) -> float:
+        """For permanent errors: wait the maximum, with jitter."""
+        self._attempt = 32
+        return self.max_s * self._rng.uniform(0.8, 1.0)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    backoff: Backoff,
+    *,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run `run` forever; restart it after failures with jittered backoff."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            await run()
+            delay = backoff.next()
+            log.info("%s: ended, restarting in %.1f s", name, delay)
+        except TransientError as exc:
+            if loop.time() - started >= HEALTHY_RUN_S:
+                backoff.reset()
+            delay = backoff.next()
+            log.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+            if on_error is not None:
+                on_error(exc)
+        except PermanentError as exc:
+            delay = backoff.longest()
+            log.error("%s: %s; retrying in %.0f s", name, exc, delay)
+            if on_error is not None:
+                on_error(exc)
+        except Exception as exc:  # a bug in one driver must not take the gateway down
+            delay = backoff.longest()
+            log.exception("%s: crashed; restarting in %.0f s", name, delay)
+            if on_error is not None:
+                on_error(exc)
+        await asyncio.sleep(delay)

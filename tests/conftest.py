@@ -1,0 +1,30 @@
+"""Shared fixtures: a real mosquitto per test, pty devices, the gateway as a process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import Mosquitto, mosquitto_bin
+from tests.support.gateway import CORPORA
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if mosquitto_bin() is None:
+        pytest.fail("mosquitto is not installed; scripts/test installs it (apt-get install mosquitto)")
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def corpora() -> Path:
+    if not CORPORA.is_dir():
+        pytest.skip(f"shared corpora not present at {CORPORA}")
+    return CORPORA

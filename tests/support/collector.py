@@ -1,0 +1,119 @@
+"""The platform's side in tests: a paho subscriber that verifies with an independent COSE library.
+
+Verification here deliberately does not use `edge.envelope`: `cwt` decodes and checks
+every COSE_Sign1, so a bug shared by our signer and our verifier cannot hide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import paho.mqtt.client as paho
+from cwt import COSE, COSEKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    raw: bytes
+    payload: dict[str, Any]
+    retain: bool
+    arrived: float
+
+    @property
+    def key(self) -> tuple[str, int, bytes, int]:
+        p = self.payload
+        return (p["gw"], p["ep"][0], p["ep"][1], p["seq"])
+
+
+def independent_verify(raw: bytes, pubkey_pem: bytes, kid: bytes) -> dict[str, Any]:
+    """Verify with `cwt`; return the decoded payload map or raise."""
+    key = COSEKey.from_pem(pubkey_pem, kid=kid)
+    payload = COSE.new().decode(raw, key)
+    decoded = cbor2.loads(payload)
+    if not isinstance(decoded, dict):
+        raise ValueError("payload is not a map")
+    return decoded
+
+
+class Collector:
+    """Subscribes with a persistent session and keeps every verified message."""
+
+    def __init__(self, port: int, pubkey: Path, *, prefix: str = "gridedge/v1") -> None:
+        from edge.envelope import kid_of, load_public_key  # kid only; verification is cwt's
+
+        self.pem = pubkey.read_bytes()
+        self.kid = kid_of(load_public_key(self.pem))
+        self.messages: list[Message] = []
+        self.invalid: list[tuple[str, bytes, str]] = []
+        self._lock = threading.Condition()
+        self._connected = threading.Event()
+        c = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+        )
+        c.on_message = self._on_message
+        c.on_connect = self._on_connect
+        c.reconnect_delay_set(0.05, 0.5)
+        self.prefix = prefix
+        self.client = c
+        self.port = port
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:
+            client.subscribe([(f"{self.prefix}/+/up/#", 1), (f"{self.prefix}/+/status", 1)])
+            self._connected.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        raw = bytes(msg.payload)
+        try:
+            payload = independent_verify(raw, self.pem, self.kid)
+        except Exception as exc:  # anything cwt refuses is a verification failure
+            with self._lock:
+                self.invalid.append((msg.topic, raw, repr(exc)))
+                self._lock.notify_all()
+            return
+        with self._lock:
+            self.messages.append(Message(msg.topic, raw, payload, bool(msg.retain), time.monotonic()))
+            self._lock.notify_all()
+
+    def start(self) -> Collector:
+        self.client.connect("127.0.0.1", self.port)
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            raise TimeoutError("collector did not connect")
+        # wait for the SUBACK to be processed: a round trip through the broker
+        time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def wait_for(self, pred: Callable[[list[Message]], bool], timeout: float = 30.0) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not pred(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"condition not met after {timeout} s; have {len(self.messages)} messages")
+                self._lock.wait(min(left, 0.5))
+            return list(self.messages)
+
+    def up(self, kind: str | None = None) -> list[Message]:
+        with self._lock:
+            return [
+                m for m in self.messages if m.payload["seq"] != 0 and (kind is None or m.payload["kind"] == kind)
+            ]
+
+    def seqs(self, kind: str | None = None) -> set[int]:
+        return {m.payload["seq"] for m in self.up(kind)}

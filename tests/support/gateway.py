@@ -1,0 +1,170 @@
+"""The gateway under test as a real process, plus pty-pair serial devices to feed it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.health import read_status
+
+REPO = Path(__file__).resolve().parents[2]
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+def write_keypair(directory: Path, name: str = "gateway") -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    priv = directory / f"{name}.key"
+    pub = directory / f"{name}.pub"
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    pub.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return priv, pub
+
+
+class Pty:
+    """A serial device on a pty pair, reached by the gateway through a stable symlink."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master = -1
+        self.slave = -1
+        self.plug()
+
+    def plug(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tmp = self.link.with_suffix(".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.ttyname(self.slave))
+        os.replace(tmp, self.link)
+
+    def unplug(self) -> None:
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.master = self.slave = -1
+
+    def replug(self) -> None:
+        self.unplug()
+        self.plug()
+
+    def write(self, data: bytes, chunk: int = 4096) -> None:
+        """Write all of `data` (blocks while the reader is slower, as a real UART would)."""
+        view = memoryview(data)
+        while view:
+            n = os.write(self.master, view[:chunk])
+            view = view[n:]
+
+    def write_in_thread(self, data: bytes) -> threading.Thread:
+        t = threading.Thread(target=self.write, args=(data,), daemon=True)
+        t.start()
+        return t
+
+
+class GatewayProc:
+    """`gridedge run` in a subprocess, with its own key, state dir and config."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int,
+        gw_id: str = "gw-test-1",
+        devices: str = "",
+        outbox: str = "batch_ms = 50",
+        mqtt_extra: str = "reconnect_min_s = 0.05\nreconnect_max_s = 0.5",
+    ) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key, self.pub = write_keypair(self.dir)
+        self.state = self.dir / "state"
+        self.config = self.dir / "gateway.toml"
+        self.gw_id = gw_id
+        self.config.write_text(
+            f'[gateway]\nid = "{gw_id}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n{mqtt_extra}\n\n'
+            f"[outbox]\n{outbox}\n\n{devices}\n"
+        )
+        self.log = self.dir / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> GatewayProc:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "-v", "run", "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+            )
+        self.starts += 1
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.state / "gridedge.sock", timeout=2.0)
+
+    def wait_status(self, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                doc = self.status()
+                last = doc
+                if pred(doc):
+                    return doc
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway status condition not met in {timeout} s; last: {last}")
+
+    def wait_device_open(self, dev: str, opened: int = 1, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait_status(lambda d: d["devices"].get(dev, {}).get("opened", 0) >= opened, timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        return rc
+
+    def stop(self) -> int | None:
+        return self.kill(signal.SIGTERM)
+
+
+def gnss_device(link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.0, extra: str = "") -> str:
+    return (
+        f'[[devices]]\nid = "{dev_id}"\nkind = "gnss"\nport = "{link}"\nbaudrate = 115200\n'
+        f"min_interval_s = {min_interval_s}\n{extra}\n"
+    )
