@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import TracebackType
 
@@ -41,10 +42,9 @@ class SerialLink:
     ) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            # closing a port that already went away may fail; it is closed either way
+            with contextlib.suppress(OSError, serial.SerialException):
                 await self._writer.wait_closed()
-            except (OSError, serial.SerialException):
-                pass  # closing a port that already went away
             self._writer = None
 
     async def read(self) -> bytes:

@@ -87,7 +87,10 @@ min_distance_m = 0.0         # 0 disables the distance trigger
 
 def cmd_provision(args: argparse.Namespace) -> int:
     if not valid_id(args.id):
-        print(f"gridedge provision: --id {args.id!r} is not an id ([A-Za-z0-9._-]{{1,64}})", file=sys.stderr)
+        print(
+            f"gridedge provision: --id {args.id!r} is not an id ([A-Za-z0-9._-]{{1,64}})",
+            file=sys.stderr,
+        )
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +143,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         doc = read_status(sock)
     except OSError as exc:
-        print(f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     print(json.dumps(doc, indent=2))
     return 0
@@ -155,11 +160,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridedge", description="gridedge edge gateway")
     p.add_argument("--version", action="version", version=f"gridedge {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", type=Path, default=default_path(), help="config file (TOML)")
+        sp.add_argument(
+            "-c", "--config", type=Path, default=default_path(), help="config file (TOML)"
+        )
 
     sp = sub.add_parser("run", help="run the gateway")
     with_config(sp)
@@ -175,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("verify", help="subscribe, verify signatures, report gaps and duplicates")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=1883)
-    sp.add_argument("--pubkey", type=Path, action="append", required=True, help="gateway public key (PEM); repeatable")
+    sp.add_argument(
+        "--pubkey",
+        type=Path,
+        action="append",
+        required=True,
+        help="gateway public key (PEM); repeatable",
+    )
     sp.add_argument("--topic-prefix", default="gridedge/v1")
     sp.add_argument("--count", type=int, default=None, help="stop after N messages")
     sp.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
@@ -184,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.set_defaults(func=cmd_status)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
-    sp.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
-    sp.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    sp.add_argument(
+        "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"
+    )
+    sp.add_argument(
+        "--dir", type=Path, default=None, help="work directory (default: a temporary one)"
+    )
     sp.set_defaults(func=cmd_demo)
     return p
 

@@ -35,7 +35,9 @@ def valid_id(value: str) -> bool:
 
 
 _HEADER_RE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_RE = re.compile(r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*=""")
+_KEY_RE = re.compile(
+    r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*="""
+)
 
 
 def _split_dotted(key: str) -> list[str]:
@@ -69,7 +71,9 @@ def line_index(text: str) -> dict[str, int]:
                 key = ".".join(_split_dotted(m.group(1)))
                 index.setdefault(f"{prefix}.{key}" if prefix else key, number)
         code = line.split("#", 1)[0]
-        depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
+        depth = max(
+            0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}")
+        )
     return index
 
 
@@ -118,16 +122,18 @@ class Section:
             raise self.error(key, f"expected {what}, got {_describe(value)}")
         return value
 
-    def str(self, key: str, default: Any = _REQUIRED) -> Any:
+    def text(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._typed(key, default, lambda v: isinstance(v, str), "a string")
 
     def id(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self.str(key, default)
+        value = self.text(key, default)
         if isinstance(value, str) and not valid_id(value):
             raise self.error(key, f"{_describe(value)} is not an id ([A-Za-z0-9._-]{{1,64}})")
         return value
 
-    def int(self, key: str, default: Any = _REQUIRED, *, lo: int | None = None, hi: int | None = None) -> Any:
+    def integer(
+        self, key: str, default: Any = _REQUIRED, *, lo: int | None = None, hi: int | None = None
+    ) -> Any:
         value = self._typed(
             key, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
         )
@@ -138,7 +144,7 @@ class Section:
                 raise self.error(key, f"must be at most {hi}, got {value}")
         return value
 
-    def float(self, key: str, default: Any = _REQUIRED, *, lo: float | None = None) -> Any:
+    def number(self, key: str, default: Any = _REQUIRED, *, lo: float | None = None) -> Any:
         value = self._typed(
             key,
             default,
@@ -149,18 +155,18 @@ class Section:
             raise self.error(key, f"must be at least {lo:g}, got {value:g}")
         return None if value is None else float(value)
 
-    def bool(self, key: str, default: Any = _REQUIRED) -> Any:
+    def flag(self, key: str, default: Any = _REQUIRED) -> Any:
         return self._typed(key, default, lambda v: isinstance(v, bool), "true or false")
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
-        value = self.str(key, default)
+        value = self.text(key, default)
         if value not in choices and value is not default:
             raise self.error(key, f"expected one of {', '.join(choices)}, got {_describe(value)}")
         return value
 
     def path(self, key: str, default: Any = _REQUIRED) -> Any:
-        value = self.str(key, default)
-        if value is None or value is default and not isinstance(value, str):
+        value = self.text(key, default)
+        if value is None or (value is default and not isinstance(value, str)):
             return value
         p = Path(value)
         return p if p.is_absolute() else (self._ctx.base / p)
@@ -296,16 +302,18 @@ BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200)
 
 def _serial(sec: Section) -> SerialPort:
     return SerialPort(
-        port=sec.str("port"),
+        port=sec.text("port"),
         baudrate=_baud(sec),
-        silence_s=sec.float("silence_s", 10.0, lo=0.1),
+        silence_s=sec.number("silence_s", 10.0, lo=0.1),
     )
 
 
 def _baud(sec: Section) -> int:
-    value: int = sec.int("baudrate", 9600)
+    value: int = sec.integer("baudrate", 9600)
     if value not in BAUD_RATES:
-        raise sec.error("baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}")
+        raise sec.error(
+            "baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}"
+        )
     return value
 
 
@@ -313,10 +321,10 @@ def _gnss(sec: Section, dev_id: str) -> GnssDevice:
     return GnssDevice(
         id=dev_id,
         serial=_serial(sec),
-        min_interval_s=sec.float("min_interval_s", 1.0, lo=0.0),
-        min_distance_m=sec.float("min_distance_m", 0.0, lo=0.0),
-        min_course_change_deg=sec.float("min_course_change_deg", 0.0, lo=0.0),
-        clock_source=sec.bool("clock_source", True),
+        min_interval_s=sec.number("min_interval_s", 1.0, lo=0.0),
+        min_distance_m=sec.number("min_distance_m", 0.0, lo=0.0),
+        min_course_change_deg=sec.number("min_course_change_deg", 0.0, lo=0.0),
+        clock_source=sec.flag("clock_source", True),
     )
 
 
@@ -330,7 +338,8 @@ def _private_file_ok(sec: Section, key: str, path: Path) -> None:
         raise sec.error(key, f"cannot read {path}: {exc.strerror}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise sec.error(
-            key, f"{path} is readable by group or others (mode {stat.filemode(st.st_mode)}); chmod 600 it"
+            key,
+            f"{path} is readable by group or others (mode {stat.filemode(st.st_mode)}); chmod 600 it",
         )
 
 
@@ -343,13 +352,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True) -> Config:
+def parse(
+    text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True
+) -> Config:
     """Parse and validate config text; raise ConfigError naming key and line."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise ConfigError("", f"not valid TOML: {exc}", file=file, line=int(m.group(1)) if m else None) from None
+        where = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            "", f"not valid TOML: {exc}", file=file, line=int(where.group(1)) if where else None
+        ) from None
     ctx = _Ctx(file=file, base=base or Path.cwd(), lines=line_index(text))
     root = Section(data, "", ctx)
 
@@ -366,20 +379,25 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
 
     m = root.table("mqtt")
     mqtt = MqttConfig(
-        host=m.str("host", "127.0.0.1"),
-        port=m.int("port", 1883, lo=1, hi=65535),
-        topic_prefix=m.str("topic_prefix", "gridedge/v1"),
-        keepalive_s=m.int("keepalive_s", 30, lo=5, hi=3600),
+        host=m.text("host", "127.0.0.1"),
+        port=m.integer("port", 1883, lo=1, hi=65535),
+        topic_prefix=m.text("topic_prefix", "gridedge/v1"),
+        keepalive_s=m.integer("keepalive_s", 30, lo=5, hi=3600),
         tls_ca=m.path("tls_ca", None),
         tls_cert=m.path("tls_cert", None),
         tls_key=m.path("tls_key", None),
-        insecure=m.bool("insecure", False),
-        inflight=m.int("inflight", 64, lo=1, hi=65535),
-        reconnect_min_s=m.float("reconnect_min_s", 0.5, lo=0.01),
-        reconnect_max_s=m.float("reconnect_max_s", 30.0, lo=0.1),
+        insecure=m.flag("insecure", False),
+        inflight=m.integer("inflight", 64, lo=1, hi=65535),
+        reconnect_min_s=m.number("reconnect_min_s", 0.5, lo=0.01),
+        reconnect_max_s=m.number("reconnect_max_s", 30.0, lo=0.1),
     )
     prefix = mqtt.topic_prefix
-    if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+    if (
+        not prefix
+        or any(c in prefix for c in "+#\0")
+        or prefix.startswith("/")
+        or prefix.endswith("/")
+    ):
         raise m.error("topic_prefix", f"{_describe(prefix)} is not a usable topic prefix")
     if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
         raise m.error("tls_cert", "tls_cert and tls_key go together")
@@ -387,7 +405,8 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         raise m.error("tls_ca", "is required when tls_cert is set")
     if not mqtt.tls and not mqtt.insecure and not _is_loopback(mqtt.host):
         raise m.error(
-            "host", f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true"
+            "host",
+            f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true",
         )
     if check_files and mqtt.tls_key is not None:
         _private_file_ok(m, "tls_key", mqtt.tls_key)
@@ -395,11 +414,11 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
 
     o = root.table("outbox")
     ttl = o.table("ttl_s")
-    ttl_map = {k: ttl.int(k, lo=1) for k in list(ttl._table)}
+    ttl_map = {k: ttl.integer(k, lo=1) for k in list(ttl._table)}
     ttl.done()
     outbox = OutboxConfig(
-        max_bytes=o.int("max_bytes", 256 * 1024 * 1024, lo=1024 * 1024),
-        batch_ms=o.int("batch_ms", 250, lo=0, hi=10_000),
+        max_bytes=o.integer("max_bytes", 256 * 1024 * 1024, lo=1024 * 1024),
+        batch_ms=o.integer("batch_ms", 250, lo=0, hi=10_000),
         ttl_s=ttl_map,
     )
     o.done()
@@ -408,10 +427,12 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     seen: dict[str, str] = {}
     for sec in root.tables("devices"):
         dev_id = sec.id("id")
-        kind = sec.str("kind")
+        kind = sec.text("kind")
         build = DEVICE_KINDS.get(kind)
         if build is None:
-            raise sec.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}")
+            raise sec.error(
+                "kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}"
+            )
         if dev_id in seen or dev_id == "gw":
             raise sec.error("id", f"{_describe(dev_id)} is already used")
         seen[dev_id] = kind

@@ -171,7 +171,12 @@ def check_gateway_payload(payload: Any) -> dict[str, Any]:
         if not isinstance(payload.get(key), typ) or isinstance(payload.get(key), bool):
             raise EnvelopeError(EnvelopeReason.PAYLOAD, f"{key!r} missing or of wrong type")
     ep = payload["ep"]
-    if len(ep) != 2 or not isinstance(ep[0], int) or not isinstance(ep[1], bytes) or len(ep[1]) != 8:
+    if (
+        len(ep) != 2
+        or not isinstance(ep[0], int)
+        or not isinstance(ep[1], bytes)
+        or len(ep[1]) != 8
+    ):
         raise EnvelopeError(EnvelopeReason.PAYLOAD, "'ep' must be [uint, bytes(8)]")
     if payload["v"] != ENVELOPE_VERSION:
         raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown envelope version {payload['v']}")

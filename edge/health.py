@@ -69,16 +69,19 @@ async def serve_status(path: Path, snapshot: Callable[[], dict[str, Any]]) -> No
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    _unlink(path)
     server = await asyncio.start_unix_server(handle, path=str(path))
     os.chmod(path, 0o660)
     try:
         async with server:
             await server.serve_forever()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def read_status(path: Path, timeout: float = 3.0) -> dict[str, Any]:

@@ -98,7 +98,9 @@ class Ingest:
         self._batches: dict[tuple[str, str], _Batch] = {}
         self.records = 0
 
-    def payload(self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]]) -> dict[str, Any]:
+    def payload(
+        self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         return {
             "v": ENVELOPE_VERSION,
             "gw": self.gw,
@@ -111,7 +113,9 @@ class Ingest:
             "recs": recs,
         }
 
-    def _maker(self, kind: str, src: str, tq: str, recs: list[dict[str, Any]]) -> Callable[[int], bytes]:
+    def _maker(
+        self, kind: str, src: str, tq: str, recs: list[dict[str, Any]]
+    ) -> Callable[[int], bytes]:
         def make(seq: int) -> bytes:
             return self._signer.sign_bytes(
                 cbor2.dumps(self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs))
@@ -151,7 +155,9 @@ class Ingest:
             self._flush(key)
         return None
 
-    async def emit(self, kind: str, src: str, data: Mapping[str, Any], *, stamp: Stamp | None = None) -> int | None:
+    async def emit(
+        self, kind: str, src: str, data: Mapping[str, Any], *, stamp: Stamp | None = None
+    ) -> int | None:
         """Like submit, but waits for the commit of unbatched kinds."""
         fut = self.submit(kind, src, data, stamp=stamp)
         return None if fut is None else await fut
@@ -163,8 +169,13 @@ class Ingest:
         if batch.timer is not None:
             batch.timer.cancel()
         fut = self._outbox.submit(
-            Pending(prio_of(batch.kind), batch.kind, batch.src, batch.tb,
-                    self._maker(batch.kind, batch.src, batch.tq, batch.recs))
+            Pending(
+                prio_of(batch.kind),
+                batch.kind,
+                batch.src,
+                batch.tb,
+                self._maker(batch.kind, batch.src, batch.tq, batch.recs),
+            )
         )
         fut.add_done_callback(_log_failure)
 

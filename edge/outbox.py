@@ -13,6 +13,7 @@ been delivered and deleted, and no committed message is ever changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -188,7 +189,8 @@ class Outbox:
             await db.execute("BEGIN IMMEDIATE")
             if rows:
                 await db.executemany(
-                    "INSERT INTO msgs (seq, prio, kind, src, tb, body) VALUES (?, ?, ?, ?, ?, ?)", rows
+                    "INSERT INTO msgs (seq, prio, kind, src, tb, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
             deleted: list[tuple[int, int]] = []
             if acks:
@@ -196,10 +198,8 @@ class Outbox:
             await db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             log.error("outbox: commit failed: %s", exc)
-            try:
+            with contextlib.suppress(sqlite3.Error):  # nothing to roll back
                 await db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             self._acks.extend(acks)  # deletes can wait; they are retried with the next commit
             for it in items:
                 if it.done is not None and not it.done.done():

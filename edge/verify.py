@@ -54,7 +54,9 @@ class Tally:
     dropped: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
+    def add(
+        self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]
+    ) -> dict[str, Any]:
         try:
             p = check_gateway_payload(verify(payload_bytes, keys).payload)
         except EnvelopeError as exc:
@@ -99,7 +101,11 @@ class Tally:
         for gw, eps in self.seqs.items():
             all_seqs: set[int] = set().union(*eps.values()) if eps else set()
             reported = self.dropped.get(gw, set())
-            gaps = [s for s in missing_seqs(all_seqs, hi=max(all_seqs | {self.hw.get(gw, 0)})) if s not in reported]
+            gaps = [
+                s
+                for s in missing_seqs(all_seqs, hi=max(all_seqs | {self.hw.get(gw, 0)}))
+                if s not in reported
+            ]
             gateways[gw] = {
                 "epochs": {
                     f"{c}:{n.hex()}": {
@@ -163,7 +169,9 @@ async def run_verify(
             await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
             waiter = asyncio.ensure_future(done.wait())
             try:
-                await asyncio.wait((waiter, conn.closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    (waiter, conn.closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 waiter.cancel()
     except EdgeError as exc:

@@ -13,6 +13,7 @@ meaning. Field meanings follow NMEA 0183 v4.11.
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
@@ -314,7 +315,9 @@ class NmeaParser:
         if ep.valid and ep.lat is not None and ep.lon is not None:
             mode = ep.mode if ep.mode in (2, 3) else None
             if mode is None:
-                mode = 3 if ep.alt is not None else (self._gsa_mode if self._gsa_mode in (2, 3) else 2)
+                mode = (
+                    3 if ep.alt is not None else (self._gsa_mode if self._gsa_mode in (2, 3) else 2)
+                )
             out.append(
                 Fix(
                     tb=ep.tb,
@@ -402,8 +405,6 @@ def _num(v: object) -> float | None:
 def _iso_ms(v: object) -> int | None:
     if not isinstance(v, str) or len(v) < 20:
         return None
-    import datetime as dt
-
     try:
         t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
     except ValueError:

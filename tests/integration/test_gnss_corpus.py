@@ -30,7 +30,9 @@ def gpsd_tpv(chk: Path) -> dict[int, list[dict[str, float]]]:
 
 
 @pytest.mark.parametrize("capture", CAPTURES)
-def test_capture_through_pty_matches_gpsd(capture: str, corpora: Path, broker: Mosquitto, tmp_path: Path) -> None:
+def test_capture_through_pty_matches_gpsd(
+    capture: str, corpora: Path, broker: Mosquitto, tmp_path: Path
+) -> None:
     log = corpora / "gpsd" / "test" / "daemon" / capture
     expected = gpsd_tpv(log.with_name(capture + ".chk"))
     assert expected, "the reference has TPV records"
@@ -41,9 +43,12 @@ def test_capture_through_pty_matches_gpsd(capture: str, corpora: Path, broker: M
     try:
         gw.wait_device_open("gnss0")
         pty.write_in_thread(log.read_bytes()).join(timeout=60)
+
         # Every reference epoch the receiver reported a position for must arrive.
         def fixes_in(msgs: list) -> list[dict]:  # type: ignore[type-arg]
-            return [r["d"] for m in msgs if m.payload["kind"] == "gnss.fix" for r in m.payload["recs"]]
+            return [
+                r["d"] for m in msgs if m.payload["kind"] == "gnss.fix" for r in m.payload["recs"]
+            ]
 
         def have_all(msgs: list) -> bool:  # type: ignore[type-arg]
             tods = {d["utc"] % DAY_MS for d in fixes_in(msgs) if "utc" in d}

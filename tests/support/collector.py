@@ -63,7 +63,7 @@ class Collector:
         )
         c.on_message = self._on_message
         c.on_connect = self._on_connect
-        c.reconnect_delay_set(0.05, 0.5)
+        c.reconnect_delay_set(1, 2)
         self.prefix = prefix
         self.client = c
         self.port = port
@@ -83,7 +83,9 @@ class Collector:
                 self._lock.notify_all()
             return
         with self._lock:
-            self.messages.append(Message(msg.topic, raw, payload, bool(msg.retain), time.monotonic()))
+            self.messages.append(
+                Message(msg.topic, raw, payload, bool(msg.retain), time.monotonic())
+            )
             self._lock.notify_all()
 
     def start(self) -> Collector:
@@ -99,20 +101,26 @@ class Collector:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def wait_for(self, pred: Callable[[list[Message]], bool], timeout: float = 30.0) -> list[Message]:
+    def wait_for(
+        self, pred: Callable[[list[Message]], bool], timeout: float = 30.0
+    ) -> list[Message]:
         deadline = time.monotonic() + timeout
         with self._lock:
             while not pred(self.messages):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"condition not met after {timeout} s; have {len(self.messages)} messages")
+                    raise TimeoutError(
+                        f"condition not met after {timeout} s; have {len(self.messages)} messages"
+                    )
                 self._lock.wait(min(left, 0.5))
             return list(self.messages)
 
     def up(self, kind: str | None = None) -> list[Message]:
         with self._lock:
             return [
-                m for m in self.messages if m.payload["seq"] != 0 and (kind is None or m.payload["kind"] == kind)
+                m
+                for m in self.messages
+                if m.payload["seq"] != 0 and (kind is None or m.payload["kind"] == kind)
             ]
 
     def seqs(self, kind: str | None = None) -> set[int]:

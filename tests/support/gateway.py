@@ -31,11 +31,15 @@ def write_keypair(directory: Path, name: str = "gateway") -> tuple[Path, Path]:
     with os.fdopen(fd, "wb") as f:
         f.write(
             key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
             )
         )
     pub.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return priv, pub
 
@@ -132,7 +136,9 @@ class GatewayProc:
         last: Any = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 doc = self.status()
                 last = doc
@@ -144,7 +150,9 @@ class GatewayProc:
         raise TimeoutError(f"gateway status condition not met in {timeout} s; last: {last}")
 
     def wait_device_open(self, dev: str, opened: int = 1, timeout: float = 20.0) -> dict[str, Any]:
-        return self.wait_status(lambda d: d["devices"].get(dev, {}).get("opened", 0) >= opened, timeout)
+        return self.wait_status(
+            lambda d: d["devices"].get(dev, {}).get("opened", 0) >= opened, timeout
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> int | None:
         if self.proc is None:
@@ -163,7 +171,9 @@ class GatewayProc:
         return self.kill(signal.SIGTERM)
 
 
-def gnss_device(link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.0, extra: str = "") -> str:
+def gnss_device(
+    link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.0, extra: str = ""
+) -> str:
     return (
         f'[[devices]]\nid = "{dev_id}"\nkind = "gnss"\nport = "{link}"\nbaudrate = 115200\n'
         f"min_interval_s = {min_interval_s}\n{extra}\n"

@@ -1,0 +1,80 @@
+"""A simulated GNSS receiver: NMEA 0183 sentences for a synthetic walk (demo, tests, bench)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+
+def checksum(body: str) -> str:
+    c = 0
+    for ch in body.encode("ascii"):
+        c ^= ch
+    return f"{c:02X}"
+
+
+def sentence(body: str) -> bytes:
+    """`GPRMC,...` to `$GPRMC,...*hh\\r\\n`."""
+    return f"${body}*{checksum(body)}\r\n".encode("ascii")
+
+
+def _ddmm(value: float, deg_digits: int) -> tuple[str, str]:
+    hemi_pos, hemi_neg = ("N", "S") if deg_digits == 2 else ("E", "W")
+    v = abs(value)
+    deg = int(v)
+    minutes = (v - deg) * 60
+    return f"{deg:0{deg_digits}d}{minutes:08.5f}", hemi_pos if value >= 0 else hemi_neg
+
+
+def epoch_sentences(
+    utc: float,
+    lat: float,
+    lon: float,
+    *,
+    alt: float = 12.0,
+    speed_mps: float = 1.4,
+    course: float = 90.0,
+    talker: str = "GN",
+    sats: int = 12,
+    hdop: float = 0.8,
+) -> bytes:
+    """One navigation epoch: RMC, GGA, GSA, as a multi-constellation receiver sends it."""
+    t = time.gmtime(utc)
+    hhmmss = f"{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}.{int((utc % 1) * 100):02d}"
+    ddmmyy = f"{t.tm_mday:02d}{t.tm_mon:02d}{t.tm_year % 100:02d}"
+    la, ns = _ddmm(lat, 2)
+    lo, ew = _ddmm(lon, 3)
+    knots = speed_mps / (1852 / 3600)
+    return (
+        sentence(
+            f"{talker}RMC,{hhmmss},A,{la},{ns},{lo},{ew},{knots:.2f},{course:.1f},{ddmmyy},,,A,V"
+        )
+        + sentence(
+            f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},1,{sats:02d},{hdop:.1f},{alt:.1f},M,-5.0,M,,"
+        )
+        + sentence(f"{talker}GSA,A,3,01,02,03,04,05,06,,,,,,,1.5,{hdop:.1f},1.2,1")
+    )
+
+
+def walk(
+    *,
+    start_utc: float,
+    lat: float = 21.9186,
+    lon: float = 112.7936,
+    hz: float = 1.0,
+    speed_mps: float = 1.4,
+) -> Iterator[bytes]:
+    """An endless walk round a 150 m circle (default: Taishan, Guangdong), one epoch per item."""
+    radius_m = 150.0
+    step = 1.0 / hz
+    i = 0
+    while True:
+        angle = (speed_mps * i * step) / radius_m
+        dlat = radius_m * math.cos(angle) / 111_320.0
+        dlon = radius_m * math.sin(angle) / (111_320.0 * math.cos(math.radians(lat)))
+        course = (math.degrees(angle) + 90.0) % 360.0
+        yield epoch_sentences(
+            start_utc + i * step, lat + dlat, lon + dlon, speed_mps=speed_mps, course=course
+        )
+        i += 1

@@ -1,0 +1,173 @@
+"""`gridedge demo`: a local broker, a simulated GNSS receiver on a pty, the gateway, a live view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import tty
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from drivers.gnss.sim import walk
+from edge.envelope import check_gateway_payload, keyring, verify
+from edge.errors import EdgeError, EnvelopeError
+from edge.mqtt import Incoming, MqttConnection
+
+GW_ID = "demo-taishan-001"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
+    )
+
+
+async def _wait_port(port: int, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _write_key(workdir: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(workdir / "gateway.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return key
+
+
+def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey]) -> str:
+    try:
+        p = check_gateway_payload(verify(msg.payload, keys).payload)
+    except EnvelopeError as exc:
+        return f"  ✗ {msg.topic}: REJECTED ({exc})"
+    recs = p["recs"]
+    d = recs[-1]["d"] if recs else {}
+    when = dt.datetime.now().strftime("%H:%M:%S")
+    if p["kind"] == "gnss.fix":
+        what = f"{len(recs)} fix(es), last {d.get('lat', 0):.6f},{d.get('lon', 0):.6f} fix={d.get('fix')}D"
+    else:
+        what = ", ".join(f"{k}={v}" for k, v in d.items())
+    return f"{when} ✓ seq={p['seq']:<5} prio={p['prio']} {p['kind']:<15} {p['src']:<6} {what}"
+
+
+async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None = None) -> None:
+    """Start a child process that is terminated (and reaped) when the demo ends."""
+    out = stack.enter_context(log.open("ab")) if log is not None else subprocess.DEVNULL
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=subprocess.STDOUT)
+
+    async def stop() -> None:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+    stack.push_async_callback(stop)
+
+
+async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
+    binary = _mosquitto()
+    if binary is None:
+        print(
+            "gridedge demo: mosquitto is not installed (sudo apt-get install mosquitto)",
+            file=sys.stderr,
+        )
+        return 1
+    async with contextlib.AsyncExitStack() as stack:
+        wd = workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="gridedge-demo-"))
+        )
+        wd.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        (wd / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        await _spawn(stack, binary, "-c", str(wd / "mosquitto.conf"))
+        await _wait_port(port)
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        stack.callback(os.close, master)
+        stack.callback(os.close, slave)
+        key = _write_key(wd)
+        (wd / "gateway.toml").write_text(
+            f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[outbox]\nbatch_ms = 250\n\n'
+            f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(slave)}"\n'
+            "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n"
+        )
+        print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
+        print(f"gridedge demo: simulated GNSS receiver on {os.ttyname(slave)}; Ctrl-C to stop\n")
+        await _spawn(
+            stack,
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "run",
+            "-c",
+            str(wd / "gateway.toml"),
+            log=wd / "gateway.log",
+        )
+        keys = keyring(key.public_key())
+
+        def show(msg: Incoming) -> None:
+            print(_line(msg, keys), flush=True)
+
+        async def feed() -> None:
+            loop = asyncio.get_running_loop()
+            for epoch in walk(start_utc=dt.datetime.now(dt.UTC).timestamp()):
+                await loop.run_in_executor(None, os.write, master, epoch)
+                await asyncio.sleep(1.0)
+
+        try:
+            async with MqttConnection(
+                host="127.0.0.1",
+                port=port,
+                client_id="demo-view",
+                clean_session=True,
+                on_message=show,
+            ) as view:
+                await view.subscribe(["gridedge/v1/+/up/#", "gridedge/v1/+/status"])
+                feeder = asyncio.ensure_future(feed())
+                try:
+                    await asyncio.wait(
+                        (feeder, view.closed), timeout=duration, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeder
+        except EdgeError as exc:
+            print(f"gridedge demo: {exc}", file=sys.stderr)
+            return 1
+    return 0
