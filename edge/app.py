@@ -37,9 +37,7 @@ def load_signer(cfg: Config) -> Signer:
     try:
         return Signer(load_private_key(cfg.gateway.key.read_bytes()))
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            "gateway.key", f"cannot load Ed25519 key {cfg.gateway.key}: {exc}"
-        ) from None
+        raise ConfigError("gateway.key", f"cannot load Ed25519 key {cfg.gateway.key}: {exc}") from None
 
 
 class Gateway:
@@ -94,9 +92,7 @@ class Gateway:
             else {
                 "hw": ob.hw,
                 "depth": ob.depth(),
-                "lanes": {
-                    int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in ob.stats.lanes.items()
-                },
+                "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in ob.stats.lanes.items()},
                 "committed": ob.stats.committed,
                 "commits": ob.stats.commits,
             },
@@ -131,9 +127,7 @@ class Gateway:
                     tg.create_task(publisher.run(), name="publisher")
                     for dev in cfg.devices:
                         self._start_device(tg, dev, ingest)
-                    tg.create_task(
-                        serve_status(state_dir / "gridedge.sock", self.snapshot), name="status"
-                    )
+                    tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
                     tg.create_task(watchdog(lambda: True), name="watchdog")
                     sd_notify("READY=1")
                     self.ready.set()

@@ -143,9 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         doc = read_status(sock)
     except OSError as exc:
-        print(
-            f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr
-        )
+        print(f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(json.dumps(doc, indent=2))
     return 0
@@ -160,15 +158,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridedge", description="gridedge edge gateway")
     p.add_argument("--version", action="version", version=f"gridedge {__version__}")
-    p.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
-    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "-c", "--config", type=Path, default=default_path(), help="config file (TOML)"
-        )
+        sp.add_argument("-c", "--config", type=Path, default=default_path(), help="config file (TOML)")
 
     sp = sub.add_parser("run", help="run the gateway")
     with_config(sp)
@@ -202,9 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"
     )
-    sp.add_argument(
-        "--dir", type=Path, default=None, help="work directory (default: a temporary one)"
-    )
+    sp.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
     sp.set_defaults(func=cmd_demo)
     return p
 

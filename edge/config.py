@@ -71,9 +71,7 @@ def line_index(text: str) -> dict[str, int]:
                 key = ".".join(_split_dotted(m.group(1)))
                 index.setdefault(f"{prefix}.{key}" if prefix else key, number)
         code = line.split("#", 1)[0]
-        depth = max(
-            0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}")
-        )
+        depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
     return index
 
 
@@ -311,9 +309,7 @@ def _serial(sec: Section) -> SerialPort:
 def _baud(sec: Section) -> int:
     value: int = sec.integer("baudrate", 9600)
     if value not in BAUD_RATES:
-        raise sec.error(
-            "baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}"
-        )
+        raise sec.error("baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}")
     return value
 
 
@@ -352,9 +348,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def parse(
-    text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True
-) -> Config:
+def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True) -> Config:
     """Parse and validate config text; raise ConfigError naming key and line."""
     try:
         data = tomllib.loads(text)
@@ -392,12 +386,7 @@ def parse(
         reconnect_max_s=m.number("reconnect_max_s", 30.0, lo=0.1),
     )
     prefix = mqtt.topic_prefix
-    if (
-        not prefix
-        or any(c in prefix for c in "+#\0")
-        or prefix.startswith("/")
-        or prefix.endswith("/")
-    ):
+    if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
         raise m.error("topic_prefix", f"{_describe(prefix)} is not a usable topic prefix")
     if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
         raise m.error("tls_cert", "tls_cert and tls_key go together")
@@ -430,18 +419,14 @@ def parse(
         kind = sec.text("kind")
         build = DEVICE_KINDS.get(kind)
         if build is None:
-            raise sec.error(
-                "kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}"
-            )
+            raise sec.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}")
         if dev_id in seen or dev_id == "gw":
             raise sec.error("id", f"{_describe(dev_id)} is already used")
         seen[dev_id] = kind
         devices.append(build(sec, dev_id))
         sec.done()
     root.done()
-    return Config(
-        file=Path(file), gateway=gateway, mqtt=mqtt, outbox=outbox, devices=tuple(devices)
-    )
+    return Config(file=Path(file), gateway=gateway, mqtt=mqtt, outbox=outbox, devices=tuple(devices))
 
 
 def _ids(sec: Section, key: str) -> list[str]:

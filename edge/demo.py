@@ -107,9 +107,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         )
         return 1
     async with contextlib.AsyncExitStack() as stack:
-        wd = workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="gridedge-demo-"))
-        )
+        wd = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gridedge-demo-")))
         wd.mkdir(parents=True, exist_ok=True)
         port = _free_port()
         (wd / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")

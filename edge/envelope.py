@@ -65,13 +65,7 @@ class Signer:
         """A tagged COSE_Sign1 over already-encoded payload bytes."""
         signature = self._key.sign(_sig_structure(self._protected, payload))
         # tag(18) [protected bstr, {} , payload bstr, signature bstr]
-        return (
-            b"\xd2\x84"
-            + self._protected_cbor
-            + b"\xa0"
-            + cbor2.dumps(payload)
-            + cbor2.dumps(signature)
-        )
+        return b"\xd2\x84" + self._protected_cbor + b"\xa0" + cbor2.dumps(payload) + cbor2.dumps(signature)
 
     def sign(self, payload: Mapping[str, Any]) -> bytes:
         """A tagged COSE_Sign1 over the CBOR encoding of `payload`."""
@@ -171,17 +165,12 @@ def check_gateway_payload(payload: Any) -> dict[str, Any]:
         if not isinstance(payload.get(key), typ) or isinstance(payload.get(key), bool):
             raise EnvelopeError(EnvelopeReason.PAYLOAD, f"{key!r} missing or of wrong type")
     ep = payload["ep"]
-    if (
-        len(ep) != 2
-        or not isinstance(ep[0], int)
-        or not isinstance(ep[1], bytes)
-        or len(ep[1]) != 8
-    ):
+    if len(ep) != 2 or not isinstance(ep[0], int) or not isinstance(ep[1], bytes) or len(ep[1]) != 8:
         raise EnvelopeError(EnvelopeReason.PAYLOAD, "'ep' must be [uint, bytes(8)]")
     if payload["v"] != ENVELOPE_VERSION:
-        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown envelope version {payload['v']}")
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown envelope version {payload['v']} ('v')")
     if payload["tq"] not in TIME_QUALITIES:
-        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown time quality {payload['tq']!r}")
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, f"'tq' {payload['tq']!r} is not a time quality")
     return payload
 
 

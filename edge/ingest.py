@@ -113,9 +113,7 @@ class Ingest:
             "recs": recs,
         }
 
-    def _maker(
-        self, kind: str, src: str, tq: str, recs: list[dict[str, Any]]
-    ) -> Callable[[int], bytes]:
+    def _maker(self, kind: str, src: str, tq: str, recs: list[dict[str, Any]]) -> Callable[[int], bytes]:
         def make(seq: int) -> bytes:
             return self._signer.sign_bytes(
                 cbor2.dumps(self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs))
@@ -139,9 +137,7 @@ class Ingest:
         self.records += 1
         prio = prio_of(kind)
         if prio < Prio.TELEMETRY or self._batch_s <= 0:
-            return self._outbox.submit(
-                Pending(prio, kind, src, st.tb, self._maker(kind, src, st.tq, [rec]))
-            )
+            return self._outbox.submit(Pending(prio, kind, src, st.tb, self._maker(kind, src, st.tq, [rec])))
         key = (kind, src)
         batch = self._batches.get(key)
         if batch is not None and batch.tq != st.tq:

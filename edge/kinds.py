@@ -14,9 +14,7 @@ class Prio(enum.IntEnum):
     BULK = 3
 
 
-_LIFE_SAFETY = frozenset(
-    {"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.mandown"}
-)
+_LIFE_SAFETY = frozenset({"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.mandown"})
 _EVENT = frozenset(
     {
         "device.state",

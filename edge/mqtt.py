@@ -131,9 +131,7 @@ class MqttConnection:
         self._post(self._on_suback, mid, failed)
 
     def _cb_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._post(
-            self._deliver, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos)
-        )
+        self._post(self._deliver, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
 
     # event loop side -------------------------------------------------------------
 
@@ -143,13 +141,9 @@ class MqttConnection:
         if rc == 0:
             self._connected.set_result(session_present)
         elif rc in _AUTH_CODES:
-            self._connected.set_exception(
-                AuthRejected(f"broker refused the connection (CONNACK {rc})")
-            )
+            self._connected.set_exception(AuthRejected(f"broker refused the connection (CONNACK {rc})"))
         else:
-            self._connected.set_exception(
-                BrokerUnavailable(f"broker refused the connection (CONNACK {rc})")
-            )
+            self._connected.set_exception(BrokerUnavailable(f"broker refused the connection (CONNACK {rc})"))
 
     def _on_closed(self, reason: str) -> None:
         exc = BrokerUnavailable(f"connection lost: {reason}")
@@ -186,15 +180,11 @@ class MqttConnection:
         try:
             await self._loop.run_in_executor(None, self._connect_blocking)
         except ssl.SSLCertVerificationError as exc:
-            raise AuthRejected(
-                f"TLS: broker certificate not trusted: {exc.verify_message}"
-            ) from exc
+            raise AuthRejected(f"TLS: broker certificate not trusted: {exc.verify_message}") from exc
         except ssl.SSLError as exc:
             raise AuthRejected(f"TLS handshake failed: {exc.reason or exc}") from exc
         except OSError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach {self._host}:{self._port}: {exc.strerror or exc}"
-            ) from exc
+            raise BrokerUnavailable(f"cannot reach {self._host}:{self._port}: {exc.strerror or exc}") from exc
         self._client.loop_start()
         try:
             async with asyncio.timeout(self._timeout):
@@ -221,9 +211,7 @@ class MqttConnection:
         await self._loop.run_in_executor(None, self._client.loop_stop)
         self._on_closed("closed by us")
 
-    def publish_nowait(
-        self, topic: str, payload: bytes, *, retain: bool = False
-    ) -> asyncio.Future[None]:
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[None]:
         """Send at QoS 1; the future resolves on PUBACK and fails if the link drops first."""
         fut: asyncio.Future[None] = self._loop.create_future()
         if self.closed.done():

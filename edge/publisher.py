@@ -147,9 +147,7 @@ class Publisher:
             if row is None:
                 await self._wait(closed)
                 continue
-            limit = self._cfg.inflight + (
-                LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0
-            )
+            limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
             if conn.in_flight >= limit:
                 buffers[row.prio].appendleft(row)
                 await self._wait(closed)

@@ -17,9 +17,7 @@ HEALTHY_RUN_S = 30.0  # a run this long resets the backoff
 class Backoff:
     """Full-jitter exponential backoff (so a fleet does not reconnect in lockstep)."""
 
-    def __init__(
-        self, min_s: float = 0.5, max_s: float = 30.0, *, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, min_s: float = 0.5, max_s: float = 30.0, *, rng: random.Random | None = None) -> None:
         self.min_s = min_s
         self.max_s = max_s
         self._attempt = 0

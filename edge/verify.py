@@ -54,9 +54,7 @@ class Tally:
     dropped: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def add(
-        self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]
-    ) -> dict[str, Any]:
+    def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
         try:
             p = check_gateway_payload(verify(payload_bytes, keys).payload)
         except EnvelopeError as exc:

@@ -14,9 +14,7 @@ from tests.support.gateway import CORPORA
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     if mosquitto_bin() is None:
-        pytest.fail(
-            "mosquitto is not installed; scripts/test installs it (apt-get install mosquitto)"
-        )
+        pytest.fail("mosquitto is not installed; scripts/test installs it (apt-get install mosquitto)")
     b = Mosquitto(tmp_path / "broker")
     b.start()
     try:

@@ -249,29 +249,24 @@ class NmeaParser:
 
     def _gga(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         quality = _opt_int(f[5])
+        valid = bool(quality) and quality != 6  # 0 invalid, 6 dead reckoning estimate
+        self._position_sats_alt(ep, f, valid)
+
+    def _position_sats_alt(self, ep: _Epoch, f: tuple[str, ...], valid: bool) -> None:
+        """GGA and GNS share fields 1-8; parse them all before changing the epoch."""
         lat = _coord(f[1], f[2], 2, 90.0)
         lon = _coord(f[3], f[4], 3, 180.0)
-        valid = bool(quality) and quality != 6  # 0 invalid, 6 dead reckoning estimate
+        sats, hdop, alt = _opt_int(f[6]), _opt_float(f[7]), _opt_float(f[8])
         ep.position(lat, lon, valid)
         if valid:
-            ep.sats = _opt_int(f[6])
-            ep.hdop = _opt_float(f[7])
-            alt = _opt_float(f[8])
+            ep.sats, ep.hdop = sats, hdop
             if alt is not None:
                 ep.alt = alt
 
     def _gns(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         modes = f[5]
         valid = bool(modes) and any(c not in "NE" for c in modes)
-        lat = _coord(f[1], f[2], 2, 90.0)
-        lon = _coord(f[3], f[4], 3, 180.0)
-        ep.position(lat, lon, valid)
-        if valid:
-            ep.sats = _opt_int(f[6])
-            ep.hdop = _opt_float(f[7])
-            alt = _opt_float(f[8])
-            if alt is not None:
-                ep.alt = alt
+        self._position_sats_alt(ep, f, valid)
 
     def _gll(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         valid = len(f) > 5 and f[5] == "A" and not (len(f) > 6 and f[6] == "N")
@@ -315,9 +310,7 @@ class NmeaParser:
         if ep.valid and ep.lat is not None and ep.lon is not None:
             mode = ep.mode if ep.mode in (2, 3) else None
             if mode is None:
-                mode = (
-                    3 if ep.alt is not None else (self._gsa_mode if self._gsa_mode in (2, 3) else 2)
-                )
+                mode = 3 if ep.alt is not None else (self._gsa_mode if self._gsa_mode in (2, 3) else 2)
             out.append(
                 Fix(
                     tb=ep.tb,
@@ -373,9 +366,12 @@ class NmeaParser:
         try:
             mode = int(obj.get("mode", 0))
             lat, lon = obj.get("lat"), obj.get("lon")
-            if mode < 2 or not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            if mode < 2:
                 return [NoFix(tb=now, tod_ms=None)]
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            flat, flon = _num(lat), _num(lon)
+            if flat is None or flon is None:
+                return [Rejected(Reason.BAD_VALUE, line[:64], "TPV without a numeric position")]
+            if not (-90 <= flat <= 90 and -180 <= flon <= 180):  # also refuses NaN
                 return [Rejected(Reason.BAD_VALUE, line[:64], "position out of range")]
             utc = _iso_ms(obj.get("time"))
             alt = obj.get("altMSL", obj.get("alt"))
@@ -384,8 +380,8 @@ class NmeaParser:
                     tb=now,
                     tod_ms=None if utc is None else utc % DAY_MS,
                     utc_ms=utc,
-                    lat=float(lat),
-                    lon=float(lon),
+                    lat=flat,
+                    lon=flon,
                     alt=float(alt) if isinstance(alt, int | float) and mode == 3 else None,
                     mode=3 if mode >= 3 else 2,
                     sats=None,

@@ -21,9 +21,7 @@ class FixReporter:
     """Passes a fix when `min_interval_s` has elapsed, or when enabled distance or course
     triggers fire (a worker who starts running is reported at once)."""
 
-    def __init__(
-        self, *, min_interval_s: float, min_distance_m: float, min_course_change_deg: float
-    ) -> None:
+    def __init__(self, *, min_interval_s: float, min_distance_m: float, min_course_change_deg: float) -> None:
         self._interval_ms = min_interval_s * 1000.0
         self._distance = min_distance_m
         self._course = min_course_change_deg
@@ -34,10 +32,7 @@ class FixReporter:
         report = (
             last is None
             or fix.tb - last.tb >= self._interval_ms
-            or (
-                self._distance > 0
-                and distance_m(last.lat, last.lon, fix.lat, fix.lon) >= self._distance
-            )
+            or (self._distance > 0 and distance_m(last.lat, last.lon, fix.lat, fix.lon) >= self._distance)
             or (
                 self._course > 0
                 and fix.course is not None

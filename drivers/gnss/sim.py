@@ -47,12 +47,8 @@ def epoch_sentences(
     lo, ew = _ddmm(lon, 3)
     knots = speed_mps / (1852 / 3600)
     return (
-        sentence(
-            f"{talker}RMC,{hhmmss},A,{la},{ns},{lo},{ew},{knots:.2f},{course:.1f},{ddmmyy},,,A,V"
-        )
-        + sentence(
-            f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},1,{sats:02d},{hdop:.1f},{alt:.1f},M,-5.0,M,,"
-        )
+        sentence(f"{talker}RMC,{hhmmss},A,{la},{ns},{lo},{ew},{knots:.2f},{course:.1f},{ddmmyy},,,A,V")
+        + sentence(f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},1,{sats:02d},{hdop:.1f},{alt:.1f},M,-5.0,M,,")
         + sentence(f"{talker}GSA,A,3,01,02,03,04,05,06,,,,,,,1.5,{hdop:.1f},1.2,1")
     )
 

@@ -46,9 +46,7 @@ def test_capture_through_pty_matches_gpsd(
 
         # Every reference epoch the receiver reported a position for must arrive.
         def fixes_in(msgs: list) -> list[dict]:  # type: ignore[type-arg]
-            return [
-                r["d"] for m in msgs if m.payload["kind"] == "gnss.fix" for r in m.payload["recs"]
-            ]
+            return [r["d"] for m in msgs if m.payload["kind"] == "gnss.fix" for r in m.payload["recs"]]
 
         def have_all(msgs: list) -> bool:  # type: ignore[type-arg]
             tods = {d["utc"] % DAY_MS for d in fixes_in(msgs) if "utc" in d}
@@ -64,9 +62,9 @@ def test_capture_through_pty_matches_gpsd(
     by_tod: dict[int, dict] = {d["utc"] % DAY_MS: d for d in fixes if "utc" in d}  # type: ignore[type-arg]
     for tod, refs in expected.items():
         d = by_tod[tod]
-        assert any(
-            abs(d["lat"] - r["lat"]) < 1e-7 and abs(d["lon"] - r["lon"]) < 1e-7 for r in refs
-        ), f"{capture}: fix at {tod} ms is {d['lat']},{d['lon']}; gpsd says {refs}"
+        assert any(abs(d["lat"] - r["lat"]) < 1e-7 and abs(d["lon"] - r["lon"]) < 1e-7 for r in refs), (
+            f"{capture}: fix at {tod} ms is {d['lat']},{d['lon']}; gpsd says {refs}"
+        )
         if "alt" in d and any("altMSL" in r for r in refs):
             assert any(abs(d["alt"] - r["altMSL"]) < 1e-3 for r in refs if "altMSL" in r)
     # Every fix we published is at a time gpsd also reported or a plausible one (no invented fixes).

@@ -83,9 +83,7 @@ class Collector:
                 self._lock.notify_all()
             return
         with self._lock:
-            self.messages.append(
-                Message(msg.topic, raw, payload, bool(msg.retain), time.monotonic())
-            )
+            self.messages.append(Message(msg.topic, raw, payload, bool(msg.retain), time.monotonic()))
             self._lock.notify_all()
 
     def start(self) -> Collector:
@@ -101,9 +99,7 @@ class Collector:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def wait_for(
-        self, pred: Callable[[list[Message]], bool], timeout: float = 30.0
-    ) -> list[Message]:
+    def wait_for(self, pred: Callable[[list[Message]], bool], timeout: float = 30.0) -> list[Message]:
         deadline = time.monotonic() + timeout
         with self._lock:
             while not pred(self.messages):

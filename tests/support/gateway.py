@@ -150,9 +150,7 @@ class GatewayProc:
         raise TimeoutError(f"gateway status condition not met in {timeout} s; last: {last}")
 
     def wait_device_open(self, dev: str, opened: int = 1, timeout: float = 20.0) -> dict[str, Any]:
-        return self.wait_status(
-            lambda d: d["devices"].get(dev, {}).get("opened", 0) >= opened, timeout
-        )
+        return self.wait_status(lambda d: d["devices"].get(dev, {}).get("opened", 0) >= opened, timeout)
 
     def kill(self, sig: int = signal.SIGKILL) -> int | None:
         if self.proc is None:
@@ -171,9 +169,7 @@ class GatewayProc:
         return self.kill(signal.SIGTERM)
 
 
-def gnss_device(
-    link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.0, extra: str = ""
-) -> str:
+def gnss_device(link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.0, extra: str = "") -> str:
     return (
         f'[[devices]]\nid = "{dev_id}"\nkind = "gnss"\nport = "{link}"\nbaudrate = 115200\n'
         f"min_interval_s = {min_interval_s}\n{extra}\n"

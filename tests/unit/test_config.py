@@ -1,0 +1,162 @@
+"""Config: every mistake is one line naming the key path and the line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import load
+from edge.errors import ConfigError
+
+GOOD = """\
+[gateway]
+id = "jm-taishan-gh-001"
+key = "keys/gateway.key"
+state_dir = "state"
+
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+topic_prefix = "gridedge/v1"
+
+[outbox]
+max_bytes = 268435456
+batch_ms = 250
+
+[[devices]]
+id = "gnss0"
+kind = "gnss"
+port = "/dev/ttyUSB0"
+baudrate = 9600
+min_interval_s = 1.0
+min_distance_m = 0.0
+"""
+
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> Path:
+    (tmp_path / "keys").mkdir()
+    key = tmp_path / "keys" / "gateway.key"
+    key.write_text("not read by load()")
+    key.chmod(0o600)
+    return tmp_path
+
+
+def write(confdir: Path, text: str) -> Path:
+    p = confdir / "gateway.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_loads_with_paths_relative_to_the_file(confdir: Path) -> None:
+    cfg = load(write(confdir, GOOD))
+    assert cfg.gateway.id == "jm-taishan-gh-001"
+    assert cfg.gateway.key == confdir / "keys" / "gateway.key"
+    assert cfg.gateway.state_dir == confdir / "state"
+    assert cfg.outbox.batch_ms == 250
+    (dev,) = cfg.devices
+    assert dev.serial.port == "/dev/ttyUSB0" and dev.serial.baudrate == 9600
+    assert dev.min_interval_s == 1.0
+
+
+CASES = [
+    ("baudrate = 9600", 'baudrate = "fast"', 'devices[0].baudrate: expected an integer, got "fast"', 19),
+    ("baudrate = 9600", "baudrate = 9601", "devices[0].baudrate: expected one of", 19),
+    ("port = 1883", "port = 70000", "mqtt.port: must be at most 65535", 8),
+    ("batch_ms = 250", "batch_ms = 250\nbatchms = 5", "outbox.batchms: unknown key", 14),
+    ('id = "jm-taishan-gh-001"\n', "", "gateway.id: is required", 1),
+    ('id = "jm-taishan-gh-001"', 'id = "jm/taishan/#"', 'gateway.id: "jm/taishan/#" is not an id', 2),
+    ('kind = "gnss"', 'kind = "radar"', "devices[0].kind: expected one of", 17),
+    ('host = "127.0.0.1"', 'host = "broker.example.net"', "mqtt.host: plaintext MQTT", 7),
+    ("min_interval_s = 1.0", "min_interval_s = -1", "devices[0].min_interval_s: must be at least 0", 20),
+    ('topic_prefix = "gridedge/v1"', 'topic_prefix = "grid/#"', "mqtt.topic_prefix", 9),
+    ("max_bytes = 268435456", "max_bytes = true", "outbox.max_bytes: expected an integer, got true", 12),
+    ('port = "/dev/ttyUSB0"\n', "", "devices[0].port: is required", 15),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message", "line"), CASES)
+def test_each_mistake_names_key_and_line(confdir: Path, old: str, new: str, message: str, line: int) -> None:
+    assert old in GOOD
+    path = write(confdir, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert message in text
+    assert f"gateway.toml:{line}:" in text, text
+
+
+def test_duplicate_device_id(confdir: Path) -> None:
+    second = GOOD[GOOD.index("[[devices]]") :]
+    with pytest.raises(ConfigError, match=r"gateway.toml:24: devices\[1\].id: \"gnss0\" is already used"):
+        load(write(confdir, GOOD + "\n" + second))
+
+
+def test_toml_syntax_error_names_the_line(confdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"gateway.toml:8: not valid TOML"):
+        load(write(confdir, GOOD.replace("port = 1883", "port = = 1883")))
+
+
+def test_private_key_readable_by_others_is_refused(confdir: Path) -> None:
+    (confdir / "keys" / "gateway.key").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"gateway.toml:3: gateway.key: .* readable by group or others"):
+        load(write(confdir, GOOD))
+
+
+def test_missing_key_file_is_named(confdir: Path) -> None:
+    (confdir / "keys" / "gateway.key").unlink()
+    with pytest.raises(ConfigError, match=r"gateway.key: cannot read .*gateway.key"):
+        load(write(confdir, GOOD))
+
+
+def test_tls_cert_needs_its_key(confdir: Path) -> None:
+    text = GOOD.replace('host = "127.0.0.1"', 'host = "127.0.0.1"\ntls_ca = "ca.crt"\ntls_cert = "gw.crt"')
+    with pytest.raises(ConfigError, match=r"mqtt\.tls_cert: tls_cert and tls_key go together"):
+        load(write(confdir, text))
+
+
+def test_insecure_allows_plaintext_to_a_remote_broker(confdir: Path) -> None:
+    text = GOOD.replace('host = "127.0.0.1"', 'host = "broker.example.net"\ninsecure = true')
+    assert load(write(confdir, text)).mqtt.insecure
+
+
+def test_cli_check_exit_codes(confdir: Path) -> None:
+    good = write(confdir, GOOD)
+    ok = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check", "-c", str(good)], capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = confdir / "bad.toml"
+    bad.write_text(GOOD.replace("baudrate = 9600", 'baudrate = "fast"'))
+    res = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check", "-c", str(bad)], capture_output=True, text=True
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f'gridedge check: {bad}:19: devices[0].baudrate: expected an integer, got "fast"'
+    ]
+
+
+def test_cli_provision_writes_a_private_key_and_a_config_that_checks(tmp_path: Path) -> None:
+    out = tmp_path / "prov"
+    res = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-7", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert os.stat(out / "gateway.key").st_mode & 0o777 == 0o600
+    assert (out / "gateway.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    cfg = load(out / "gateway.toml")
+    assert cfg.gateway.id == "gw-7"
+    again = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-7", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 1 and "exists" in again.stderr
