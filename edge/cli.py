@@ -130,6 +130,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             prefix=args.topic_prefix,
             count=args.count,
             timeout=args.timeout,
+            until_idle=args.until_idle,
+            client_id=args.client_id,
         )
     )
     return 0 if summary["invalid"] == 0 and summary["missing"] == 0 else 1
@@ -188,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--topic-prefix", default="gridedge/v1")
     sp.add_argument("--count", type=int, default=None, help="stop after N messages")
     sp.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
+    sp.add_argument("--until-idle", type=float, default=None, help="stop after S quiet seconds")
+    sp.add_argument(
+        "--client-id", default=None, help="persistent session id: survive broker restarts without gaps"
+    )
     sp.set_defaults(func=cmd_verify)
     sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
     with_config(sp)

@@ -139,42 +139,68 @@ async def run_verify(
     prefix: str,
     count: int | None,
     timeout: float | None,
+    until_idle: float | None = None,
+    client_id: str | None = None,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
+    """Verify until `count` messages, `timeout` seconds, or `until_idle` seconds of quiet.
+
+    With a `client_id` the subscription is a persistent session that survives broker
+    restarts (the verifier reconnects), so nothing published meanwhile is missed.
+    """
     keys = keyring(*(load_public_key(p.read_bytes()) for p in pubkeys))
     tally = Tally()
+    loop = asyncio.get_running_loop()
     done = asyncio.Event()
     counted = 0
+    last = loop.time()
 
     def on_message(msg: Incoming) -> None:
-        nonlocal counted
+        nonlocal counted, last
         line = tally.add(msg.topic, msg.payload, keys)
         out.write(json.dumps(line, default=_jsonable) + "\n")
         out.flush()
         counted += 1
+        last = loop.time()
         if count is not None and counted >= count:
             done.set()
 
-    conn = MqttConnection(
-        host=host,
-        port=port,
-        client_id=f"gridedge-verify-{uuid.uuid4().hex[:8]}",
-        clean_session=True,
-        on_message=on_message,
-    )
-    try:
-        async with conn:
-            await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
-            waiter = asyncio.ensure_future(done.wait())
+    async def idle_watch() -> None:
+        while until_idle is not None:
+            await asyncio.sleep(min(until_idle, 0.25))
+            if counted and loop.time() - last >= until_idle:
+                done.set()
+                return
+
+    async def session_loop() -> None:
+        persistent = client_id is not None
+        cid = client_id or f"gridedge-verify-{uuid.uuid4().hex[:8]}"
+        while not done.is_set():
             try:
-                await asyncio.wait(
-                    (waiter, conn.closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                waiter.cancel()
-    except EdgeError as exc:
-        print(f"gridedge verify: {exc}", file=sys.stderr)
-        raise
+                async with MqttConnection(
+                    host=host, port=port, client_id=cid, clean_session=not persistent, on_message=on_message
+                ) as conn:
+                    await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
+                    await conn.closed
+            except EdgeError as exc:
+                if not persistent:
+                    raise
+                print(f"gridedge verify: {exc}; reconnecting", file=sys.stderr)
+            if not persistent:
+                return
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.ensure_future(idle_watch())
+    sessions = asyncio.ensure_future(session_loop())
+    waiter = asyncio.ensure_future(done.wait())
+    try:
+        await asyncio.wait((waiter, sessions), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if sessions.done() and not sessions.cancelled() and sessions.exception() is not None:
+            raise sessions.exception()  # type: ignore[misc]
+    finally:
+        for t in (watcher, sessions, waiter):
+            t.cancel()
+        await asyncio.gather(watcher, sessions, waiter, return_exceptions=True)
     summary = tally.summary()
     out.write(json.dumps(summary, default=_jsonable) + "\n")
     out.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -50,6 +51,9 @@ class Mosquitto:
         # Persistence with a save on every change, so a SIGKILLed broker comes back with
         # the subscriber sessions and queued messages it had acknowledged.
         self.conf.write_text(
+            # run as whoever runs the tests (as root, mosquitto would drop to a user that
+            # cannot write this directory, and silently keep nothing)
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

@@ -111,6 +111,11 @@ class Collector:
                 self._lock.wait(min(left, 0.5))
             return list(self.messages)
 
+    def wait_more(self, n: int, timeout: float = 30.0) -> list[Message]:
+        """Wait until `n` more outbox messages (seq > 0) than now have arrived."""
+        target = len(self.up()) + n
+        return self.wait_for(lambda ms: sum(1 for m in ms if m.payload["seq"]) >= target, timeout)
+
     def up(self, kind: str | None = None) -> list[Message]:
         with self._lock:
             return [

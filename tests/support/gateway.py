@@ -174,3 +174,35 @@ def gnss_device(link: Path, dev_id: str = "gnss0", *, min_interval_s: float = 0.
         f'[[devices]]\nid = "{dev_id}"\nkind = "gnss"\nport = "{link}"\nbaudrate = 115200\n'
         f"min_interval_s = {min_interval_s}\n{extra}\n"
     )
+
+
+class Feeder:
+    """A simulated receiver writing one epoch every `period` seconds into a pty until stopped."""
+
+    def __init__(self, pty: Pty, *, period: float = 0.01, start_utc: float = 1_790_000_000.0) -> None:
+        from drivers.gnss.sim import walk
+
+        self._pty = pty
+        self._period = period
+        self._epochs = walk(start_utc=start_utc, hz=1 / period)
+        self._stop = threading.Event()
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._pty.write(next(self._epochs))
+            except OSError:
+                time.sleep(self._period)  # unplugged: a real receiver keeps talking into the void
+                continue
+            self.written += 1
+            time.sleep(self._period)
+
+    def start(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

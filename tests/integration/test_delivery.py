@@ -1,0 +1,154 @@
+"""Nothing committed is lost: broker restarts, gateway SIGKILLs, birth and Last Will."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tests.support.broker import Mosquitto
+from tests.support.collector import Collector, Message
+from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device
+
+
+def drained(gw: GatewayProc, timeout: float = 60.0) -> int:
+    """Wait until the gateway's outbox is empty; return its high-water seq."""
+    doc = gw.wait_status(lambda d: d["outbox"]["depth"] == 0 and d["link"]["state"] == "up", timeout)
+    return int(doc["outbox"]["hw"])
+
+
+def assert_no_seq_reused(msgs: list[Message]) -> None:
+    by_seq: dict[int, set[bytes]] = defaultdict(set)
+    for m in msgs:
+        if m.payload["seq"]:
+            by_seq[m.payload["seq"]].add(m.raw)
+    reused = {s: len(v) for s, v in by_seq.items() if len(v) > 1}
+    assert not reused, f"seqs carried different messages: {reused}"
+
+
+def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Path) -> None:
+    pty = Pty(tmp_path / "ttyGNSS")
+    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
+    col = Collector(broker.port, gw.pub).start()
+    verifier = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "verify",
+            "--port",
+            str(broker.port),
+            "--pubkey",
+            str(gw.pub),
+            "--timeout",
+            "120",
+            "--client-id",
+            "verify-under-test",
+            "--until-idle",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    gw.start()
+    feeder = Feeder(pty)
+    try:
+        gw.wait_device_open("gnss0")
+        feeder.start()
+        for _ in range(3):
+            col.wait_for(lambda ms: len(ms) > 10, timeout=30)
+            time.sleep(0.3)
+            broker.kill()
+            time.sleep(0.5)  # the gateway keeps committing while the broker is away
+            broker.start()
+            col.wait_more(5, timeout=30)  # and traffic flows again
+        feeder.stop()
+        hw = drained(gw)
+        col.wait_for(lambda ms: set(range(1, hw + 1)) <= {m.payload["seq"] for m in ms}, timeout=30)
+    finally:
+        feeder.stop()
+        gw.stop()
+        col.stop()
+        pty.unplug()
+    out, _ = verifier.communicate(timeout=150)
+    assert not col.invalid
+    assert_no_seq_reused(col.up())
+    assert hw > 30
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["summary"] and summary["invalid"] == 0
+    assert summary["missing"] == 0, summary
+    gw_summary = summary["gateways"][gw.gw_id]
+    assert gw_summary["messages"] >= hw
+
+
+def test_gateway_sigkilled_at_random_moments(broker: Mosquitto, tmp_path: Path) -> None:
+    rng = random.Random(20261126)
+    pty = Pty(tmp_path / "ttyGNSS")
+    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
+    col = Collector(broker.port, gw.pub).start()
+    feeder = Feeder(pty).start()
+    kills = 5
+    try:
+        for _ in range(kills):
+            gw.start()
+            gw.wait_device_open("gnss0")
+            time.sleep(rng.uniform(0.2, 1.2))
+            gw.kill()
+        gw.start()
+        gw.wait_device_open("gnss0")
+        time.sleep(0.5)
+        feeder.stop()
+        hw = drained(gw)
+        msgs = col.wait_for(lambda ms: set(range(1, hw + 1)) <= {m.payload["seq"] for m in ms}, timeout=30)
+    finally:
+        feeder.stop()
+        gw.stop()
+        col.stop()
+        pty.unplug()
+    assert not col.invalid
+    assert_no_seq_reused(msgs)
+    up = [m for m in msgs if m.payload["seq"]]
+    assert max(m.payload["seq"] for m in up) == hw
+    # Each start is a new epoch: counter increments, nonce is fresh.
+    births = [
+        m
+        for m in msgs
+        if m.payload["kind"] == "gateway.status" and m.payload["recs"][0]["d"]["state"] == "online"
+    ]
+    counters = sorted({m.payload["ep"][0] for m in births})
+    assert counters == list(range(1, kills + 2))
+    assert len({m.payload["ep"][1] for m in births}) == kills + 1
+    # Seqs increase with the epoch: a later start never reuses an earlier start's seq range.
+    first_by_epoch: dict[int, int] = {}
+    for m in up:
+        c = m.payload["ep"][0]
+        first_by_epoch[c] = min(first_by_epoch.get(c, m.payload["seq"]), m.payload["seq"])
+    ordered = [first_by_epoch[c] for c in sorted(first_by_epoch)]
+    assert ordered == sorted(ordered)
+
+
+def test_birth_is_retained_and_last_will_is_signed_offline(broker: Mosquitto, tmp_path: Path) -> None:
+    gw = GatewayProc(tmp_path / "gw", port=broker.port)
+    gw.start()
+    try:
+        gw.wait_status(lambda d: d["link"]["state"] == "up")
+        late = Collector(broker.port, gw.pub).start()  # subscribes after the birth
+        births = late.wait_for(lambda ms: any(m.payload["kind"] == "gateway.status" for m in ms), timeout=10)
+        (birth,) = [m for m in births if m.payload["kind"] == "gateway.status"]
+        assert birth.retain and birth.topic == f"gridedge/v1/{gw.gw_id}/status"
+        assert birth.payload["seq"] == 0 and birth.payload["recs"][0]["d"]["state"] == "online"
+        assert isinstance(birth.payload["recs"][0]["d"]["hw"], int)
+        gw.kill()  # no DISCONNECT: the broker publishes the Last Will
+        msgs = late.wait_for(
+            lambda ms: any(m.payload["recs"][0]["d"].get("state") == "offline" for m in ms), timeout=10
+        )
+        will = next(m for m in msgs if m.payload["recs"][0]["d"].get("state") == "offline")
+        assert will.payload["kind"] == "gateway.status" and will.payload["ep"] == birth.payload["ep"]
+        late.stop()
+    finally:
+        gw.stop()
+    assert not late.invalid
