@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from tests.support.pki import CA
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> tuple[Mosquitto, CA]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, CA]]:
     ca = CA(tmp_path / "pki")
     crt, key = ca.issue("broker", server=True)
     b = Mosquitto(
@@ -25,7 +26,7 @@ def tls_broker(tmp_path: Path) -> tuple[Mosquitto, CA]:
         ),
     )
     b.start()
-    yield b, ca  # type: ignore[misc]
+    yield b, ca
     b.stop()
 
 
