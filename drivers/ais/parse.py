@@ -1,0 +1,252 @@
+"""AIS parser, sans-IO: `!AIVDM`/`!AIVDO` bytes in, `AisReport`/`Rejected` events out.
+
+Theory of operation: lines are framed and checksum-verified (IEC 61162-1; tag
+blocks and trailing receiver metadata are tolerated), fragments are reassembled
+per (talker, channel, sequence id) with a timeout, and the joined payload is
+checked before pyais decodes it: armouring characters must be in the 6-bit set,
+fill bits in 0-5, and the bit length must fit the message type (ITU-R M.1371-5),
+since pyais decodes a truncated payload into wrong values without complaint. A
+decoded report is normalised: degrees, knots, and fields that say "not available"
+are left out rather than published as 91, 181, 102.3, 360 or 511.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyais
+from pyais.messages import MSG_CLASS
+
+from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, check
+
+FRAGMENT_TIMEOUT_MS = 2_000
+MAX_FRAGMENTS = 9  # the fragment count is one digit
+MAX_PENDING = 64  # reassembly slots; a flood of first fragments cannot grow memory
+
+# Minimum payload bit length per message type (ITU-R M.1371-5, Annex 8): where the
+# last field we read ends, so no published value is ever decoded from past the end
+# of a short payload (pyais would silently decode zeros there). Longer payloads
+# are accepted, as gpsd does: transmitters pad, and the fields are at fixed offsets.
+_MIN_BITS: dict[int, int] = {
+    1: 137, 2: 137, 3: 137, 4: 134, 5: 420, 6: 88, 7: 72, 8: 56, 9: 128, 10: 72,
+    11: 134, 12: 72, 13: 72, 14: 40, 15: 88, 16: 96, 17: 80, 18: 133, 19: 301, 20: 72,
+    21: 272, 22: 168, 23: 160, 24: 160, 25: 40, 26: 60, 27: 96,
+}
+MAX_BITS = 1064  # five slots: the longest any AIS message can be
+_POSITIONED = frozenset({1, 2, 3, 4, 9, 11, 17, 18, 19, 21, 27})
+POSITION_TYPES = frozenset({1, 2, 3, 9, 18, 19, 27})
+STATIC_TYPES = frozenset({5, 24})
+
+
+def _armour_ok(payload: str) -> bool:
+    # 6-bit ASCII armouring: '0'..'W' and '`'..'w' (ITU-R M.1371, IEC 61162-1 table 7)
+    return all(48 <= ord(c) <= 87 or 96 <= ord(c) <= 119 for c in payload)
+
+
+@dataclass(frozen=True, slots=True)
+class AisReport:
+    """One decoded AIS message."""
+
+    tb: int
+    msg_type: int
+    mmsi: int
+    channel: str
+    data: dict[str, Any]
+    payload: str  # the joined armoured payload: the same report heard twice has the same one
+    own: bool = False  # !AIVDO: our own station
+
+
+@dataclass(slots=True)
+class _Pending:
+    count: int
+    first_tb: int
+    parts: dict[int, tuple[str, int]] = field(default_factory=dict)
+    raw: list[bytes] = field(default_factory=list)
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _text(v: Any) -> str:
+    return str(v).strip().rstrip("@").strip() if v is not None else ""
+
+
+def _position(d: dict[str, Any], out: dict[str, Any], *, scale: float = 1.0) -> None:
+    lat, lon = _num(d.get("lat")), _num(d.get("lon"))
+    if lat is not None and lon is not None:
+        lat, lon = lat * scale, lon * scale
+        # 91 / 181 mean "not available"; anything else out of range is nonsense
+        if -90 <= lat <= 90 and -180 <= lon <= 180:
+            out["lat"], out["lon"] = round(lat, 7), round(lon, 7)
+
+
+def normalise(msg_type: int, d: dict[str, Any]) -> dict[str, Any]:
+    """pyais's fields to ours, dropping 'not available' values."""
+    out: dict[str, Any] = {}
+    if msg_type not in _POSITIONED:
+        pass
+    elif msg_type == 17:
+        # Type 17 carries its position in 1/10 minute; pyais returns minutes.
+        _position(d, out, scale=1 / 60)
+    else:
+        _position(d, out)
+    if msg_type in POSITION_TYPES:
+        sog = _num(d.get("speed"))
+        na_sog = 63.0 if msg_type == 27 else (1023.0 if msg_type == 9 else 102.3)
+        if sog is not None and sog < na_sog:
+            out["sog"] = sog
+        cog = _num(d.get("course"))
+        if cog is not None and 0 <= cog < 360 and not (msg_type == 27 and cog == 511):
+            out["cog"] = cog
+        heading = _num(d.get("heading"))
+        if heading is not None and 0 <= heading < 360:
+            out["heading"] = int(heading)
+        status = d.get("status")
+        if status is not None and msg_type in (1, 2, 3, 27):
+            out["nav_status"] = int(status)
+        if msg_type == 9:
+            alt = _num(d.get("alt"))
+            if alt is not None and alt < 4095:
+                out["alt"] = alt
+    if msg_type in (5, 19, 24):
+        name = _text(d.get("shipname"))
+        if name:
+            out["name"] = name
+        for key in ("callsign", "destination", "vendorid"):
+            v = _text(d.get(key))
+            if v:
+                out[key] = v
+        if d.get("ship_type") is not None:
+            out["ship_type"] = int(d["ship_type"])
+        dims = [d.get(k) for k in ("to_bow", "to_stern", "to_port", "to_starboard")]
+        if all(isinstance(x, int) for x in dims) and any(dims):
+            out["dims"] = dims
+    if msg_type == 5:
+        if d.get("imo"):
+            out["imo"] = int(d["imo"])
+        m, day, h, mi = (d.get(k) for k in ("month", "day", "hour", "minute"))
+        if m and day and all(isinstance(x, int) for x in (m, day, h, mi)) and h < 24 and mi < 60:
+            out["eta"] = f"{m:02d}-{day:02d}T{h:02d}:{mi:02d}"
+        draught = _num(d.get("draught"))
+        if draught:
+            out["draught"] = draught
+    if msg_type == 24:
+        out["part"] = int(d.get("partno", 0))
+    if msg_type == 14:
+        out["text"] = _text(d.get("text"))
+    return out
+
+
+class AisParser:
+    """Feed bytes from an AIS receiver; get decoded reports and counted rejections."""
+
+    def __init__(self, *, fragment_timeout_ms: int = FRAGMENT_TIMEOUT_MS) -> None:
+        self._framer = LineFramer()
+        self._timeout = fragment_timeout_ms
+        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        self.ignored = 0
+
+    def feed(self, data: bytes, *, now: int) -> list[AisReport | Rejected]:
+        out: list[AisReport | Rejected] = list(self.expire(now))
+        for item in self._framer.feed(data):
+            if isinstance(item, Rejected):
+                out.append(item)
+                continue
+            s = check(item)
+            if isinstance(s, Rejected):
+                out.append(s)
+            elif s.start == "!" and s.type in ("VDM", "VDO"):
+                self._sentence(s, now, out)
+            else:
+                self.ignored += 1  # $GP..., $PGHP wrappers, other talkers on a shared port
+        return out
+
+    def expire(self, now: int) -> list[Rejected]:
+        """Incomplete multi-fragment messages older than the timeout."""
+        out: list[Rejected] = []
+        for key, p in list(self._pending.items()):
+            if now - p.first_tb > self._timeout:
+                del self._pending[key]
+                out.append(Rejected(Reason.FRAGMENT, b"\n".join(p.raw)[:200], "missing fragment (timeout)"))
+        return out
+
+    def _sentence(self, s: Sentence, now: int, out: list[AisReport | Rejected]) -> None:
+        f = s.fields
+        if len(f) < 6:
+            out.append(Rejected(Reason.MALFORMED, s.raw, "too few fields"))
+            return
+        count_s, num_s, seq_id, channel, payload, fill_s = f[:6]
+        if not (count_s.isdigit() and num_s.isdigit() and fill_s.isdigit() and len(fill_s) == 1):
+            out.append(Rejected(Reason.MALFORMED, s.raw, "fragment count, number or fill bits"))
+            return
+        count, num, fill = int(count_s), int(num_s), int(fill_s)
+        if not (1 <= count <= MAX_FRAGMENTS and 1 <= num <= count and fill <= 5):
+            out.append(Rejected(Reason.MALFORMED, s.raw, "fragment numbering or fill bits out of range"))
+            return
+        if not payload or not _armour_ok(payload):
+            out.append(Rejected(Reason.MALFORMED, s.raw, "payload armouring"))
+            return
+        if num < count and fill != 0:
+            out.append(Rejected(Reason.MALFORMED, s.raw, "fill bits on a non-final fragment"))
+            return
+        own = s.type == "VDO"
+        if count == 1:
+            self._decode(payload, fill, channel, own, s.raw, now, out)
+            return
+        key = (s.talker, channel, seq_id)
+        p = self._pending.get(key)
+        if num == 1:
+            if p is not None:
+                out.append(Rejected(Reason.FRAGMENT, b"\n".join(p.raw)[:200], "superseded before complete"))
+            if len(self._pending) >= MAX_PENDING:
+                oldest = min(self._pending, key=lambda k: self._pending[k].first_tb)
+                old = self._pending.pop(oldest)
+                out.append(Rejected(Reason.FRAGMENT, b"\n".join(old.raw)[:200], "reassembly slots full"))
+            p = self._pending[key] = _Pending(count, now)
+        elif p is None or p.count != count or num != len(p.parts) + 1:
+            if p is not None:
+                del self._pending[key]
+            out.append(Rejected(Reason.FRAGMENT, s.raw, "fragment out of order or without its first"))
+            return
+        p.parts[num] = (payload, fill)
+        p.raw.append(s.raw)
+        if len(p.parts) == count:
+            del self._pending[key]
+            joined = "".join(p.parts[i][0] for i in range(1, count + 1))
+            self._decode(joined, p.parts[count][1], channel, own, b"\n".join(p.raw), now, out)
+
+    def _decode(
+        self, payload: str, fill: int, channel: str, own: bool, raw: bytes, now: int, out: list[AisReport | Rejected]
+    ) -> None:
+        bits = len(payload) * 6 - fill
+        msg_type = (ord(payload[0]) - 48) - (8 if ord(payload[0]) > 87 else 0)
+        lo = _MIN_BITS.get(msg_type)
+        if lo is None:
+            out.append(Rejected(Reason.UNSUPPORTED, raw[:200], f"message type {msg_type}"))
+            return
+        if not lo <= bits <= MAX_BITS:
+            out.append(Rejected(Reason.TRUNCATED, raw[:200], f"type {msg_type}: {bits} bits, need {lo}-{MAX_BITS}"))
+            return
+        try:
+            decoded = MSG_CLASS[msg_type].from_vector(pyais.bit_vector(payload.encode("ascii"), fill)).asdict()
+        except Exception as exc:  # pyais raises many types on odd payloads; all mean "cannot trust"
+            out.append(Rejected(Reason.BAD_VALUE, raw[:200], f"type {msg_type}: {type(exc).__name__}"))
+            return
+        if msg_type == 24 and int(decoded.get("partno", 0)) == 1 and bits < 162:
+            out.append(Rejected(Reason.TRUNCATED, raw[:200], f"type 24 part B: {bits} bits, need 162"))
+            return
+        mmsi = decoded.get("mmsi")
+        if not isinstance(mmsi, int) or isinstance(mmsi, bool):
+            out.append(Rejected(Reason.BAD_VALUE, raw[:200], "mmsi"))
+            return
+        data = normalise(msg_type, decoded)
+        out.append(AisReport(now, msg_type, mmsi, channel, data, payload, own))
