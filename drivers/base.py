@@ -1,12 +1,21 @@
-"""What a driver may call: the gateway hands each driver an `Emit` and nothing more."""
+"""What every stream driver shares: the `Emit` it is handed and the read loop."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from edge.clock import Stamp
+from drivers.counters import DriverCounters
+from drivers.net_link import open_link
+from drivers.nmea0183 import Rejected
+from edge.clock import Stamp, boottime_ms
+from edge.config import Source
+from edge.errors import DeviceGone, DeviceSilent
+
+log = logging.getLogger(__name__)
 
 
 class Emit(Protocol):
@@ -15,3 +24,85 @@ class Emit(Protocol):
     def __call__(
         self, kind: str, src: str, data: Mapping[str, Any], *, stamp: Stamp | None = None
     ) -> asyncio.Future[int] | None: ...
+
+
+class StreamDriver(abc.ABC):
+    """A device that sends a byte stream (serial, TCP, UDP) to a sans-IO parser.
+
+    `run()` is one lifetime of the link and returns only by raising (gone, silent,
+    cancelled); `supervise` reopens it. The device's state changes are published as
+    `device.state` (on change only, so a device that keeps failing does not spam).
+    """
+
+    kind = "device"
+
+    def __init__(self, dev_id: str, source: Source, *, emit: Emit) -> None:
+        self.dev_id = dev_id
+        self.name = f"{self.kind}[{dev_id}]"
+        self._source = source
+        self._emit = emit
+        self.counters = DriverCounters()
+
+    def _state(self, state: str) -> None:
+        if state != self.counters.state:
+            self.counters.state = state
+            self._emit("device.state", self.dev_id, {"state": state})
+
+    @abc.abstractmethod
+    def _new_stream(self) -> None:
+        """Start a fresh parser: a reopened link is a new byte stream."""
+
+    @abc.abstractmethod
+    def _feed(self, data: bytes, now: int) -> None:
+        """Parse bytes and act on the events."""
+
+    @abc.abstractmethod
+    def _flush(self, now: int) -> None:
+        """Time passed without bytes (see `_poll_after`): report what is due."""
+
+    def _drain(self, now: int) -> None:
+        """The link is going away: report everything pending, whatever its age."""
+        self._flush(now)
+
+    def _poll_after(self) -> float | None:
+        """Seconds after which `_flush` should run even without new bytes, or None."""
+        return None
+
+    def _ignored(self) -> int:
+        return 0
+
+    def _rejected(self, ev: Rejected) -> None:
+        self.counters.rejected[ev.reason.value] += 1
+        log.debug("%s: rejected %s %s: %r", self.name, ev.reason.value, ev.detail, ev.raw[:80])
+
+    async def run(self) -> None:
+        self._new_stream()
+        ignored_before = self._ignored()
+        try:
+            async with open_link(self.name, self._source) as link:
+                self.counters.opened += 1
+                self._state("connected")
+                while True:
+                    wait = self._poll_after()
+                    if wait is None:
+                        data = await link.read()
+                    else:
+                        try:
+                            data = await asyncio.wait_for(link.read(), wait)
+                        except TimeoutError:
+                            self._flush(boottime_ms())
+                            continue
+                    self.counters.bytes += len(data)
+                    self._feed(data, boottime_ms())
+        except DeviceSilent:
+            self.counters.silent += 1
+            self._drain(boottime_ms())
+            self._state("silent")
+            raise
+        except DeviceGone:
+            self.counters.gone += 1
+            self._drain(boottime_ms())
+            self._state("disconnected")
+            raise
+        finally:
+            self.counters.ignored += self._ignored() - ignored_before

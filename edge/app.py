@@ -15,11 +15,15 @@ import os
 from contextlib import AsyncExitStack
 from typing import Any
 
+from drivers.ais.driver import AisDriver
+from drivers.ais.tracker import VesselTracker
+from drivers.base import StreamDriver
+from drivers.dsc.driver import DscDriver
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
 from edge import __version__
-from edge.clock import Clock
-from edge.config import Config, GnssDevice
+from edge.clock import Clock, boottime_ms
+from edge.config import AisDevice, Config, DeviceConfig, GnssDevice
 from edge.envelope import Signer, load_private_key
 from edge.errors import ConfigError
 from edge.health import sd_notify, serve_status, watchdog
@@ -47,7 +51,8 @@ class Gateway:
         self.cfg = cfg
         self.clock = clock or Clock()
         self.signer = load_signer(cfg)
-        self.drivers: dict[str, GnssDriver] = {}
+        self.drivers: dict[str, StreamDriver] = {}
+        self.tracker = VesselTracker(cfg.ais, cfg.geofences)
         self.last_fix: Fix | None = None
         self._anchored = False
         self.outbox: Outbox | None = None
@@ -97,6 +102,7 @@ class Gateway:
                 "commits": ob.stats.commits,
             },
             "devices": {k: d.counters.snapshot() for k, d in self.drivers.items()},
+            "ais": {"duplicates": self.tracker.duplicates, "shaped": self.tracker.shaped},
         }
 
     async def run(self) -> None:
@@ -127,6 +133,8 @@ class Gateway:
                     tg.create_task(publisher.run(), name="publisher")
                     for dev in cfg.devices:
                         self._start_device(tg, dev, ingest)
+                    if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
+                        tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
                     tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
                     tg.create_task(watchdog(lambda: True), name="watchdog")
                     sd_notify("READY=1")
@@ -138,10 +146,29 @@ class Gateway:
                     async with asyncio.timeout(SHUTDOWN_FLUSH_S):
                         await stack.aclose()
 
-    def _start_device(self, tg: asyncio.TaskGroup, dev: GnssDevice, ingest: Ingest) -> None:
-        driver = GnssDriver(
-            dev, emit=ingest.submit, clock=self.clock, on_time=self._on_time, on_fix=self._on_fix
-        )
+    async def _fleet_ticks(self, ingest: Ingest) -> None:
+        """Publish `vessels.outside` when the set of vessels outside a geofence changes."""
+        while True:
+            for kind, data in self.tracker.tick(boottime_ms()):
+                ingest.submit(kind, "gw", data)
+            await asyncio.sleep(1.0)
+
+    def vessels_outside(self) -> None:
+        """Publish the current `vessels.outside` snapshot now (a typhoon recall asks for it)."""
+        if self.ingest is not None:
+            for kind, data in self.tracker.tick(boottime_ms(), force=True):
+                self.ingest.submit(kind, "gw", data)
+
+    def _start_device(self, tg: asyncio.TaskGroup, dev: DeviceConfig, ingest: Ingest) -> None:
+        driver: StreamDriver
+        if isinstance(dev, GnssDevice):
+            driver = GnssDriver(
+                dev, emit=ingest.submit, clock=self.clock, on_time=self._on_time, on_fix=self._on_fix
+            )
+        elif isinstance(dev, AisDevice):
+            driver = AisDriver(dev, emit=ingest.submit, tracker=self.tracker)
+        else:
+            driver = DscDriver(dev, emit=ingest.submit)
         self.drivers[dev.id] = driver
         tg.create_task(
             supervise(driver.name, driver.run, Backoff(0.2, 10.0)), name=f"{driver.name}.supervise"

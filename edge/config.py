@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
 
@@ -275,7 +276,59 @@ class GnssDevice:
     clock_source: bool = True
 
 
-DeviceConfig = GnssDevice
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetSource:
+    """A TCP server to connect to or a UDP port to listen on."""
+
+    scheme: str  # "tcp" or "udp"
+    host: str
+    port: int
+    silence_s: float = 60.0
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+Source = SerialPort | NetSource
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AisDevice:
+    """An AIS receiver or transponder: serial, TCP or UDP."""
+
+    id: str
+    kind: str = "ais"
+    source: Source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DscDevice:
+    """A VHF radio's DSC output (IEC 61162-1 $CDDSC/$CDDSE)."""
+
+    id: str
+    kind: str = "dsc"
+    source: Source
+
+
+DeviceConfig = GnssDevice | AisDevice | DscDevice
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AisConfig:
+    """Station-wide AIS shaping (all receivers share one view of the fleet)."""
+
+    min_interval_s: float = 10.0
+    min_course_change_deg: float = 10.0
+    dedup_window_s: float = 30.0
+    max_vessels: int = 20_000
+    outside_min_interval_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Geofence:
+    id: str
+    polygon: tuple[tuple[float, float], ...]  # (lat, lon) vertices
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -290,6 +343,8 @@ class Config:
     mqtt: MqttConfig
     outbox: OutboxConfig
     devices: tuple[DeviceConfig, ...]
+    ais: AisConfig = field(default_factory=AisConfig)
+    geofences: tuple[Geofence, ...] = ()
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
@@ -306,11 +361,54 @@ def _serial(sec: Section) -> SerialPort:
     )
 
 
-def _baud(sec: Section) -> int:
-    value: int = sec.integer("baudrate", 9600)
+def _baud(sec: Section, default: int = 9600) -> int:
+    value: int = sec.integer("baudrate", default)
     if value not in BAUD_RATES:
         raise sec.error("baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}")
     return value
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    """`tcp://host:port` or `udp://host:port` to (scheme, host, port); ValueError if not."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "udp") or not parts.hostname or port is None:
+        raise ValueError(f"expected tcp://host:port or udp://host:port, got {url!r}")
+    return parts.scheme, parts.hostname, port
+
+
+def _source(sec: Section, *, default_baud: int, default_silence: float) -> Source:
+    """`port` (+ `baudrate`) for serial, or `url` = tcp://host:port / udp://host:port."""
+    if sec.has("url") == sec.has("port"):
+        raise sec.error(
+            "port" if sec.has("port") else "", "set exactly one of port (serial) or url (tcp/udp)"
+        )
+    if sec.has("port"):
+        return SerialPort(
+            port=sec.text("port"),
+            baudrate=_baud(sec, default_baud),
+            silence_s=sec.number("silence_s", default_silence, lo=0.1),
+        )
+    url = sec.text("url")
+    try:
+        scheme, host, port = split_url(url)
+    except ValueError as exc:
+        raise sec.error("url", str(exc)) from None
+    return NetSource(
+        scheme=scheme, host=host, port=port, silence_s=sec.number("silence_s", default_silence, lo=0.1)
+    )
+
+
+def _ais(sec: Section, dev_id: str) -> AisDevice:
+    return AisDevice(id=dev_id, source=_source(sec, default_baud=38400, default_silence=120.0))
+
+
+def _dsc(sec: Section, dev_id: str) -> DscDevice:
+    # A DSC radio is quiet until someone calls: silence is normal, so the timeout is long.
+    return DscDevice(id=dev_id, source=_source(sec, default_baud=4800, default_silence=3600.0))
 
 
 def _gnss(sec: Section, dev_id: str) -> GnssDevice:
@@ -324,7 +422,28 @@ def _gnss(sec: Section, dev_id: str) -> GnssDevice:
     )
 
 
-DEVICE_KINDS: dict[str, Callable[[Section, str], DeviceConfig]] = {"gnss": _gnss}
+DEVICE_KINDS: dict[str, Callable[[Section, str], DeviceConfig]] = {"gnss": _gnss, "ais": _ais, "dsc": _dsc}
+
+
+def _geofence(sec: Section) -> Geofence:
+    gid = sec.id("id")
+    raw = sec.raw("polygon")
+    pts: list[tuple[float, float]] = []
+    if not isinstance(raw, list) or len(raw) < 3:
+        raise sec.error("polygon", "expected at least 3 [lat, lon] points")
+    for i, pt in enumerate(raw):
+        ok = (
+            isinstance(pt, list)
+            and len(pt) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pt)
+            and -90 <= pt[0] <= 90
+            and -180 <= pt[1] <= 180
+        )
+        if not ok:
+            raise sec.error("polygon", f"point {i} is not a [lat, lon] pair in range: {pt!r}")
+        pts.append((float(pt[0]), float(pt[1])))
+    sec.done()
+    return Geofence(id=gid, polygon=tuple(pts))
 
 
 def _private_file_ok(sec: Section, key: str, path: Path) -> None:
@@ -425,8 +544,28 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         seen[dev_id] = kind
         devices.append(build(sec, dev_id))
         sec.done()
+    a = root.table("ais")
+    ais = AisConfig(
+        min_interval_s=a.number("min_interval_s", 10.0, lo=0.0),
+        min_course_change_deg=a.number("min_course_change_deg", 10.0, lo=0.0),
+        dedup_window_s=a.number("dedup_window_s", 30.0, lo=0.0),
+        max_vessels=a.integer("max_vessels", 20_000, lo=10, hi=1_000_000),
+        outside_min_interval_s=a.number("outside_min_interval_s", 5.0, lo=0.0),
+    )
+    a.done()
+    geofences = [_geofence(s) for s in root.tables("geofences")]
+    if len({g.id for g in geofences}) != len(geofences):
+        raise root.error("geofences", "geofence ids must be unique")
     root.done()
-    return Config(file=Path(file), gateway=gateway, mqtt=mqtt, outbox=outbox, devices=tuple(devices))
+    return Config(
+        file=Path(file),
+        gateway=gateway,
+        mqtt=mqtt,
+        outbox=outbox,
+        devices=tuple(devices),
+        ais=ais,
+        geofences=tuple(geofences),
+    )
 
 
 def _ids(sec: Section, key: str) -> list[str]:

@@ -30,9 +30,33 @@ MAX_PENDING = 64  # reassembly slots; a flood of first fragments cannot grow mem
 # of a short payload (pyais would silently decode zeros there). Longer payloads
 # are accepted, as gpsd does: transmitters pad, and the fields are at fixed offsets.
 _MIN_BITS: dict[int, int] = {
-    1: 137, 2: 137, 3: 137, 4: 134, 5: 420, 6: 88, 7: 72, 8: 56, 9: 128, 10: 72,
-    11: 134, 12: 72, 13: 72, 14: 40, 15: 88, 16: 96, 17: 80, 18: 133, 19: 301, 20: 72,
-    21: 272, 22: 168, 23: 160, 24: 160, 25: 40, 26: 60, 27: 96,
+    1: 137,
+    2: 137,
+    3: 137,
+    4: 134,
+    5: 420,
+    6: 88,
+    7: 72,
+    8: 56,
+    9: 128,
+    10: 72,
+    11: 134,
+    12: 72,
+    13: 72,
+    14: 40,
+    15: 88,
+    16: 96,
+    17: 80,
+    18: 133,
+    19: 301,
+    20: 72,
+    21: 272,
+    22: 168,
+    23: 160,
+    24: 160,
+    25: 40,
+    26: 60,
+    27: 96,
 }
 MAX_BITS = 1064  # five slots: the longest any AIS message can be
 _POSITIONED = frozenset({1, 2, 3, 4, 9, 11, 17, 18, 19, 21, 27})
@@ -133,8 +157,10 @@ def normalise(msg_type: int, d: dict[str, Any]) -> dict[str, Any]:
     if msg_type == 5:
         if d.get("imo"):
             out["imo"] = int(d["imo"])
-        m, day, h, mi = (d.get(k) for k in ("month", "day", "hour", "minute"))
-        if m and day and all(isinstance(x, int) for x in (m, day, h, mi)) and h < 24 and mi < 60:
+        eta = [d.get(k) for k in ("month", "day", "hour", "minute")]
+        m, day, h, mi = (x if isinstance(x, int) else -1 for x in eta)
+        # month or day 0, hour 24, minute 60: not available (ITU-R M.1371 table 48)
+        if m > 0 and day > 0 and 0 <= h < 24 and 0 <= mi < 60:
             out["eta"] = f"{m:02d}-{day:02d}T{h:02d}:{mi:02d}"
         draught = _num(d.get("draught"))
         if draught:
@@ -200,7 +226,7 @@ class AisParser:
             return
         own = s.type == "VDO"
         if count == 1:
-            self._decode(payload, fill, channel, own, s.raw, now, out)
+            self._decode(payload, fill, channel=channel, own=own, raw=s.raw, now=now, out=out)
             return
         key = (s.talker, channel, seq_id)
         p = self._pending.get(key)
@@ -222,10 +248,20 @@ class AisParser:
         if len(p.parts) == count:
             del self._pending[key]
             joined = "".join(p.parts[i][0] for i in range(1, count + 1))
-            self._decode(joined, p.parts[count][1], channel, own, b"\n".join(p.raw), now, out)
+            self._decode(
+                joined, p.parts[count][1], channel=channel, own=own, raw=b"\n".join(p.raw), now=now, out=out
+            )
 
     def _decode(
-        self, payload: str, fill: int, channel: str, own: bool, raw: bytes, now: int, out: list[AisReport | Rejected]
+        self,
+        payload: str,
+        fill: int,
+        *,
+        channel: str,
+        own: bool,
+        raw: bytes,
+        now: int,
+        out: list[AisReport | Rejected],
     ) -> None:
         bits = len(payload) * 6 - fill
         msg_type = (ord(payload[0]) - 48) - (8 if ord(payload[0]) > 87 else 0)
@@ -234,14 +270,18 @@ class AisParser:
             out.append(Rejected(Reason.UNSUPPORTED, raw[:200], f"message type {msg_type}"))
             return
         if not lo <= bits <= MAX_BITS:
-            out.append(Rejected(Reason.TRUNCATED, raw[:200], f"type {msg_type}: {bits} bits, need {lo}-{MAX_BITS}"))
+            out.append(
+                Rejected(Reason.TRUNCATED, raw[:200], f"type {msg_type}: {bits} bits, need {lo}-{MAX_BITS}")
+            )
             return
         try:
-            decoded = MSG_CLASS[msg_type].from_vector(pyais.bit_vector(payload.encode("ascii"), fill)).asdict()
+            decoded = (
+                MSG_CLASS[msg_type].from_vector(pyais.bit_vector(payload.encode("ascii"), fill)).asdict()
+            )
         except Exception as exc:  # pyais raises many types on odd payloads; all mean "cannot trust"
             out.append(Rejected(Reason.BAD_VALUE, raw[:200], f"type {msg_type}: {type(exc).__name__}"))
             return
-        if msg_type == 24 and int(decoded.get("partno", 0)) == 1 and bits < 162:
+        if msg_type == 24 and decoded.get("partno") == 1 and bits < 162:
             out.append(Rejected(Reason.TRUNCATED, raw[:200], f"type 24 part B: {bits} bits, need 162"))
             return
         mmsi = decoded.get("mmsi")

@@ -27,15 +27,35 @@ DSE_WAIT_MS = 500
 FORMATS = {"02": "area", "12": "distress", "14": "group", "16": "all_ships", "20": "individual", "23": "auto"}
 CATEGORIES = {"00": "routine", "08": "safety", "10": "urgency", "12": "distress"}
 NATURES = {
-    "00": "fire", "01": "flooding", "02": "collision", "03": "grounding", "04": "listing",
-    "05": "sinking", "06": "adrift", "07": "undesignated", "08": "abandoning", "09": "piracy",
-    "10": "mob", "12": "epirb",
+    "00": "fire",
+    "01": "flooding",
+    "02": "collision",
+    "03": "grounding",
+    "04": "listing",
+    "05": "sinking",
+    "06": "adrift",
+    "07": "undesignated",
+    "08": "abandoning",
+    "09": "piracy",
+    "10": "mob",
+    "12": "epirb",
 }
 # First telecommands (ITU-R M.493 table A1-4.1, symbols 100-126)
 TELECOMMANDS = {
-    "00": "f3e_g3e_all", "01": "f3e_g3e_duplex", "03": "polling", "04": "unable_to_comply",
-    "05": "end_of_call", "06": "data", "09": "j3e_tel", "10": "distress_ack", "12": "distress_relay",
-    "13": "f1b_fec", "15": "f1b_arq", "18": "test", "21": "position_update", "26": "no_information",
+    "00": "f3e_g3e_all",
+    "01": "f3e_g3e_duplex",
+    "03": "polling",
+    "04": "unable_to_comply",
+    "05": "end_of_call",
+    "06": "data",
+    "09": "j3e_tel",
+    "10": "distress_ack",
+    "12": "distress_relay",
+    "13": "f1b_fec",
+    "15": "f1b_arq",
+    "18": "test",
+    "21": "position_update",
+    "26": "no_information",
 }
 ACKS = {"R": "request", "B": "acknowledgement", "S": "end"}
 
@@ -111,6 +131,12 @@ class DscParser:
         out: list[DscCall | Rejected] = []
         if self._held is not None and now - self._held.tb >= self._wait:
             self._release(out)
+        return out
+
+    def flush(self) -> list[DscCall | Rejected]:
+        """Report a held call now (the link is going away)."""
+        out: list[DscCall | Rejected] = []
+        self._release(out)
         return out
 
     @property

@@ -1,25 +1,21 @@
-"""GNSS receiver on a serial port: the thin async shell around `NmeaParser`."""
+"""GNSS receiver on a serial port (or gpsd's JSON over TCP): the shell around `NmeaParser`."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
-from drivers.base import Emit
-from drivers.counters import DriverCounters
-from drivers.gnss.parse import Fix, NmeaParser, NoFix
+from drivers.base import Emit, StreamDriver
+from drivers.gnss.parse import Event, Fix, NmeaParser
 from drivers.gnss.report import FixReporter
 from drivers.nmea0183 import Rejected
-from drivers.serial_link import SerialLink
-from edge.clock import Clock, boottime_ms
+from edge.clock import Clock
 from edge.config import GnssDevice
-from edge.errors import DeviceGone, DeviceSilent
-
-log = logging.getLogger(__name__)
 
 
-class GnssDriver:
+class GnssDriver(StreamDriver):
     """Reads one receiver; reports `gnss.fix` and feeds the gateway clock."""
+
+    kind = "gnss"
 
     def __init__(
         self,
@@ -30,9 +26,8 @@ class GnssDriver:
         on_time: Callable[[int, int], None] | None = None,
         on_fix: Callable[[str, Fix], None] | None = None,
     ) -> None:
+        super().__init__(cfg.id, cfg.serial, emit=emit)
         self.cfg = cfg
-        self.name = f"gnss[{cfg.id}]"
-        self._emit = emit
         self._clock = clock
         self._on_time = on_time if cfg.clock_source else None
         self._on_fix = on_fix
@@ -41,43 +36,26 @@ class GnssDriver:
             min_distance_m=cfg.min_distance_m,
             min_course_change_deg=cfg.min_course_change_deg,
         )
-        self.counters = DriverCounters()
+        self._parser = NmeaParser()
         self.last_fix: Fix | None = None
 
-    def _state(self, state: str, **extra: object) -> None:
-        if state != self.counters.state:
-            self.counters.state = state
-            self._emit("device.state", self.cfg.id, {"state": state, **extra})
+    def _new_stream(self) -> None:
+        self._parser = NmeaParser()
 
-    async def run(self) -> None:
-        """One lifetime of the port: returns only by raising (gone, silent, cancelled)."""
-        parser = NmeaParser()  # a reopened port starts a new byte stream
-        try:
-            async with SerialLink(self.name, self.cfg.serial) as link:
-                self.counters.opened += 1
-                self._state("connected")
-                while True:
-                    data = await link.read()
-                    self.counters.bytes += len(data)
-                    self._handle(parser.feed(data, now=boottime_ms()))
-        except DeviceSilent:
-            self.counters.silent += 1
-            self._handle(parser.flush())
-            self._state("silent")
-            raise
-        except DeviceGone:
-            self.counters.gone += 1
-            self._state("disconnected")
-            raise
-        finally:
-            self.counters.ignored += parser.ignored
+    def _ignored(self) -> int:
+        return self._parser.ignored
 
-    def _handle(self, events: list[Fix | NoFix | Rejected]) -> None:
+    def _feed(self, data: bytes, now: int) -> None:
+        self._handle(self._parser.feed(data, now=now))
+
+    def _flush(self, now: int) -> None:
+        self._handle(self._parser.flush())
+
+    def _handle(self, events: list[Event]) -> None:
         for ev in events:
             self.counters.events += 1
             if isinstance(ev, Rejected):
-                self.counters.rejected[ev.reason.value] += 1
-                log.debug("%s: rejected %s: %r", self.name, ev.reason.value, ev.raw[:80])
+                self._rejected(ev)
             elif isinstance(ev, Fix):
                 self._fix(ev)
 
@@ -86,7 +64,7 @@ class GnssDriver:
             self._on_time(fix.utc_ms, fix.tb)
         self.last_fix = fix
         if self._on_fix is not None:
-            self._on_fix(self.cfg.id, fix)
+            self._on_fix(self.dev_id, fix)
         if self._reporter.offer(fix):
             self.counters.published += 1
-            self._emit("gnss.fix", self.cfg.id, fix.record(), stamp=self._clock.stamp(fix.tb))
+            self._emit("gnss.fix", self.dev_id, fix.record(), stamp=self._clock.stamp(fix.tb))

@@ -1,0 +1,44 @@
+"""AIS receiver on serial, TCP or UDP: the shell around `AisParser`, feeding the station tracker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from drivers.ais.parse import AisParser, AisReport
+from drivers.ais.tracker import VesselTracker
+from drivers.base import Emit, StreamDriver
+from drivers.nmea0183 import Rejected
+from edge.config import AisDevice
+
+
+class AisDriver(StreamDriver):
+    """One receiver; every receiver of a station shares the `VesselTracker`."""
+
+    kind = "ais"
+
+    def __init__(self, cfg: AisDevice, *, emit: Emit, tracker: VesselTracker) -> None:
+        super().__init__(cfg.id, cfg.source, emit=emit)
+        self._tracker = tracker
+        self._parser = AisParser()
+
+    def _new_stream(self) -> None:
+        self._parser = AisParser()
+
+    def _ignored(self) -> int:
+        return self._parser.ignored
+
+    def _feed(self, data: bytes, now: int) -> None:
+        self._handle(self._parser.feed(data, now=now))
+
+    def _flush(self, now: int) -> None:
+        self._handle(self._parser.expire(now))
+
+    def _handle(self, events: Sequence[AisReport | Rejected]) -> None:
+        for ev in events:
+            self.counters.events += 1
+            if isinstance(ev, Rejected):
+                self._rejected(ev)
+                continue
+            for kind, data in self._tracker.offer(ev, self.dev_id):
+                self.counters.published += 1
+                self._emit(kind, self.dev_id, data)

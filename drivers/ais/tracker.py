@@ -1,0 +1,216 @@
+"""The station's view of the fleet (pure logic): dedup, rate shaping, distress, static, geofences.
+
+One tracker serves every AIS receiver of a station, so the same report heard by
+two receivers goes up once. Memory is bounded: the dedup window and the vessel
+table are LRU-capped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.ais.parse import POSITION_TYPES, AisReport
+from edge.config import AisConfig, Geofence
+
+# MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
+# 970 AIS-SART, 972 man-overboard devices, 974 EPIRB-AIS.
+BEACONS = {"970": "sart", "972": "mob", "974": "epirb"}
+NAV_STATUS_SART_ACTIVE = 14
+NAV_STATUS_SART_TEST = 15
+MAX_DEDUP = 50_000
+
+Output = tuple[str, dict[str, Any]]  # (kind, record data)
+
+
+def point_in_polygon(lat: float, lon: float, polygon: tuple[tuple[float, float], ...]) -> bool:
+    """Ray casting; fine for harbour-sized polygons that do not cross the antimeridian."""
+    inside = False
+    n = len(polygon)
+    for i in range(n):
+        y1, x1 = polygon[i]
+        y2, x2 = polygon[(i + 1) % n]
+        if (y1 > lat) != (y2 > lat):
+            x = x1 + (lat - y1) * (x2 - x1) / (y2 - y1)
+            if lon < x:
+                inside = not inside
+    return inside
+
+
+@dataclass(slots=True)
+class Vessel:
+    mmsi: int
+    last_tb: int = -(10**12)  # when a position was last published
+    nav_status: int | None = None
+    cog: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+    seen_tb: int = 0
+    static: dict[str, Any] = field(default_factory=dict)
+    inside: dict[str, bool] = field(default_factory=dict)  # per geofence
+    home: set[str] = field(default_factory=set)  # geofences it has been seen inside
+
+
+class VesselTracker:
+    """Decides what of the AIS traffic goes up, and keeps who is outside each geofence."""
+
+    def __init__(self, cfg: AisConfig, geofences: tuple[Geofence, ...] = ()) -> None:
+        self._cfg = cfg
+        self._fences = geofences
+        self._seen: OrderedDict[str, int] = OrderedDict()  # payload -> tb
+        self._vessels: OrderedDict[int, Vessel] = OrderedDict()
+        self._outside_dirty = bool(geofences)
+        self._outside_tb = -(10**12)
+        self.duplicates = 0
+        self.shaped = 0
+
+    def _vessel(self, mmsi: int) -> Vessel:
+        v = self._vessels.get(mmsi)
+        if v is None:
+            v = self._vessels[mmsi] = Vessel(mmsi)
+            if len(self._vessels) > self._cfg.max_vessels:
+                self._vessels.popitem(last=False)
+        else:
+            self._vessels.move_to_end(mmsi)
+        return v
+
+    def _duplicate(self, rep: AisReport) -> bool:
+        window = self._cfg.dedup_window_s * 1000
+        seen = self._seen
+        while seen:
+            oldest, tb = next(iter(seen.items()))
+            if rep.tb - tb <= window and len(seen) < MAX_DEDUP:
+                break
+            seen.popitem(last=False)
+            del oldest
+        key = f"{rep.msg_type}:{rep.payload}"
+        if key in seen:
+            return True
+        seen[key] = rep.tb
+        return False
+
+    def offer(self, rep: AisReport, station: str) -> list[Output]:
+        """One decoded report from receiver `station`; what to publish about it."""
+        if self._duplicate(rep):
+            self.duplicates += 1
+            return []
+        beacon = BEACONS.get(str(rep.mmsi)[:3]) if len(str(rep.mmsi)) == 9 else None
+        if rep.msg_type == 14:
+            return self._safety_text(rep, station, beacon)
+        if rep.msg_type in POSITION_TYPES:
+            return self._position(rep, station, beacon)
+        if rep.msg_type in (5, 24):
+            return self._static(rep)
+        return []
+
+    def _record(self, rep: AisReport, station: str) -> dict[str, Any]:
+        d: dict[str, Any] = {"mmsi": rep.mmsi}
+        d.update(
+            {k: v for k, v in rep.data.items() if k in ("lat", "lon", "sog", "cog", "heading", "nav_status")}
+        )
+        d["msg_type"] = rep.msg_type
+        d["channel"] = rep.channel
+        d["station"] = station
+        return d
+
+    def _position(self, rep: AisReport, station: str, beacon: str | None) -> list[Output]:
+        v = self._vessel(rep.mmsi)
+        status = rep.data.get("nav_status")
+        cog = rep.data.get("cog")
+        out: list[Output] = []
+        if "lat" in rep.data:
+            v.lat, v.lon, v.seen_tb = rep.data["lat"], rep.data["lon"], rep.tb
+            self._fence(v)
+        if beacon is not None:
+            rec = self._record(rep, station) | {"device": beacon}
+            kind = "ais.beacon_test" if status == NAV_STATUS_SART_TEST else "ais.distress"
+            out.append((kind, rec))
+        else:
+            turned = (
+                self._cfg.min_course_change_deg > 0
+                and cog is not None
+                and v.cog is not None
+                and abs((cog - v.cog + 180.0) % 360.0 - 180.0) >= self._cfg.min_course_change_deg
+            )
+            due = rep.tb - v.last_tb >= self._cfg.min_interval_s * 1000
+            if due or turned or status != v.nav_status:
+                v.last_tb = rep.tb
+                out.append(("ais.position", self._record(rep, station)))
+            else:
+                self.shaped += 1
+        v.nav_status = status
+        if cog is not None:
+            v.cog = cog
+        return out
+
+    def _safety_text(self, rep: AisReport, station: str, beacon: str | None) -> list[Output]:
+        text = str(rep.data.get("text", "")).upper()
+        if beacon is None or not any(w in text for w in ("SART", "MOB", "EPIRB")):
+            return []
+        v = self._vessel(rep.mmsi)
+        rec: dict[str, Any] = {
+            "mmsi": rep.mmsi,
+            "device": beacon,
+            "text": text,
+            "msg_type": 14,
+            "channel": rep.channel,
+            "station": station,
+        }
+        if v.lat is not None:
+            rec["lat"], rec["lon"] = v.lat, v.lon
+        if "TEST" in text:
+            return [("ais.beacon_test", rec)]
+        if "ACTIVE" in text:
+            return [("ais.distress", rec)]
+        return []
+
+    def _static(self, rep: AisReport) -> list[Output]:
+        v = self._vessel(rep.mmsi)
+        fields = {k: val for k, val in rep.data.items() if k != "part"}
+        merged = v.static | fields
+        if merged == v.static:
+            return []
+        v.static = merged
+        return [("ais.static", {"mmsi": rep.mmsi, **merged})]
+
+    def _fence(self, v: Vessel) -> None:
+        if v.lat is None or v.lon is None:
+            return
+        for g in self._fences:
+            now_in = point_in_polygon(v.lat, v.lon, g.polygon)
+            if now_in:
+                v.home.add(g.id)
+            if v.inside.get(g.id) != now_in:
+                v.inside[g.id] = now_in
+                if g.id in v.home:
+                    self._outside_dirty = True
+
+    def outside(self) -> list[dict[str, Any]]:
+        """Per geofence: the vessels seen inside it that are now outside, with last positions."""
+        snaps = []
+        for g in self._fences:
+            vessels = [
+                {
+                    "mmsi": v.mmsi,
+                    "lat": v.lat,
+                    "lon": v.lon,
+                    **({"name": v.static["name"]} if "name" in v.static else {}),
+                }
+                for v in self._vessels.values()
+                if g.id in v.home and v.inside.get(g.id) is False
+            ]
+            vessels.sort(key=lambda x: x["mmsi"])
+            snaps.append({"geofence": g.id, "count": len(vessels), "vessels": vessels})
+        return snaps
+
+    def tick(self, now: int, *, force: bool = False) -> list[Output]:
+        """A `vessels.outside` snapshot when the set changed (rate-limited), or on request."""
+        if not self._fences:
+            return []
+        due = now - self._outside_tb >= self._cfg.outside_min_interval_s * 1000
+        if force or (self._outside_dirty and due):
+            self._outside_dirty = False
+            self._outside_tb = now
+            return [("vessels.outside", snap) for snap in self.outside()]
+        return []
