@@ -119,7 +119,7 @@ def normalise(msg_type: int, d: dict[str, Any]) -> dict[str, Any]:
     if msg_type not in _POSITIONED:
         pass
     elif msg_type == 17:
-        # Type 17 carries its position in 1/10 minute; pyais returns minutes.
+        # Type 17 carries its position in 1/10 minute; _decode turns it into minutes.
         _position(d, out, scale=1 / 60)
     else:
         _position(d, out)
@@ -275,9 +275,14 @@ class AisParser:
             )
             return
         try:
-            decoded = (
-                MSG_CLASS[msg_type].from_vector(pyais.bit_vector(payload.encode("ascii"), fill)).asdict()
-            )
+            bv = pyais.bit_vector(payload.encode("ascii"), fill)
+            decoded = MSG_CLASS[msg_type].from_vector(bv).asdict()
+            if msg_type == 17:
+                # pyais reads type 17's 17-bit latitude as unsigned (southern positions come
+                # out near +10000'); take both fields as the signed 1/10-minute values they
+                # are (ITU-R M.1371 table 71: lon 18 bits at 40, lat 17 bits at 58).
+                decoded["lon"] = bv.get_signed(40, 18) / 10
+                decoded["lat"] = bv.get_signed(58, 17) / 10
         except Exception as exc:  # pyais raises many types on odd payloads; all mean "cannot trust"
             out.append(Rejected(Reason.BAD_VALUE, raw[:200], f"type {msg_type}: {type(exc).__name__}"))
             return
