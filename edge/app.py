@@ -91,6 +91,7 @@ class Gateway:
                 "published": pub.published,
                 "acked": pub.acked,
                 "last_error": pub.last_error,
+                "life_safety_overtaken_max": pub.ls_overtaken_max,
             },
             "outbox": None
             if ob is None

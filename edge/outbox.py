@@ -80,14 +80,15 @@ class Outbox:
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
-        self._sync = synchronous
+        self._durable = synchronous
+        self._sync_mode = ""
         self._db: aiosqlite.Connection | None = None
         self._queue: list[Pending] = []
         self._acks: list[int] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one flush at a time, even across cancellation
-        # Called after each commit that added rows, with the lanes that got them.
-        self.on_commit: Callable[[set[int]], None] | None = None
+        # Called after each commit that added rows, with those rows (oldest first).
+        self.on_commit: Callable[[list[Row]], None] | None = None
         self.next_seq = 1
         self.hw = 0  # highest seq ever committed
         self.stats = OutboxStats()
@@ -103,7 +104,8 @@ class Outbox:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={self._sync}")
+            await db.execute(f"PRAGMA synchronous={self._durable}")
+            self._sync_mode = self._durable
             await db.executescript(SCHEMA)
             async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'") as cur:
                 row = await cur.fetchone()
@@ -168,10 +170,21 @@ class Outbox:
     async def _flush_locked(self) -> None:
         items, self._queue = self._queue, []
         acks, self._acks = self._acks, []
-        if not items and not acks:
-            return
-        rows: list[tuple[int, int, str, str, int, bytes]] = []
-        made: list[Pending] = []  # items whose row is rows[i]
+        # Inserts commit first and on their own, so an alarm never waits behind a big
+        # batch of deletes; producers are told as soon as their rows are durable.
+        if items:
+            await self._insert(items)
+        if acks:
+            await self._delete_acked(acks)
+
+    async def _sync(self, mode: str) -> None:
+        if self._sync_mode != mode:
+            await self.db.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+
+    async def _insert(self, items: list[Pending]) -> None:
+        rows: list[Row] = []
+        made: list[Pending] = []  # made[i] produced rows[i]
         seq = self.next_seq
         for it in items:
             try:
@@ -181,49 +194,62 @@ class Outbox:
                 if it.done is not None and not it.done.done():
                     it.done.set_exception(exc)
                 continue
-            rows.append((seq, int(it.prio), it.kind, it.src, it.tb, body))
+            rows.append(Row(seq, int(it.prio), it.kind, body))
             made.append(it)
             seq += 1
+        if not rows:
+            return
         db = self.db
         try:
+            await self._sync(self._durable)
             await db.execute("BEGIN IMMEDIATE")
-            if rows:
-                await db.executemany(
-                    "INSERT INTO msgs (seq, prio, kind, src, tb, body) VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            deleted: list[tuple[int, int]] = []
-            if acks:
-                deleted = await self._delete(acks)
+            await db.executemany(
+                "INSERT INTO msgs (seq, prio, kind, src, tb, body) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.prio, r.kind, it.src, it.tb, r.body) for r, it in zip(rows, made, strict=True)],
+            )
             await db.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
-            log.error("outbox: commit failed: %s", exc)
+            log.error("outbox: commit of %d messages failed: %s", len(rows), exc)
             with contextlib.suppress(sqlite3.Error):  # nothing to roll back
                 await db.execute("ROLLBACK")
-            self._acks.extend(acks)  # deletes can wait; they are retried with the next commit
-            for it in items:
+            for it in made:
                 if it.done is not None and not it.done.done():
                     it.done.set_exception(exc)
             return
         self.stats.commits += 1
-        if rows:
-            self.next_seq = seq
-            self.hw = seq - 1
+        self.next_seq = seq
+        self.hw = seq - 1
         for it, r in zip(made, rows, strict=True):
             if it.done is not None and not it.done.done():
-                it.done.set_result(r[0])
+                it.done.set_result(r.seq)
         for r in rows:
-            lane = self.stats.lanes[r[1]]
+            lane = self.stats.lanes[r.prio]
             lane.rows += 1
-            lane.bytes += len(r[5])
+            lane.bytes += len(r.body)
+        self.stats.committed += len(rows)
+        if self.on_commit is not None:
+            self.on_commit(rows)
+
+    async def _delete_acked(self, acks: list[int]) -> None:
+        db = self.db
+        try:
+            # A delete lost to a power cut only means a duplicate resend, so deletes do
+            # not pay for an fsync; the next durable insert commit syncs them anyway.
+            await self._sync("NORMAL")
+            await db.execute("BEGIN IMMEDIATE")
+            deleted = await self._delete(acks)
+            await db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks), exc)
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            self._acks.extend(acks)  # retried with the next flush
+            return
         for prio, nbytes in deleted:
             lane = self.stats.lanes[prio]
             lane.rows -= 1
             lane.bytes -= nbytes
-        self.stats.committed += len(rows)
         self.stats.acked += len(deleted)
-        if rows and self.on_commit is not None:
-            self.on_commit({r[1] for r in rows})
 
     async def _delete(self, seqs: list[int]) -> list[tuple[int, int]]:
         db = self.db

@@ -62,20 +62,36 @@ class Publisher:
         self._on_message = on_message
         self._kick = asyncio.Event()
         self._dirty: set[int] = set()
+        self._buffers: dict[int, deque[Row]] | None = None  # send buffers of the live session
+        self._cursor: dict[int, int] = {}
         self.state = LinkState.DOWN
         self.last_error = ""
         self.sessions = 0
         self.published = 0
         self.acked = 0
         self.up = asyncio.Event()
+        self._ls_committed: dict[int, int] = {}  # life-safety seq -> `published` at its commit
+        self.ls_overtaken_max = 0
         outbox.on_commit = self._on_commit
         self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
 
     def topic(self, kind: str) -> str:
         return f"{self._cfg.topic_prefix}/{self._gw}/up/{kind}"
 
-    def _on_commit(self, lanes: set[int]) -> None:
-        self._dirty |= lanes
+    def _on_commit(self, rows: list[Row]) -> None:
+        # Live traffic goes straight from the commit into the send buffers (no read back
+        # from SQLite) when its lane has nothing older waiting in the database; otherwise
+        # the lane is marked and the pump reads it in order.
+        buffers = self._buffers
+        for row in rows:
+            if row.prio == Prio.LIFE_SAFETY:
+                self._ls_committed[row.seq] = self.published
+            buf = buffers.get(row.prio) if buffers is not None else None
+            if buf is not None and row.prio not in self._dirty and len(buf) < 2 * PAGE:
+                buf.append(row)
+                self._cursor[row.prio] = row.seq
+            else:
+                self._dirty.add(row.prio)
         self._kick.set()
 
     def _tls(self) -> TlsSettings | None:
@@ -141,6 +157,15 @@ class Publisher:
         buffers: dict[int, deque[Row]] = {p: deque() for p in Prio}
         cursor: dict[int, int] = dict.fromkeys(Prio, 0)
         self._dirty = set(Prio)  # after a (re)connect anything unacknowledged may be unsent
+        self._buffers, self._cursor = buffers, cursor
+        try:
+            await self._pump_rows(conn, buffers, cursor)
+        finally:
+            self._buffers = None
+
+    async def _pump_rows(
+        self, conn: MqttConnection, buffers: dict[int, deque[Row]], cursor: dict[int, int]
+    ) -> None:
         closed = conn.closed
         while not closed.done():
             row = await self._next_row(buffers, cursor)
@@ -152,6 +177,10 @@ class Publisher:
                 buffers[row.prio].appendleft(row)
                 await self._wait(closed)
                 continue
+            if row.prio == Prio.LIFE_SAFETY:
+                # how many messages went out between this alarm's commit and its publish
+                since = self._ls_committed.pop(row.seq, self.published)
+                self.ls_overtaken_max = max(self.ls_overtaken_max, self.published - since)
             fut = conn.publish_nowait(self.topic(row.kind), row.body)
             self.published += 1
             fut.add_done_callback(partial(self._done, row.seq))

@@ -24,6 +24,19 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
+def fast_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker that does not save to disk on every message (for throughput and latency)."""
+    if mosquitto_bin() is None:
+        pytest.fail("mosquitto is not installed; scripts/test installs it (apt-get install mosquitto)")
+    b = Mosquitto(tmp_path / "fast-broker", durable=False)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
 def corpora() -> Path:
     if not CORPORA.is_dir():
         pytest.skip(f"shared corpora not present at {CORPORA}")

@@ -77,6 +77,8 @@ class VesselTracker:
 
     def _duplicate(self, rep: AisReport) -> bool:
         window = self._cfg.dedup_window_s * 1000
+        if window <= 0:
+            return False  # dedup off
         seen = self._seen
         while seen:
             oldest, tb = next(iter(seen.items()))

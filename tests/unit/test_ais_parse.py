@@ -91,10 +91,10 @@ def test_gpsd_captures_decode_like_gpsd(name: str, corpora: Path) -> None:
     for sentences, ref in interleaved(corpora / "gpsd/test/daemon" / f"{name}.chk"):
         got = reports(AisParser().feed(b"\r\n".join(sentences) + b"\r\n", now=0))
         assert got, f"{sentences} gave nothing; gpsd decoded type {ref['type']}"
-        ref = unscale(ref)
+        scaled = unscale(ref)
         # type 27 is 1/10 minute, type 17 gpsd rounds to 0.1 degree
         scale = 100 if ref["type"] == 27 else (50_000 if ref["type"] == 17 else 1)
-        assert_matches(got[-1], ref, tol_scale=scale)
+        assert_matches(got[-1], scaled, tol_scale=scale)
         compared += 1
     assert compared > 10
 
@@ -152,7 +152,7 @@ def test_libais_uscg_lines_decode_like_typeexamples(corpora: Path) -> None:
         if ref["type"] == 9:
             # libais scales the SAR aircraft's SOG by 10 like a ship's; ITU-R M.1371
             # table 54 says whole knots (0-1022), which is what pyais and gpsd give.
-            ref = {k: v for k, v in ref.items() if k != "speed"}
+            ref = {k: v for k, v in ref.items() if k != "speed"}  # noqa: PLW2901
         # libais reports float32 degrees: about 4e-6 of rounding at these latitudes
         assert_matches(got[-1], ref, tol_scale=100 if ref["type"] == 27 else 10)
         checked += 1
