@@ -13,6 +13,7 @@ are left out rather than published as 91, 181, 102.3, 360 or 511.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,9 +65,12 @@ POSITION_TYPES = frozenset({1, 2, 3, 9, 18, 19, 27})
 STATIC_TYPES = frozenset({5, 24})
 
 
+# 6-bit ASCII armouring: '0'..'W' and '`'..'w' (ITU-R M.1371, IEC 61162-1 table 7)
+_ARMOUR = re.compile(r"[0-W`-w]+")
+
+
 def _armour_ok(payload: str) -> bool:
-    # 6-bit ASCII armouring: '0'..'W' and '`'..'w' (ITU-R M.1371, IEC 61162-1 table 7)
-    return all(48 <= ord(c) <= 87 or 96 <= ord(c) <= 119 for c in payload)
+    return _ARMOUR.fullmatch(payload) is not None
 
 
 @dataclass(frozen=True, slots=True)
