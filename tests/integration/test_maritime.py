@@ -168,3 +168,34 @@ def test_distress_overtakes_a_100k_backlog(kind: str, fast_broker: Mosquitto, tm
     assert drained < backlog - 10_000 and alarm.payload["seq"] > hw
     latency_ms = (alarm.arrived - written) * 1000
     print(f"{kind} distress: {latency_ms:.1f} ms from sentence to delivery, {len(before)} delivered between")
+
+
+def test_ais_from_a_tcp_feed_that_drops_and_comes_back(broker: Mosquitto, tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    gw = GatewayProc(
+        tmp_path / "gw", port=broker.port, devices=device("ais-tcp", "ais", f"tcp://127.0.0.1:{port}")
+    )
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    try:
+        for i, mmsi in enumerate((412000101, 412000102)):
+            server.settimeout(20)
+            conn, _ = server.accept()  # the gateway (re)connects to the aggregator
+            conn.sendall(ais_sentence(mmsi=mmsi, lat=21.92, lon=112.8, speed=3.0, course=10.0, status=0))
+            col.wait_for(
+                lambda ms, m=mmsi: any(
+                    r["d"]["mmsi"] == m
+                    for x in ms
+                    if x.payload["kind"] == "ais.position"
+                    for r in x.payload["recs"]
+                ),
+                timeout=15,
+            )
+            conn.close()  # the aggregator drops the connection
+            if i == 0:
+                gw.wait_status(lambda d: d["devices"]["ais-tcp"]["gone"] >= 1)
+    finally:
+        gw.stop()
+        col.stop()
+        server.close()
