@@ -13,7 +13,7 @@ import pytest
 from drivers.dsc.parse import DscParser
 from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
-from tests.support.collector import Collector
+from tests.support.collector import Collector, Message
 from tests.support.gateway import GatewayProc, Pty
 from tests.support.prefill import prefill
 
@@ -28,6 +28,10 @@ def device(dev_id: str, kind: str, where: str) -> str:
 def ais_sentence(**fields: str | int | float) -> bytes:
     (s,) = pyais.encode_dict({"type": 1, **fields}, radio_channel="A", talker_id="AI", sentence_type="VDM")
     return s.encode() + b"\r\n"
+
+
+def ais_mmsis(msgs: list[Message]) -> set[int]:
+    return {r["d"]["mmsi"] for m in msgs if m.payload["kind"] == "ais.position" for r in m.payload["recs"]}
 
 
 def sample(corpora: Path) -> bytes:
@@ -183,15 +187,7 @@ def test_ais_from_a_tcp_feed_that_drops_and_comes_back(broker: Mosquitto, tmp_pa
             server.settimeout(20)
             conn, _ = server.accept()  # the gateway (re)connects to the aggregator
             conn.sendall(ais_sentence(mmsi=mmsi, lat=21.92, lon=112.8, speed=3.0, course=10.0, status=0))
-            col.wait_for(
-                lambda ms, m=mmsi: any(
-                    r["d"]["mmsi"] == m
-                    for x in ms
-                    if x.payload["kind"] == "ais.position"
-                    for r in x.payload["recs"]
-                ),
-                timeout=15,
-            )
+            col.wait_for(lambda ms: mmsi in ais_mmsis(ms), timeout=15)  # noqa: B023 (used at once)
             conn.close()  # the aggregator drops the connection
             if i == 0:
                 gw.wait_status(lambda d: d["devices"]["ais-tcp"]["gone"] >= 1)
