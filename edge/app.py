@@ -12,7 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from drivers.ais.driver import AisDriver
@@ -28,13 +31,88 @@ from edge.envelope import Signer, load_private_key
 from edge.errors import ConfigError
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
-from edge.outbox import Outbox
+from edge.outbox import CorruptOutbox, Limits, Outbox
 from edge.publisher import Publisher
 from edge.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_S = 5.0
+SEQ_FLOOR_EVERY_S = 10.0
+# After a corrupt outbox is quarantined, seqs restart this far above the last recorded
+# high-water mark (written every 10 s), so no seq the lost file held is ever reused.
+QUARANTINE_SEQ_GAP = 1_000_000
+
+
+def read_seq_floor(state_dir: Path) -> int:
+    """The last recorded high-water seq (0 if never recorded)."""
+    try:
+        text = (state_dir / "seq_hw").read_text(encoding="ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def write_seq_floor(state_dir: Path, hw: int) -> None:
+    """Record the high-water seq atomically (a corrupt outbox must not make seqs go back)."""
+    if hw <= read_seq_floor(state_dir):
+        return
+    tmp = state_dir / "seq_hw.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{hw}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, state_dir / "seq_hw")
+    except OSError as exc:
+        log.error("outbox: cannot record the seq high-water mark: %s", exc.strerror)
+
+
+async def keep_seq_floor(state_dir: Path, outbox: Outbox) -> None:
+    while True:
+        await asyncio.sleep(SEQ_FLOOR_EVERY_S)
+        await asyncio.to_thread(write_seq_floor, state_dir, outbox.hw)
+
+
+@contextlib.asynccontextmanager
+async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIterator[Outbox]:
+    """Open the outbox; a corrupt one is moved aside (and reported) and a fresh one started."""
+    state_dir = cfg.gateway.state_dir
+    path = state_dir / "outbox.sqlite"
+    limits = Limits(max_bytes=cfg.outbox.max_bytes, ttl_s=cfg.outbox.ttl_s)
+    floor = read_seq_floor(state_dir) + 1
+    try:
+        outbox = await Outbox(path, limits=limits, seq_floor=floor).__aenter__()
+    except CorruptOutbox as exc:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                src.rename(path.with_name(f"{path.name}{suffix}.corrupt-{stamp}"))
+        new_floor = floor + QUARANTINE_SEQ_GAP
+        log.critical(
+            "outbox: %s; quarantined it as *.corrupt-%s and started a fresh one at seq %d",
+            exc,
+            stamp,
+            new_floor,
+        )
+        quarantined.append(
+            {
+                "reason": "quarantined",
+                "count": new_floor - floor,
+                "ranges": [[floor, new_floor - 1]],
+                "kinds": {},
+                "total": new_floor - floor,
+                "detail": str(exc)[:200],
+            }
+        )
+        outbox = await Outbox(path, limits=limits, seq_floor=new_floor).__aenter__()
+    try:
+        yield outbox
+    finally:
+        await outbox.__aexit__(None, None, None)
 
 
 def load_signer(cfg: Config) -> Signer:
@@ -101,6 +179,12 @@ class Gateway:
                 "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in ob.stats.lanes.items()},
                 "committed": ob.stats.committed,
                 "commits": ob.stats.commits,
+                "bytes": ob.usage,
+                "max_bytes": ob.limits.max_bytes,
+                "dropped": ob.stats.dropped,
+                "refused": ob.stats.refused,
+                "health": ob.health()["state"],
+                "degraded": ob.degraded or "",
             },
             "devices": {k: d.counters.snapshot() for k, d in self.drivers.items()},
             "ais": {"duplicates": self.tracker.duplicates, "shaped": self.tracker.shaped},
@@ -112,8 +196,9 @@ class Gateway:
         state_dir.mkdir(parents=True, exist_ok=True)
         epoch = start_epoch(state_dir)
         log.info("gateway %s: epoch %d", cfg.gateway.id, epoch.counter)
+        quarantined: list[dict[str, Any]] = []
         async with AsyncExitStack() as stack:
-            outbox = await stack.enter_async_context(Outbox(state_dir / "outbox.sqlite"))
+            outbox = await stack.enter_async_context(open_outbox(cfg, quarantined))
             self.outbox = outbox
             ingest = Ingest(
                 gw=cfg.gateway.id,
@@ -124,6 +209,12 @@ class Gateway:
                 batch_ms=cfg.outbox.batch_ms,
             )
             self.ingest = ingest
+            outbox.on_dropped = lambda rec: ingest.submit("outbox.dropped", "gw", rec)
+            outbox.on_health = lambda rec: ingest.submit("gateway.health", "gw", rec)
+            for rec in quarantined:
+                ingest.submit("outbox.dropped", "gw", rec)
+            if outbox.degraded:
+                ingest.submit("gateway.health", "gw", outbox.health())
             publisher = Publisher(mqtt=cfg.mqtt, gw=cfg.gateway.id, outbox=outbox, ingest=ingest)
             self.publisher = publisher
             if self.clock.quality in ("ntp", "gnss"):
@@ -138,6 +229,7 @@ class Gateway:
                         tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
                     tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
                     tg.create_task(watchdog(lambda: True), name="watchdog")
+                    tg.create_task(keep_seq_floor(state_dir, outbox), name="outbox.seq_floor")
                     sd_notify("READY=1")
                     self.ready.set()
             finally:
@@ -146,6 +238,7 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SHUTDOWN_FLUSH_S):
                         await stack.aclose()
+                write_seq_floor(state_dir, outbox.hw)
 
     async def _fleet_ticks(self, ingest: Ingest) -> None:
         """Publish `vessels.outside` when the set of vessels outside a geofence changes."""

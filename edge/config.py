@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
+from edge.kinds import Prio, prio_of
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_PATH = Path("/etc/gridedge/gateway.toml")
@@ -523,6 +524,9 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     o = root.table("outbox")
     ttl = o.table("ttl_s")
     ttl_map = {k: ttl.integer(k, lo=1) for k in list(ttl._table)}
+    for k in ttl_map:
+        if prio_of(k) == Prio.LIFE_SAFETY:
+            raise ttl.error(k, "life-safety messages never expire")
     ttl.done()
     outbox = OutboxConfig(
         max_bytes=o.integer("max_bytes", 256 * 1024 * 1024, lo=1024 * 1024),

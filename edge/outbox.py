@@ -5,21 +5,34 @@ items; the writer takes everything queued, assigns each the next `seq`, has it
 signed (the seq is inside the signed payload), inserts the lot and commits once
 (group commit, WAL, synchronous=FULL), then resolves each producer's future. A
 life-safety producer awaits that future, so a device is told "received" only after
-its alarm is on disk. PUBACKs queue deletes that ride on the next commit. The seq
-is the row's AUTOINCREMENT id, so it is never reused, even after every row has
-been delivered and deleted, and no committed message is ever changed.
+its alarm is on disk. PUBACKs become deletes, committed after the inserts in their
+own transaction. The seq is the row's AUTOINCREMENT id (never below a persisted
+floor), so it is never reused, and no committed message is ever changed.
+
+Bounded: the rows may use `max_bytes` less a WAL allowance. Above that less a
+reserve, telemetry is thinned (oldest first, keeping every 8th message as a
+decimated track and the latest of each kind and source), then events; life-safety
+and drop reports use the reserve and are never dropped. Every drop is handed to
+`on_dropped` so it can be published as `outbox.dropped`. A disk that fills for
+other reasons (ENOSPC) releases a reserve file so life-safety still commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable, Iterable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiosqlite
 
@@ -34,11 +47,25 @@ CREATE TABLE IF NOT EXISTS msgs (
     kind TEXT    NOT NULL,
     src  TEXT    NOT NULL,
     tb   INTEGER NOT NULL,
-    body BLOB    NOT NULL
+    body BLOB    NOT NULL,
+    at   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS msgs_lane ON msgs (prio, seq);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v);
 """
+ROW_OVERHEAD = 64  # bytes a row costs beyond its body (row header, kind, src, index entry)
+PROTECTED_KINDS = frozenset({"outbox.dropped"})  # never thinned: a gap must never be silent
+DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
+MAX_RANGES_PER_REPORT = 500
+SWEEP_S = 30.0  # TTL and disk-recovery checks
+SQLITE_FULL = 13
+
+
+class OutboxFull(Exception):
+    """A message was refused: the outbox is full and it is not life-safety."""
+
+
+class CorruptOutbox(Exception):
+    """The database failed its integrity check at open."""
 
 
 @dataclass(slots=True)
@@ -51,6 +78,10 @@ class Pending:
     tb: int
     make: Callable[[int], bytes]
     done: asyncio.Future[int] | None = None
+
+    @property
+    def protected(self) -> bool:
+        return self.prio == Prio.LIFE_SAFETY or self.kind in PROTECTED_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,23 +103,96 @@ class OutboxStats:
     committed: int = 0
     acked: int = 0
     commits: int = 0
+    dropped: int = 0
+    refused: int = 0
     lanes: dict[int, LaneStats] = field(default_factory=lambda: {p: LaneStats() for p in Prio})
 
 
-class Outbox:
-    """SQLite-backed, prioritised, at-least-once message store."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Disk budget and per-kind TTLs."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    max_bytes: int = 256 * 1024 * 1024
+    ttl_s: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def wal_allowance(self) -> int:
+        return min(16 * 1024 * 1024, self.max_bytes // 8)
+
+    @property
+    def budget(self) -> int:
+        """Bytes the rows may use."""
+        return self.max_bytes - self.wal_allowance
+
+    @property
+    def reserve(self) -> int:
+        """The share only life-safety (and drop reports) may use."""
+        return max(256 * 1024, self.budget // 20)
+
+
+def ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """[1, 2, 3, 7] -> [[1, 3], [7, 7]]."""
+    out: list[list[int]] = []
+    for s in sorted(seqs):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def drop_reports(dropped: list[tuple[int, str]], reason: str) -> list[dict[str, Any]]:
+    """`outbox.dropped` records for (seq, kind) pairs, split so no message grows unbounded."""
+    rs = ranges(s for s, _ in dropped)
+    kinds = dict(Counter(k for _, k in dropped))
+    out = []
+    for i in range(0, len(rs), MAX_RANGES_PER_REPORT):
+        part = rs[i : i + MAX_RANGES_PER_REPORT]
+        out.append(
+            {
+                "reason": reason,
+                "count": sum(b - a + 1 for a, b in part),
+                "ranges": part,
+                "kinds": kinds if i == 0 else {},
+                "total": len(dropped),
+            }
+        )
+    return out
+
+
+class Outbox:
+    """SQLite-backed, prioritised, bounded, at-least-once message store."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        limits: Limits | None = None,
+        seq_floor: int = 1,
+        check: bool = True,
+    ) -> None:
         self.path = path
+        self.limits = limits or Limits()
         self._durable = synchronous
         self._sync_mode = ""
+        self._floor = seq_floor
+        self._check = check
         self._db: aiosqlite.Connection | None = None
         self._queue: list[Pending] = []
         self._acks: list[int] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one flush at a time, even across cancellation
+        self._page_size = 4096
+        self._reserve_file = path.with_name(path.name + ".reserve")
         # Called after each commit that added rows, with those rows (oldest first).
         self.on_commit: Callable[[list[Row]], None] | None = None
+        # Called with `outbox.dropped` records whenever rows were thinned or expired.
+        self.on_dropped: Callable[[dict[str, Any]], object] | None = None
+        # Called with the health record when it changes (`gateway.health`).
+        self.on_health: Callable[[dict[str, Any]], object] | None = None
+        self.degraded: str | None = None
+        self._disk_full = False  # refuse all but life-safety until the disk has room again
         self.next_seq = 1
         self.hw = 0  # highest seq ever committed
         self.stats = OutboxStats()
@@ -99,29 +203,56 @@ class Outbox:
             raise RuntimeError("outbox is not open")
         return self._db
 
+    @property
+    def usage(self) -> int:
+        """Estimated bytes the rows use (bodies plus per-row overhead)."""
+        return sum(lane.bytes + lane.rows * ROW_OVERHEAD for lane in self.stats.lanes.values())
+
     async def __aenter__(self) -> Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={self._durable}")
-            self._sync_mode = self._durable
-            await db.executescript(SCHEMA)
-            async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'") as cur:
-                row = await cur.fetchone()
-            self.hw = int(row[0]) if row else 0
-            self.next_seq = self.hw + 1
-            async with db.execute(
-                "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
-            ) as cur:
-                for prio, n, nbytes in await cur.fetchall():
-                    lane = self.stats.lanes.setdefault(int(prio), LaneStats())
-                    lane.rows, lane.bytes = int(n), int(nbytes)
+            await self._open(db)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise CorruptOutbox(f"{self.path}: {exc}") from exc
         except BaseException:
             await db.close()
             raise
         self._db = db
+        self._ensure_reserve_file()
         return self
+
+    async def _open(self, db: aiosqlite.Connection) -> None:
+        if self._check:
+            async with db.execute("PRAGMA quick_check(1)") as cur:
+                (verdict,) = await cur.fetchone() or ("no answer",)
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute(f"PRAGMA synchronous={self._durable}")
+        self._sync_mode = self._durable
+        async with db.execute("PRAGMA page_size") as cur:
+            row = await cur.fetchone()
+            self._page_size = int(row[0]) if row else 4096
+        lim = self.limits
+        await db.execute(f"PRAGMA journal_size_limit={lim.wal_allowance}")
+        await db.execute(f"PRAGMA wal_autocheckpoint={max(64, lim.wal_allowance // 2 // self._page_size)}")
+        await db.execute(f"PRAGMA max_page_count={lim.budget // self._page_size}")
+        await db.executescript(SCHEMA)
+        async with db.execute("PRAGMA table_info(msgs)") as cur:
+            if "at" not in {r[1] for r in await cur.fetchall()}:  # an outbox from before `at`
+                await db.execute("ALTER TABLE msgs ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
+        async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'") as cur:
+            row = await cur.fetchone()
+        self.hw = int(row[0]) if row else 0
+        self.next_seq = max(self.hw + 1, self._floor)
+        async with db.execute(
+            "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
+        ) as cur:
+            for prio, n, nbytes in await cur.fetchall():
+                lane = self.stats.lanes.setdefault(int(prio), LaneStats())
+                lane.rows, lane.bytes = int(n), int(nbytes)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -156,33 +287,45 @@ class Outbox:
 
     async def run(self) -> None:
         """The single writer: group-commits queued messages and acknowledged deletes."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + SWEEP_S
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
+                    await self._wake.wait()
             self._wake.clear()
             # Shielded: a cancelled commit would leave the transaction open and the
             # producers' futures unresolved; closing waits for it on the lock instead.
             await asyncio.shield(self._flush())
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + SWEEP_S
+                await asyncio.shield(self.sweep())
 
     async def _flush(self) -> None:
         async with self._lock:
-            await self._flush_locked()
+            items, self._queue = self._queue, []
+            acks, self._acks = self._acks, []
+            # Inserts commit first and on their own, so an alarm never waits behind a
+            # batch of deletes; producers are told as soon as their rows are durable.
+            if items:
+                await self._insert(items)
+            if acks:
+                await self._delete_acked(acks)
 
-    async def _flush_locked(self) -> None:
-        items, self._queue = self._queue, []
-        acks, self._acks = self._acks, []
-        # Inserts commit first and on their own, so an alarm never waits behind a big
-        # batch of deletes; producers are told as soon as their rows are durable.
-        if items:
-            await self._insert(items)
-        if acks:
-            await self._delete_acked(acks)
+    async def sweep(self, now_ms: int | None = None) -> None:
+        """Expire rows past their kind's TTL; leave degraded mode when the disk has room."""
+        async with self._lock:
+            await self._expire(now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+            if self.degraded and self._disk_free() > 4 * self.limits.reserve:
+                self._disk_full = False
+                self._ensure_reserve_file()
 
     async def _sync(self, mode: str) -> None:
         if self._sync_mode != mode:
             await self.db.execute(f"PRAGMA synchronous={mode}")
             self._sync_mode = mode
 
-    async def _insert(self, items: list[Pending]) -> None:
+    def _build(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
         rows: list[Row] = []
         made: list[Pending] = []  # made[i] produced rows[i]
         seq = self.next_seq
@@ -191,34 +334,88 @@ class Outbox:
                 body = it.make(seq)
             except Exception as exc:  # a bad producer must not sink the batch
                 log.exception("outbox: cannot build %s from %s", it.kind, it.src)
-                if it.done is not None and not it.done.done():
-                    it.done.set_exception(exc)
+                _fail(it, exc)
                 continue
             rows.append(Row(seq, int(it.prio), it.kind, body))
             made.append(it)
             seq += 1
+        return rows, made
+
+    async def _insert(self, items: list[Pending]) -> None:
+        incoming = sum(ROW_OVERHEAD + 256 for _ in items)  # signed size is unknown until built
+        room = self.limits.budget - self.limits.reserve
+        if self.usage + incoming > room:
+            await self._thin(self.usage + incoming - room + self.limits.reserve // 4)
+        if self.usage + incoming > room or self._disk_full:
+            # Still no room (or the disk is full): only what must never be lost goes in.
+            keep = [it for it in items if it.protected]
+            for it in items:
+                if not it.protected:
+                    self.stats.refused += 1
+                    _fail(it, OutboxFull(f"outbox full; {it.kind} from {it.src} refused"))
+            items = keep
+        if not items:
+            return
+        rows, made = self._build(items)
         if not rows:
             return
-        db = self.db
         try:
-            await self._sync(self._durable)
-            await db.execute("BEGIN IMMEDIATE")
+            await self._commit_rows(rows, made)
+        except (sqlite3.Error, OSError) as exc:
+            if not _is_full(exc):
+                log.error("outbox: commit of %d messages failed: %s", len(rows), exc)
+                _fail_all(made, exc)
+                return
+            await self._insert_when_full(made, exc)
+            return
+        self._committed(rows, made)
+
+    async def _commit_rows(self, rows: list[Row], made: list[Pending]) -> None:
+        db = self.db
+        at = time.time_ns() // 1_000_000
+        await self._sync(self._durable)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
             await db.executemany(
-                "INSERT INTO msgs (seq, prio, kind, src, tb, body) VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.prio, r.kind, it.src, it.tb, r.body) for r, it in zip(rows, made, strict=True)],
+                "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at)
+                    for r, it in zip(rows, made, strict=True)
+                ],
             )
             await db.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            log.error("outbox: commit of %d messages failed: %s", len(rows), exc)
+        except BaseException:
             with contextlib.suppress(sqlite3.Error):  # nothing to roll back
                 await db.execute("ROLLBACK")
-            for it in made:
-                if it.done is not None and not it.done.done():
-                    it.done.set_exception(exc)
+            raise
+
+    async def _insert_when_full(self, made: list[Pending], exc: BaseException) -> None:
+        """The disk (or the page cap) is full: free the reserve, keep only life-safety."""
+        self._disk_full = True
+        self._set_degraded(f"disk full: {exc}")
+        self._release_reserve()
+        keep = [it for it in made if it.protected]
+        for it in made:
+            if not it.protected:
+                self.stats.refused += 1
+                _fail(it, OutboxFull(f"disk full; {it.kind} from {it.src} refused"))
+        if not keep:
             return
+        # Renumber: the refused rows' seqs were never committed, so no gap is created.
+        rows2, made2 = self._build(keep)
+        try:
+            await self.db.execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self._page_size}")
+            await self._commit_rows(rows2, made2)
+        except (sqlite3.Error, OSError) as exc2:
+            log.critical("outbox: cannot commit %d life-safety messages: %s", len(rows2), exc2)
+            _fail_all(made2, exc2)
+            return
+        self._committed(rows2, made2)
+
+    def _committed(self, rows: list[Row], made: list[Pending]) -> None:
         self.stats.commits += 1
-        self.next_seq = seq
-        self.hw = seq - 1
+        self.next_seq = rows[-1].seq + 1
+        self.hw = rows[-1].seq
         for it, r in zip(made, rows, strict=True):
             if it.done is not None and not it.done.done():
                 it.done.set_result(r.seq)
@@ -230,46 +427,170 @@ class Outbox:
         if self.on_commit is not None:
             self.on_commit(rows)
 
+    # deletes: acknowledged, thinned, expired ----------------------------------------
+
     async def _delete_acked(self, acks: list[int]) -> None:
-        db = self.db
         try:
-            # A delete lost to a power cut only means a duplicate resend, so deletes do
-            # not pay for an fsync; the next durable insert commit syncs them anyway.
-            await self._sync("NORMAL")
-            await db.execute("BEGIN IMMEDIATE")
-            deleted = await self._delete(acks)
-            await db.execute("COMMIT")
+            await self._delete_txn(acks)
         except (sqlite3.Error, OSError) as exc:
             log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks), exc)
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
             self._acks.extend(acks)  # retried with the next flush
             return
-        for prio, nbytes in deleted:
-            lane = self.stats.lanes[prio]
-            lane.rows -= 1
-            lane.bytes -= nbytes
-        self.stats.acked += len(deleted)
+        self.stats.acked += len(acks)
 
-    async def _delete(self, seqs: list[int]) -> list[tuple[int, int]]:
+    async def _delete_txn(self, seqs: list[int]) -> list[tuple[int, int, str]]:
         db = self.db
-        out: list[tuple[int, int]] = []
-        for i in range(0, len(seqs), 500):
-            chunk = seqs[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            async with db.execute(
-                f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING prio, LENGTH(body)", chunk
-            ) as cur:
-                out.extend((int(p), int(n)) for p, n in await cur.fetchall())
+        # A delete lost to a power cut only means a duplicate resend, so deletes do
+        # not pay for an fsync; the next durable insert commit syncs them anyway.
+        await self._sync("NORMAL")
+        await db.execute("BEGIN IMMEDIATE")
+        out: list[tuple[int, int, str]] = []
+        try:
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind", chunk
+                ) as cur:
+                    for seq, prio, nbytes, kind in await cur.fetchall():
+                        lane = self.stats.lanes[int(prio)]
+                        lane.rows -= 1
+                        lane.bytes -= int(nbytes)
+                        out.append((int(seq), int(prio), str(kind)))
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            raise
         return out
+
+    _THIN_PHASES = (
+        # telemetry and bulk, keeping a decimated track and each source's latest message
+        f"prio >= {int(Prio.TELEMETRY)} AND seq % {DECIMATE} != 0 AND seq NOT IN "
+        f"(SELECT MAX(seq) FROM msgs WHERE prio >= {int(Prio.TELEMETRY)} GROUP BY kind, src)",
+        # then the decimated track too (still keeping each source's latest)
+        f"prio >= {int(Prio.TELEMETRY)} AND seq NOT IN "
+        f"(SELECT MAX(seq) FROM msgs WHERE prio >= {int(Prio.TELEMETRY)} GROUP BY kind, src)",
+        # then events, oldest first; never a drop report
+        f"prio = {int(Prio.EVENT)} AND kind NOT IN ({', '.join(repr(k) for k in PROTECTED_KINDS)})",
+    )
+
+    async def _thin(self, need: int) -> None:
+        """Free at least `need` bytes by dropping what matters least, oldest first."""
+        dropped: list[tuple[int, str]] = []
+        freed = 0
+        for where in self._THIN_PHASES:
+            while freed < need:
+                async with self.db.execute(
+                    f"SELECT seq, LENGTH(body) FROM msgs WHERE {where} ORDER BY seq LIMIT 2000"
+                ) as cur:
+                    batch = await cur.fetchall()
+                if not batch:
+                    break
+                chosen: list[int] = []
+                for seq, nbytes in batch:
+                    chosen.append(int(seq))
+                    freed += int(nbytes) + ROW_OVERHEAD
+                    if freed >= need:
+                        break
+                try:
+                    gone = await self._delete_txn(chosen)
+                except (sqlite3.Error, OSError) as exc:
+                    log.error("outbox: thinning failed: %s", exc)
+                    return
+                dropped.extend((s, k) for s, _, k in gone)
+            if freed >= need:
+                break
+        if dropped:
+            log.warning("outbox: full; dropped %d messages to make room", len(dropped))
+            self._report(dropped, "full")
+
+    async def _expire(self, now_ms: int) -> None:
+        dropped: list[tuple[int, str]] = []
+        for kind, ttl in self.limits.ttl_s.items():
+            async with self.db.execute(
+                "SELECT seq FROM msgs WHERE kind = ? AND prio > 0 AND at < ? LIMIT 50000",
+                (kind, now_ms - ttl * 1000),
+            ) as cur:
+                seqs = [int(r[0]) for r in await cur.fetchall()]
+            if seqs:
+                try:
+                    gone = await self._delete_txn(seqs)
+                except (sqlite3.Error, OSError) as exc:
+                    log.error("outbox: TTL expiry failed: %s", exc)
+                    return
+                dropped.extend((s, k) for s, _, k in gone)
+        if dropped:
+            self._report(dropped, "ttl")
+
+    def _report(self, dropped: list[tuple[int, str]], reason: str) -> None:
+        self.stats.dropped += len(dropped)
+        if self.on_dropped is not None:
+            for rec in drop_reports(dropped, reason):
+                self.on_dropped(rec)
+
+    # disk reserve and health ---------------------------------------------------------
+
+    def _disk_free(self) -> int:
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return 0
+
+    def _ensure_reserve_file(self) -> None:
+        """Hold `reserve` bytes of disk so life-safety can still commit when the disk fills."""
+        size = self.limits.reserve
+        try:
+            if self._reserve_file.exists() and self._reserve_file.stat().st_size >= size:
+                self._set_degraded(None)
+                return
+            fd = os.open(self._reserve_file, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._reserve_file.unlink()
+            self._set_degraded(f"cannot hold the {size}-byte disk reserve: {exc.strerror}")
+            return
+        self._set_degraded(None)
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._reserve_file.unlink()
+            log.warning(
+                "outbox: disk full; released the %d-byte reserve for life-safety", self.limits.reserve
+            )
+
+    def _set_degraded(self, why: str | None) -> None:
+        if why == self.degraded:
+            return
+        self.degraded = why
+        if why:
+            log.error("outbox: degraded: %s", why)
+        if self.on_health is not None:
+            self.on_health(self.health())
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "state": "degraded" if self.degraded else "ok",
+            "reason": self.degraded or "",
+            "outbox_bytes": self.usage,
+            "outbox_max_bytes": self.limits.max_bytes,
+            "outbox_rows": self.depth(),
+            "dropped": self.stats.dropped,
+            "refused": self.stats.refused,
+        }
 
     # the reader --------------------------------------------------------------------
 
-    async def fetch(self, prio: int, after: int, limit: int) -> list[Row]:
-        """Rows of one lane with seq above `after`, oldest first."""
+    async def fetch(self, prio: int, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
+        """Rows of one lane with `after` < seq (<= `upto`), oldest first."""
         async with self.db.execute(
-            "SELECT seq, prio, kind, body FROM msgs WHERE prio = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (prio, after, limit),
+            "SELECT seq, prio, kind, body FROM msgs"
+            " WHERE prio = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (prio, after, upto if upto is not None else 2**62, limit),
         ) as cur:
             return [Row(int(s), int(p), str(k), bytes(b)) for s, p, k, b in await cur.fetchall()]
 
@@ -277,3 +598,19 @@ class Outbox:
         if prio is None:
             return sum(lane.rows for lane in self.stats.lanes.values())
         return self.stats.lanes[prio].rows
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+
+
+def _fail(it: Pending, exc: BaseException) -> None:
+    if it.done is not None and not it.done.done():
+        it.done.set_exception(exc)
+
+
+def _fail_all(items: list[Pending], exc: BaseException) -> None:
+    for it in items:
+        _fail(it, exc)

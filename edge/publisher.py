@@ -4,9 +4,10 @@ Theory of operation: one session at a time. At CONNECT the broker is given a
 freshly signed Last Will (`gateway.status` offline); once connected the gateway
 publishes its retained signed birth, subscribes, and pumps rows. The pump takes
 the next row from the most urgent lane that has one (strict priority, FIFO within
-a lane), keeps at most `inflight` messages unacknowledged (life-safety may exceed
-that by a small reserve so it never queues behind telemetry), and hands every
-PUBACK to the outbox as a delete. When the link drops, every row not yet
+a lane; telemetry captured since the session began goes before the backlog of the
+outage, which then drains oldest first), keeps at most `inflight` messages
+unacknowledged (life-safety may exceed that by a small reserve so it never queues
+behind telemetry), and hands every PUBACK to the outbox as a delete. When the link drops, every row not yet
 acknowledged is still in the outbox; the next session starts its cursors at zero,
 so it is all sent again (the platform deduplicates on gw, ep, seq).
 """
@@ -33,6 +34,15 @@ log = logging.getLogger(__name__)
 
 PAGE = 256
 LIFE_SAFETY_RESERVE = 8
+Lane = tuple[int, bool]  # (prio, True for the pre-session telemetry backlog)
+# Strict order: life-safety, events, live telemetry, backlog telemetry, bulk.
+LANES: tuple[Lane, ...] = (
+    (Prio.LIFE_SAFETY, False),
+    (Prio.EVENT, False),
+    (Prio.TELEMETRY, False),
+    (Prio.TELEMETRY, True),
+    (Prio.BULK, False),
+)
 
 
 class LinkState(enum.StrEnum):
@@ -61,9 +71,10 @@ class Publisher:
         self._subs = subscriptions
         self._on_message = on_message
         self._kick = asyncio.Event()
-        self._dirty: set[int] = set()
-        self._buffers: dict[int, deque[Row]] | None = None  # send buffers of the live session
-        self._cursor: dict[int, int] = {}
+        self._dirty: set[Lane] = set()
+        self._buffers: dict[Lane, deque[Row]] | None = None  # send buffers of the live session
+        self._cursor: dict[Lane, int] = {}
+        self._boundary = 0  # highest seq committed before this session: the backlog
         self.state = LinkState.DOWN
         self.last_error = ""
         self.sessions = 0
@@ -86,12 +97,13 @@ class Publisher:
         for row in rows:
             if row.prio == Prio.LIFE_SAFETY:
                 self._ls_committed[row.seq] = self.published
-            buf = buffers.get(row.prio) if buffers is not None else None
-            if buf is not None and row.prio not in self._dirty and len(buf) < 2 * PAGE:
+            lane: Lane = (row.prio, False)
+            buf = buffers.get(lane) if buffers is not None else None
+            if buf is not None and lane not in self._dirty and len(buf) < 2 * PAGE:
                 buf.append(row)
-                self._cursor[row.prio] = row.seq
+                self._cursor[lane] = row.seq
             else:
-                self._dirty.add(row.prio)
+                self._dirty.add(lane)
         self._kick.set()
 
     def _tls(self) -> TlsSettings | None:
@@ -154,9 +166,14 @@ class Publisher:
             await self._pump(conn)
 
     async def _pump(self, conn: MqttConnection) -> None:
-        buffers: dict[int, deque[Row]] = {p: deque() for p in Prio}
-        cursor: dict[int, int] = dict.fromkeys(Prio, 0)
-        self._dirty = set(Prio)  # after a (re)connect anything unacknowledged may be unsent
+        # Telemetry committed before this session is the backlog of an outage: it goes
+        # after the telemetry captured since (live first), oldest first, in the window
+        # live traffic leaves free.
+        self._boundary = self._outbox.hw
+        buffers: dict[Lane, deque[Row]] = {lane: deque() for lane in LANES}
+        cursor: dict[Lane, int] = {lane: 0 for lane in LANES}
+        cursor[(Prio.TELEMETRY, False)] = self._boundary
+        self._dirty = set(LANES)  # after a (re)connect anything unacknowledged may be unsent
         self._buffers, self._cursor = buffers, cursor
         try:
             await self._pump_rows(conn, buffers, cursor)
@@ -164,17 +181,17 @@ class Publisher:
             self._buffers = None
 
     async def _pump_rows(
-        self, conn: MqttConnection, buffers: dict[int, deque[Row]], cursor: dict[int, int]
+        self, conn: MqttConnection, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
     ) -> None:
         closed = conn.closed
         while not closed.done():
-            row = await self._next_row(buffers, cursor)
+            lane, row = await self._next_row(buffers, cursor)
             if row is None:
                 await self._wait(closed)
                 continue
             limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
             if conn.in_flight >= limit:
-                buffers[row.prio].appendleft(row)
+                buffers[lane].appendleft(row)
                 await self._wait(closed)
                 continue
             if row.prio == Prio.LIFE_SAFETY:
@@ -188,20 +205,31 @@ class Publisher:
         if exc is not None:
             raise exc
 
-    async def _next_row(self, buffers: dict[int, deque[Row]], cursor: dict[int, int]) -> Row | None:
-        for prio in Prio:
-            buf = buffers[prio]
-            if not buf and prio in self._dirty:
-                self._dirty.discard(prio)
-                rows = await self._outbox.fetch(prio, cursor[prio], PAGE)
-                if rows:
-                    buf.extend(rows)
-                    cursor[prio] = rows[-1].seq
-                    if len(rows) == PAGE:
-                        self._dirty.add(prio)
-            if buf:
-                return buf.popleft()
-        return None
+    async def _next_row(
+        self, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
+    ) -> tuple[Lane, Row | None]:
+        """The next row by strict priority. After any read from SQLite the scan starts
+        again from the top, so a row committed meanwhile in a more urgent lane wins."""
+        while True:
+            for lane in LANES:
+                buf = buffers[lane]
+                if buf:
+                    return lane, buf.popleft()
+                if lane in self._dirty:
+                    self._dirty.discard(lane)
+                    prio, old = lane
+                    if old:
+                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE, upto=self._boundary)
+                    else:
+                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE)
+                    if rows:
+                        buf.extend(rows)
+                        cursor[lane] = rows[-1].seq
+                        if len(rows) == PAGE:
+                            self._dirty.add(lane)
+                    break  # rescan from the most urgent lane
+            else:
+                return LANES[0], None
 
     async def _wait(self, closed: asyncio.Future[BaseException | None]) -> None:
         kick = asyncio.ensure_future(self._kick.wait())
