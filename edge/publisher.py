@@ -7,9 +7,10 @@ the next row from the most urgent lane that has one (strict priority, FIFO withi
 a lane; telemetry captured since the session began goes before the backlog of the
 outage, which then drains oldest first), keeps at most `inflight` messages
 unacknowledged (life-safety may exceed that by a small reserve so it never queues
-behind telemetry), and hands every PUBACK to the outbox as a delete. When the link drops, every row not yet
-acknowledged is still in the outbox; the next session starts its cursors at zero,
-so it is all sent again (the platform deduplicates on gw, ep, seq).
+behind telemetry), and hands every PUBACK to the outbox as a delete. When the
+link drops, every row not yet acknowledged is still in the outbox; the next session
+starts its cursors at zero, so it is all sent again (the platform deduplicates on
+gw, ep, seq).
 """
 
 from __future__ import annotations
