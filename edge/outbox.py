@@ -316,8 +316,9 @@ class Outbox:
         """Expire rows past their kind's TTL; leave degraded mode when the disk has room."""
         async with self._lock:
             await self._expire(now_ms if now_ms is not None else time.time_ns() // 1_000_000)
-            if self.degraded and self._disk_free() > 4 * self.limits.reserve:
+            if self.degraded and self._disk_free() > 2 * self.limits.reserve:
                 self._disk_full = False
+                await self.db.execute(f"PRAGMA max_page_count={self.limits.budget // self._page_size}")
                 self._ensure_reserve_file()
 
     async def _sync(self, mode: str) -> None:
@@ -342,23 +343,23 @@ class Outbox:
         return rows, made
 
     async def _insert(self, items: list[Pending]) -> None:
-        incoming = sum(ROW_OVERHEAD + 256 for _ in items)  # signed size is unknown until built
+        rows, made = self._build(items)
+        if not rows:
+            return
+        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
         room = self.limits.budget - self.limits.reserve
         if self.usage + incoming > room:
             await self._thin(self.usage + incoming - room + self.limits.reserve // 4)
         if self.usage + incoming > room or self._disk_full:
-            # Still no room (or the disk is full): only what must never be lost goes in.
-            keep = [it for it in items if it.protected]
-            for it in items:
+            # Still no room (or the disk is full): only what must never be lost goes in,
+            # renumbered so the refused messages leave no gap in the seqs.
+            for it in made:
                 if not it.protected:
                     self.stats.refused += 1
                     _fail(it, OutboxFull(f"outbox full; {it.kind} from {it.src} refused"))
-            items = keep
-        if not items:
-            return
-        rows, made = self._build(items)
-        if not rows:
-            return
+            rows, made = self._build([it for it in made if it.protected])
+            if not rows:
+                return
         try:
             await self._commit_rows(rows, made)
         except (sqlite3.Error, OSError) as exc:

@@ -1,0 +1,176 @@
+"""Bounded outbox on real SQLite: thinning, reserve, TTL, drop reports, a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.kinds import Prio
+from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+
+BODY = 400  # bytes per message, about a signed batch of a few fixes
+
+
+def item(prio: Prio, kind: str, src: str = "gnss0", size: int = BODY) -> Pending:
+    return Pending(prio, kind, src, 0, lambda seq: seq.to_bytes(8, "big") + b"x" * (size - 8))
+
+
+async def fill(ob: Outbox, items: list[Pending]) -> list[int | BaseException]:
+    futs = [ob.submit(i) for i in items]
+    await ob._flush()
+    return list(await asyncio.gather(*futs, return_exceptions=True))
+
+
+def covered(reports: list[dict[str, Any]]) -> set[int]:
+    return {s for r in reports for a, b in r["ranges"] for s in range(a, b + 1)}
+
+
+def test_thinning_keeps_track_latest_and_every_alarm(tmp_path: Path) -> None:
+    limits = Limits(max_bytes=4 * 1024 * 1024)
+    reports: list[dict[str, Any]] = []
+
+    async def go() -> tuple[set[int], set[int], Outbox]:
+        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
+            ob.on_dropped = reports.append
+            alarms: set[int] = set()
+            for i in range(40):  # far more than fits: ~4 budgets of telemetry
+                batch = [item(Prio.TELEMETRY, "gnss.fix", f"gnss{i % 2}") for _ in range(250)]
+                batch.append(item(Prio.LIFE_SAFETY, "sos.alarm", "sos1"))
+                got = await fill(ob, batch)
+                alarms.add(int(got[-1]))  # type: ignore[arg-type]
+            assert ob.usage <= limits.budget
+            async with ob.db.execute("SELECT seq FROM msgs") as cur:
+                left = {int(r[0]) for r in await cur.fetchall()}
+            return alarms, left, ob
+
+    alarms, left, ob = asyncio.run(go())
+    assert alarms <= left, "a life-safety message was dropped"
+    dropped = covered(reports)
+    assert dropped and not (dropped & left)
+    assert dropped | left == set(range(1, ob.hw + 1)), "every seq is either kept or reported"
+    # a decimated track (every 8th message) of the thinned stretch survives
+    thinned_stretch = [s for s in left if s < max(dropped)]
+    assert thinned_stretch and all(s % 8 == 0 or s in alarms for s in thinned_stretch)
+    # the latest fix of each source survives
+    assert {ob.hw - 1, ob.hw - 2} & left
+    assert all(r["reason"] == "full" and r["kinds"].keys() <= {"gnss.fix"} for r in reports)
+
+
+def test_events_go_after_telemetry_and_drop_reports_never(tmp_path: Path) -> None:
+    limits = Limits(max_bytes=2 * 1024 * 1024)
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
+            reports: list[dict[str, Any]] = []
+            ob.on_dropped = reports.append
+            protected = await fill(ob, [item(Prio.EVENT, "outbox.dropped", "gw") for _ in range(200)])
+            for _ in range(20):
+                await fill(ob, [item(Prio.EVENT, "device.state") for _ in range(200)])
+            async with ob.db.execute("SELECT seq FROM msgs WHERE kind = 'outbox.dropped'") as cur:
+                assert len(await cur.fetchall()) == len(protected)
+            assert reports and all(r["kinds"].keys() <= {"device.state"} for r in reports)
+
+    asyncio.run(go())
+
+
+def test_full_lane_refuses_what_cannot_fit_but_never_an_alarm(tmp_path: Path) -> None:
+    limits = Limits(max_bytes=2 * 1024 * 1024)
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
+            # Alarms alone, more than the budget: they are all kept (beyond the soft budget).
+            got = await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm", size=4000) for _ in range(600)])
+            assert all(isinstance(g, int) for g in got)
+            late = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix")])
+            assert isinstance(late[0], OutboxFull)
+            assert ob.stats.refused == 1 and ob.depth(Prio.LIFE_SAFETY) == 600
+
+    asyncio.run(go())
+
+
+def test_ttl_expires_with_a_report(tmp_path: Path) -> None:
+    limits = Limits(ttl_s={"gnss.fix": 60, "sos.alarm": 60})
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
+            reports: list[dict[str, Any]] = []
+            ob.on_dropped = reports.append
+            seqs = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix") for _ in range(10)])
+            await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm")])
+            now = int(__import__("time").time() * 1000)
+            await ob.sweep(now)
+            assert ob.depth() == 11
+            await ob.sweep(now + 61_000)
+            assert ob.depth() == 1  # the alarm never expires
+            assert reports == [
+                {
+                    "reason": "ttl",
+                    "count": 10,
+                    "ranges": [[seqs[0], seqs[-1]]],
+                    "kinds": {"gnss.fix": 10},
+                    "total": 10,
+                }
+            ]
+
+    asyncio.run(go())
+
+
+def test_ranges_and_report_splitting() -> None:
+    assert ranges([5, 1, 2, 3, 9]) == [[1, 3], [5, 5], [9, 9]]
+    dropped = [(s, "gnss.fix") for s in range(0, 3000, 2)]
+    reps = drop_reports(dropped, "full")
+    assert len(reps) == 3 and sum(r["count"] for r in reps) == 1500
+    assert covered(reps) == {s for s, _ in dropped}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a real ENOSPC, not a simulated one."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs for a real full disk")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> None:
+    limits = Limits(max_bytes=16 * 1024 * 1024)  # the budget is not the limit here: the disk is
+    health: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
+            ob.on_health = health.append
+            assert (small_disk / "outbox.sqlite.reserve").exists()
+            # something else fills the disk
+            with open(small_disk / "other-program.log", "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"z" * 65536)
+                    f.flush()
+            tele = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix", size=2000) for _ in range(50)])
+            alarm = await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm")])
+            assert isinstance(alarm[0], int), alarm
+            assert any(isinstance(t, OutboxFull) for t in tele) or ob.degraded
+            assert ob.degraded and "disk full" in ob.degraded
+            more = await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm") for _ in range(20)])
+            assert all(isinstance(m, int) for m in more)
+            (small_disk / "other-program.log").unlink()  # space comes back
+            await ob.sweep()
+            assert ob.degraded is None
+            assert isinstance((await fill(ob, [item(Prio.TELEMETRY, "gnss.fix")]))[0], int)
+
+    asyncio.run(go())
+    assert [h["state"] for h in health] == ["degraded", "ok"]
