@@ -75,7 +75,7 @@ def test_events_go_after_telemetry_and_drop_reports_never(tmp_path: Path) -> Non
             for _ in range(20):
                 await fill(ob, [item(Prio.EVENT, "device.state") for _ in range(200)])
             async with ob.db.execute("SELECT seq FROM msgs WHERE kind = 'outbox.dropped'") as cur:
-                assert len(await cur.fetchall()) == len(protected)
+                assert len(list(await cur.fetchall())) == len(protected)
             assert reports and all(r["kinds"].keys() <= {"device.state"} for r in reports)
 
     asyncio.run(go())
@@ -147,6 +147,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def fill_disk(path: Path) -> None:
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"z" * 65536)
+            f.flush()
+
+
 def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> None:
     limits = Limits(max_bytes=16 * 1024 * 1024)  # the budget is not the limit here: the disk is
     health: list[dict[str, Any]] = []
@@ -155,11 +162,7 @@ def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> 
         async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
             ob.on_health = health.append
             assert (small_disk / "outbox.sqlite.reserve").exists()
-            # something else fills the disk
-            with open(small_disk / "other-program.log", "wb") as f, contextlib.suppress(OSError):
-                while True:
-                    f.write(b"z" * 65536)
-                    f.flush()
+            fill_disk(small_disk / "other-program.log")  # something else fills the disk
             tele = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix", size=2000) for _ in range(50)])
             alarm = await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm")])
             assert isinstance(alarm[0], int), alarm
