@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from edge.clock import Clock, boottime_ms
 from edge.config import AisDevice, Config, DeviceConfig, GnssDevice
 from edge.envelope import Signer, load_private_key
 from edge.errors import ConfigError
+from edge.fsutil import write_atomic
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox
@@ -44,6 +46,20 @@ SEQ_FLOOR_EVERY_S = 10.0
 QUARANTINE_SEQ_GAP = 1_000_000
 
 
+def check_state_dir(state_dir: Path) -> None:
+    """Refuse to start on a state directory we cannot write: nothing could be kept."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / ".write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("state_dir %s is full; starting degraded (life-safety uses the reserve)", state_dir)
+            return
+        raise ConfigError("gateway.state_dir", f"{state_dir} is not writable: {exc.strerror}") from None
+
+
 def read_seq_floor(state_dir: Path) -> int:
     """The last recorded high-water seq (0 if never recorded)."""
     try:
@@ -57,15 +73,8 @@ def write_seq_floor(state_dir: Path, hw: int) -> None:
     """Record the high-water seq atomically (a corrupt outbox must not make seqs go back)."""
     if hw <= read_seq_floor(state_dir):
         return
-    tmp = state_dir / "seq_hw.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{hw}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, state_dir / "seq_hw")
+        write_atomic(state_dir / "seq_hw", f"{hw}\n".encode())
     except OSError as exc:
         log.error("outbox: cannot record the seq high-water mark: %s", exc.strerror)
 
@@ -193,7 +202,7 @@ class Gateway:
     async def run(self) -> None:
         cfg = self.cfg
         state_dir = cfg.gateway.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        check_state_dir(state_dir)
         epoch = start_epoch(state_dir)
         log.info("gateway %s: epoch %d", cfg.gateway.id, epoch.counter)
         quarantined: list[dict[str, Any]] = []

@@ -20,6 +20,7 @@ import cbor2
 
 from edge.clock import Clock, Stamp
 from edge.envelope import ENVELOPE_VERSION, Signer
+from edge.fsutil import write_atomic
 from edge.kinds import Prio, prio_of
 from edge.outbox import Outbox, Pending
 
@@ -50,19 +51,12 @@ def start_epoch(state_dir: Path) -> Epoch:
     except FileNotFoundError:
         pass
     counter += 1
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, f"{counter}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        write_atomic(path, f"{counter}\n".encode())
+    except OSError as exc:
+        # A full disk must not stop the gateway: the fresh nonce still makes (ep, seq)
+        # unique, and the counter is persisted at the next start that has room.
+        log.error("epoch: cannot persist start counter %d in %s: %s", counter, state_dir, exc.strerror)
     return Epoch(counter, os.urandom(8))
 
 

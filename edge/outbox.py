@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS msgs (
 CREATE INDEX IF NOT EXISTS msgs_lane ON msgs (prio, seq);
 """
 ROW_OVERHEAD = 64  # bytes a row costs beyond its body (row header, kind, src, index entry)
-PROTECTED_KINDS = frozenset({"outbox.dropped"})  # never thinned: a gap must never be silent
+# Never thinned, and admitted into the reserve: a gap or a full disk must never be silent.
+PROTECTED_KINDS = frozenset({"outbox.dropped", "gateway.health"})
 DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
 MAX_RANGES_PER_REPORT = 500
 SWEEP_S = 30.0  # TTL and disk-recovery checks
@@ -210,18 +211,34 @@ class Outbox:
 
     async def __aenter__(self) -> Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await self._open(db)
-        except sqlite3.DatabaseError as exc:
-            await db.close()
-            raise CorruptOutbox(f"{self.path}: {exc}") from exc
-        except BaseException:
-            await db.close()
-            raise
+        db = await self._connect()
         self._db = db
-        self._ensure_reserve_file()
+        if not self._disk_full:
+            self._ensure_reserve_file()
         return self
+
+    async def _connect(self) -> aiosqlite.Connection:
+        released = False
+        while True:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+            try:
+                await self._open(db)
+            except (sqlite3.Error, OSError) as exc:
+                await db.close()
+                if _is_full(exc) and not released:
+                    # Started on a full disk: the reserve held from the last run makes room
+                    # for the WAL and for life-safety; everything else is refused for now.
+                    released = self._disk_full = True
+                    self._set_degraded(f"disk full at start: {exc}")
+                    self._release_reserve()
+                    continue
+                if isinstance(exc, sqlite3.DatabaseError) and not _is_full(exc):
+                    raise CorruptOutbox(f"{self.path}: {exc}") from exc
+                raise
+            except BaseException:
+                await db.close()
+                raise
+            return db
 
     async def _open(self, db: aiosqlite.Connection) -> None:
         if self._check:

@@ -1,0 +1,106 @@
+"""The gateway starts on a corrupt, truncated, full or read-only state directory without
+losing sight of a seq: a broken outbox is quarantined and its range reported."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.gnss.sim import sentence
+from tests.chaos.conftest import mount_tmpfs, umount
+from tests.support.broker import Mosquitto
+from tests.support.collector import Collector
+from tests.support.gateway import GatewayProc, Pty
+from tests.support.prefill import prefill
+
+
+def corrupt_middle(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    for i in range(4096, min(len(data), 4096 * 6)):
+        data[i] = 0xA5
+    db.write_bytes(bytes(data))
+
+
+def truncate(db: Path) -> None:
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2 + 100)
+
+
+@pytest.mark.parametrize("damage", [corrupt_middle, truncate], ids=["corrupt", "truncated"])
+def test_broken_outbox_is_quarantined_and_reported(damage: object, broker: Mosquitto, tmp_path: Path) -> None:
+    gw = GatewayProc(tmp_path / "gw", port=broker.port)
+    gw.state.mkdir(parents=True)
+    hw = prefill(gw.state, gw.key, gw.gw_id, 3000)  # unsent messages in the outbox...
+    (gw.state / "seq_hw").write_text(f"{hw}\n")
+    damage(gw.state / "outbox.sqlite")  # type: ignore[operator]
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    try:
+        msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "outbox.dropped" for m in ms), timeout=20)
+        doc = gw.status()
+    finally:
+        gw.stop()
+        col.stop()
+    assert list(gw.state.glob("outbox.sqlite.corrupt-*")), "the broken file is kept for a post-mortem"
+    (report,) = [m for m in msgs if m.payload["kind"] == "outbox.dropped"]
+    d = report.payload["recs"][0]["d"]
+    assert d["reason"] == "quarantined"
+    ((lo, hi),) = d["ranges"]
+    assert lo == hw + 1 and hi > lo
+    assert report.payload["seq"] > hi, "new seqs start above everything the lost file could hold"
+    assert doc["outbox"]["hw"] > hw
+    assert "Traceback" not in gw.log.read_text()
+
+
+def test_read_only_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    gw = GatewayProc(tmp_path / "gw", port=1)
+    mount_tmpfs(gw.state, "1m", readonly=True)
+    try:
+        res = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "run", "-c", str(gw.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        umount(gw.state)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"gridedge run: gateway.state_dir: {gw.state} is not writable: Read-only file system"
+    )
+
+
+def test_full_state_dir_still_takes_a_distress(broker: Mosquitto, tmp_path: Path) -> None:
+    pty = Pty(tmp_path / "ttyDSC")
+    dev = f'[[devices]]\nid = "vhf"\nkind = "dsc"\nport = "{pty.link}"\n'
+    gw = GatewayProc(
+        tmp_path / "gw", port=broker.port, devices=dev, outbox="batch_ms = 50\nmax_bytes = 8388608"
+    )
+    mount_tmpfs(gw.state, "3m")
+    col = Collector(broker.port, gw.pub).start()
+    try:
+        gw.start()  # a first run makes the outbox and its disk reserve
+        gw.wait_status(lambda d: d["link"]["state"] == "up")
+        gw.stop()
+        with open(gw.state / "filler", "wb") as f, contextlib.suppress(OSError):
+            while True:  # then something else fills the disk
+                f.write(b"z" * 65536)
+                f.flush()
+        gw.start()
+        gw.wait_device_open("vhf")
+        pty.write(sentence("CDDSC,12,3380400790,12,05,00,1423108312,2019,,,S,") + b"\r\n")
+        msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "dsc.distress" for m in ms), timeout=20)
+        doc = gw.wait_status(lambda d: d["outbox"]["health"] == "degraded")
+    finally:
+        gw.stop()
+        col.stop()
+        pty.unplug()
+        umount(gw.state)
+    assert any(m.payload["kind"] == "dsc.distress" for m in msgs)
+    assert "disk full" in doc["outbox"]["degraded"]
+    health = [m for m in col.up("gateway.health")]
+    assert health and health[-1].payload["recs"][0]["d"]["state"] == "degraded"
