@@ -1,8 +1,10 @@
-"""One MQTT connection as an async context manager over paho-mqtt's network thread.
+"""One MQTT connection as an async context manager, paho-mqtt driven by the event loop.
 
-Why paho's thread and not an asyncio socket loop: paho's own loop is its tested
-path for keepalive, TLS and partial writes; everything it reports is handed to the
-event loop with `call_soon_threadsafe`, so all our state lives on one thread.
+Why the event loop and not paho's network thread: PUBACKs arrive thousands a second
+during a drain, and each one handed across threads cost a wake-up and the GIL; with
+the socket registered on the loop (`add_reader`/`add_writer`, paho's documented
+external-loop callbacks) every callback runs on the loop thread and all state lives
+there. Only the blocking connect (TCP and TLS handshakes) runs in an executor.
 A connection is used once: a reconnect makes a new one, which is how a freshly
 signed Last Will is attached at every CONNECT (DESIGN.md, Topics).
 """
@@ -75,6 +77,8 @@ class MqttConnection:
         self._on_message = on_message
         self._loop = asyncio.get_running_loop()
         self._pending: dict[int, asyncio.Future[None]] = {}
+        self._sock: Any = None
+        self._misc: asyncio.Task[None] | None = None
         self._subs: dict[int, asyncio.Future[None]] = {}
         self._connected: asyncio.Future[bool] = self._loop.create_future()
         self.closed: asyncio.Future[BaseException | None] = self._loop.create_future()
@@ -105,33 +109,70 @@ class MqttConnection:
         c.on_message = self._cb_message
         self._client = c
 
-    # paho thread -> event loop -------------------------------------------------
-
-    def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        # the loop may be closed while paho's thread is finishing
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(fn, *args)
+    # paho callbacks (all on the loop thread) ------------------------------------
 
     def _cb_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        self._post(
-            self._on_connack,
-            int(rc.value) if hasattr(rc, "value") else int(rc),
-            bool(flags.session_present),
-        )
+        self._on_connack(int(rc.value) if hasattr(rc, "value") else int(rc), bool(flags.session_present))
 
-    def _cb_disconnect(self, client: paho.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        client.loop_stop()  # from paho's own thread: ends the loop, no automatic reconnect
-        self._post(self._on_closed, str(rc))
+    def _cb_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self._on_closed(str(rc))
 
     def _cb_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        self._post(self._on_puback, mid)
+        fut = self._pending.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     def _cb_subscribe(self, _c: Any, _u: Any, mid: int, rcs: Any, _p: Any) -> None:
-        failed = any(getattr(rc, "is_failure", False) for rc in rcs)
-        self._post(self._on_suback, mid, failed)
+        self._on_suback(mid, any(getattr(rc, "is_failure", False) for rc in rcs))
 
     def _cb_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        self._post(self._deliver, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+        if self._on_message is not None:
+            self._on_message(Incoming(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+
+    # the socket on the loop --------------------------------------------------------
+
+    def _attach(self) -> None:
+        sock = self._client.socket()
+        if sock is None:
+            raise BrokerUnavailable("no socket after connect")
+        self._sock = sock
+        self._loop.add_reader(sock, self._readable)
+        self._client.on_socket_register_write = self._want_write
+        self._client.on_socket_unregister_write = self._wrote_all
+        self._client.on_socket_close = self._socket_closed
+        if self._client.want_write():
+            self._loop.add_writer(sock, self._writable)
+        self._misc = self._loop.create_task(self._misc_loop(), name="mqtt.keepalive")
+
+    def _want_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, self._writable)
+
+    def _wrote_all(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
+
+    def _socket_closed(self, _c: Any, _u: Any, _sock: Any) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock)
+            self._loop.remove_writer(self._sock)
+            self._sock = None
+
+    def _readable(self) -> None:
+        rc = self._client.loop_read()
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self.closed.done():
+            self._on_closed(paho.error_string(rc))
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    async def _misc_loop(self) -> None:
+        # keepalive PINGREQ, PINGRESP timeout (a half-open link), retries: paho's loop_misc
+        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS and not self.closed.done():
+            await asyncio.sleep(1.0)
+        if not self.closed.done():
+            self._on_closed("keepalive timeout")
 
     # event loop side -------------------------------------------------------------
 
@@ -157,11 +198,6 @@ class MqttConnection:
         self._pending.clear()
         self._subs.clear()
 
-    def _on_puback(self, mid: int) -> None:
-        fut = self._pending.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
     def _on_suback(self, mid: int, failed: bool) -> None:
         fut = self._subs.pop(mid, None)
         if fut is not None and not fut.done():
@@ -169,10 +205,6 @@ class MqttConnection:
                 fut.set_exception(AuthRejected("broker refused the subscription"))
             else:
                 fut.set_result(None)
-
-    def _deliver(self, msg: Incoming) -> None:
-        if self._on_message is not None:
-            self._on_message(msg)
 
     # API ---------------------------------------------------------------------------
 
@@ -185,7 +217,7 @@ class MqttConnection:
             raise AuthRejected(f"TLS handshake failed: {exc.reason or exc}") from exc
         except OSError as exc:
             raise BrokerUnavailable(f"cannot reach {self._host}:{self._port}: {exc.strerror or exc}") from exc
-        self._client.loop_start()
+        self._attach()
         try:
             async with asyncio.timeout(self._timeout):
                 await asyncio.shield(self._connected)
@@ -207,9 +239,19 @@ class MqttConnection:
 
     async def _shutdown(self) -> None:
         if not self.closed.done():
-            self._client.disconnect()
-        await self._loop.run_in_executor(None, self._client.loop_stop)
+            self._client.disconnect()  # DISCONNECT, so the broker does not publish the Will
+            if self._sock is not None:
+                self._client.loop_write()
         self._on_closed("closed by us")
+        if self._misc is not None:
+            self._misc.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._misc
+        self._detach()
+        with contextlib.suppress(OSError):
+            sock = self._client.socket()
+            if sock is not None:
+                sock.close()
 
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[None]:
         """Send at QoS 1; the future resolves on PUBACK and fails if the link drops first."""

@@ -58,6 +58,8 @@ PROTECTED_KINDS = frozenset({"outbox.dropped", "gateway.health"})
 DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
 MAX_RANGES_PER_REPORT = 500
 SWEEP_S = 30.0  # TTL and disk-recovery checks
+DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
+DELETE_GATHER_S = 0.02
 SQLITE_FULL = 13
 
 
@@ -183,6 +185,7 @@ class Outbox:
         self._queue: list[Pending] = []
         self._acks: list[int] = []
         self._wake = asyncio.Event()
+        self._items = asyncio.Event()  # a message (not only a delete) is waiting
         self._lock = asyncio.Lock()  # one flush at a time, even across cancellation
         self._page_size = 4096
         self._reserve_file = path.with_name(path.name + ".reserve")
@@ -289,6 +292,7 @@ class Outbox:
             item.done = asyncio.get_running_loop().create_future()
         self._queue.append(item)
         self._wake.set()
+        self._items.set()
         return item.done
 
     async def append(self, item: Pending) -> int:
@@ -311,6 +315,13 @@ class Outbox:
                 async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
+            if not self._queue and len(self._acks) < DELETE_BATCH:
+                # Only deletes to do: they are never urgent, so let them gather for a
+                # moment (one transaction instead of many); a new message cuts it short.
+                self._items.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DELETE_GATHER_S):
+                        await self._items.wait()
             # Shielded: a cancelled commit would leave the transaction open and the
             # producers' futures unresolved; closing waits for it on the lock instead.
             await asyncio.shield(self._flush())

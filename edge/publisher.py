@@ -16,7 +16,6 @@ gw, ep, seq).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections import deque
@@ -84,6 +83,7 @@ class Publisher:
         self.up = asyncio.Event()
         self._ls_committed: dict[int, int] = {}  # life-safety seq -> `published` at its commit
         self.ls_overtaken_max = 0
+        self.on_ack: Callable[[int], None] | None = None  # measurement hook (benchmarks)
         outbox.on_commit = self._on_commit
         self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
 
@@ -185,15 +185,16 @@ class Publisher:
         self, conn: MqttConnection, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
     ) -> None:
         closed = conn.closed
+        closed.add_done_callback(lambda _f: self._kick.set())
         while not closed.done():
             lane, row = await self._next_row(buffers, cursor)
             if row is None:
-                await self._wait(closed)
+                await self._wait()
                 continue
             limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
             if conn.in_flight >= limit:
                 buffers[lane].appendleft(row)
-                await self._wait(closed)
+                await self._wait()
                 continue
             if row.prio == Prio.LIFE_SAFETY:
                 # how many messages went out between this alarm's commit and its publish
@@ -232,14 +233,9 @@ class Publisher:
             else:
                 return LANES[0], None
 
-    async def _wait(self, closed: asyncio.Future[BaseException | None]) -> None:
-        kick = asyncio.ensure_future(self._kick.wait())
-        try:
-            await asyncio.wait((kick, closed), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            kick.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await kick
+    async def _wait(self) -> None:
+        """Until something changed: a commit, a PUBACK, or the link closing (all kick)."""
+        await self._kick.wait()
         self._kick.clear()
 
     def _done(self, seq: int, fut: asyncio.Future[None]) -> None:
@@ -247,4 +243,6 @@ class Publisher:
             return  # the row stays in the outbox and goes again on the next session
         self.acked += 1
         self._outbox.ack((seq,))
+        if self.on_ack is not None:
+            self.on_ack(seq)
         self._kick.set()
