@@ -169,8 +169,10 @@ class MqttConnection:
 
     async def _misc_loop(self) -> None:
         # keepalive PINGREQ, PINGRESP timeout (a half-open link), retries: paho's loop_misc
-        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS and not self.closed.done():
-            await asyncio.sleep(1.0)
+        while self._client.loop_misc() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            done, _ = await asyncio.wait((self.closed,), timeout=1.0)
+            if done:
+                return
         if not self.closed.done():
             self._on_closed("keepalive timeout")
 
