@@ -116,6 +116,12 @@ async def pipeline(
                     t.cancel()
 
 
+async def drained_below(p: Pipeline, rows: int, prio: int = 2) -> None:
+    """Poll (the benchmark observes from outside) until the lane holds at most `rows`."""
+    while p.outbox.depth(prio) > rows:  # noqa: ASYNC110 (an observer, not a consumer)
+        await asyncio.sleep(0.05)
+
+
 async def wait_drained(p: Pipeline, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
     while p.outbox.depth() > 0 or p.outbox._queue or p.outbox._acks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from drivers.counters import DriverCounters
@@ -36,8 +36,11 @@ class StreamDriver(abc.ABC):
 
     kind = "device"
 
-    def __init__(self, dev_id: str, source: Source, *, emit: Emit) -> None:
+    def __init__(
+        self, dev_id: str, source: Source, *, emit: Emit, room: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.dev_id = dev_id
+        self._room = room  # backpressure: wait before reading more while the outbox is behind
         self.name = f"{self.kind}[{dev_id}]"
         self._source = source
         self._emit = emit
@@ -83,6 +86,8 @@ class StreamDriver(abc.ABC):
                 self.counters.opened += 1
                 self._state("connected")
                 while True:
+                    if self._room is not None:
+                        await self._room()
                     wait = self._poll_after()
                     if wait is None:
                         data = await link.read()

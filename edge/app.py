@@ -249,6 +249,10 @@ class Gateway:
                         await stack.aclose()
                 write_seq_floor(state_dir, outbox.hw)
 
+    async def outbox_room(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.room()
+
     async def _fleet_ticks(self, ingest: Ingest) -> None:
         """Publish `vessels.outside` when the set of vessels outside a geofence changes."""
         while True:
@@ -266,12 +270,17 @@ class Gateway:
         driver: StreamDriver
         if isinstance(dev, GnssDevice):
             driver = GnssDriver(
-                dev, emit=ingest.submit, clock=self.clock, on_time=self._on_time, on_fix=self._on_fix
+                dev,
+                emit=ingest.submit,
+                clock=self.clock,
+                on_time=self._on_time,
+                on_fix=self._on_fix,
+                room=self.outbox_room,
             )
         elif isinstance(dev, AisDevice):
-            driver = AisDriver(dev, emit=ingest.submit, tracker=self.tracker)
+            driver = AisDriver(dev, emit=ingest.submit, tracker=self.tracker, room=self.outbox_room)
         else:
-            driver = DscDriver(dev, emit=ingest.submit)
+            driver = DscDriver(dev, emit=ingest.submit, room=self.outbox_room)
         self.drivers[dev.id] = driver
         tg.create_task(
             supervise(driver.name, driver.run, Backoff(0.2, 10.0)), name=f"{driver.name}.supervise"

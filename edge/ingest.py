@@ -26,7 +26,7 @@ from edge.outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_RECORDS = 256  # keeps one message well under broker and verifier size limits
+MAX_BATCH_RECORDS = 64  # keeps one message about 10 KiB: small enough not to hold an alarm up on the wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,12 @@ class Ingest:
             )
 
         return make
+
+    def pending(self, kind: str, src: str, recs: list[dict[str, Any]], tq: str) -> Pending:
+        """An outbox item for ready-made records (one message, not batched)."""
+        prio = prio_of(kind)
+        tb = recs[0]["tb"] if recs else 0
+        return Pending(prio, kind, src, tb, self._maker(kind, src, tq, recs))
 
     def sign_state(self, kind: str, data: Mapping[str, Any]) -> bytes:
         """A signed seq-0 state message (gateway.status) that does not go through the outbox."""

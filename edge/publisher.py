@@ -32,7 +32,7 @@ from edge.supervisor import HEALTHY_RUN_S, Backoff
 
 log = logging.getLogger(__name__)
 
-PAGE = 256
+PAGE = 64  # rows read from SQLite at a time: small reads keep the loop free for an alarm
 LIFE_SAFETY_RESERVE = 8
 Lane = tuple[int, bool]  # (prio, True for the pre-session telemetry backlog)
 # Strict order: life-safety, events, live telemetry, backlog telemetry, bulk.

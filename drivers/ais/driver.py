@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from drivers.ais.parse import AisParser, AisReport
 from drivers.ais.tracker import VesselTracker
@@ -16,8 +16,15 @@ class AisDriver(StreamDriver):
 
     kind = "ais"
 
-    def __init__(self, cfg: AisDevice, *, emit: Emit, tracker: VesselTracker) -> None:
-        super().__init__(cfg.id, cfg.source, emit=emit)
+    def __init__(
+        self,
+        cfg: AisDevice,
+        *,
+        emit: Emit,
+        tracker: VesselTracker,
+        room: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self._tracker = tracker
         self._parser = AisParser()
 

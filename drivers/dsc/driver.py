@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from drivers.base import Emit, StreamDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
@@ -15,8 +15,10 @@ class DscDriver(StreamDriver):
 
     kind = "dsc"
 
-    def __init__(self, cfg: DscDevice, *, emit: Emit) -> None:
-        super().__init__(cfg.id, cfg.source, emit=emit)
+    def __init__(
+        self, cfg: DscDevice, *, emit: Emit, room: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self._parser = DscParser()
 
     def _new_stream(self) -> None:

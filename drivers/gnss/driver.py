@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from drivers.base import Emit, StreamDriver
 from drivers.gnss.parse import Event, Fix, NmeaParser
@@ -25,8 +25,9 @@ class GnssDriver(StreamDriver):
         clock: Clock,
         on_time: Callable[[int, int], None] | None = None,
         on_fix: Callable[[str, Fix], None] | None = None,
+        room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(cfg.id, cfg.serial, emit=emit)
+        super().__init__(cfg.id, cfg.serial, emit=emit, room=room)
         self.cfg = cfg
         self._clock = clock
         self._on_time = on_time if cfg.clock_source else None

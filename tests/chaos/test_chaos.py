@@ -98,7 +98,9 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
                 gw.start()
                 gw.wait_device_open("vhf")
             elif action == "restart_broker":
-                broker.kill(rng.choice([signal.SIGKILL, signal.SIGTERM]))
+                # SIGTERM: a SIGKILLed mosquitto can lose what it had queued for a subscriber
+                # (its own persistence, not the gateway's guarantee); test_delivery covers SIGKILL.
+                broker.kill(signal.SIGTERM)
                 time.sleep(rng.uniform(0.2, 1.5))
                 broker.start()
             elif action == "pause_broker":

@@ -1,0 +1,172 @@
+"""1,000,000 records buffered while the broker is down, then drained: drain rate, peak
+RSS, disk bytes per record, and the latency of live SOS and live telemetry during the drain.
+
+    .venv/bin/python -m bench.backlog [--records N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import peak_rss_mb, result, table
+from bench.harness import Pipeline, disk_bytes, drained_below, free_port, mosquitto, pipeline, wait_drained
+from edge.clock import Clock
+
+SOURCES = 50  # vessels/workers feeding telemetry
+RECORD = {
+    "lat": 21.91234,
+    "lon": 112.81234,
+    "alt": 12.3,
+    "fix": 3,
+    "sats": 11,
+    "hdop": 0.8,
+    "speed": 1.42,
+    "course": 93.1,
+    "utc": 1_790_000_000_000,
+}
+
+
+async def fill(p: Pipeline, n: int) -> float:
+    """Submit n telemetry records as fast as the gateway takes them; seconds taken."""
+    clock = Clock(synced=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        p.ingest.submit("gnss.fix", f"gnss{i % SOURCES}", RECORD, stamp=clock.now())
+        if i % 200 == 0:
+            await p.outbox.room()  # backpressure, as the drivers' read loops do
+            await asyncio.sleep(0)
+    p.ingest.flush_all()
+    await p.outbox._flush()  # commit what is still queued (waits for a flush in progress)
+    return time.perf_counter() - t0
+
+
+commit_ms: list[float] = []
+
+
+async def live_probe(p: Pipeline, kind: str, period_s: float, out: list[float], stop: asyncio.Event) -> None:
+    """Send one live message every period; record submit-to-PUBACK latency (ms)."""
+    sent: dict[int, float] = {}
+    previous = p.publisher.on_ack
+
+    def on_ack(seq: int) -> None:
+        t = sent.pop(seq, None)
+        if t is not None:
+            out.append((time.perf_counter() - t) * 1000)
+        if previous is not None:
+            previous(seq)
+
+    p.publisher.on_ack = on_ack
+    clock = Clock(synced=True)
+    while not stop.is_set():
+        t = time.perf_counter()
+        if kind == "sos.alarm":
+            seq = await p.ingest.emit(
+                kind, "sos-probe", {"device": "sos1", "worker": "w1", "counter": len(out)}
+            )
+            commit_ms.append((time.perf_counter() - t) * 1000)
+            if seq is not None:
+                sent[seq] = t
+        else:
+            # Unbatched live telemetry: its own message, so its seq is known at commit.
+            fut = p.outbox.submit(
+                p.ingest.pending(kind, "live-probe", [{"tb": 0, "tu": None, "d": RECORD}], clock.now().tq)
+            )
+            sent[await fut] = t
+        await asyncio.sleep(period_s)
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def run(n: int) -> dict[str, float]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        state = Path(d)
+        async with pipeline(state, port, batch_ms=250) as p:  # the broker is not there yet
+            fill_s = await fill(p, n)
+            disk = disk_bytes(state)
+            messages = p.outbox.depth()
+            with mosquitto(port):
+                await asyncio.wait_for(p.publisher.up.wait(), 30)
+                sos: list[float] = []
+                live: list[float] = []
+                stop = asyncio.Event()
+                probes = [
+                    asyncio.create_task(live_probe(p, "sos.alarm", 0.05, sos, stop)),
+                    asyncio.create_task(live_probe(p, "gnss.fix", 0.05, live, stop)),
+                ]
+                t0 = time.perf_counter()
+                await drained_below(p, 2)  # the backlog (probes keep a message or two in flight)
+                drain_s = time.perf_counter() - t0
+                stop.set()
+                await asyncio.gather(*probes)
+                await wait_drained(p)
+    return {
+        "records": n,
+        "messages": messages,
+        "fill_s": fill_s,
+        "drain_s": drain_s,
+        "disk": disk,
+        "sos_p50": pct(sos, 0.5),
+        "sos_p99": pct(sos, 0.99),
+        "sos_n": len(sos),
+        "live_p50": pct(live, 0.5),
+        "live_p99": pct(live, 0.99),
+        "live_n": len(live),
+        "sos_mean": statistics.fmean(sos) if sos else float("nan"),
+    }
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    args = ap.parse_args()
+    r = asyncio.run(run(args.records))
+    n = r["records"]
+    table(
+        f"Backlog: {n:,} records buffered with the broker down, then drained",
+        [
+            (
+                "buffered",
+                f"{n:,} records in {int(r['messages']):,} messages, {r['fill_s']:.1f} s "
+                f"({n / r['fill_s']:,.0f} records/s)",
+            ),
+            ("disk (outbox.sqlite + WAL)", f"{r['disk'] / 1e6:.1f} MB, {r['disk'] / n:.0f} bytes/record"),
+            ("drain", f"{r['drain_s']:.1f} s, {n / r['drain_s']:,.0f} records/s"),
+            (
+                "live SOS submit->PUBACK during drain",
+                f"p50 {r['sos_p50']:.1f} ms, p99 {r['sos_p99']:.1f} ms ({int(r['sos_n'])} alarms)",
+            ),
+            (
+                "live telemetry submit->PUBACK",
+                f"p50 {r['live_p50']:.1f} ms, p99 {r['live_p99']:.1f} ms ({int(r['live_n'])} messages)",
+            ),
+            (
+                "live SOS submit->commit (fsync)",
+                f"p50 {pct(commit_ms, 0.5):.1f} ms, p99 {pct(commit_ms, 0.99):.1f} ms",
+            ),
+            ("peak RSS of the process", f"{peak_rss_mb():.1f} MB"),
+        ],
+    )
+    result(
+        "backlog",
+        drain_records_per_s=n / r["drain_s"],
+        peak_rss_mb=peak_rss_mb(),
+        bytes_per_record=r["disk"] / n,
+        sos_p99_ms=r["sos_p99"],
+        live_p99_ms=r["live_p99"],
+    )
+
+
+if __name__ == "__main__":
+    main()
