@@ -27,14 +27,17 @@ from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
 from edge import __version__
 from edge.clock import Clock, boottime_ms
+from edge.commands import Command, CommandHandler
+from edge.commands import Rejected as CommandRejected
 from edge.config import AisDevice, Config, DeviceConfig, GnssDevice
-from edge.envelope import Signer, load_private_key
+from edge.envelope import Signer, load_private_key, load_public_key
 from edge.errors import ConfigError
 from edge.fsutil import write_atomic
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox
 from edge.publisher import Publisher
+from edge.registry import BadEntry, Registry, wearable_from
 from edge.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,8 @@ class Gateway:
         self.signer = load_signer(cfg)
         self.drivers: dict[str, StreamDriver] = {}
         self.tracker = VesselTracker(cfg.ais, cfg.geofences)
+        self.registry = Registry(cfg.gateway.state_dir / "devices.json")
+        self.commands: CommandHandler | None = None
         self.last_fix: Fix | None = None
         self._anchored = False
         self.outbox: Outbox | None = None
@@ -197,6 +202,14 @@ class Gateway:
             },
             "devices": {k: d.counters.snapshot() for k, d in self.drivers.items()},
             "ais": {"duplicates": self.tracker.duplicates, "shaped": self.tracker.shaped},
+            "commands": None
+            if self.commands is None
+            else {
+                "accepted": self.commands.accepted,
+                "rejected": dict(self.commands.rejected),
+                "last_cseq": dict(self.commands.state.last),
+            },
+            "wearables": sorted(self.registry.devices),
         }
 
     async def run(self) -> None:
@@ -224,7 +237,15 @@ class Gateway:
                 ingest.submit("outbox.dropped", "gw", rec)
             if outbox.degraded:
                 ingest.submit("gateway.health", "gw", outbox.health())
-            publisher = Publisher(mqtt=cfg.mqtt, gw=cfg.gateway.id, outbox=outbox, ingest=ingest)
+            commands = self._commands(ingest)
+            publisher = Publisher(
+                mqtt=cfg.mqtt,
+                gw=cfg.gateway.id,
+                outbox=outbox,
+                ingest=ingest,
+                subscriptions=commands.topics if commands else (),
+                on_message=commands.on_message if commands else None,
+            )
             self.publisher = publisher
             if self.clock.quality in ("ntp", "gnss"):
                 self._anchor()
@@ -232,6 +253,8 @@ class Gateway:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(outbox.run(), name="outbox.writer")
                     tg.create_task(publisher.run(), name="publisher")
+                    if commands is not None:
+                        tg.create_task(commands.run(), name="commands")
                     for dev in cfg.devices:
                         self._start_device(tg, dev, ingest)
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
@@ -248,6 +271,94 @@ class Gateway:
                     async with asyncio.timeout(SHUTDOWN_FLUSH_S):
                         await stack.aclose()
                 write_seq_floor(state_dir, outbox.hw)
+
+    def _commands(self, ingest: Ingest) -> CommandHandler | None:
+        cfg = self.cfg
+        if cfg.trust.command_key is None:
+            log.warning("no [trust] command_key: platform commands are disabled")
+            return None
+        try:
+            trust = load_public_key(cfg.trust.command_key.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError("trust.command_key", f"cannot load {cfg.trust.command_key}: {exc}") from None
+        if trust == self.signer.public_key:
+            raise ConfigError("trust.command_key", "is the gateway's own key; it must be the platform's")
+        self.commands = CommandHandler(
+            gw=cfg.gateway.id,
+            groups=cfg.gateway.groups,
+            prefix=cfg.mqtt.topic_prefix,
+            trust=trust,
+            clock=self.clock,
+            state_path=cfg.gateway.state_dir / "commands.json",
+            report=lambda kind, data: ingest.submit(kind, "gw", data),
+            handlers={
+                "sos.ack": self._cmd_sos_ack,
+                "alert.broadcast": self._cmd_alert,
+                "device.pair": self._cmd_pair,
+                "device.unpair": self._cmd_unpair,
+                "gateway.rebirth": self._cmd_rebirth,
+                "diag.snapshot": self._cmd_diag,
+                "config.apply": self._cmd_unsupported,
+                "firmware.update": self._cmd_unsupported,
+            },
+        )
+        return self.commands
+
+    # command handlers: each returns extra result fields or raises commands.Rejected
+
+    def _deliver(self, wearable: str, what: dict[str, Any]) -> None:
+        # No BLE transport is running yet (drivers/ble is still to come), so a wearable is
+        # never connected: delivery is reported as failed, never pretended.
+        if self.ingest is not None:
+            self.ingest.submit(
+                "alert.delivery", "gw", {**what, "device": wearable, "ok": False, "error": "not_connected"}
+            )
+
+    async def _cmd_sos_ack(self, cmd: Command) -> dict[str, Any]:
+        device = cmd.args.get("device")
+        if not isinstance(device, str) or device not in self.registry.devices:
+            raise CommandRejected("unknown_device", cmd.id)
+        self._deliver(device, {"ack": cmd.id, "alarm_seq": cmd.args.get("alarm_seq")})
+        return {"delivered": 0}
+
+    async def _cmd_alert(self, cmd: Command) -> dict[str, Any]:
+        a = cmd.args
+        if not isinstance(a.get("id"), str) or not isinstance(a.get("text"), str) or len(a["text"]) > 1000:
+            raise CommandRejected("bad_args", cmd.id)
+        for dev in self.registry.devices:
+            self._deliver(dev, {"alert": a["id"], "level": a.get("level")})
+        if self.cfg.geofences:
+            self.vessels_outside()
+        return {"wearables": len(self.registry.devices), "delivered": 0}
+
+    async def _cmd_pair(self, cmd: Command) -> dict[str, Any]:
+        try:
+            w = wearable_from(cmd.args)
+        except BadEntry as exc:
+            raise CommandRejected("bad_args", cmd.id, str(exc)) from None
+        await asyncio.to_thread(self.registry.pair, w)
+        return {"device": w.id}
+
+    async def _cmd_unpair(self, cmd: Command) -> dict[str, Any]:
+        dev = cmd.args.get("id")
+        if not isinstance(dev, str) or not await asyncio.to_thread(self.registry.unpair, dev):
+            raise CommandRejected("unknown_device", cmd.id)
+        return {"device": dev}
+
+    async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
+        sent = self.publisher is not None and await self.publisher.rebirth()
+        if self.ingest is not None:
+            for dev_id, driver in self.drivers.items():
+                self.ingest.submit("device.state", dev_id, {"state": driver.counters.state})
+        return {"birth": bool(sent)}
+
+    async def _cmd_diag(self, cmd: Command) -> dict[str, Any]:
+        if self.ingest is not None:
+            self.ingest.submit("diag.snapshot", "gw", self.snapshot())
+        return {}
+
+    async def _cmd_unsupported(self, cmd: Command) -> dict[str, Any]:
+        raise CommandRejected("unsupported", cmd.id, f"{cmd.type} is not built yet")
 
     async def outbox_room(self) -> None:
         if self.outbox is not None:

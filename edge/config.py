@@ -338,6 +338,14 @@ class HealthConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrustConfig:
+    """Trust anchors: public keys, never private ones."""
+
+    command_key: Path | None = None  # the platform's command-signing key (PEM SubjectPublicKeyInfo)
+    firmware_key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path
     gateway: GatewayConfig
@@ -346,6 +354,7 @@ class Config:
     devices: tuple[DeviceConfig, ...]
     ais: AisConfig = field(default_factory=AisConfig)
     geofences: tuple[Geofence, ...] = ()
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
@@ -557,6 +566,13 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         outside_min_interval_s=a.number("outside_min_interval_s", 5.0, lo=0.0),
     )
     a.done()
+    t = root.table("trust")
+    trust = TrustConfig(command_key=t.path("command_key", None), firmware_key=t.path("firmware_key", None))
+    if check_files:
+        for key, path in (("command_key", trust.command_key), ("firmware_key", trust.firmware_key)):
+            if path is not None and not path.is_file():
+                raise t.error(key, f"cannot read {path}")
+    t.done()
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
         raise root.error("geofences", "geofence ids must be unique")
@@ -569,6 +585,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         devices=tuple(devices),
         ais=ais,
         geofences=tuple(geofences),
+        trust=trust,
     )
 
 

@@ -84,8 +84,17 @@ class Publisher:
         self._ls_committed: dict[int, int] = {}  # life-safety seq -> `published` at its commit
         self.ls_overtaken_max = 0
         self.on_ack: Callable[[int], None] | None = None  # measurement hook (benchmarks)
+        self._conn: MqttConnection | None = None
         outbox.on_commit = self._on_commit
         self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
+
+    async def rebirth(self) -> bool:
+        """Publish the retained birth again (gateway.rebirth); False when not connected."""
+        conn = self._conn
+        if conn is None:
+            return False
+        await conn.publish(self.status_topic, self._status("online"), retain=True)
+        return True
 
     def topic(self, kind: str) -> str:
         return f"{self._cfg.topic_prefix}/{self._gw}/up/{kind}"
@@ -164,7 +173,11 @@ class Publisher:
             log.info("mqtt: connected to %s:%d", self._cfg.host, self._cfg.port)
             await conn.publish(self.status_topic, self._status("online"), retain=True)
             await conn.subscribe(list(self._subs))
-            await self._pump(conn)
+            self._conn = conn
+            try:
+                await self._pump(conn)
+            finally:
+                self._conn = None
 
     async def _pump(self, conn: MqttConnection) -> None:
         # Telemetry committed before this session is the backlog of an outage: it goes

@@ -98,6 +98,9 @@ class GatewayProc:
         devices: str = "",
         outbox: str = "batch_ms = 50",
         mqtt_extra: str = "reconnect_min_s = 0.05\nreconnect_max_s = 0.5",
+        gateway_extra: str = "",
+        extra: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -106,16 +109,17 @@ class GatewayProc:
         self.config = self.dir / "gateway.toml"
         self.gw_id = gw_id
         self.config.write_text(
-            f'[gateway]\nid = "{gw_id}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
+            f'[gateway]\nid = "{gw_id}"\nkey = "gateway.key"\nstate_dir = "state"\n{gateway_extra}\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n{mqtt_extra}\n\n'
-            f"[outbox]\n{outbox}\n\n{devices}\n"
+            f"[outbox]\n{outbox}\n\n{extra}\n{devices}\n"
         )
+        self.env = env or {}
         self.log = self.dir / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> GatewayProc:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

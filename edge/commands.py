@@ -1,0 +1,232 @@
+"""Signed commands from the platform: verified, once, in order, for this gateway only.
+
+Theory of operation: every message on `{p}/{gw}/cmd` or `{p}/group/{g}/cmd` is a
+COSE_Sign1 that must verify against the trust anchor `[trust] command_key` (never
+the gateway's own key). A command is dropped, and a signed `cmd.result` with
+`ok = false` and an error code published, when it is retained, too large, not
+CBOR, badly signed, malformed, for another target (or sent on a topic that is not
+its target's), expired while the clock is trustworthy, of an unknown type, or when
+its `cseq` is not above the last one accepted for its target. Before a command runs
+its `cseq` is persisted with the command marked in flight (fsync): a crash
+mid-command never runs it again, and at the next start its result is still
+published (`interrupted`). Commands run one at a time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.clock import Clock
+from edge.envelope import keyring, verify
+from edge.errors import EnvelopeError
+from edge.fsutil import write_atomic
+from edge.mqtt import Incoming
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_QUEUED = 64  # commands waiting to run; a flood beyond this is rejected, not buffered
+REJECT_REPORTS_PER_S = 10.0  # cmd.result for rejected junk, so a flood cannot fill the outbox
+# Fault injection for the crash-in-the-middle test: hold every command this long
+# after its cseq is persisted. Unset in production.
+FAULT_DELAY_S = float(os.environ.get("GRIDEDGE_FAULT_CMD_DELAY_S", "0") or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    id: str
+    to: str
+    cseq: int
+    iat: int
+    exp: int
+    type: str
+    args: dict[str, Any]
+
+
+class Rejected(Exception):
+    """A command that must not run; `code` goes into cmd.result."""
+
+    def __init__(self, code: str, command_id: str | None = None, detail: str = "") -> None:
+        super().__init__(f"{code}{': ' + detail if detail else ''}")
+        self.code = code
+        self.command_id = command_id
+
+
+Handler = Callable[[Command], Awaitable[dict[str, Any] | None]]
+Report = Callable[[str, Mapping[str, Any]], object]
+
+
+def parse_command(payload: Any) -> Command:
+    """The command map (DESIGN.md, Commands), strictly typed."""
+    if not isinstance(payload, dict):
+        raise Rejected("malformed", detail="payload is not a map")
+    cid = payload.get("id")
+    if not isinstance(cid, str) or not 0 < len(cid) <= 64:
+        raise Rejected("malformed", detail="id")
+    fields = {"to": str, "cseq": int, "iat": int, "exp": int, "type": str, "args": dict}
+    for key, typ in fields.items():
+        value = payload.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise Rejected("malformed", cid, key)
+    if payload.get("v") != 1 or payload["cseq"] < 0:
+        raise Rejected("malformed", cid, "v or cseq")
+    return Command(
+        cid, payload["to"], payload["cseq"], payload["iat"], payload["exp"], payload["type"], payload["args"]
+    )
+
+
+class CommandState:
+    """Per-target last accepted cseq and the command in flight, persisted atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last: dict[str, int] = {}
+        self.inflight: dict[str, Any] | None = None
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            self.last = {str(k): int(v) for k, v in doc.get("last", {}).items()}
+            self.inflight = doc.get("inflight")
+        except FileNotFoundError:
+            pass
+        except (ValueError, AttributeError, TypeError) as exc:
+            # Losing this file would let a replay through: refuse everything until fixed.
+            log.critical("commands: %s unreadable (%s); refusing commands", path, exc)
+            self.last = {"*": 2**62}
+
+    def save(self) -> None:
+        write_atomic(self.path, json.dumps({"last": self.last, "inflight": self.inflight}).encode())
+
+
+class CommandHandler:
+    """Receives, checks and runs platform commands."""
+
+    def __init__(
+        self,
+        *,
+        gw: str,
+        groups: tuple[str, ...],
+        prefix: str,
+        trust: Ed25519PublicKey,
+        clock: Clock,
+        state_path: Path,
+        report: Report,
+        handlers: Mapping[str, Handler],
+    ) -> None:
+        self.gw = gw
+        self.groups = groups
+        self._own_topic = f"{prefix}/{gw}/cmd"
+        self._group_topic = {f"{prefix}/group/{g}/cmd": f"group:{g}" for g in groups}
+        self._keys = keyring(trust)
+        self._clock = clock
+        self.state = CommandState(state_path)
+        self._report = report
+        self._handlers = handlers
+        self._queue: asyncio.Queue[tuple[Command, str]] = asyncio.Queue(MAX_QUEUED)
+        self._reject_tokens = REJECT_REPORTS_PER_S
+        self._reject_tb = time.monotonic()
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self._own_topic, *self._group_topic)
+
+    def on_message(self, msg: Incoming) -> None:
+        """Called by the MQTT connection for every message on a command topic."""
+        try:
+            cmd, target = self._check(msg)
+        except Rejected as exc:
+            self._reject(exc)
+            return
+        try:
+            self._queue.put_nowait((cmd, target))
+        except asyncio.QueueFull:
+            self._reject(Rejected("busy", cmd.id))
+
+    def _check(self, msg: Incoming) -> tuple[Command, str]:
+        if msg.retain:
+            raise Rejected("retained")  # a stale command parked on the broker, not sent to us now
+        target = self._group_topic.get(msg.topic) or (self.gw if msg.topic == self._own_topic else None)
+        if target is None:
+            raise Rejected("wrong_topic")
+        try:
+            verified = verify(msg.payload, self._keys, max_bytes=MAX_COMMAND_BYTES)
+        except EnvelopeError as exc:
+            raise Rejected(exc.reason.value) from None
+        cmd = parse_command(verified.payload)
+        if cmd.to != target:
+            raise Rejected("wrong_target", cmd.id, f"for {cmd.to!r}")
+        now = self._clock.unix_ms()
+        if self._clock.trusted and now is not None and now > cmd.exp:
+            raise Rejected("expired", cmd.id)
+        if cmd.type not in self._handlers:
+            raise Rejected("unknown_type", cmd.id, cmd.type)
+        return cmd, target
+
+    def _reject(self, exc: Rejected) -> None:
+        self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
+        log.warning("commands: rejected: %s", exc)
+        now = time.monotonic()
+        self._reject_tokens = min(
+            REJECT_REPORTS_PER_S, self._reject_tokens + (now - self._reject_tb) * REJECT_REPORTS_PER_S
+        )
+        self._reject_tb = now
+        if self._reject_tokens >= 1 or exc.command_id is not None:
+            self._reject_tokens -= 1
+            self._report("cmd.result", {"id": exc.command_id, "ok": False, "error": exc.code})
+
+    async def run(self) -> None:
+        """Report a command a crash interrupted, then run commands one at a time."""
+        if self.state.inflight is not None:
+            lost = self.state.inflight
+            self._report(
+                "cmd.result",
+                {"id": lost.get("id"), "ok": False, "error": "interrupted", "type": lost.get("type")},
+            )
+            self.state.inflight = None
+            await asyncio.to_thread(self.state.save)
+        while True:
+            cmd, target = await self._queue.get()
+            await self._execute(cmd, target)
+
+    async def _execute(self, cmd: Command, target: str) -> None:
+        last = max(self.state.last.get(target, -1), self.state.last.get("*", -1))
+        if cmd.cseq <= last:
+            self._reject(Rejected("replay", cmd.id, f"cseq {cmd.cseq} <= {last}"))
+            return
+        # Persist first: whatever happens next, this cseq is spent.
+        self.state.last[target] = cmd.cseq
+        self.state.inflight = {"id": cmd.id, "type": cmd.type, "cseq": cmd.cseq}
+        await asyncio.to_thread(self.state.save)
+        self.accepted += 1
+        if FAULT_DELAY_S:
+            await asyncio.sleep(FAULT_DELAY_S)  # fault injection: a crash lands mid-command
+        result: dict[str, Any] = {"id": cmd.id, "ok": True, "error": None}
+        try:
+            extra = await self._handlers[cmd.type](cmd)
+            if extra:
+                result.update(extra)
+        except Rejected as exc:
+            result.update(ok=False, error=exc.code)
+        except Exception:  # a failing command must not stop the gateway
+            log.exception("commands: %s %s failed", cmd.type, cmd.id)
+            result.update(ok=False, error="failed")
+        committed = self._report("cmd.result", result)
+        if isinstance(committed, asyncio.Future):
+            # The result is on disk before the in-flight mark goes: a crash between the
+            # two reports the command twice (interrupted, then ok), never zero times.
+            with contextlib.suppress(Exception):
+                await committed
+        self.state.inflight = None
+        await asyncio.to_thread(self.state.save)

@@ -1,0 +1,258 @@
+"""Signed commands: accepted once, in order, for this gateway; every attack rejected and reported."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from drivers.gnss.sim import epoch_sentences
+from edge.envelope import Signer, load_private_key
+from tests.support.broker import Mosquitto
+from tests.support.collector import Collector
+from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.platform import Platform, other_signer
+
+GW = "gw-test-1"
+PAIR = {"id": "sos-7", "kind": "sos_button", "address": "C0:FF:EE:00:00:07", "worker": "w-42"}
+
+
+def results(col: Collector) -> list[dict[str, Any]]:
+    return [r["d"] for m in col.up("cmd.result") for r in m.payload["recs"]]
+
+
+def count_errors(col: Collector, code: str) -> int:
+    return sum(1 for d in results(col) if d["error"] == code)
+
+
+def wait_result(col: Collector, pred: Any, timeout: float = 15) -> dict[str, Any]:
+    col.wait_for(lambda ms: any(pred(d) for d in results(col)), timeout=timeout)
+    return next(d for d in results(col) if pred(d))
+
+
+class Rig:
+    def __init__(self, broker: Mosquitto, tmp_path: Path, **kw: Any) -> None:
+        self.platform = Platform(tmp_path / "platform", broker.port)
+        self.pty = Pty(tmp_path / "ttyGNSS")
+        self.gw = GatewayProc(
+            tmp_path / "gw",
+            port=broker.port,
+            gw_id=GW,
+            gateway_extra='groups = ["taishan"]\n',
+            extra=f'[trust]\ncommand_key = "{self.platform.pub_path}"\n',
+            devices=gnss_device(self.pty.link),
+            **kw,
+        )
+        self.col = Collector(broker.port, self.gw.pub).start()
+
+    def start(self) -> None:
+        self.gw.start()
+        self.gw.wait_status(lambda d: d["link"]["state"] == "up")
+        # a GNSS fix makes the clock trustworthy, so expiry is enforced
+        self.gw.wait_device_open("gnss0")
+        now = time.time()
+        self.pty.write(b"".join(epoch_sentences(now + i, 21.9, 112.8) for i in range(3)))
+        self.gw.wait_status(lambda d: d["clock"]["tq"] == "gnss")
+
+    def stop(self) -> None:
+        self.gw.stop()
+        self.col.stop()
+        self.platform.stop()
+        self.pty.unplug()
+
+
+@pytest.fixture
+def rig(broker: Mosquitto, tmp_path: Path) -> Any:
+    r = Rig(broker, tmp_path)
+    r.start()
+    yield r
+    r.stop()
+
+
+def test_pair_unpair_and_diag(rig: Rig) -> None:
+    cid, data = rig.platform.command(GW, "device.pair", PAIR)
+    rig.platform.send(GW, data)
+    assert wait_result(rig.col, lambda d: d["id"] == cid)["ok"] is True
+    assert rig.gw.status()["wearables"] == ["sos-7"]
+    cid, data = rig.platform.command("group:taishan", "diag.snapshot")
+    rig.platform.send(GW, data, topic="gridedge/v1/group/taishan/cmd")
+    assert wait_result(rig.col, lambda d: d["id"] == cid)["ok"] is True
+    rig.col.wait_for(lambda ms: any(m.payload["kind"] == "diag.snapshot" for m in ms))
+    cid, data = rig.platform.command(GW, "device.unpair", {"id": "sos-7"})
+    rig.platform.send(GW, data)
+    assert wait_result(rig.col, lambda d: d["id"] == cid)["ok"] is True
+    assert rig.gw.status()["wearables"] == []
+    # survives a restart: pair again, restart, still paired
+    cid, data = rig.platform.command(GW, "device.pair", PAIR)
+    rig.platform.send(GW, data)
+    wait_result(rig.col, lambda d: d["id"] == cid)
+    rig.gw.stop()
+    rig.gw.start()
+    assert rig.gw.wait_status(lambda d: d["wearables"] == ["sos-7"])
+
+
+def test_alert_broadcast_reports_delivery_per_wearable(rig: Rig) -> None:
+    for i in range(2):
+        _, data = rig.platform.command(
+            GW, "device.pair", {**PAIR, "id": f"sos-{i}", "address": f"C0:FF:EE:00:00:0{i}"}
+        )
+        rig.platform.send(GW, data)
+    cid, data = rig.platform.command(
+        GW,
+        "alert.broadcast",
+        {"id": "typhoon-7", "level": "warning", "text": "Typhoon: return to shelter", "expires": 0},
+    )
+    rig.platform.send(GW, data)
+    res = wait_result(rig.col, lambda d: d["id"] == cid)
+    assert res["ok"] and res["wearables"] == 2
+    deliveries = rig.col.wait_for(lambda ms: sum(1 for m in ms if m.payload["kind"] == "alert.delivery") >= 2)
+    got = {m.payload["recs"][0]["d"]["device"] for m in deliveries if m.payload["kind"] == "alert.delivery"}
+    assert got == {"sos-0", "sos-1"}
+
+
+def flip(data: bytes) -> bytes:
+    b = bytearray(data)
+    b[-10] ^= 0x01
+    return bytes(b)
+
+
+def resign_with_alg(platform: Platform, alg: int, payload: dict[str, Any]) -> bytes:
+    key = load_private_key(platform.key_path.read_bytes())
+    protected = cbor2.dumps({1: alg, 4: platform.signer.kid})
+    body = cbor2.dumps(payload)
+    sig = key.sign(cbor2.dumps(["Signature1", protected, b"", body]))
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, {}, body, sig]))
+
+
+def test_attack_suite(rig: Rig, tmp_path: Path) -> None:
+    p = rig.platform
+    own = Signer(load_private_key(rig.gw.key.read_bytes()))
+    cid, good = p.command(GW, "device.pair", PAIR)
+    p.send(GW, good)
+    assert wait_result(rig.col, lambda d: d["id"] == cid)["ok"]
+    p.send(GW, rig.platform.command(GW, "device.unpair", {"id": "sos-7"})[1])
+    before = rig.gw.wait_status(lambda d: d["wearables"] == [])["commands"]["accepted"]
+
+    evil = {**PAIR, "id": "evil"}
+    now = int(time.time() * 1000)
+    attacks: list[tuple[str, bytes, str, str | None]] = [
+        (
+            "unsigned",
+            cbor2.dumps(
+                {
+                    "v": 1,
+                    "id": "u1",
+                    "to": GW,
+                    "cseq": 99,
+                    "iat": now,
+                    "exp": now + 9999,
+                    "type": "device.pair",
+                    "args": evil,
+                }
+            ),
+            "bad_structure",
+            None,
+        ),
+        ("gateway's own key", p.command(GW, "device.pair", evil, signer=own)[1], "unknown_kid", None),
+        ("another key", p.command(GW, "device.pair", evil, signer=other_signer())[1], "unknown_kid", None),
+        ("flipped byte", flip(p.command(GW, "device.pair", evil)[1]), "bad_signature", None),
+        (
+            "alg none",
+            resign_with_alg(
+                p,
+                0,
+                {
+                    "v": 1,
+                    "id": "a1",
+                    "to": GW,
+                    "cseq": 500,
+                    "iat": now,
+                    "exp": now + 9999,
+                    "type": "device.pair",
+                    "args": evil,
+                },
+            ),
+            "bad_alg",
+            None,
+        ),
+        (
+            "alg ES256",
+            resign_with_alg(
+                p,
+                -7,
+                {
+                    "v": 1,
+                    "id": "a2",
+                    "to": GW,
+                    "cseq": 501,
+                    "iat": now,
+                    "exp": now + 9999,
+                    "type": "device.pair",
+                    "args": evil,
+                },
+            ),
+            "bad_alg",
+            None,
+        ),
+        ("replay", good, "replay", cid),
+        ("lower cseq", p.command(GW, "device.pair", evil, cseq=0)[1], "replay", "any"),
+        ("other gateway", p.command("gw-other", "device.pair", evil)[1], "wrong_target", "any"),
+        ("group not ours", p.command("group:elsewhere", "device.pair", evil)[1], "wrong_target", "any"),
+        ("expired", p.command(GW, "device.pair", evil, exp_in_s=-60)[1], "expired", "any"),
+        ("oversized", b"\xd2\x84" + b"\x00" * (1024 * 1024), "too_large", None),
+        ("malformed CBOR", b"\xd2\x84\x5f\xff\xff", "malformed_cbor", None),
+        ("topic injection /", p.command(GW, "device.pair", {**evil, "id": "a/b"})[1], "bad_args", "any"),
+        ("topic injection +", p.command(GW, "device.pair", {**evil, "id": "+"})[1], "bad_args", "any"),
+        ("topic injection #", p.command(GW, "device.pair", {**evil, "worker": "#"})[1], "bad_args", "any"),
+        ("topic injection NUL", p.command(GW, "device.pair", {**evil, "id": "x\x00"})[1], "bad_args", "any"),
+    ]
+    for name, data, code, _ in attacks:
+        n = count_errors(rig.col, code)
+        p.send(GW, data)
+        deadline = time.monotonic() + 15
+        while count_errors(rig.col, code) <= n:
+            assert time.monotonic() < deadline, f"{name}: no cmd.result with error {code}"
+            time.sleep(0.05)
+        assert all(d["ok"] is False for d in results(rig.col) if d["error"] == code), name
+    doc = rig.gw.status()
+    assert doc["wearables"] == [], "an attack executed"
+    # bad_args attacks consumed a cseq (they were validly signed), nothing else was accepted
+    assert doc["commands"]["accepted"] == before + 4
+    assert "Traceback" not in rig.gw.log.read_text()
+
+
+def test_retained_command_is_refused(broker: Mosquitto, tmp_path: Path) -> None:
+    r = Rig(broker, tmp_path)
+    _, data = r.platform.command(GW, "device.pair", PAIR)
+    r.platform.send(GW, data, retain=True)  # parked on the broker before the gateway subscribes
+    try:
+        r.start()
+        res = wait_result(r.col, lambda d: d["error"] == "retained")
+        assert res["ok"] is False
+        assert r.gw.status()["wearables"] == []
+    finally:
+        r.platform.send(GW, b"", retain=True)  # clear the retained message
+        r.stop()
+
+
+def test_crash_mid_command_runs_it_at_most_once(broker: Mosquitto, tmp_path: Path) -> None:
+    r = Rig(broker, tmp_path, env={"GRIDEDGE_FAULT_CMD_DELAY_S": "30"})
+    r.start()
+    try:
+        cid, data = r.platform.command(GW, "device.pair", PAIR)
+        r.platform.send(GW, data)
+        r.gw.wait_status(lambda d: d["commands"]["last_cseq"].get(GW) == 1)  # persisted, now running
+        r.gw.kill()
+        r.gw.env = {}
+        r.gw.start()
+        res = wait_result(r.col, lambda d: d["id"] == cid)
+        assert res == {"id": cid, "ok": False, "error": "interrupted", "type": "device.pair"}
+        assert r.gw.status()["wearables"] == []  # it did not run, and it will not run again
+        r.platform.send(GW, data)  # the platform retries the very same command: a replay
+        wait_result(r.col, lambda d: d["error"] == "replay")
+        assert r.gw.status()["wearables"] == []
+    finally:
+        r.stop()

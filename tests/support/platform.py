@@ -1,0 +1,74 @@
+"""The platform's side for command tests: a command key, signed commands, a hostile publisher."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.envelope import Signer, load_private_key
+from tests.support.gateway import write_keypair
+
+
+class Platform:
+    """Holds the command key and publishes to the broker like the platform (or an attacker)."""
+
+    def __init__(self, directory: Path, port: int, *, prefix: str = "gridedge/v1") -> None:
+        self.key_path, self.pub_path = write_keypair(directory, "platform-cmd")
+        self.signer = Signer(load_private_key(self.key_path.read_bytes()))
+        self.prefix = prefix
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"platform-{uuid.uuid4().hex[:6]}"
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.cseq = 0
+
+    def command(
+        self,
+        to: str,
+        type_: str,
+        args: dict[str, Any] | None = None,
+        *,
+        cseq: int | None = None,
+        exp_in_s: float = 300.0,
+        signer: Signer | None = None,
+    ) -> tuple[str, bytes]:
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        cid = str(uuid.uuid4())
+        now = int(time.time() * 1000)
+        payload = {
+            "v": 1,
+            "id": cid,
+            "to": to,
+            "cseq": cseq,
+            "iat": now,
+            "exp": now + int(exp_in_s * 1000),
+            "type": type_,
+            "args": args or {},
+        }
+        return cid, (signer or self.signer).sign(payload)
+
+    def send(self, gw: str, data: bytes, *, topic: str | None = None, retain: bool = False) -> None:
+        info = self.client.publish(topic or f"{self.prefix}/{gw}/cmd", data, qos=1, retain=retain)
+        info.wait_for_publish(10)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def other_signer() -> Signer:
+    return Signer(Ed25519PrivateKey.generate())
+
+
+def raw_cbor(payload: dict[str, Any]) -> bytes:
+    return cbor2.dumps(payload)
