@@ -115,8 +115,45 @@ def cmd_provision(args: argparse.Namespace) -> int:
     )
     if not cfg_path.exists() or args.force:
         cfg_path.write_text(STARTER.format(id=args.id), encoding="utf-8")
-    print(f"wrote {key_path} (0600), {pub_path}, {cfg_path}")
+    written = [f"{key_path} (0600)", str(pub_path), str(cfg_path)]
+    if args.csr:
+        written += write_csr(out, args.id)
+    print("wrote " + ", ".join(written))
     return 0
+
+
+def write_csr(out: Path, gw_id: str) -> list[str]:
+    """A P-256 TLS key (0600) and a CSR with CN = the gateway id, for the private CA to sign.
+
+    The TLS identity is separate from the Ed25519 signing key: the CA and the broker
+    may rotate one without touching the other, and P-256 is what every broker's TLS
+    stack accepts.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_path, csr_path = out / "gateway.tls.key", out / "gateway.csr"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(
+            fd,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+    finally:
+        os.close(fd)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gw_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    return [f"{key_path} (0600)", str(csr_path)]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -176,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id", required=True, help="gateway id ([A-Za-z0-9._-]{1,64})")
     sp.add_argument("--out", type=Path, required=True, help="directory to write into")
     sp.add_argument("--force", action="store_true", help="replace an existing key")
+    sp.add_argument("--csr", action="store_true", help="also a TLS key and a CSR (CN = id) for mutual TLS")
     sp.set_defaults(func=cmd_provision)
     sp = sub.add_parser("verify", help="subscribe, verify signatures, report gaps and duplicates")
     sp.add_argument("--host", default="127.0.0.1")

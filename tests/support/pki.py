@@ -91,3 +91,21 @@ class CA:
         crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(keyp, key)
         return crt, keyp
+
+    def sign_csr(self, csr: x509.CertificateSigningRequest, out: Path) -> Path:
+        """Issue a client certificate for a CSR, as the fleet's CA would."""
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return out
