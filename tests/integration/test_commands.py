@@ -256,3 +256,63 @@ def test_crash_mid_command_runs_it_at_most_once(broker: Mosquitto, tmp_path: Pat
         assert r.gw.status()["wearables"] == []
     finally:
         r.stop()
+
+
+def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosquitto, tmp_path: Path) -> None:
+    import socket
+
+    from tests.integration.test_maritime import ais_sentence
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp = probe.getsockname()[1]
+    station = (
+        "[ais]\nmin_interval_s = 0.0\noutside_min_interval_s = 0.0\n"
+        '[[geofences]]\nid = "harbour"\n'
+        "polygon = [[21.0, 112.0], [21.0, 113.0], [22.0, 113.0], [22.0, 112.0]]\n"
+        f'[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp}"\n'
+    )
+    platform = Platform(tmp_path / "platform", broker.port)
+    gw = GatewayProc(
+        tmp_path / "gw",
+        port=broker.port,
+        gw_id=GW,
+        devices=station,
+        extra=f'[trust]\ncommand_key = "{platform.pub_path}"\n',
+    )
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    try:
+        gw.wait_device_open("ais0")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for mmsi in (412000001, 412000002):  # both moored in the harbour
+                tx.sendto(ais_sentence(mmsi=mmsi, lat=21.5, lon=112.5, status=5), ("127.0.0.1", udp))
+            time.sleep(0.5)
+            tx.sendto(
+                ais_sentence(mmsi=412000002, lat=20.5, lon=112.5, status=0, speed=6.0), ("127.0.0.1", udp)
+            )
+        # the set changed: a snapshot comes by itself
+        col.wait_for(
+            lambda ms: any(
+                m.payload["kind"] == "vessels.outside" and m.payload["recs"][0]["d"]["count"] == 1 for m in ms
+            ),
+            timeout=15,
+        )
+        n = len(col.up("vessels.outside"))
+        cid, data = platform.command(
+            GW,
+            "alert.broadcast",
+            {"id": "typhoon-8", "level": "recall", "text": "All vessels return to harbour"},
+        )
+        platform.send(GW, data)
+        assert wait_result(col, lambda d: d["id"] == cid)["ok"]
+        msgs = col.wait_for(
+            lambda ms: sum(1 for m in ms if m.payload["kind"] == "vessels.outside") > n, timeout=15
+        )
+    finally:
+        gw.stop()
+        col.stop()
+        platform.stop()
+    snap = [m for m in msgs if m.payload["kind"] == "vessels.outside"][-1].payload["recs"][0]["d"]
+    assert snap["geofence"] == "harbour"
+    assert [(v["mmsi"], v["lat"]) for v in snap["vessels"]] == [(412000002, 20.5)]

@@ -273,3 +273,19 @@ def test_fuzz_events_or_rejections_never_exceptions(chunks: list[bytes]) -> None
             assert isinstance(e, AisReport | Rejected)
             if isinstance(e, AisReport) and "lat" in e.data:
                 assert -90 <= e.data["lat"] <= 90 and -180 <= e.data["lon"] <= 180
+
+
+def xor(text: str) -> int:
+    c = 0
+    for ch in text.encode():
+        c ^= ch
+    return c
+
+
+def test_tag_blocks_and_gatehouse_wrappers_are_tolerated() -> None:
+    tag = "s:r003669945,c:1241544035"
+    tagged = f"\\{tag}*{xor(tag):02X}\\".encode() + SINGLE  # IEC 61162-450 tag block
+    body = "PGHP,1,2010,6,11,11,46,11,929,244,0,,1,72"
+    pghp = f"${body}*{xor(body):02X}\r\n".encode()  # Gatehouse wrapper sentence
+    got = AisParser().feed(tagged + pghp + SINGLE, now=0)
+    assert [r.mmsi for r in reports(got)] == [366053209, 366053209]
