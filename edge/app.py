@@ -37,6 +37,15 @@ from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox
 from edge.publisher import Publisher
+from edge.reconfig import (
+    DEFAULT_ROLLBACK_S,
+    BundleError,
+    apply_bundle,
+    confirm,
+    open_bundle,
+    read_pending,
+    rollback,
+)
 from edge.registry import BadEntry, Registry, wearable_from
 from edge.supervisor import Backoff, supervise
 
@@ -127,6 +136,28 @@ async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIt
         await outbox.__aexit__(None, None, None)
 
 
+class ReloadRequested(Exception):
+    """Stop this gateway's tasks and start again on `cfg` (same process, no restart)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__("reload")
+        self.cfg = cfg
+
+
+async def run_forever(cfg: Config) -> None:
+    """Run the gateway; a config.apply or a rollback reloads it in place."""
+    while True:
+        try:
+            await Gateway(cfg).run()
+            return
+        except* ReloadRequested as group:
+            reload = group.exceptions[-1]
+            if not isinstance(reload, ReloadRequested):
+                raise
+            cfg = reload.cfg
+            log.warning("gateway: reloading with %s", cfg.file)
+
+
 def load_signer(cfg: Config) -> Signer:
     try:
         return Signer(load_private_key(cfg.gateway.key.read_bytes()))
@@ -145,6 +176,7 @@ class Gateway:
         self.tracker = VesselTracker(cfg.ais, cfg.geofences)
         self.registry = Registry(cfg.gateway.state_dir / "devices.json")
         self.commands: CommandHandler | None = None
+        self._reload: asyncio.Future[Config] | None = None
         self.last_fix: Fix | None = None
         self._anchored = False
         self.outbox: Outbox | None = None
@@ -255,6 +287,8 @@ class Gateway:
                     tg.create_task(publisher.run(), name="publisher")
                     if commands is not None:
                         tg.create_task(commands.run(), name="commands")
+                    tg.create_task(self._await_reload(), name="config.reload")
+                    tg.create_task(self._confirm_config(), name="config.confirm")
                     for dev in cfg.devices:
                         self._start_device(tg, dev, ingest)
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
@@ -298,7 +332,7 @@ class Gateway:
                 "device.unpair": self._cmd_unpair,
                 "gateway.rebirth": self._cmd_rebirth,
                 "diag.snapshot": self._cmd_diag,
-                "config.apply": self._cmd_unsupported,
+                "config.apply": self._cmd_config_apply,
                 "firmware.update": self._cmd_unsupported,
             },
         )
@@ -356,6 +390,69 @@ class Gateway:
         if self.ingest is not None:
             self.ingest.submit("diag.snapshot", "gw", self.snapshot())
         return {}
+
+    async def _cmd_config_apply(self, cmd: Command) -> dict[str, Any]:
+        trust = self.commands.trust if self.commands is not None else None
+        if trust is None:
+            raise CommandRejected("unsupported", cmd.id)
+        after = cmd.args.get("rollback_after_s", DEFAULT_ROLLBACK_S)
+        if not isinstance(after, int | float) or isinstance(after, bool) or not 1 <= after <= 3600:
+            raise CommandRejected("bad_args", cmd.id, "rollback_after_s")
+        try:
+            bundle = open_bundle(cmd.args.get("bundle"), trust, self.cfg)
+            new_cfg = await asyncio.to_thread(apply_bundle, bundle, self.cfg, cmd.id, float(after))
+        except BundleError as exc:
+            raise CommandRejected(exc.code, cmd.id, exc.detail) from None
+        except (ConfigError, OSError) as exc:
+            raise CommandRejected("bad_config", cmd.id, str(exc)) from None
+        # Reload once the result is committed (the handler reports it, then we go).
+        asyncio.get_running_loop().call_soon(self._reload_soon, new_cfg)
+        return {"applied": True, "rollback_after_s": after}
+
+    def _reload_soon(self, cfg: Config) -> None:
+        if self._reload is not None and not self._reload.done():
+            self._reload.set_result(cfg)
+
+    async def _await_reload(self) -> None:
+        self._reload = asyncio.get_running_loop().create_future()
+        cfg = await self._reload
+        await asyncio.sleep(0.2)  # let the command's result be committed first
+        raise ReloadRequested(cfg)
+
+    async def _confirm_config(self) -> None:
+        """After a config.apply: keep the new config once healthy, else roll back by itself."""
+        pending = read_pending(self.cfg.gateway.state_dir)
+        if pending is None:
+            return
+        deadline = float(pending.get("deadline", 0))
+        while time.time() < deadline:
+            pub, ob = self.publisher, self.outbox
+            if (
+                pub is not None
+                and pub.state.value == "up"
+                and ob is not None
+                and (pub.acked > 0 or ob.depth() == 0)
+            ):
+                confirm(self.cfg.gateway.state_dir)
+                log.info("config: %s is healthy; keeping it", self.cfg.file)
+                if self.ingest is not None:
+                    self.ingest.submit(
+                        "gateway.health",
+                        "gw",
+                        {"state": "ok", "reason": "config applied", "command": pending.get("id")},
+                    )
+                return
+            await asyncio.sleep(0.5)
+        log.error("config: not healthy within the rollback window; rolling back")
+        previous = await asyncio.to_thread(rollback, self.cfg.gateway.state_dir, self.cfg.file)
+        if previous is not None:
+            if self.ingest is not None:
+                self.ingest.submit(
+                    "gateway.health",
+                    "gw",
+                    {"state": "degraded", "reason": "config rolled back", "command": pending.get("id")},
+                )
+            raise ReloadRequested(previous)
 
     async def _cmd_unsupported(self, cmd: Command) -> dict[str, Any]:
         raise CommandRejected("unsupported", cmd.id, f"{cmd.type} is not built yet")

@@ -43,11 +43,10 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.app import Gateway  # the CLI is the one place that wires the app
+    from edge.app import run_forever  # the CLI is the one place that wires the app
 
     cfg = load(args.config)
-    gateway = Gateway(cfg)
-    return _run_until_signal(gateway.run())
+    return _run_until_signal(run_forever(cfg))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -127,6 +127,7 @@ class CommandHandler:
         self.groups = groups
         self._own_topic = f"{prefix}/{gw}/cmd"
         self._group_topic = {f"{prefix}/group/{g}/cmd": f"group:{g}" for g in groups}
+        self.trust = trust
         self._keys = keyring(trust)
         self._clock = clock
         self.state = CommandState(state_path)

@@ -14,7 +14,7 @@ from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, Pty, gnss_device
-from tests.support.platform import Platform, other_signer
+from tests.support.platform import Platform, bundle, other_signer
 
 GW = "gw-test-1"
 PAIR = {"id": "sos-7", "kind": "sos_button", "address": "C0:FF:EE:00:00:07", "worker": "w-42"}
@@ -316,3 +316,65 @@ def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosqui
     snap = [m for m in msgs if m.payload["kind"] == "vessels.outside"][-1].payload["recs"][0]["d"]
     assert snap["geofence"] == "harbour"
     assert [(v["mmsi"], v["lat"]) for v in snap["vessels"]] == [(412000002, 20.5)]
+
+
+def apply(rig: Rig, text: str, **kw: Any) -> tuple[str, dict[str, Any]]:
+    cid, data = rig.platform.command(
+        GW, "config.apply", {"bundle": bundle(rig.platform, GW, text, **kw), "rollback_after_s": 4}
+    )
+    rig.platform.send(GW, data)
+    return cid, wait_result(rig.col, lambda d: d["id"] == cid)
+
+
+def test_config_apply_without_restart(rig: Rig) -> None:
+    assert rig.gw.proc is not None
+    pid = rig.gw.proc.pid
+    text = rig.gw.config.read_text().replace('groups = ["taishan"]', 'groups = ["taishan", "jiangmen"]')
+    _, res = apply(rig, text)
+    assert res["ok"] is True and res["applied"] is True
+    assert rig.gw.config.read_text() == text
+    # the new group is live: a command on its topic is accepted
+    rig.gw.wait_status(lambda d: d["link"]["state"] == "up" and d["epoch"] >= 2)
+    gid, data = rig.platform.command("group:jiangmen", "diag.snapshot")
+    rig.platform.send(GW, data, topic="gridedge/v1/group/jiangmen/cmd")
+    assert wait_result(rig.col, lambda d: d["id"] == gid)["ok"] is True
+    assert rig.gw.proc is not None and rig.gw.proc.pid == pid and rig.gw.proc.poll() is None
+    health = rig.col.wait_for(
+        lambda ms: any(
+            m.payload["kind"] == "gateway.health"
+            and m.payload["recs"][0]["d"].get("reason") == "config applied"
+            for m in ms
+        )
+    )
+    assert health
+
+
+def test_config_with_a_wrong_broker_rolls_back_by_itself(rig: Rig) -> None:
+    good = rig.gw.config.read_text()
+    bad = good.replace(f"port = {rig.col.port}", "port = 1")
+    assert bad != good
+    _, res = apply(rig, bad)
+    assert res["ok"] is True
+    # the gateway cannot reach port 1, misses its health check, and restores the old config
+    rig.col.wait_for(
+        lambda ms: any(
+            m.payload["kind"] == "gateway.health"
+            and m.payload["recs"][0]["d"].get("reason") == "config rolled back"
+            for m in ms
+        ),
+        timeout=30,
+    )
+    assert rig.gw.config.read_text() == good
+    rig.gw.wait_status(lambda d: d["link"]["state"] == "up")
+
+
+def test_config_adding_a_trust_key_without_rotation_is_refused(rig: Rig) -> None:
+    good = rig.gw.config.read_text()
+    # point the trust anchor at a key the attacker knows: the gateway's own public key
+    evil = good.replace(f'command_key = "{rig.platform.pub_path}"', f'command_key = "{rig.gw.pub}"')
+    assert evil != good
+    _, res = apply(rig, evil)
+    assert res == {"id": res["id"], "ok": False, "error": "trust_change_refused"}
+    _, res = apply(rig, good.replace("batch_ms = 50", "batch_ms = 60"), signer=other_signer())
+    assert res["ok"] is False and res["error"] == "bad_bundle"
+    assert rig.gw.config.read_text() == good

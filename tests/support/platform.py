@@ -72,3 +72,10 @@ def other_signer() -> Signer:
 
 def raw_cbor(payload: dict[str, Any]) -> bytes:
     return cbor2.dumps(payload)
+
+
+def bundle(
+    platform: Platform, gw: str, text: str, *, rotation: bytes | None = None, signer: Signer | None = None
+) -> bytes:
+    """A config bundle for config.apply, signed like the platform signs it."""
+    return (signer or platform.signer).sign({"v": 1, "gw": gw, "config": text, "rotation": rotation})
