@@ -353,7 +353,7 @@ def test_config_with_a_wrong_broker_rolls_back_by_itself(rig: Rig) -> None:
     good = rig.gw.config.read_text()
     bad = good.replace(f"port = {rig.col.port}", "port = 1")
     assert bad != good
-    _, res = apply(rig, bad)
+    _, res = apply(rig, bad, rollback_after_s=4)
     assert res["ok"] is True
     # the gateway cannot reach port 1, misses its health check, and restores the old config
     rig.col.wait_for(
