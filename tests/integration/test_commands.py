@@ -318,10 +318,9 @@ def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosqui
     assert [(v["mmsi"], v["lat"]) for v in snap["vessels"]] == [(412000002, 20.5)]
 
 
-def apply(rig: Rig, text: str, **kw: Any) -> tuple[str, dict[str, Any]]:
-    cid, data = rig.platform.command(
-        GW, "config.apply", {"bundle": bundle(rig.platform, GW, text, **kw), "rollback_after_s": 4}
-    )
+def apply(rig: Rig, text: str, rollback_after_s: float = 30, **kw: Any) -> tuple[str, dict[str, Any]]:
+    args = {"bundle": bundle(rig.platform, GW, text, **kw), "rollback_after_s": rollback_after_s}
+    cid, data = rig.platform.command(GW, "config.apply", args)
     rig.platform.send(GW, data)
     return cid, wait_result(rig.col, lambda d: d["id"] == cid)
 
