@@ -86,6 +86,11 @@ class LineFramer:
         return out
 
 
+def checked(framer: LineFramer, data: bytes) -> list[Sentence | Rejected]:
+    """Frame bytes into lines and check each: the first step every NMEA parser takes."""
+    return [item if isinstance(item, Rejected) else check(item) for item in framer.feed(data)]
+
+
 def _xor(data: bytes) -> int:
     c = 0
     for b in data:

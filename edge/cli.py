@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -18,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
 from edge.config import default_path, load, valid_id
+from edge.envelope import private_pem, public_pem
 from edge.errors import EdgeError
+from edge.fsutil import write_private
 
 log = logging.getLogger("gridedge")
 
@@ -98,20 +99,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print(f"gridedge provision: {key_path} exists; use --force to replace it", file=sys.stderr)
         return 1
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
-    pub_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    write_private(key_path, private_pem(key))
+    pub_path.write_bytes(public_pem(key.public_key()))
     if not cfg_path.exists() or args.force:
         cfg_path.write_text(STARTER.format(id=args.id), encoding="utf-8")
     written = [f"{key_path} (0600)", str(pub_path), str(cfg_path)]
@@ -135,17 +124,12 @@ def write_csr(out: Path, gw_id: str) -> list[str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     key_path, csr_path = out / "gateway.tls.key", out / "gateway.csr"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(
-            fd,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
-    finally:
-        os.close(fd)
+    write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gw_id)]))

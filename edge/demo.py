@@ -14,12 +14,12 @@ import tempfile
 import tty
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from drivers.gnss.sim import walk
-from edge.envelope import check_gateway_payload, keyring, verify
+from edge.envelope import check_gateway_payload, keyring, private_pem, verify
 from edge.errors import EdgeError, EnvelopeError
+from edge.fsutil import write_private
 from edge.mqtt import Incoming, MqttConnection
 
 GW_ID = "demo-taishan-001"
@@ -54,15 +54,7 @@ async def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 def _write_key(workdir: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
-    fd = os.open(workdir / "gateway.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_private(workdir / "gateway.key", private_pem(key))
     return key
 
 

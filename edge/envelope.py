@@ -174,6 +174,18 @@ def check_gateway_payload(payload: Any) -> dict[str, Any]:
     return payload
 
 
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    """PEM PKCS8, unencrypted (the file's mode protects it)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    """PEM SubjectPublicKeyInfo."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM PKCS8."""
     key = serialization.load_pem_private_key(pem, password=None)

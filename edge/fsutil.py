@@ -21,3 +21,13 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dfd)  # the rename itself must reach the disk
     finally:
         os.close(dfd)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create or replace a file readable by its owner only (keys)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+        os.write(fd, data)
+    finally:
+        os.close(fd)

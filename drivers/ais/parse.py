@@ -20,7 +20,7 @@ from typing import Any
 import pyais
 from pyais.messages import MSG_CLASS
 
-from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, check
+from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, checked
 
 FRAGMENT_TIMEOUT_MS = 2_000
 MAX_FRAGMENTS = 9  # the fragment count is one digit
@@ -187,11 +187,7 @@ class AisParser:
 
     def feed(self, data: bytes, *, now: int) -> list[AisReport | Rejected]:
         out: list[AisReport | Rejected] = list(self.expire(now))
-        for item in self._framer.feed(data):
-            if isinstance(item, Rejected):
-                out.append(item)
-                continue
-            s = check(item)
+        for s in checked(self._framer, data):
             if isinstance(s, Rejected):
                 out.append(s)
             elif s.start == "!" and s.type in ("VDM", "VDO"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, check
+from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, checked
 
 DSE_WAIT_MS = 500
 
@@ -108,11 +108,7 @@ class DscParser:
 
     def feed(self, data: bytes, *, now: int) -> list[DscCall | Rejected]:
         out: list[DscCall | Rejected] = []
-        for item in self._framer.feed(data):
-            if isinstance(item, Rejected):
-                out.append(item)
-                continue
-            s = check(item)
+        for s in checked(self._framer, data):
             if isinstance(s, Rejected):
                 out.append(s)
             elif s.type == "DSE":

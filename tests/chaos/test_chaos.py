@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
-from tests.support.collector import Collector
+from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.faultproxy import FaultProxy
 from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device
 
@@ -152,12 +151,8 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         f"{gw.starts} gateway starts; {distress_written} distress written"
     )
     assert not col.invalid
-    by_seq: dict[int, set[bytes]] = defaultdict(set)
-    for m in msgs:
-        if m.payload["seq"]:
-            by_seq[m.payload["seq"]].add(m.raw)
-    assert all(len(v) == 1 for v in by_seq.values()), "a seq carried two different messages"
-    missing = set(range(1, hw + 1)) - set(by_seq) - dropped_seqs(msgs)
+    assert_no_seq_reused(msgs)
+    missing = set(range(1, hw + 1)) - {m.payload["seq"] for m in msgs} - dropped_seqs(msgs)
     assert not missing
     lost_life_safety = [m for m in msgs if m.payload["prio"] == 0 and m.payload["seq"] in dropped_seqs(msgs)]
     assert not lost_life_safety

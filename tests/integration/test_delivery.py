@@ -7,11 +7,10 @@ import random
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from tests.support.broker import Mosquitto
-from tests.support.collector import Collector, Message
+from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device
 
 
@@ -19,15 +18,6 @@ def drained(gw: GatewayProc, timeout: float = 60.0) -> int:
     """Wait until the gateway's outbox is empty; return its high-water seq."""
     doc = gw.wait_status(lambda d: d["outbox"]["depth"] == 0 and d["link"]["state"] == "up", timeout)
     return int(doc["outbox"]["hw"])
-
-
-def assert_no_seq_reused(msgs: list[Message]) -> None:
-    by_seq: dict[int, set[bytes]] = defaultdict(set)
-    for m in msgs:
-        if m.payload["seq"]:
-            by_seq[m.payload["seq"]].add(m.raw)
-    reused = {s: len(v) for s, v in by_seq.items() if len(v) > 1}
-    assert not reused, f"seqs carried different messages: {reused}"
 
 
 def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Path) -> None:

@@ -149,3 +149,13 @@ class Collector:
 
     def seqs(self, kind: str | None = None) -> set[int]:
         return {m.payload["seq"] for m in self.up(kind)}
+
+
+def assert_no_seq_reused(msgs: list[Message]) -> None:
+    """The same seq must always carry the very same signed bytes (a resend), never another message."""
+    by_seq: dict[int, set[bytes]] = {}
+    for m in msgs:
+        if m.payload["seq"]:
+            by_seq.setdefault(m.payload["seq"], set()).add(m.raw)
+    reused = {s: len(v) for s, v in by_seq.items() if len(v) > 1}
+    assert not reused, f"seqs carried different messages: {reused}"

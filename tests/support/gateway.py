@@ -13,9 +13,10 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.envelope import private_pem, public_pem
+from edge.fsutil import write_private
 from edge.health import read_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,22 +26,9 @@ CORPORA = REPO.parent / "shared" / "corpora"
 def write_keypair(directory: Path, name: str = "gateway") -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    priv = directory / f"{name}.key"
-    pub = directory / f"{name}.pub"
-    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    pub.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    priv, pub = directory / f"{name}.key", directory / f"{name}.pub"
+    write_private(priv, private_pem(key))
+    pub.write_bytes(public_pem(key.public_key()))
     return priv, pub
 
 
