@@ -1,0 +1,24 @@
+"""Every GATT UUID gridedge uses, in one place (docs/ble-profiles.md is the contract)."""
+
+from __future__ import annotations
+
+# Bluetooth SIG assigned numbers (Assigned Numbers, section 3.4 and 3.8).
+BATTERY_SERVICE = "0000180f-0000-1000-8000-00805f9b34fb"
+BATTERY_LEVEL = "00002a19-0000-1000-8000-00805f9b34fb"
+DEVICE_INFORMATION = "0000180a-0000-1000-8000-00805f9b34fb"
+MANUFACTURER_NAME = "00002a29-0000-1000-8000-00805f9b34fb"
+MODEL_NUMBER = "00002a24-0000-1000-8000-00805f9b34fb"
+SERIAL_NUMBER = "00002a25-0000-1000-8000-00805f9b34fb"
+FIRMWARE_REVISION = "00002a26-0000-1000-8000-00805f9b34fb"
+
+# gridedge vendor UUIDs: one random 128-bit base, the 16 bits after "6a1e" name the item.
+_BASE = "6a1e{:04x}-7d1c-4e0a-9a8f-3c2b1d0e5f60"
+
+SOS_SERVICE = _BASE.format(0x0100)
+SOS_EVENT = _BASE.format(0x0101)  # notify, read: the latest event (8 bytes)
+SOS_FEEDBACK = _BASE.format(0x0102)  # write with response: LED/vibration pattern (4 bytes)
+
+CAMERA_SERVICE = _BASE.format(0x0200)
+CAMERA_STATE = _BASE.format(0x0201)  # notify, read: recording state and storage (4 bytes)
+CAMERA_MARK = _BASE.format(0x0202)  # notify: a clip mark with its SHA-256 (44 bytes)
+CAMERA_CONTROL = _BASE.format(0x0203)  # write with response: start/stop recording, mark (2 bytes)
