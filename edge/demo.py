@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from drivers.gnss.sim import walk
+from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
+from drivers.gnss.sim import sentence, walk
 from edge.envelope import check_gateway_payload, keyring, private_pem, verify
 from edge.errors import EdgeError, EnvelopeError
 from edge.fsutil import write_private
@@ -68,9 +69,27 @@ def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey]) -> str:
     when = dt.datetime.now().strftime("%H:%M:%S")
     if p["kind"] == "gnss.fix":
         what = f"{len(recs)} fix(es), last {d.get('lat', 0):.6f},{d.get('lon', 0):.6f} fix={d.get('fix')}D"
+    elif p["kind"] == "ais.position":
+        where = f"{d.get('lat')},{d.get('lon')}"
+        what = f"{len(recs)} report(s), last MMSI {d.get('mmsi')} at {where} {d.get('sog')} kn"
+    elif p["kind"] == "vessels.outside":
+        what = f"{d.get('count')} outside {d.get('geofence')}: {[v['mmsi'] for v in d.get('vessels', [])]}"
     else:
         what = ", ".join(f"{k}={v}" for k, v in d.items())
-    return f"{when} ✓ seq={p['seq']:<5} prio={p['prio']} {p['kind']:<15} {p['src']:<6} {what}"
+    alarm = "  <<< LIFE-SAFETY" if p["prio"] == 0 else ""
+    return f"{when} ✓ seq={p['seq']:<5} prio={p['prio']} {p['kind']:<16} {p['src']:<8} {what}{alarm}"
+
+
+# A distress alert, nature "sinking", from a boat south of the harbour (IEC 61162-1 $CDDSC).
+DSC_DISTRESS = sentence("CDDSC,12,4124401040,12,05,00,0215211248,0610,,,S,") + b"\r\n"
+
+
+def _pty(stack: contextlib.AsyncExitStack) -> tuple[int, int]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    stack.callback(os.close, master)
+    stack.callback(os.close, slave)
+    return master, slave
 
 
 async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None = None) -> None:
@@ -105,19 +124,27 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         (wd / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
         await _spawn(stack, binary, "-c", str(wd / "mosquitto.conf"))
         await _wait_port(port)
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        stack.callback(os.close, master)
-        stack.callback(os.close, slave)
+        master, slave = _pty(stack)
+        dsc_master, dsc_slave = _pty(stack)
+        ais_port = _free_port()
         key = _write_key(wd)
+        polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
         (wd / "gateway.toml").write_text(
             f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[outbox]\nbatch_ms = 250\n\n'
+            "[ais]\nmin_interval_s = 6.0\noutside_min_interval_s = 2.0\n\n"
+            f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\n\n'
             f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(slave)}"\n'
-            "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n"
+            "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
+            f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
+            f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{os.ttyname(dsc_slave)}"\n'
         )
         print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
-        print(f"gridedge demo: simulated GNSS receiver on {os.ttyname(slave)}; Ctrl-C to stop\n")
+        print(
+            f"gridedge demo: simulated GNSS receiver on {os.ttyname(slave)}, AIS receiver on udp:{ais_port},"
+        )
+        print("gridedge demo: VHF DSC radio on a pty; a boat leaves the harbour, an AIS-SART goes active")
+        print("gridedge demo: at 15 s and a DSC distress comes in at 25 s. Ctrl-C to stop.\n")
         await _spawn(
             stack,
             sys.executable,
@@ -135,9 +162,21 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
 
         async def feed() -> None:
             loop = asyncio.get_running_loop()
-            for epoch in walk(start_utc=dt.datetime.now(dt.UTC).timestamp()):
-                await loop.run_in_executor(None, os.write, master, epoch)
-                await asyncio.sleep(1.0)
+            udp, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ais_port)
+            )
+            try:
+                for t, epoch in enumerate(walk(start_utc=dt.datetime.now(dt.UTC).timestamp())):
+                    await loop.run_in_executor(None, os.write, master, epoch)
+                    if t % 2 == 0:
+                        udp.sendto(harbour_tick(t))
+                    if t >= 15 and t % 5 == 0:
+                        udp.sendto(sart_active(t))
+                    if t == 25:
+                        await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
+                    await asyncio.sleep(1.0)
+            finally:
+                udp.close()
 
         try:
             async with MqttConnection(
