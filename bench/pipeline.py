@@ -34,7 +34,7 @@ async def run_pipeline(
             await asyncio.wait_for(p.publisher.up.wait(), 10)
             drivers = [
                 GnssDriver(
-                    GnssDevice(id=f"gnss{i}", serial=SerialPort(port="bench"), min_interval_s=0.0),
+                    GnssDevice(id=f"gnss{i}", source=SerialPort(port="bench"), min_interval_s=0.0),
                     emit=p.ingest.submit,
                     clock=Clock(synced=True),
                 )

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from drivers.counters import DriverCounters
-from drivers.net_link import open_link
+from drivers.net_link import Link, open_link
 from drivers.nmea0183 import Rejected
 from edge.clock import Stamp, boottime_ms
 from edge.config import Source
@@ -63,6 +63,9 @@ class StreamDriver(abc.ABC):
     def _flush(self, now: int) -> None:
         """Time passed without bytes (see `_poll_after`): report what is due."""
 
+    def _opened(self, link: Link) -> None:  # noqa: B027 (an optional hook, not an abstract one)
+        """The link is open: send whatever the device needs to start talking (default: nothing)."""
+
     def _drain(self, now: int) -> None:
         """The link is going away: report everything pending, whatever its age."""
         self._flush(now)
@@ -84,6 +87,7 @@ class StreamDriver(abc.ABC):
         try:
             async with open_link(self.name, self._source) as link:
                 self.counters.opened += 1
+                self._opened(link)
                 self._state("connected")
                 while True:
                     if self._room is not None:

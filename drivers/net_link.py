@@ -59,6 +59,11 @@ class TcpLink:
             raise DeviceGone(self.name, "connection closed by peer")
         return data
 
+    def write(self, data: bytes) -> None:
+        if self._writer is None:
+            raise DeviceGone(self.name, "not connected")
+        self._writer.write(data)
+
 
 class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self) -> None:

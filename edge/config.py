@@ -270,7 +270,7 @@ class SerialPort:
 class GnssDevice:
     id: str
     kind: str = "gnss"
-    serial: SerialPort
+    source: Source  # a serial receiver, or gpsd's JSON over tcp://host:2947
     min_interval_s: float = 1.0
     min_distance_m: float = 0.0
     min_course_change_deg: float = 0.0
@@ -363,14 +363,6 @@ class Config:
 BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200)
 
 
-def _serial(sec: Section) -> SerialPort:
-    return SerialPort(
-        port=sec.text("port"),
-        baudrate=_baud(sec),
-        silence_s=sec.number("silence_s", 10.0, lo=0.1),
-    )
-
-
 def _baud(sec: Section, default: int = 9600) -> int:
     value: int = sec.integer("baudrate", default)
     if value not in BAUD_RATES:
@@ -392,10 +384,10 @@ def split_url(url: str) -> tuple[str, str, int]:
 
 def _source(sec: Section, *, default_baud: int, default_silence: float) -> Source:
     """`port` (+ `baudrate`) for serial, or `url` = tcp://host:port / udp://host:port."""
-    if sec.has("url") == sec.has("port"):
-        raise sec.error(
-            "port" if sec.has("port") else "", "set exactly one of port (serial) or url (tcp/udp)"
-        )
+    if not sec.has("url") and not sec.has("port"):
+        raise sec.error("port", "is required (a serial port, or url = tcp://host:port / udp://host:port)")
+    if sec.has("url") and sec.has("port"):
+        raise sec.error("port", "set either port (serial) or url (tcp/udp), not both")
     if sec.has("port"):
         return SerialPort(
             port=sec.text("port"),
@@ -424,7 +416,7 @@ def _dsc(sec: Section, dev_id: str) -> DscDevice:
 def _gnss(sec: Section, dev_id: str) -> GnssDevice:
     return GnssDevice(
         id=dev_id,
-        serial=_serial(sec),
+        source=_source(sec, default_baud=9600, default_silence=10.0),
         min_interval_s=sec.number("min_interval_s", 1.0, lo=0.0),
         min_distance_m=sec.number("min_distance_m", 0.0, lo=0.0),
         min_course_change_deg=sec.number("min_course_change_deg", 0.0, lo=0.0),

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from drivers.base import Emit, StreamDriver
 from drivers.gnss.parse import Event, Fix, NmeaParser
 from drivers.gnss.report import FixReporter
+from drivers.net_link import Link, TcpLink
 from drivers.nmea0183 import Rejected
 from edge.clock import Clock
 from edge.config import GnssDevice
@@ -27,7 +28,7 @@ class GnssDriver(StreamDriver):
         on_fix: Callable[[str, Fix], None] | None = None,
         room: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        super().__init__(cfg.id, cfg.serial, emit=emit, room=room)
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self.cfg = cfg
         self._clock = clock
         self._on_time = on_time if cfg.clock_source else None
@@ -42,6 +43,11 @@ class GnssDriver(StreamDriver):
 
     def _new_stream(self) -> None:
         self._parser = NmeaParser()
+
+    def _opened(self, link: Link) -> None:
+        if isinstance(link, TcpLink):
+            # gpsd (gpsd.gitlab.io/gpsd/gpsd_json.html): ask for its JSON reports (TPV).
+            link.write(b'?WATCH={"enable":true,"json":true};\n')
 
     def _ignored(self) -> int:
         return self._parser.ignored

@@ -92,3 +92,33 @@ def test_garbage_and_fuzzy_cases_are_counted_not_fatal(
     assert rejected.get("garbage", 0) > 0 and rejected.get("checksum", 0) > 0
     assert doc["devices"]["gnss0"]["opened"] == 1  # no restart was needed
     assert all(-90 <= r["d"]["lat"] <= 90 for m in col.up("gnss.fix") for r in m.payload["recs"])
+
+
+def test_gpsd_json_over_tcp(broker: Mosquitto, tmp_path: Path) -> None:
+    """A receiver shared through gpsd: the gateway sends WATCH and reads TPV reports."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    dev = f'[[devices]]\nid = "gpsd0"\nkind = "gnss"\nurl = "tcp://127.0.0.1:{port}"\nmin_interval_s = 0.0\n'
+    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=dev)
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    try:
+        server.settimeout(20)
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        assert b'?WATCH={"enable":true,"json":true}' in conn.recv(1024)
+        conn.sendall(
+            b'{"class":"VERSION","release":"3.25"}\n'
+            b'{"class":"TPV","device":"/dev/ttyACM0","mode":3,"time":"2026-11-26T07:40:00.000Z",'
+            b'"lat":21.918600,"lon":112.793600,"altMSL":12.5,"speed":1.4,"track":90.0}\n'
+        )
+        msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "gnss.fix" for m in ms), timeout=15)
+        conn.close()
+    finally:
+        gw.stop()
+        col.stop()
+        server.close()
+    (fix,) = [r["d"] for m in msgs if m.payload["kind"] == "gnss.fix" for r in m.payload["recs"]]
+    assert fix["lat"] == 21.9186 and fix["lon"] == 112.7936 and fix["alt"] == 12.5 and fix["fix"] == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import GnssDevice, load
+from edge.config import GnssDevice, SerialPort, load
 from edge.errors import ConfigError
 
 GOOD = """\
@@ -60,7 +60,8 @@ def test_good_config_loads_with_paths_relative_to_the_file(confdir: Path) -> Non
     assert cfg.outbox.batch_ms == 250
     (dev,) = cfg.devices
     assert isinstance(dev, GnssDevice)
-    assert dev.serial.port == "/dev/ttyUSB0" and dev.serial.baudrate == 9600
+    assert isinstance(dev.source, SerialPort)
+    assert dev.source.port == "/dev/ttyUSB0" and dev.source.baudrate == 9600
     assert dev.min_interval_s == 1.0
 
 
