@@ -194,6 +194,10 @@ class Section:
         self._seen.add(key)
         return self._table.get(key)
 
+    def data_keys(self) -> list[str]:
+        """The keys of a table whose keys are data (`[outbox.ttl_s]` by kind)."""
+        return list(self._table)
+
     def has(self, key: str) -> bool:
         return key in self._table
 
@@ -524,7 +528,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
 
     o = root.table("outbox")
     ttl = o.table("ttl_s")
-    ttl_map = {k: ttl.integer(k, lo=1) for k in list(ttl._table)}
+    ttl_map = {k: ttl.integer(k, lo=1) for k in ttl.data_keys()}
     for k in ttl_map:
         if prio_of(k) == Prio.LIFE_SAFETY:
             raise ttl.error(k, "life-safety messages never expire")

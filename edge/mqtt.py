@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import AuthRejected, BrokerUnavailable
 
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 
 # CONNACK codes that retrying will not fix (MQTT 3.1.1 section 3.2.2.3).
 _AUTH_CODES = {2, 4, 5}  # identifier rejected, bad user name or password, not authorised
+# paho's names for the MQTT 3.1.1 CONNACK refusals, back to their 3.1.1 numbers.
+_V311_CODES = {
+    "Unsupported protocol version": 1,
+    "Client identifier not valid": 2,
+    "Server unavailable": 3,
+    "Bad user name or password": 4,
+    "Not authorized": 5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +120,12 @@ class MqttConnection:
 
     # paho callbacks (all on the loop thread) ------------------------------------
 
-    def _cb_connect(self, _c: Any, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        self._on_connack(int(rc.value) if hasattr(rc, "value") else int(rc), bool(flags.session_present))
+    def _cb_connect(self, _c: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
+        # For MQTT 3.1.1 paho maps the CONNACK return code into a ReasonCode; its
+        # `value` is the v5 code, which for 3.1.1's refusals is not the 3.1.1 number.
+        self._on_connack(
+            0 if not rc.is_failure else _V311_CODES.get(rc.getName(), 3), bool(flags.session_present)
+        )
 
     def _cb_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self._on_closed(str(rc))

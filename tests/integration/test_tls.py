@@ -176,3 +176,18 @@ def test_acl_keeps_a_gateway_to_its_own_topics(tmp_path: Path) -> None:
         gw.stop()
         col.stop()
         broker.stop()
+
+
+def test_broker_refusing_credentials_is_a_permanent_error(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "closed-broker", extra="allow_anonymous false\n")
+    broker.start()
+    gw = GatewayProc(tmp_path / "gw", port=broker.port)
+    gw.start()
+    try:
+        doc = gw.wait_status(lambda d: d["link"]["last_error"] != "", timeout=15)
+    finally:
+        gw.stop()
+        broker.stop()
+    assert "CONNACK 5" in doc["link"]["last_error"]
+    assert "AuthRejected" not in gw.log.read_text()  # reported as a sentence, not a traceback
+    assert "retrying in" in gw.log.read_text()
