@@ -104,8 +104,10 @@ class CommandState:
             log.critical("commands: %s unreadable (%s); refusing commands", path, exc)
             self.last = {"*": 2**62}
 
-    def save(self) -> None:
-        write_atomic(self.path, json.dumps({"last": self.last, "inflight": self.inflight}).encode())
+    def persist(self, last: dict[str, int], inflight: dict[str, Any] | None) -> None:
+        """Write first, then adopt: what is in memory (and shown) is always what is on disk."""
+        write_atomic(self.path, json.dumps({"last": last, "inflight": inflight}).encode())
+        self.last, self.inflight = last, inflight
 
 
 class CommandHandler:
@@ -195,8 +197,7 @@ class CommandHandler:
                 "cmd.result",
                 {"id": lost.get("id"), "ok": False, "error": "interrupted", "type": lost.get("type")},
             )
-            self.state.inflight = None
-            await asyncio.to_thread(self.state.save)
+            await asyncio.to_thread(self.state.persist, dict(self.state.last), None)
         while True:
             cmd, target = await self._queue.get()
             await self._execute(cmd, target)
@@ -207,9 +208,13 @@ class CommandHandler:
             self._reject(Rejected("replay", cmd.id, f"cseq {cmd.cseq} <= {last}"))
             return
         # Persist first: whatever happens next, this cseq is spent.
-        self.state.last[target] = cmd.cseq
-        self.state.inflight = {"id": cmd.id, "type": cmd.type, "cseq": cmd.cseq}
-        await asyncio.to_thread(self.state.save)
+        inflight = {"id": cmd.id, "type": cmd.type, "cseq": cmd.cseq}
+        try:
+            await asyncio.to_thread(self.state.persist, {**self.state.last, target: cmd.cseq}, inflight)
+        except OSError as exc:
+            # Running it without a durable cseq could run it twice: refuse instead.
+            self._reject(Rejected("state_unwritable", cmd.id, exc.strerror or ""))
+            return
         self.accepted += 1
         if FAULT_DELAY_S:
             await asyncio.sleep(FAULT_DELAY_S)  # fault injection: a crash lands mid-command
@@ -229,5 +234,5 @@ class CommandHandler:
             # two reports the command twice (interrupted, then ok), never zero times.
             with contextlib.suppress(Exception):
                 await committed
-        self.state.inflight = None
-        await asyncio.to_thread(self.state.save)
+        with contextlib.suppress(OSError):  # an unwritable state dir: reported at the next start
+            await asyncio.to_thread(self.state.persist, dict(self.state.last), None)

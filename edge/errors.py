@@ -21,7 +21,7 @@ class DeviceGone(TransientError):
     """The device went away (EOF, EIO, unplugged)."""
 
     def __init__(self, device: str, detail: str = "") -> None:
-        super().__init__(f"{device}: device gone{': ' + detail if detail else ''}")
+        super().__init__(f"device gone{': ' + detail if detail else ''}")
         self.device = device
 
 
@@ -29,7 +29,7 @@ class DeviceSilent(TransientError):
     """The device sent nothing for longer than its silence timeout."""
 
     def __init__(self, device: str, seconds: float) -> None:
-        super().__init__(f"{device}: silent for {seconds:g} s")
+        super().__init__(f"silent for {seconds:g} s")
         self.device = device
         self.seconds = seconds
 

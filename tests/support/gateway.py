@@ -107,8 +107,8 @@ class GatewayProc:
         self.starts = 0
 
     def start(self) -> GatewayProc:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        env.pop("NOTIFY_SOCKET", None)
+        inherited = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env = {**inherited, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge.cli", "-v", "run", "-c", str(self.config)],
