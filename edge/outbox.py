@@ -61,7 +61,7 @@ SWEEP_S = 30.0  # TTL and disk-recovery checks
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
-CHECKPOINT_S = 0.5
+CHECKPOINT_S = 2.0
 QUEUE_HIGH = 256  # queued messages before producers are made to wait (bounds memory)
 SQLITE_FULL = 13
 
