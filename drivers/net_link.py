@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 
 from drivers.serial_link import SerialLink
+from drivers.stream_link import StreamLink
 from edge.config import SerialPort, Source
 from edge.errors import DeviceGone, DeviceSilent
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
 MAX_QUEUED_DATAGRAMS = 1024  # a flood is dropped at the socket, not buffered without bound
 
 
-class TcpLink:
-    """A TCP client (an AIS aggregator or a receiver's network port)."""
+class TcpLink(StreamLink):
+    """A TCP client (an AIS aggregator, a receiver's network port, gpsd)."""
+
+    READ_SIZE = 65536
+    EOF = "connection closed by peer"
 
     def __init__(self, name: str, host: str, port: int, silence_s: float) -> None:
-        self.name = name
+        super().__init__(name, silence_s)
         self._addr = (host, port)
-        self._silence = silence_s
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> TcpLink:
         try:
@@ -35,34 +34,6 @@ class TcpLink:
             raise DeviceGone(self.name, f"cannot connect to {self._addr[0]}:{self._addr[1]}: {exc}") from exc
         log.info("%s: connected to %s:%d", self.name, *self._addr)
         return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):  # the peer may already be gone
-                await self._writer.wait_closed()
-            self._writer = None
-
-    async def read(self) -> bytes:
-        if self._reader is None:
-            raise DeviceGone(self.name, "not connected")
-        try:
-            async with asyncio.timeout(self._silence):
-                data = await self._reader.read(READ_SIZE)
-        except TimeoutError:
-            raise DeviceSilent(self.name, self._silence) from None
-        except OSError as exc:
-            raise DeviceGone(self.name, str(exc)) from exc
-        if not data:
-            raise DeviceGone(self.name, "connection closed by peer")
-        return data
-
-    def write(self, data: bytes) -> None:
-        if self._writer is None:
-            raise DeviceGone(self.name, "not connected")
-        self._writer.write(data)
 
 
 class _Datagrams(asyncio.DatagramProtocol):

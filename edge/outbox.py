@@ -261,6 +261,14 @@ class Outbox:
                 (verdict,) = await cur.fetchone() or ("no answer",)
             if verdict != "ok":
                 raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+            async with db.execute("PRAGMA page_count") as cur:
+                (pages,) = await cur.fetchone() or (0,)
+            async with db.execute("PRAGMA page_size") as cur:
+                (size,) = await cur.fetchone() or (4096,)
+            on_disk = self.path.stat().st_size if self.path.exists() else 0
+            wal = self.path.with_name(self.path.name + "-wal")
+            if on_disk < int(pages) * int(size) and not (wal.exists() and wal.stat().st_size > 0):
+                raise sqlite3.DatabaseError(f"truncated: {on_disk} bytes, {pages} pages of {size} expected")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={self._durable}")
         # Some builds default to secure_delete=ON, which rewrites every freed page: a

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.faultproxy import FaultProxy
-from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device
+from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
 
 CHAOS_S = 45.0
 
@@ -50,25 +48,15 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         mqtt_extra="reconnect_min_s = 0.05\nreconnect_max_s = 0.5\nkeepalive_s = 5",
     )
     col = Collector(broker.port, gw.pub).start()
-    verifier = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "verify",
-            "--port",
-            str(broker.port),
-            "--pubkey",
-            str(gw.pub),
-            "--client-id",
-            "chaos-verifier",
-            "--timeout",
-            str(CHAOS_S + 120),
-            "--until-idle",
-            "8",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    verifier = start_verifier(
+        broker.port,
+        gw.pub,
+        "--client-id",
+        "chaos-verifier",
+        "--timeout",
+        str(CHAOS_S + 120),
+        "--until-idle",
+        "8",
     )
     feeder = Feeder(gnss, period=0.02).start()
     distress_written = 0

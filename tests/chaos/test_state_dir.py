@@ -40,7 +40,12 @@ def test_broken_outbox_is_quarantined_and_reported(damage: object, broker: Mosqu
     col = Collector(broker.port, gw.pub).start()
     gw.start()
     try:
-        msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "outbox.dropped" for m in ms), timeout=20)
+        try:
+            msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "outbox.dropped" for m in ms), timeout=30)
+        except TimeoutError:
+            raise AssertionError(
+                f"no quarantine report; gateway log:\n{gw.log.read_text()[-3000:]}"
+            ) from None
         doc = gw.status()
     finally:
         gw.stop()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
-from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device
+from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
 
 
 def drained(gw: GatewayProc, timeout: float = 60.0) -> int:
@@ -24,25 +22,8 @@ def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Pat
     pty = Pty(tmp_path / "ttyGNSS")
     gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
     col = Collector(broker.port, gw.pub).start()
-    verifier = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "verify",
-            "--port",
-            str(broker.port),
-            "--pubkey",
-            str(gw.pub),
-            "--timeout",
-            "120",
-            "--client-id",
-            "verify-under-test",
-            "--until-idle",
-            "3",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    verifier = start_verifier(
+        broker.port, gw.pub, "--timeout", "120", "--client-id", "verify-under-test", "--until-idle", "3"
     )
     gw.start()
     feeder = Feeder(pty)

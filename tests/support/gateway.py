@@ -198,3 +198,12 @@ class Feeder:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def start_verifier(port: int, pubkey: Path, *args: str) -> subprocess.Popen[str]:
+    """`gridedge verify` as the platform would run it; its JSON lines on stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "verify", "--port", str(port), "--pubkey", str(pubkey), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
