@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # IEC 61162-1 caps a sentence at 82 characters; AIS with tag blocks and vendor
 # extensions run longer, so framing allows more but never an unbounded line.
@@ -38,9 +39,11 @@ class Rejected:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Sentence:
-    """A checksum-verified sentence: `$GNRMC,...` has talker `GN`, type `RMC`."""
+class Sentence(NamedTuple):
+    """A checksum-verified sentence: `$GNRMC,...` has talker `GN`, type `RMC`.
+
+    A NamedTuple, not a frozen dataclass: one is made per line, and a frozen
+    dataclass's __init__ costs more than the rest of the sentence's checking."""
 
     start: str  # "$" or "!"
     talker: str

@@ -13,6 +13,7 @@ meaning. Field meanings follow NMEA 0183 v4.11.
 from __future__ import annotations
 
 import calendar
+import functools
 import datetime as dt
 import json
 import math
@@ -125,6 +126,7 @@ def _coord(value: str, hemi: str, deg_digits: int, limit: float) -> float | None
     return -v if hemi in ("S", "W") else v
 
 
+@functools.lru_cache(maxsize=8)  # a receiver repeats the same date every epoch
 def _date(ddmmyy: str) -> tuple[int, int, int] | None:
     if not ddmmyy:
         return None
@@ -178,6 +180,16 @@ class NmeaParser:
         self._closers: list[str] = []  # the type that closed each recent epoch
         self._ender: str | None = None
         self.ignored = 0  # well-formed sentences this parser has no use for
+        self._handlers = {
+            "RMC": self._rmc,
+            "GGA": self._gga,
+            "GNS": self._gns,
+            "GLL": self._gll,
+            "VTG": self._vtg,
+            "GSA": self._gsa,
+            "ZDA": self._zda,
+        }
+        self._day_cache: tuple[tuple[int, int, int], int] | None = None
 
     def feed(self, data: bytes, *, now: int) -> list[Event]:
         """Bytes in (any split), events out; `now` is boot ms."""
@@ -227,7 +239,7 @@ class NmeaParser:
         elif ep.tod is None and tod is not None:
             ep.tod = tod
         ep.types.append(t)
-        getattr(self, "_" + t.lower())(ep, f)
+        self._handlers[t](ep, f)
         if t == self._ender:
             self._close(out, closer=None)
 
@@ -335,7 +347,11 @@ class NmeaParser:
         date, date_tod = (ep.date, ep.tod) if ep.date is not None else (self._date, self._date_tod)
         if date is None:
             return None
-        day_ms = calendar.timegm((*date, 0, 0, 0)) * 1000
+        if self._day_cache is not None and self._day_cache[0] == date:
+            day_ms = self._day_cache[1]
+        else:
+            day_ms = calendar.timegm((*date, 0, 0, 0)) * 1000
+            self._day_cache = (date, day_ms)
         if ep.date is None and ep.tod < date_tod - DAY_MS // 2:
             day_ms += DAY_MS  # the date we carry is from before midnight
         return day_ms + ep.tod
