@@ -13,8 +13,8 @@ meaning. Field meanings follow NMEA 0183 v4.11.
 from __future__ import annotations
 
 import calendar
-import functools
 import datetime as dt
+import functools
 import json
 import math
 from dataclasses import dataclass, field
