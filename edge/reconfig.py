@@ -56,14 +56,19 @@ def _key_bytes(path: Path | None) -> bytes | None:
         return None
 
 
+def _signed_payload(data: bytes, trust: Ed25519PublicKey, code: str) -> Any:
+    """The payload of a COSE_Sign1 by the current command key, or BundleError(code)."""
+    try:
+        return verify(data, keyring(trust)).payload
+    except EnvelopeError as exc:
+        raise BundleError(code, exc.reason.value) from None
+
+
 def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     """Verify and validate a bundle against the running config; nothing is written."""
     if not isinstance(data, bytes):
         raise BundleError("bad_args", "bundle must be bytes")
-    try:
-        payload = verify(data, keyring(trust)).payload
-    except EnvelopeError as exc:
-        raise BundleError("bad_bundle", exc.reason.value) from None
+    payload = _signed_payload(data, trust, "bad_bundle")
     if not isinstance(payload, dict) or payload.get("v") != 1 or not isinstance(payload.get("config"), str):
         raise BundleError("bad_bundle", "payload")
     if payload.get("gw") != current.gateway.id:
@@ -91,10 +96,7 @@ def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
 def _rotation_key(rotation: Any, trust: Ed25519PublicKey, gw: str) -> bytes:
     if not isinstance(rotation, bytes):
         raise BundleError("bad_bundle", "rotation must be a COSE_Sign1")
-    try:
-        stmt = verify(rotation, keyring(trust)).payload
-    except EnvelopeError as exc:
-        raise BundleError("trust_change_refused", f"rotation: {exc.reason.value}") from None
+    stmt = _signed_payload(rotation, trust, "trust_change_refused")
     if not isinstance(stmt, dict) or stmt.get("type") != "trust.rotation" or stmt.get("gw") != gw:
         raise BundleError("trust_change_refused", "rotation statement")
     pem = stmt.get("command_key")

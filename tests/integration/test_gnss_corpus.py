@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import Mosquitto
-from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.gateway import gnss_rig
 
 DAY_MS = 86_400_000
 CAPTURES = ["quectel-l76k-nmea.log", "beidou-bd.log", "ublox-neo-m9n-nmea.log", "unicore-um621.log"]
@@ -36,12 +35,7 @@ def test_capture_through_pty_matches_gpsd(
     log = corpora / "gpsd" / "test" / "daemon" / capture
     expected = gpsd_tpv(log.with_name(capture + ".chk"))
     assert expected, "the reference has TPV records"
-    pty = Pty(tmp_path / "ttyGNSS")
-    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
-    col = Collector(broker.port, gw.pub).start()
-    gw.start()
-    try:
-        gw.wait_device_open("gnss0")
+    with gnss_rig(broker.port, tmp_path) as (pty, _gw, col):
         pty.write_in_thread(log.read_bytes()).join(timeout=60)
 
         # Every reference epoch the receiver reported a position for must arrive.
@@ -53,10 +47,6 @@ def test_capture_through_pty_matches_gpsd(
             return set(expected) <= tods
 
         msgs = col.wait_for(have_all, timeout=60)
-    finally:
-        gw.stop()
-        col.stop()
-        pty.unplug()
     assert not col.invalid
     fixes = fixes_in(msgs)
     by_tod: dict[int, dict] = {d["utc"] % DAY_MS: d for d in fixes if "utc" in d}  # type: ignore[type-arg]

@@ -6,10 +6,9 @@ import random
 import time
 from pathlib import Path
 
-from drivers.gnss.sim import epoch_sentences
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.gateway import GatewayProc, epochs, gnss_rig
 
 
 def fixes_at(col: Collector) -> set[int]:
@@ -21,45 +20,25 @@ def states(col: Collector) -> list[str]:
 
 
 def test_unplug_and_replug(broker: Mosquitto, tmp_path: Path) -> None:
-    pty = Pty(tmp_path / "ttyGNSS")
-    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
-    col = Collector(broker.port, gw.pub).start()
-    gw.start()
-    try:
-        gw.wait_device_open("gnss0")
-        pty.write(b"".join(epoch_sentences(1_790_000_000 + i, 21.9, 112.8) for i in range(3)))
+    with gnss_rig(broker.port, tmp_path) as (pty, gw, col):
+        pty.write(epochs(1_790_000_000))
         col.wait_for(lambda ms: 1_790_000_001_000 in fixes_at(col), timeout=20)
         pty.replug()  # the USB adapter is pulled and put back: a new tty behind the same path
         gw.wait_device_open("gnss0", opened=2)
-        pty.write(b"".join(epoch_sentences(1_790_000_100 + i, 21.9, 112.8) for i in range(3)))
+        pty.write(epochs(1_790_000_100))
         col.wait_for(lambda ms: 1_790_000_101_000 in fixes_at(col), timeout=20)
         doc = gw.status()
-    finally:
-        gw.stop()
-        col.stop()
-        pty.unplug()
     assert doc["devices"]["gnss0"]["gone"] >= 1
     assert states(col)[:3] == ["connected", "disconnected", "connected"]
 
 
 def test_silence_reopens_the_port(broker: Mosquitto, tmp_path: Path) -> None:
-    pty = Pty(tmp_path / "ttyGNSS")
-    gw = GatewayProc(
-        tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link, extra="silence_s = 0.5")
-    )
-    col = Collector(broker.port, gw.pub).start()
-    gw.start()
-    try:
-        gw.wait_device_open("gnss0")
+    with gnss_rig(broker.port, tmp_path, device_extra="silence_s = 0.5") as (pty, gw, col):
         doc = gw.wait_status(
             lambda d: d["devices"]["gnss0"]["silent"] >= 1 and d["devices"]["gnss0"]["opened"] >= 2
         )
-        pty.write(b"".join(epoch_sentences(1_790_000_000 + i, 21.9, 112.8) for i in range(3)))
+        pty.write(epochs(1_790_000_000))
         col.wait_for(lambda ms: 1_790_000_001_000 in fixes_at(col), timeout=20)
-    finally:
-        gw.stop()
-        col.stop()
-        pty.unplug()
     assert "silent" in states(col)
     assert doc["devices"]["gnss0"]["state"] in ("connected", "silent")
 
@@ -68,12 +47,7 @@ def test_garbage_and_fuzzy_cases_are_counted_not_fatal(
     broker: Mosquitto, tmp_path: Path, corpora: Path
 ) -> None:
     rng = random.Random(5)
-    pty = Pty(tmp_path / "ttyGNSS")
-    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
-    col = Collector(broker.port, gw.pub).start()
-    gw.start()
-    try:
-        gw.wait_device_open("gnss0")
+    with gnss_rig(broker.port, tmp_path) as (pty, gw, col):
         fuzzy = (corpora / "gpsd/test/daemon/nmea-fuzzy-cases.log").read_bytes()
         noise = bytes(rng.randrange(256) for _ in range(64 * 1024))
         flipped = bytearray(fuzzy)
@@ -81,13 +55,9 @@ def test_garbage_and_fuzzy_cases_are_counted_not_fatal(
             flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
         pty.write_in_thread(noise + b"\r\n" + fuzzy + bytes(flipped) + b"\r\n").join(timeout=30)
         time.sleep(0.2)
-        pty.write(b"".join(epoch_sentences(1_790_000_000 + i, 21.9, 112.8) for i in range(3)))
+        pty.write(epochs(1_790_000_000))
         col.wait_for(lambda ms: 1_790_000_001_000 in fixes_at(col), timeout=20)
         doc = gw.status()
-    finally:
-        gw.stop()
-        col.stop()
-        pty.unplug()
     rejected = doc["devices"]["gnss0"]["rejected"]
     assert rejected.get("garbage", 0) > 0 and rejected.get("checksum", 0) > 0
     assert doc["devices"]["gnss0"]["opened"] == 1  # no restart was needed

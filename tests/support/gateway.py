@@ -10,14 +10,17 @@ import sys
 import threading
 import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from drivers.gnss.sim import epoch_sentences
 from edge.envelope import private_pem, public_pem
 from edge.fsutil import write_private
 from edge.health import read_status
+from tests.support.collector import Collector
 
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -207,3 +210,29 @@ def start_verifier(port: int, pubkey: Path, *args: str) -> subprocess.Popen[str]
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def gnss_rig(
+    port: int, workdir: Path, *, device_extra: str = "", **gateway_kw: Any
+) -> Iterator[tuple[Pty, GatewayProc, Collector]]:
+    """A pty receiver, the gateway reading it and a collector; the gateway is started and
+    its receiver open; everything is stopped on the way out."""
+    pty = Pty(workdir / "ttyGNSS")
+    gw = GatewayProc(
+        workdir / "gw", port=port, devices=gnss_device(pty.link, extra=device_extra), **gateway_kw
+    )
+    col = Collector(port, gw.pub).start()
+    gw.start()
+    try:
+        gw.wait_device_open("gnss0")
+        yield pty, gw, col
+    finally:
+        gw.stop()
+        col.stop()
+        pty.unplug()
+
+
+def epochs(start_utc: int, n: int = 3) -> bytes:
+    """n one-second navigation epochs at a fixed spot, from start_utc."""
+    return b"".join(epoch_sentences(start_utc + i, 21.9, 112.8) for i in range(n))
