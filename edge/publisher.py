@@ -72,6 +72,7 @@ class Publisher:
         self._on_message = on_message
         self._kick = asyncio.Event()
         self._dirty: set[Lane] = set()
+        self._fetching: set[Lane] = set()  # lanes whose SQLite read is in progress
         self._buffers: dict[Lane, deque[Row]] | None = None  # send buffers of the live session
         self._cursor: dict[Lane, int] = {}
         self._boundary = 0  # highest seq committed before this session: the backlog
@@ -109,7 +110,10 @@ class Publisher:
                 self._ls_committed[row.seq] = self.published
             lane: Lane = (row.prio, False)
             buf = buffers.get(lane) if buffers is not None else None
-            if buf is not None and lane not in self._dirty and len(buf) < 2 * PAGE:
+            # A lane being read right now is treated as dirty: its read may or may not
+            # include this row, so the row must come from the next read, in order.
+            clean = lane not in self._dirty and lane not in self._fetching
+            if buf is not None and clean and len(buf) < 2 * PAGE:
                 buf.append(row)
                 self._cursor[lane] = row.seq
             else:
@@ -233,10 +237,12 @@ class Publisher:
                 if lane in self._dirty:
                     self._dirty.discard(lane)
                     prio, old = lane
-                    if old:
-                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE, upto=self._boundary)
-                    else:
-                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE)
+                    self._fetching.add(lane)
+                    try:
+                        upto = self._boundary if old else None
+                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE, upto=upto)
+                    finally:
+                        self._fetching.discard(lane)
                     if rows:
                         buf.extend(rows)
                         cursor[lane] = rows[-1].seq

@@ -1,0 +1,63 @@
+"""The publisher's send order within a lane, with a row committed while the lane is being read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.clock import Clock
+from edge.config import MqttConfig
+from edge.envelope import Signer
+from edge.ingest import Epoch, Ingest
+from edge.kinds import Prio
+from edge.outbox import Outbox, Pending, Row
+from edge.publisher import LANES, Publisher
+
+
+def test_row_committed_during_a_read_is_sent_once_and_in_order(tmp_path: Path) -> None:
+    async def go() -> list[int]:
+        async with Outbox(tmp_path / "o.sqlite") as ob:
+            ingest = Ingest(
+                gw="g",
+                epoch=Epoch(1, b"\0" * 8),
+                signer=Signer(Ed25519PrivateKey.generate()),
+                outbox=ob,
+                clock=Clock(synced=True),
+                batch_ms=0,
+            )
+            pub = Publisher(mqtt=MqttConfig(), gw="g", outbox=ob, ingest=ingest)
+            first = ob.submit(Pending(Prio.EVENT, "device.state", "d", 0, lambda s: b"a"))
+            await ob._flush()
+            await first
+            buffers: dict[tuple[int, bool], deque[Row]] = {lane: deque() for lane in LANES}
+            cursor = {lane: 0 for lane in LANES}
+            pub._dirty = set(LANES)
+            pub._buffers, pub._cursor = buffers, cursor
+            real_fetch = ob.fetch
+            injected = False
+
+            async def slow_fetch(*args: object, **kw: object) -> list[Row]:
+                nonlocal injected
+                rows = await real_fetch(*args, **kw)  # type: ignore[arg-type]
+                if not injected and args[0] == Prio.EVENT:  # a commit lands while the events lane is read
+                    injected = True
+                    late = ob.submit(Pending(Prio.EVENT, "device.state", "d", 0, lambda s: b"b"))
+                    await ob._flush()
+                    await late
+                return rows
+
+            ob.fetch = slow_fetch  # type: ignore[method-assign]
+            sent: list[int] = []
+            while True:
+                _lane, row = await pub._next_row(buffers, cursor)
+                if row is None:
+                    break
+                sent.append(row.seq)
+            return sent
+
+    sent = asyncio.run(go())
+    assert sent == sorted(set(sent)), f"sent out of order or twice: {sent}"
+    assert sent[:2] == [1, 2]
