@@ -22,6 +22,9 @@ from typing import Any
 from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
 from drivers.base import StreamDriver
+from drivers.ble.driver import BleManager
+from drivers.ble.profiles import Feedback
+from drivers.ble.transport import resolve_factory
 from drivers.dsc.driver import DscDriver
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
@@ -174,7 +177,9 @@ class Gateway:
         self.signer = load_signer(cfg)
         self.drivers: dict[str, StreamDriver] = {}
         self.tracker = VesselTracker(cfg.ais, cfg.geofences)
-        self.registry = Registry(cfg.gateway.state_dir / "devices.json")
+        self.registry = Registry(cfg.gateway.state_dir / "devices.json", seed=cfg.wearables)
+        self.ble_factory = resolve_factory(cfg.ble.backend, dict(cfg.ble.options))
+        self.ble: BleManager | None = None
         self.commands: CommandHandler | None = None
         self._reload: asyncio.Future[Config] | None = None
         self.last_fix: Fix | None = None
@@ -198,6 +203,13 @@ class Gateway:
 
     def _on_fix(self, _dev: str, fix: Fix) -> None:
         self.last_fix = fix
+
+    def fix_record(self) -> dict[str, Any] | None:
+        """The latest GNSS fix for an alarm, with its age (a stale fix is still worth sending)."""
+        fix = self.last_fix
+        if fix is None:
+            return None
+        return {**fix.record(), "age_ms": max(0, boottime_ms() - fix.tb)}
 
     def snapshot(self) -> dict[str, Any]:
         ob, pub = self.outbox, self.publisher
@@ -242,6 +254,7 @@ class Gateway:
                 "last_cseq": dict(self.commands.state.last),
             },
             "wearables": sorted(self.registry.devices),
+            "ble": None if self.ble is None else self.ble.snapshot(),
         }
 
     async def run(self) -> None:
@@ -291,6 +304,16 @@ class Gateway:
                     tg.create_task(self._confirm_config(), name="config.confirm")
                     for dev in cfg.devices:
                         self._start_device(tg, dev, ingest)
+                    self.ble = BleManager(
+                        cfg.ble,
+                        wearables=lambda: self.registry.devices,
+                        factory=self.ble_factory,
+                        submit=ingest.submit,
+                        commit=ingest.emit,
+                        last_fix=self.fix_record,
+                        state_dir=state_dir,
+                    )
+                    tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
                         tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
                     tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
@@ -340,30 +363,37 @@ class Gateway:
 
     # command handlers: each returns extra result fields or raises commands.Rejected
 
-    def _deliver(self, wearable: str, what: dict[str, Any]) -> None:
-        # No BLE transport is running yet (drivers/ble is still to come), so a wearable is
-        # never connected: delivery is reported as failed, never pretended.
+    async def _deliver(
+        self, wearable: str, what: dict[str, Any], pattern: Feedback, counter: int = 0
+    ) -> bool:
+        """Show a pattern on one wearable and report in `alert.delivery` whether it got there."""
+        error = "not_connected" if self.ble is None else await self.ble.deliver(wearable, pattern, counter)
         if self.ingest is not None:
-            self.ingest.submit(
-                "alert.delivery", "gw", {**what, "device": wearable, "ok": False, "error": "not_connected"}
-            )
+            rec = {**what, "device": wearable, "ok": error is None}
+            if error is not None:
+                rec["error"] = error
+            self.ingest.submit("alert.delivery", "gw", rec)
+        return error is None
 
     async def _cmd_sos_ack(self, cmd: Command) -> dict[str, Any]:
         device = cmd.args.get("device")
         if not isinstance(device, str) or device not in self.registry.devices:
             raise CommandRejected("unknown_device", cmd.id)
-        self._deliver(device, {"ack": cmd.id, "alarm_seq": cmd.args.get("alarm_seq")})
-        return {"delivered": 0}
+        seq = cmd.args.get("alarm_seq")
+        counter = self.ble.alarm_counter(seq) if self.ble is not None else 0
+        ok = await self._deliver(device, {"ack": cmd.id, "alarm_seq": seq}, Feedback.ACKNOWLEDGED, counter)
+        return {"delivered": int(ok)}
 
     async def _cmd_alert(self, cmd: Command) -> dict[str, Any]:
         a = cmd.args
         if not isinstance(a.get("id"), str) or not isinstance(a.get("text"), str) or len(a["text"]) > 1000:
             raise CommandRejected("bad_args", cmd.id)
-        for dev in self.registry.devices:
-            self._deliver(dev, {"alert": a["id"], "level": a.get("level")})
         if self.cfg.geofences:
             self.vessels_outside()
-        return {"wearables": len(self.registry.devices), "delivered": 0}
+        what = {"alert": a["id"], "level": a.get("level")}
+        devices = list(self.registry.devices)
+        results = await asyncio.gather(*(self._deliver(d, what, Feedback.ALERT) for d in devices))
+        return {"wearables": len(devices), "delivered": sum(results)}
 
     async def _cmd_pair(self, cmd: Command) -> dict[str, Any]:
         try:
@@ -371,12 +401,16 @@ class Gateway:
         except BadEntry as exc:
             raise CommandRejected("bad_args", cmd.id, str(exc)) from None
         await asyncio.to_thread(self.registry.pair, w)
+        if self.ble is not None:
+            self.ble.refresh()
         return {"device": w.id}
 
     async def _cmd_unpair(self, cmd: Command) -> dict[str, Any]:
         dev = cmd.args.get("id")
         if not isinstance(dev, str) or not await asyncio.to_thread(self.registry.unpair, dev):
             raise CommandRejected("unknown_device", cmd.id)
+        if self.ble is not None:
+            self.ble.refresh()
         return {"device": dev}
 
     async def _cmd_rebirth(self, cmd: Command) -> dict[str, Any]:
@@ -384,6 +418,9 @@ class Gateway:
         if self.ingest is not None:
             for dev_id, driver in self.drivers.items():
                 self.ingest.submit("device.state", dev_id, {"state": driver.counters.state})
+            if self.ble is not None:
+                for dev_id, state in self.ble.states().items():
+                    self.ingest.submit("device.state", dev_id, {"state": state})
         return {"birth": bool(sent)}
 
     async def _cmd_diag(self, cmd: Command) -> dict[str, Any]:

@@ -350,6 +350,31 @@ class TrustConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BleConfig:
+    """The BLE radio for the wearables (drivers/ble)."""
+
+    backend: str = "bleak"  # or "package.module:factory" (a simulated radio)
+    options: tuple[tuple[str, str], ...] = ()  # passed to the backend factory
+    connect_timeout_s: float = 15.0
+    probe_s: float = 10.0  # a connected wearable is read this often; one that does not answer...
+    probe_timeout_s: float = 5.0  # ...within this is disconnected and reconnected
+    battery_report_s: float = 600.0  # device.battery at least this often (and on every change)
+    reconnect_max_s: float = 30.0
+    unknown_report_s: float = 60.0  # device.unknown at most once per stranger per this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WearableConfig:
+    """A wearable the gateway may connect to and believe (`[[devices]]` kind sos_button/body_camera)."""
+
+    id: str
+    kind: str
+    worker: str
+    address: str | None = None
+    irk: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path
     gateway: GatewayConfig
@@ -359,6 +384,8 @@ class Config:
     ais: AisConfig = field(default_factory=AisConfig)
     geofences: tuple[Geofence, ...] = ()
     trust: TrustConfig = field(default_factory=TrustConfig)
+    ble: BleConfig = field(default_factory=BleConfig)
+    wearables: tuple[WearableConfig, ...] = ()
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
@@ -541,18 +568,42 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     o.done()
 
     devices: list[DeviceConfig] = []
+    wearables: list[WearableConfig] = []
     seen: dict[str, str] = {}
     for sec in root.tables("devices"):
         dev_id = sec.id("id")
         kind = sec.text("kind")
         build = DEVICE_KINDS.get(kind)
-        if build is None:
-            raise sec.error("kind", f"expected one of {', '.join(DEVICE_KINDS)}, got {_describe(kind)}")
+        if build is None and kind not in WEARABLE_KINDS:
+            kinds = ", ".join([*DEVICE_KINDS, *WEARABLE_KINDS])
+            raise sec.error("kind", f"expected one of {kinds}, got {_describe(kind)}")
         if dev_id in seen or dev_id == "gw":
             raise sec.error("id", f"{_describe(dev_id)} is already used")
         seen[dev_id] = kind
-        devices.append(build(sec, dev_id))
+        if build is None:
+            wearables.append(_wearable(sec, dev_id, kind))
+        else:
+            devices.append(build(sec, dev_id))
         sec.done()
+    b = root.table("ble")
+    opts = b.table("options")
+    options = tuple((k, str(opts.text(k))) for k in opts.data_keys())
+    opts.done()
+    ble = BleConfig(
+        backend=b.text("backend", "bleak"),
+        options=options,
+        connect_timeout_s=b.number("connect_timeout_s", 15.0, lo=0.5),
+        probe_s=b.number("probe_s", 10.0, lo=0.1),
+        probe_timeout_s=b.number("probe_timeout_s", 5.0, lo=0.1),
+        battery_report_s=b.number("battery_report_s", 600.0, lo=1.0),
+        reconnect_max_s=b.number("reconnect_max_s", 30.0, lo=0.1),
+        unknown_report_s=b.number("unknown_report_s", 60.0, lo=0.0),
+    )
+    if ble.backend != "bleak" and ":" not in ble.backend:
+        raise b.error(
+            "backend", f'expected "bleak" or "package.module:factory", got {_describe(ble.backend)}'
+        )
+    b.done()
     a = root.table("ais")
     ais = AisConfig(
         min_interval_s=a.number("min_interval_s", 10.0, lo=0.0),
@@ -582,6 +633,43 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         ais=ais,
         geofences=tuple(geofences),
         trust=trust,
+        ble=ble,
+        wearables=tuple(wearables),
+    )
+
+
+WEARABLE_KINDS = ("sos_button", "body_camera")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_IRK = re.compile(r"[0-9A-Fa-f]{32}")
+
+
+def wearable_problem(kind: Any, worker: Any, address: Any, irk: Any) -> tuple[str, str] | None:
+    """(key, message) for what is wrong with a wearable's description, or None."""
+    if kind not in WEARABLE_KINDS:
+        return "kind", f"must be one of {', '.join(WEARABLE_KINDS)}"
+    if not isinstance(worker, str) or not valid_id(worker):
+        return "worker", "must match [A-Za-z0-9._-]{1,64}"
+    if (address is None) == (irk is None):
+        return "address", "give exactly one of address or irk"
+    if address is not None and (not isinstance(address, str) or not _MAC.fullmatch(address)):
+        return "address", "must be AA:BB:CC:DD:EE:FF"
+    if irk is not None and (not isinstance(irk, str) or not _IRK.fullmatch(irk)):
+        return "irk", "must be 32 hex digits (the identity resolving key, most significant byte first)"
+    return None
+
+
+def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
+    worker = sec.raw("worker")
+    address, irk = sec.raw("address"), sec.raw("irk")
+    problem = wearable_problem(kind, worker, address, irk)
+    if problem is not None:
+        raise sec.error(*problem)
+    return WearableConfig(
+        id=dev_id,
+        kind=kind,
+        worker=str(worker),
+        address=address.upper() if isinstance(address, str) else None,
+        irk=irk.lower() if isinstance(irk, str) else None,
     )
 
 

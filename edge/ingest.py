@@ -93,7 +93,7 @@ class Ingest:
         self.records = 0
 
     def payload(
-        self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]]
+        self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
     ) -> dict[str, Any]:
         return {
             "v": ENVELOPE_VERSION,
@@ -102,15 +102,17 @@ class Ingest:
             "seq": seq,
             "kind": kind,
             "src": src,
-            "prio": int(prio_of(kind)),
+            "prio": int(prio_of(kind) if prio is None else prio),
             "tq": tq,
             "recs": recs,
         }
 
-    def _maker(self, kind: str, src: str, tq: str, recs: list[dict[str, Any]]) -> Callable[[int], bytes]:
+    def _maker(
+        self, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
+    ) -> Callable[[int], bytes]:
         def make(seq: int) -> bytes:
             return self._signer.sign_bytes(
-                cbor2.dumps(self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs))
+                cbor2.dumps(self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs, prio=prio))
             )
 
         return make
@@ -128,16 +130,27 @@ class Ingest:
         return self._signer.sign(self.payload(seq=0, kind=kind, src="gw", tq=st.tq, recs=[rec]))
 
     def submit(
-        self, kind: str, src: str, data: Mapping[str, Any], *, stamp: Stamp | None = None
+        self,
+        kind: str,
+        src: str,
+        data: Mapping[str, Any],
+        *,
+        stamp: Stamp | None = None,
+        prio: Prio | None = None,
     ) -> asyncio.Future[int] | None:
         """Accept one reading. Unbatched kinds return a future that resolves with the seq
-        once the message is committed; batched telemetry returns None."""
+        once the message is committed; batched telemetry returns None. `prio` raises a
+        reading above its kind's lane (a battery level that changed is an event)."""
         st = stamp or self._clock.now()
         rec = {"tb": st.tb, "tu": st.tu, "d": dict(data)}
         self.records += 1
-        prio = prio_of(kind)
-        if prio < Prio.TELEMETRY or self._batch_s <= 0:
-            return self._outbox.submit(Pending(prio, kind, src, st.tb, self._maker(kind, src, st.tq, [rec])))
+        base = prio_of(kind)
+        lane = base if prio is None else prio
+        if lane < Prio.TELEMETRY or self._batch_s <= 0:
+            over = None if lane == base else lane
+            return self._outbox.submit(
+                Pending(lane, kind, src, st.tb, self._maker(kind, src, st.tq, [rec], over))
+            )
         key = (kind, src)
         batch = self._batches.get(key)
         if batch is not None and batch.tq != st.tq:
@@ -152,10 +165,16 @@ class Ingest:
         return None
 
     async def emit(
-        self, kind: str, src: str, data: Mapping[str, Any], *, stamp: Stamp | None = None
+        self,
+        kind: str,
+        src: str,
+        data: Mapping[str, Any],
+        *,
+        stamp: Stamp | None = None,
+        prio: Prio | None = None,
     ) -> int | None:
         """Like submit, but waits for the commit of unbatched kinds."""
-        fut = self.submit(kind, src, data, stamp=stamp)
+        fut = self.submit(kind, src, data, stamp=stamp, prio=prio)
         return None if fut is None else await fut
 
     def _flush(self, key: tuple[str, str]) -> None:

@@ -43,6 +43,7 @@ class CameraCommand(enum.IntEnum):
     START = 1
     STOP = 2
     MARK = 3
+    ALERT = 4  # signal a broadcast alert on the camera's LED/buzzer
 
 
 class CameraReason(enum.IntEnum):
@@ -73,7 +74,7 @@ class ClipMark:
 
 
 _SOS = struct.Struct("<BBHI")  # version, type, counter, uptime_ms
-_FEEDBACK = struct.Struct("<BBH")  # pattern, repeat, duration_ms
+_FEEDBACK = struct.Struct("<BBHH")  # pattern, repeat, duration_ms, counter of the event answered
 _CAM_STATE = struct.Struct("<BBBB")  # version, state, storage %, battery %
 _MARK = struct.Struct("<II32sI")  # clip id, offset ms, sha256, reserved
 _CONTROL = struct.Struct("<BB")  # command, reason
@@ -99,16 +100,28 @@ def encode_sos_event(event: SosEvent) -> bytes:
     return _SOS.pack(PROFILE_VERSION, event.type, event.counter & 0xFFFF, event.uptime_ms & 0xFFFFFFFF)
 
 
-def encode_feedback(pattern: Feedback, *, repeat: int = 3, duration_ms: int = 500) -> bytes:
-    return _FEEDBACK.pack(pattern, max(0, min(255, repeat)), max(0, min(65535, duration_ms)))
+@dataclass(frozen=True, slots=True)
+class FeedbackWrite:
+    pattern: Feedback
+    repeat: int
+    duration_ms: int
+    counter: int  # the SOS event this answers (received/cancelled/acknowledged); 0 for an alert
 
 
-def parse_feedback(raw: bytes) -> tuple[Feedback, int, int] | Rejected:
+def encode_feedback(pattern: Feedback, counter: int = 0, *, repeat: int = 3, duration_ms: int = 500) -> bytes:
+    return _FEEDBACK.pack(
+        pattern, max(0, min(255, repeat)), max(0, min(65535, duration_ms)), counter & 0xFFFF
+    )
+
+
+def parse_feedback(raw: bytes) -> FeedbackWrite | Rejected:
     if len(raw) != _FEEDBACK.size:
-        return Rejected(Reason.MALFORMED, bytes(raw[:64]), "feedback length")
-    pattern, repeat, duration = _FEEDBACK.unpack(raw)
+        return Rejected(
+            Reason.MALFORMED, bytes(raw[:64]), f"feedback is {_FEEDBACK.size} bytes, got {len(raw)}"
+        )
+    pattern, repeat, duration, counter = _FEEDBACK.unpack(raw)
     try:
-        return Feedback(pattern), repeat, duration
+        return FeedbackWrite(Feedback(pattern), repeat, duration, counter)
     except ValueError:
         return _reject(f"feedback pattern {pattern}", raw)
 
@@ -147,10 +160,12 @@ def encode_camera_control(command: CameraCommand, reason: CameraReason) -> bytes
 class SosCounterGuard:
     """Accepts each event once: a replay, a repeat or an old counter is not a new event."""
 
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[int, int]] = {}  # device -> (counter, uptime_ms)
+    def __init__(self, last: dict[str, tuple[int, int]] | None = None) -> None:
+        self._last: dict[str, tuple[int, int]] = dict(last or {})  # device -> (counter, uptime_ms)
 
-    def fresh(self, device: str, event: SosEvent) -> bool:
+    def fresh(self, device: str, event: SosEvent, *, record: bool = True) -> bool:
+        """Whether the event is new; `record=False` asks without remembering it (the gateway
+        remembers an alarm only once it is committed, so a failed commit is retried)."""
         last = self._last.get(device)
         if last is not None:
             counter, uptime = last
@@ -158,5 +173,15 @@ class SosCounterGuard:
             ahead = (event.counter - counter) % 65536
             if not rebooted and not 0 < ahead < 32768:  # RFC 1982 serial number arithmetic
                 return False
-        self._last[device] = (event.counter, event.uptime_ms)
+        if record:
+            self.record(device, event)
         return True
+
+    def record(self, device: str, event: SosEvent) -> None:
+        self._last[device] = (event.counter, event.uptime_ms)
+
+    def last(self, device: str) -> tuple[int, int] | None:
+        return self._last.get(device)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return dict(self._last)

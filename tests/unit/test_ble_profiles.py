@@ -48,7 +48,10 @@ def test_camera_codecs() -> None:
     assert p.parse_clip_mark(p.encode_clip_mark(mark)) == mark
     assert p.encode_camera_control(p.CameraCommand.START, p.CameraReason.SOS) == b"\x01\x01"
     assert isinstance(p.parse_camera_state(bytes([1, 1, 101, 0])), Rejected)
-    assert p.parse_feedback(p.encode_feedback(p.Feedback.RECEIVED)) == (p.Feedback.RECEIVED, 3, 500)
+    assert p.parse_feedback(p.encode_feedback(p.Feedback.RECEIVED, 70000)) == p.FeedbackWrite(
+        p.Feedback.RECEIVED, 3, 500, 70000 & 0xFFFF
+    )
+    assert isinstance(p.parse_feedback(b"\x01\x03\xf4\x01"), Rejected)  # the old 4-byte form
 
 
 @given(st.binary(max_size=64))
@@ -56,4 +59,4 @@ def test_any_bytes_decode_or_reject(raw: bytes) -> None:
     assert isinstance(p.parse_sos_event(raw), p.SosEvent | Rejected)
     assert isinstance(p.parse_camera_state(raw), p.CameraStatus | Rejected)
     assert isinstance(p.parse_clip_mark(raw), p.ClipMark | Rejected)
-    assert isinstance(p.parse_feedback(raw), tuple | Rejected)
+    assert isinstance(p.parse_feedback(raw), p.FeedbackWrite | Rejected)
