@@ -51,8 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from drivers.ble.transport import resolve_factory
+
     cfg = load(args.config)
-    print(f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices)")
+    resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
+    print(
+        f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices,"
+        f" {len(cfg.wearables)} wearables)"
+    )
     return 0
 
 

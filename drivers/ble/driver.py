@@ -168,7 +168,10 @@ class BleManager:
         self.backend = backend
         scanner = backend.make_scanner(self._on_advert)
         try:
-            await scanner.start()
+            try:
+                await scanner.start()
+            except (BleakError, OSError, EOFError) as exc:  # no adapter, no BlueZ, radio unplugged
+                raise TransientError(f"BLE adapter unavailable ({backend.name}): {exc!r}") from None
             log.info("ble: scanning on %s", backend.name)
             while backend.alive():
                 self._reconcile()

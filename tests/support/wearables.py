@@ -70,6 +70,8 @@ class SimProc:
             self.client.close()
         self.proc.kill()
         self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def devices_toml(wearables: list[dict[str, Any]]) -> str:

@@ -162,3 +162,60 @@ def test_cli_provision_writes_a_private_key_and_a_config_that_checks(tmp_path: P
         text=True,
     )
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+WEARABLES = """
+[[devices]]
+id = "sos-1"
+kind = "sos_button"
+worker = "w-42"
+address = "f0:12:34:56:78:9a"
+
+[[devices]]
+id = "cam-1"
+kind = "body_camera"
+worker = "w-42"
+irk = "EC0234A357C8AD05341010A60A397D9B"
+
+[ble]
+backend = "drivers.ble.sim.backend:factory"
+probe_s = 2.5
+
+[ble.options]
+hci = "tcp-client:127.0.0.1:7020"
+"""
+
+
+def test_wearables_and_ble(confdir: Path) -> None:
+    cfg = load(write(confdir, GOOD + WEARABLES))
+    assert [d.id for d in cfg.devices] == ["gnss0"]  # wearables are not serial drivers
+    sos, cam = cfg.wearables
+    assert (sos.kind, sos.worker, sos.address, sos.irk) == ("sos_button", "w-42", "F0:12:34:56:78:9A", None)
+    assert cam.irk == "ec0234a357c8ad05341010a60a397d9b" and cam.address is None
+    assert cfg.ble.backend == "drivers.ble.sim.backend:factory" and cfg.ble.probe_s == 2.5
+    assert dict(cfg.ble.options) == {"hci": "tcp-client:127.0.0.1:7020"}
+    assert load(write(confdir, GOOD)).ble.backend == "bleak"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('worker = "w-42"\naddress', 'worker = "w/42"\naddress', "devices[1].worker: must match"),
+        ('address = "f0:12:34:56:78:9a"', 'address = "f0:12:34"', "devices[1].address: must be AA:BB"),
+        ('address = "f0:12:34:56:78:9a"', "", "devices[1].address: give exactly one of address or irk"),
+        ('irk = "EC0234A357C8AD05341010A60A397D9B"', 'irk = "ec02"', "devices[2].irk: must be 32 hex digits"),
+        (
+            'backend = "drivers.ble.sim.backend:factory"',
+            'backend = "bluez"',
+            'ble.backend: expected "bleak" or',
+        ),
+        ("probe_s = 2.5", "probe_s = 0", "ble.probe_s: must be at least 0.1"),
+        ("probe_s = 2.5", "probe_s = 2.5\nscan = 1", "ble.scan: unknown key"),
+    ],
+)
+def test_wearable_mistakes(confdir: Path, old: str, new: str, message: str) -> None:
+    text = GOOD + WEARABLES
+    assert old in text
+    with pytest.raises(ConfigError) as err:
+        load(write(confdir, text.replace(old, new, 1)))
+    assert message in str(err.value)

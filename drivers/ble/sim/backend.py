@@ -43,7 +43,8 @@ from drivers.ble.transport import BleBackend
 
 log = logging.getLogger(__name__)
 
-GATEWAY_ADDRESS = "C0:DE:00:00:00:01"  # the simulated adapter's own (static random) address
+GATEWAY_ADDRESS = "C0:DE:00:00:00:01"
+ATT_MTU = 247  # the simulated adapter's own (static random) address
 
 _PROPS = {
     Characteristic.Properties.BROADCAST: "broadcast",
@@ -194,6 +195,8 @@ class BumbleClientBase(BaseBleakClient):
         self._peer = peer
         try:
             async with asyncio.timeout(self._timeout):
+                # Clip marks are 44 bytes: ask for a larger ATT MTU than the default 23, as BlueZ does.
+                await peer.request_mtu(ATT_MTU)
                 await peer.discover_services()
                 collection = BleakGATTServiceCollection()
                 for svc in peer.services:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bumble import ll
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
@@ -42,18 +42,42 @@ RESEND_S = 0.5  # a button resends an unanswered event this often (docs/ble-prof
 CONNECTION_TIMEOUT = 0x08  # HCI error code: the link supervision timeout
 
 
+class _CentralController(Controller):
+    """bumble's virtual controller, plus what a real one does when a connection attempt is
+    cancelled (the device is not there): report it failed, so the host can try again."""
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending, self.pending_le_connection = self.pending_le_connection, None
+        if pending is not None:
+            failed = hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0,
+                role=hci.Role.CENTRAL,
+                peer_address_type=pending.peer_address.address_type,
+                peer_address=pending.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            )
+            asyncio.get_running_loop().call_soon(self.send_hci_packet, failed)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
 class _HciClient(StreamPacketSource):
     """One gateway connected over TCP: a virtual controller of its own on the shared air."""
 
     def __init__(self, air: SimAir) -> None:
         super().__init__()
         self.air = air
-        self.controller: Controller | None = None
+        self.controller: _CentralController | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         self.air.hci_clients += 1
-        self.controller = Controller(
+        self.controller = _CentralController(
             f"gw{self.air.hci_clients}",
             host_source=self,
             host_sink=StreamPacketSink(transport),
