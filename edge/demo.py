@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tty
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -109,6 +111,46 @@ async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None 
     stack.push_async_callback(stop)
 
 
+WEARABLES = (
+    '[[devices]]\nid = "sos-w042"\nkind = "sos_button"\nworker = "w-042"\naddress = "F0:00:00:00:00:42"\n\n'
+    '[[devices]]\nid = "cam-w042"\nkind = "body_camera"\nworker = "w-042"\naddress = "F1:00:00:00:00:42"\n\n'
+)
+
+
+async def _wearables(stack: contextlib.AsyncExitStack) -> tuple[str, Any]:
+    """Simulated SOS button and body camera (bumble) on a virtual radio the gateway reaches over HCI."""
+    try:
+        from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimSosButton
+    except ImportError:
+        return "", None
+    air = SimAir()
+    stack.push_async_callback(air.close)
+    hci = await air.serve_hci()
+    button = await air.add(SimSosButton("sos-w042", "F0:00:00:00:00:42"))
+    await air.add(SimBodyCamera("cam-w042", "F1:00:00:00:00:42"))
+    toml = WEARABLES + (
+        '[ble]\nbackend = "drivers.ble.sim.backend:factory"\n'
+        f'[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n'
+    )
+    return toml, button
+
+
+async def _press(button: Any, kind: str) -> None:
+    from drivers.ble.profiles import SosEventType
+
+    pressed = time.monotonic()
+    counter, answered = button.press(
+        SosEventType.LONG_PRESS if kind == "alarm" else SosEventType.TRIPLE_PRESS
+    )
+    print(f"          ▶ worker w-042 presses SOS ({kind}, event {counter}) on sos-w042", flush=True)
+    try:
+        at = await asyncio.wait_for(answered, 30)
+        ms = (at - pressed) * 1000
+        print(f"          ◀ sos-w042 shows 'received' ({ms:.0f} ms after the press: on the gateway's disk)")
+    except TimeoutError:
+        print("          ◀ sos-w042: no answer yet; it keeps resending until the gateway has it")
+
+
 async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
     binary = _mosquitto()
     if binary is None:
@@ -128,6 +170,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         dsc_master, dsc_slave = _pty(stack)
         ais_port = _free_port()
         key = _write_key(wd)
+        ble_toml, button = await _wearables(stack)
         polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
         (wd / "gateway.toml").write_text(
             f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
@@ -137,14 +180,20 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(slave)}"\n'
             "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
             f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
-            f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{os.ttyname(dsc_slave)}"\n'
+            f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{os.ttyname(dsc_slave)}"\n\n' + ble_toml
         )
         print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
         print(
             f"gridedge demo: simulated GNSS receiver on {os.ttyname(slave)}, AIS receiver on udp:{ais_port},"
         )
         print("gridedge demo: VHF DSC radio on a pty; a boat leaves the harbour, an AIS-SART goes active")
-        print("gridedge demo: at 15 s and a DSC distress comes in at 25 s. Ctrl-C to stop.\n")
+        print("gridedge demo: at 15 s and a DSC distress comes in at 25 s.")
+        if button is not None:
+            print(
+                "gridedge demo: a worker's BLE SOS button and body camera (simulated):"
+                " SOS at 10 s, cancel at 35 s."
+            )
+        print("gridedge demo: Ctrl-C to stop.\n")
         await _spawn(
             stack,
             sys.executable,
@@ -162,6 +211,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
 
         async def feed() -> None:
             loop = asyncio.get_running_loop()
+            presses: set[asyncio.Task[None]] = set()
             udp, _ = await loop.create_datagram_endpoint(
                 asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ais_port)
             )
@@ -174,6 +224,10 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
                         udp.sendto(sart_active(t))
                     if t == 25:
                         await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
+                    if button is not None and t in (10, 35):
+                        press = loop.create_task(_press(button, "alarm" if t == 10 else "cancel"))
+                        presses.add(press)
+                        press.add_done_callback(presses.discard)
                     await asyncio.sleep(1.0)
             finally:
                 udp.close()
