@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bumble import hci, ll
 from bumble.controller import Controller
@@ -99,6 +99,9 @@ class _HciClient(StreamPacketSource):
         self.air.link.remove_controller(ctrl)
 
 
+W = TypeVar("W", bound="SimWearable")
+
+
 class SimAir:
     """The shared radio medium: wearables on it, gateways reach it over HCI/TCP."""
 
@@ -119,7 +122,7 @@ class SimAir:
         ctrl = Controller(name, link=self.link, public_address=address)
         return Device(name=name, address=Address(address), host=Host(ctrl, AsyncPipeSink(ctrl)))
 
-    async def add(self, w: SimWearable) -> SimWearable:
+    async def add(self, w: W) -> W:
         self.wearables[w.id] = w
         await w.start(self)
         return w
