@@ -311,7 +311,7 @@ class Gateway:
                         submit=ingest.submit,
                         commit=ingest.emit,
                         last_fix=self.fix_record,
-                        state_dir=state_dir,
+                        read_state=outbox.read_state,
                     )
                     tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:

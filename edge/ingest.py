@@ -137,10 +137,12 @@ class Ingest:
         *,
         stamp: Stamp | None = None,
         prio: Prio | None = None,
+        state: tuple[str, bytes] | None = None,
     ) -> asyncio.Future[int] | None:
         """Accept one reading. Unbatched kinds return a future that resolves with the seq
         once the message is committed; batched telemetry returns None. `prio` raises a
-        reading above its kind's lane (a battery level that changed is an event)."""
+        reading above its kind's lane (a battery level that changed is an event); `state`
+        is committed with an unbatched message, in the same transaction."""
         st = stamp or self._clock.now()
         rec = {"tb": st.tb, "tu": st.tu, "d": dict(data)}
         self.records += 1
@@ -149,8 +151,10 @@ class Ingest:
         if lane < Prio.TELEMETRY or self._batch_s <= 0:
             over = None if lane == base else lane
             return self._outbox.submit(
-                Pending(lane, kind, src, st.tb, self._maker(kind, src, st.tq, [rec], over))
+                Pending(lane, kind, src, st.tb, self._maker(kind, src, st.tq, [rec], over), state=state)
             )
+        if state is not None:
+            raise ValueError("state goes only with unbatched messages")
         key = (kind, src)
         batch = self._batches.get(key)
         if batch is not None and batch.tq != st.tq:
@@ -172,9 +176,10 @@ class Ingest:
         *,
         stamp: Stamp | None = None,
         prio: Prio | None = None,
+        state: tuple[str, bytes] | None = None,
     ) -> int | None:
         """Like submit, but waits for the commit of unbatched kinds."""
-        fut = self.submit(kind, src, data, stamp=stamp, prio=prio)
+        fut = self.submit(kind, src, data, stamp=stamp, prio=prio, state=state)
         return None if fut is None else await fut
 
     def _flush(self, key: tuple[str, str]) -> None:

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS msgs (
     at   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS msgs_lane ON msgs (prio, seq);
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 """
 ROW_OVERHEAD = 64  # bytes a row costs beyond its body (row header, kind, src, index entry)
 # Never thinned, and admitted into the reserve: a gap or a full disk must never be silent.
@@ -84,6 +88,9 @@ class Pending:
     tb: int
     make: Callable[[int], bytes]
     done: asyncio.Future[int] | None = None
+    # A small record committed in the same transaction as the message (key, value): what a
+    # driver must remember exactly when the message is durable (an SOS event's counter).
+    state: tuple[str, bytes] | None = None
 
     @property
     def protected(self) -> bool:
@@ -481,6 +488,9 @@ class Outbox:
                     for r, it in zip(rows, made, strict=True)
                 ],
             )
+            states = [it.state for it in made if it.state is not None]
+            if states:
+                await db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
             await db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # nothing to roll back
@@ -682,6 +692,13 @@ class Outbox:
         }
 
     # the reader --------------------------------------------------------------------
+
+    async def read_state(self, prefix: str) -> dict[str, bytes]:
+        """The state records (see Pending.state) whose key starts with `prefix`."""
+        async with (self._reader or self.db).execute(
+            "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        ) as cur:
+            return {str(k): bytes(v) for k, v in await cur.fetchall()}
 
     async def fetch(self, prio: int, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
         """Rows of one lane with `after` < seq (<= `upto`), oldest first."""

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from bleak import BleakClient
@@ -38,7 +37,6 @@ from drivers.ble.transport import BleBackend, Factory
 from drivers.nmea0183 import Rejected
 from edge.config import BleConfig, WearableConfig
 from edge.errors import TransientError
-from edge.fsutil import write_atomic
 from edge.kinds import Prio
 from edge.supervisor import Backoff
 
@@ -63,7 +61,14 @@ class Submit(Protocol):
     ) -> asyncio.Future[int] | None: ...
 
 
-Commit = Callable[[str, str, Mapping[str, Any]], Awaitable[int | None]]
+class Commit(Protocol):
+    def __call__(
+        self, kind: str, src: str, data: Mapping[str, Any], *, state: tuple[str, bytes] | None = None
+    ) -> Awaitable[int | None]: ...
+
+
+GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per button
+_GUARD = struct.Struct("<HI")  # counter, uptime_ms
 
 
 @dataclass
@@ -106,7 +111,7 @@ class BleManager:
         submit: Submit,
         commit: Commit,
         last_fix: Callable[[], Mapping[str, Any] | None],
-        state_dir: Path,
+        read_state: Callable[[str], Awaitable[dict[str, bytes]]],
     ) -> None:
         self.cfg = cfg
         self._wearables = wearables
@@ -114,8 +119,8 @@ class BleManager:
         self._submit = submit
         self._commit = commit
         self._last_fix = last_fix
-        self._guard_path = state_dir / "ble-events.json"
-        self.guard = p.SosCounterGuard(_load_guard(self._guard_path))
+        self._read_state = read_state
+        self.guard: p.SosCounterGuard | None = None  # restored from the outbox at the first run
         self.stats: dict[str, WearableStats] = {}
         self.sessions: dict[str, _Session] = {}
         self.backend: BleBackend | None = None
@@ -164,6 +169,11 @@ class BleManager:
         while not self._wearables():
             self._changed.clear()
             await self._changed.wait()
+        if self.guard is None:
+            stored = await self._read_state(GUARD_KEY)
+            self.guard = p.SosCounterGuard(
+                {k[len(GUARD_KEY) :]: _GUARD.unpack(v) for k, v in stored.items() if len(v) == _GUARD.size}
+            )
         backend = await self._factory(dict(self.cfg.options))
         self.backend = backend
         scanner = backend.make_scanner(self._on_advert)
@@ -430,9 +440,11 @@ class BleManager:
             log.warning("ble: %s: %s", w.id, ev.detail)
             return
         kind, answer = EVENT_KINDS[ev.type]
-        if not self.guard.fresh(w.id, ev, record=False):
+        guard = self.guard
+        assert guard is not None  # restored before any session starts
+        if not guard.fresh(w.id, ev, record=False):
             st.repeats += 1
-            if self.guard.last(w.id) == (ev.counter, ev.uptime_ms):
+            if guard.last(w.id) == (ev.counter, ev.uptime_ms):
                 # The button did not hear our answer (it resends until it does): answer again.
                 await self._feedback(sess, answer, ev.counter)
             return
@@ -450,9 +462,11 @@ class BleManager:
             fix = self._last_fix()
             if fix is not None:
                 data["fix"] = dict(fix)
-        seq = await self._commit(kind, w.id, data)  # fsynced when this returns (life-safety: unbatched)
-        self.guard.record(w.id, ev)
-        await asyncio.to_thread(write_atomic, self._guard_path, _dump_guard(self.guard))
+        # Committed (fsync) together with the event's counter, in one transaction: after any
+        # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
+        state = (GUARD_KEY + w.id, _GUARD.pack(ev.counter, ev.uptime_ms))
+        seq = await self._commit(kind, w.id, data, state=state)
+        guard.record(w.id, ev)
         await self._feedback(sess, answer, ev.counter)
         if kind == "sos.alarm":
             st.alarms += 1
@@ -533,18 +547,3 @@ class BleManager:
 
 def _service_name(uuid: str) -> str:
     return {u.SOS_SERVICE: "sos", u.CAMERA_SERVICE: "camera"}.get(uuid, uuid)
-
-
-def _load_guard(path: Path) -> dict[str, tuple[int, int]]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {str(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
-    except FileNotFoundError:
-        return {}
-    except (ValueError, TypeError, IndexError, AttributeError) as exc:
-        log.error("ble: %s unreadable (%s); event counters start afresh", path, exc)
-        return {}
-
-
-def _dump_guard(guard: p.SosCounterGuard) -> bytes:
-    return json.dumps({k: list(v) for k, v in guard.snapshot().items()}).encode()

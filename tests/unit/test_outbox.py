@@ -101,3 +101,31 @@ def test_queued_messages_are_committed_on_close(tmp_path: Path) -> None:
     assert fut.result() == 1
     with sqlite3.connect(tmp_path / "o.sqlite") as db:
         assert db.execute("SELECT seq FROM msgs").fetchall() == [(1,)]
+
+
+def test_state_commits_with_its_message_and_outlives_the_delete(tmp_path: Path) -> None:
+    """A driver's state record (an SOS event counter) is durable exactly when its message is."""
+    path = tmp_path / "o.sqlite"
+
+    async def go() -> None:
+        async with Outbox(path) as ob:
+            first = Pending(
+                Prio.LIFE_SAFETY, "sos.alarm", "b", 0, lambda s: b"a", state=("ble.sos/b", b"\x01")
+            )
+            seq = await run_with_writer(ob, ob.append(first))
+            second = Pending(
+                Prio.LIFE_SAFETY, "sos.alarm", "b", 0, lambda s: b"b", state=("ble.sos/b", b"\x02")
+            )
+            await run_with_writer(ob, ob.append(second))
+            ob.ack([seq, seq + 1])  # delivered and deleted: the state stays
+            await run_with_writer(ob, asyncio.sleep(0.05))
+            assert ob.depth() == 0
+            assert await ob.read_state("ble.sos/") == {"ble.sos/b": b"\x02"}
+            assert await ob.read_state("other/") == {}
+
+        async with Outbox(path) as ob:
+            assert await ob.read_state("ble.") == {"ble.sos/b": b"\x02"}
+
+    asyncio.run(go())
+    with sqlite3.connect(path) as db:  # in the file, beside the messages
+        assert db.execute("SELECT value FROM state WHERE key = 'ble.sos/b'").fetchone() == (b"\x02",)
