@@ -1,0 +1,160 @@
+"""Flashing a wearable with MCUmgr SMP (smpclient): upload to the secondary slot with
+progress, resuming from the device's own offset after a broken link; mark for test;
+reset; confirm only when the device comes back running the new version. Anything
+else is left to MCUboot, which reverts an unconfirmed image at the next boot, and
+the failure is reported with its reason.
+
+The transport is smpclient's: `SMPSerialTransport` for a serial port (SMP console
+framing), or a BLE transport through the same bleak seam as the wearables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from smpclient import SMPClient
+from smpclient.exceptions import SMPClientException
+from smpclient.generics import error, success
+from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
+from smpclient.requests.os_management import ResetWrite
+from smpclient.transport import SMPTransport
+
+log = logging.getLogger(__name__)
+
+LINK_ERRORS = (TimeoutError, OSError, SMPClientException, ConnectionError, EOFError)
+
+
+@dataclass(frozen=True, slots=True)
+class FlashResult:
+    ok: bool
+    reason: str | None = None  # device_refused, timeout, did_not_come_back, digest
+    detail: str = ""
+    version: str | None = None  # what the device runs afterwards, when known
+    resumed: int = 0  # how many times the upload resumed after a broken link
+
+
+class UploadRefused(Exception):
+    pass
+
+
+class Flasher:
+    """One device: `flash(image, version)` runs the whole update and never raises."""
+
+    def __init__(
+        self,
+        transport: Callable[[], SMPTransport],
+        address: str,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 5,
+        reboot_wait_s: float = 20.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._transport = transport
+        self.address = address
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.reboot_wait_s = reboot_wait_s
+        self.progress = progress
+
+    async def _client(self, connect_timeout: float | None = None) -> SMPClient:
+        client = SMPClient(self._transport(), self.address, timeout_s=self.timeout_s)
+        await client.connect(connect_timeout if connect_timeout is not None else self.timeout_s)
+        return client
+
+    async def _states(self, client: SMPClient) -> list[Any]:
+        r = await client.request(ImageStatesRead())
+        if not success(r):
+            raise UploadRefused(f"image state read refused: {r}")
+        return list(r.images)
+
+    async def flash(self, image: bytes, version: str) -> FlashResult:
+        resumed = 0
+        for attempt in range(self.attempts):
+            client: SMPClient | None = None
+            try:
+                client = await self._client()
+                running = next((s.version for s in await self._states(client) if s.slot == 0), None)
+                if running == version:
+                    return FlashResult(True, version=version, detail="already running")
+                async for off in client.upload(image, first_timeout_s=self.timeout_s * 4):
+                    if self.progress is not None:
+                        self.progress(off, len(image))
+                return await self._activate(client, image, version, resumed)
+            except UploadRefused as exc:
+                return FlashResult(False, "device_refused", str(exc), resumed=resumed)
+            except LINK_ERRORS as exc:
+                if "SMPUploadError" in type(exc).__name__ or "ErrorV" in str(exc):
+                    return FlashResult(False, "device_refused", str(exc)[:200], resumed=resumed)
+                resumed += 1
+                log.warning("smp %s: link lost (%r); resuming (attempt %d)", self.address, exc, attempt + 2)
+                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+            finally:
+                if client is not None:
+                    with contextlib.suppress(*LINK_ERRORS):
+                        await client.disconnect()
+        return FlashResult(
+            False, "timeout", f"no complete upload after {self.attempts} attempts", resumed=resumed
+        )
+
+    async def _activate(self, client: SMPClient, image: bytes, version: str, resumed: int) -> FlashResult:
+        states = await self._states(client)
+        digest = hashlib.sha256(image).digest()
+        # The image's own hash (MCUboot's SHA-256 TLV) or, failing that, the whole file's.
+        secondary = next(
+            (s for s in states if s.slot == 1 and (s.hash == digest or s.version == version)), None
+        )
+        if secondary is None:
+            return FlashResult(
+                False, "digest", "the secondary slot does not hold the uploaded image", resumed=resumed
+            )
+        r = await client.request(ImageStatesWrite(hash=secondary.hash, confirm=False))
+        if not success(r):
+            return FlashResult(False, "device_refused", f"mark for test refused: {r}", resumed=resumed)
+        with contextlib.suppress(*LINK_ERRORS):  # a device may drop the link as it resets
+            reset = await client.request(ResetWrite())
+            if error(reset):
+                return FlashResult(False, "device_refused", f"reset refused: {reset}", resumed=resumed)
+        with contextlib.suppress(*LINK_ERRORS):
+            await client.disconnect()
+        return await self._came_back(version, resumed)
+
+    async def _came_back(self, version: str, resumed: int) -> FlashResult:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reboot_wait_s
+        last: Exception | None = None
+        await asyncio.sleep(0.2)
+        while loop.time() < deadline:
+            client: SMPClient | None = None
+            try:
+                client = await self._client(connect_timeout=max(0.5, deadline - loop.time()))
+                running = next((s for s in await self._states(client) if s.slot == 0), None)
+                if running is None or running.version != version:
+                    got = None if running is None else running.version
+                    return FlashResult(
+                        False,
+                        "did_not_come_back",
+                        f"running {got} after the reset",
+                        version=got,
+                        resumed=resumed,
+                    )
+                r = await client.request(ImageStatesWrite(confirm=True))
+                if not success(r):
+                    return FlashResult(False, "device_refused", f"confirm refused: {r}", version=version)
+                return FlashResult(True, version=version, resumed=resumed)
+            except (*LINK_ERRORS, UploadRefused) as exc:
+                last = exc
+                await asyncio.sleep(0.5)
+            finally:
+                if client is not None:
+                    with contextlib.suppress(*LINK_ERRORS):
+                        await client.disconnect()
+        return FlashResult(
+            False, "did_not_come_back", f"no answer after the reset: {last!r}", resumed=resumed
+        )
