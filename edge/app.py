@@ -19,6 +19,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
 from drivers.base import StreamDriver
@@ -38,6 +40,7 @@ from edge.errors import ConfigError
 from edge.fsutil import write_atomic
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
+from edge.mqtt import Incoming
 from edge.outbox import CorruptOutbox, Limits, Outbox
 from edge.publisher import Publisher
 from edge.reconfig import (
@@ -51,6 +54,7 @@ from edge.reconfig import (
 )
 from edge.registry import BadEntry, Registry, wearable_from
 from edge.supervisor import Backoff, supervise
+from firmware_bridge.bridge import FirmwareBridge, UpdateRejected
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +184,8 @@ class Gateway:
         self.registry = Registry(cfg.gateway.state_dir / "devices.json", seed=cfg.wearables)
         self.ble_factory = resolve_factory(cfg.ble.backend, dict(cfg.ble.options))
         self.ble: BleManager | None = None
+        self.firmware: FirmwareBridge | None = None
+        self.firmware_key = self._firmware_key()
         self.commands: CommandHandler | None = None
         self._reload: asyncio.Future[Config] | None = None
         self.last_fix: Fix | None = None
@@ -188,6 +194,22 @@ class Gateway:
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
         self.ready = asyncio.Event()
+
+    def _firmware_key(self) -> Ed25519PublicKey | None:
+        path = self.cfg.trust.firmware_key
+        if path is None:
+            return None
+        try:
+            key = load_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError("trust.firmware_key", f"cannot load {path}: {exc}") from None
+        others = [self.signer.public_key]
+        if self.cfg.trust.command_key is not None:
+            with contextlib.suppress(OSError, ValueError):
+                others.append(load_public_key(self.cfg.trust.command_key.read_bytes()))
+        if key in others:
+            raise ConfigError("trust.firmware_key", "must be its own key, not the command or the gateway key")
+        return key
 
     def _on_time(self, utc_ms: int, tb: int) -> None:
         if self.clock.observe_gnss(utc_ms, tb) and not self._anchored:
@@ -255,6 +277,7 @@ class Gateway:
             },
             "wearables": sorted(self.registry.devices),
             "ble": None if self.ble is None else self.ble.snapshot(),
+            "firmware": None if self.firmware is None else self.firmware.snapshot(),
         }
 
     async def run(self) -> None:
@@ -282,14 +305,32 @@ class Gateway:
                 ingest.submit("outbox.dropped", "gw", rec)
             if outbox.degraded:
                 ingest.submit("gateway.health", "gw", outbox.health())
+            self.firmware = FirmwareBridge(
+                cfg.firmware,
+                state_dir=state_dir,
+                firmware_key=self.firmware_key,
+                clock=self.clock,
+                wearables=lambda: self.registry.devices,
+                report=lambda kind, data: ingest.submit(kind, "gw", data),
+            )
             commands = self._commands(ingest)
+            fw_topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.id}/fw/"
+            subscriptions = (*commands.topics, fw_topic + "#") if commands else ()
+            firmware = self.firmware
+
+            def on_message(msg: Incoming) -> None:
+                if msg.topic.startswith(fw_topic):
+                    firmware.on_message(msg)
+                elif commands is not None:
+                    commands.on_message(msg)
+
             publisher = Publisher(
                 mqtt=cfg.mqtt,
                 gw=cfg.gateway.id,
                 outbox=outbox,
                 ingest=ingest,
-                subscriptions=commands.topics if commands else (),
-                on_message=commands.on_message if commands else None,
+                subscriptions=subscriptions,
+                on_message=on_message if commands else None,
             )
             self.publisher = publisher
             if self.clock.quality in ("ntp", "gnss"):
@@ -314,6 +355,9 @@ class Gateway:
                         read_state=outbox.read_state,
                     )
                     tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
+                    tg.create_task(
+                        supervise("firmware", firmware.run, Backoff(0.5, 30.0)), name="firmware.supervise"
+                    )
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
                         tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
                     tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
@@ -356,7 +400,7 @@ class Gateway:
                 "gateway.rebirth": self._cmd_rebirth,
                 "diag.snapshot": self._cmd_diag,
                 "config.apply": self._cmd_config_apply,
-                "firmware.update": self._cmd_unsupported,
+                "firmware.update": self._cmd_firmware,
             },
         )
         return self.commands
@@ -491,8 +535,13 @@ class Gateway:
                 )
             raise ReloadRequested(previous)
 
-    async def _cmd_unsupported(self, cmd: Command) -> dict[str, Any]:
-        raise CommandRejected("unsupported", cmd.id, f"{cmd.type} is not built yet")
+    async def _cmd_firmware(self, cmd: Command) -> dict[str, Any]:
+        if self.firmware is None:
+            raise CommandRejected("unsupported", cmd.id)
+        try:
+            return await self.firmware.command(cmd.args)
+        except UpdateRejected as exc:
+            raise CommandRejected(exc.code, cmd.id, exc.detail) from None
 
     async def outbox_room(self) -> None:
         if self.outbox is not None:

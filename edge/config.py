@@ -372,6 +372,19 @@ class WearableConfig:
     worker: str
     address: str | None = None
     irk: str | None = None
+    fw_class: str | None = None  # firmware device class (manifests name it), e.g. "sos-button-v2"
+    smp_port: str | None = None  # a serial port with the device's MCUmgr SMP console (else BLE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirmwareConfig:
+    """Firmware updates for the wearables (firmware_bridge)."""
+
+    max_bytes: int = 64 * 1024 * 1024  # disk the image store may use
+    floor_mirror: Path | None = None  # a second copy of the anti-rollback floor, outside state_dir
+    smp_timeout_s: float = 5.0
+    reboot_wait_s: float = 60.0
+    download_timeout_s: float = 3600.0  # a download with no chunk for this long fails (timeout)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -386,6 +399,7 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     wearables: tuple[WearableConfig, ...] = ()
+    firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
@@ -604,6 +618,15 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
             "backend", f'expected "bleak" or "package.module:factory", got {_describe(ble.backend)}'
         )
     b.done()
+    f = root.table("firmware")
+    firmware = FirmwareConfig(
+        max_bytes=f.integer("max_bytes", 64 * 1024 * 1024, lo=64 * 1024),
+        floor_mirror=f.path("floor_mirror", None),
+        smp_timeout_s=f.number("smp_timeout_s", 5.0, lo=0.1),
+        reboot_wait_s=f.number("reboot_wait_s", 60.0, lo=1.0),
+        download_timeout_s=f.number("download_timeout_s", 3600.0, lo=1.0),
+    )
+    f.done()
     a = root.table("ais")
     ais = AisConfig(
         min_interval_s=a.number("min_interval_s", 10.0, lo=0.0),
@@ -635,6 +658,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         trust=trust,
         ble=ble,
         wearables=tuple(wearables),
+        firmware=firmware,
     )
 
 
@@ -664,12 +688,17 @@ def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
     problem = wearable_problem(kind, worker, address, irk)
     if problem is not None:
         raise sec.error(*problem)
+    fw_class = sec.text("fw_class", None)
+    if fw_class is not None and not valid_id(fw_class):
+        raise sec.error("fw_class", f"{_describe(fw_class)} is not an id ([A-Za-z0-9._-]{{1,64}})")
     return WearableConfig(
         id=dev_id,
         kind=kind,
         worker=str(worker),
         address=address.upper() if isinstance(address, str) else None,
         irk=irk.lower() if isinstance(irk, str) else None,
+        fw_class=fw_class,
+        smp_port=sec.text("smp_port", None),
     )
 
 

@@ -14,13 +14,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from smpclient import SMPClient
 from smpclient.exceptions import SMPClientException
 from smpclient.generics import error, success
+from smpclient.mcuboot import IMAGE_TLV, ImageInfo, MCUBootImageError
 from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
 from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransport
@@ -43,6 +46,23 @@ class UploadRefused(Exception):
     pass
 
 
+def slot_hash(path: Path) -> bytes:
+    """What the device will report as the image's hash: MCUboot's SHA-256 TLV for a signed
+    MCUboot image, else the SHA-256 of the file."""
+    try:
+        return bytes(ImageInfo.load_file(str(path)).get_tlv(IMAGE_TLV.SHA256).value)
+    except (MCUBootImageError, ValueError, OSError, struct.error, KeyError):
+        return hashlib.sha256(path.read_bytes()).digest()
+
+
+def same_version(reported: str | None, version: str) -> bool:
+    """`1.5.0` as reported by img_mgmt (`1.5.0`, `1.5.0.0`, `1.5.0-build0`...)."""
+    if reported is None:
+        return False
+    head = reported.replace("-build", ".").split(".")[:3]
+    return head == version.split(".")[:3]
+
+
 class Flasher:
     """One device: `flash(image, version)` runs the whole update and never raises."""
 
@@ -63,30 +83,51 @@ class Flasher:
         self.reboot_wait_s = reboot_wait_s
         self.progress = progress
 
-    async def _client(self, connect_timeout: float | None = None) -> SMPClient:
+    async def client(self, connect_timeout: float | None = None) -> SMPClient:
         client = SMPClient(self._transport(), self.address, timeout_s=self.timeout_s)
         await client.connect(connect_timeout if connect_timeout is not None else self.timeout_s)
         return client
 
-    async def _states(self, client: SMPClient) -> list[Any]:
+    async def states(self, client: SMPClient) -> list[Any]:
         r = await client.request(ImageStatesRead())
         if not success(r):
             raise UploadRefused(f"image state read refused: {r}")
         return list(r.images)
 
-    async def flash(self, image: bytes, version: str) -> FlashResult:
+    async def running_version(self) -> str | None:
+        """The version in the device's primary slot (raises on a link failure)."""
+        client = await self.client()
+        try:
+            return next((s.version for s in await self.states(client) if s.slot == 0), None)
+        finally:
+            with contextlib.suppress(*LINK_ERRORS):
+                await client.disconnect()
+
+    async def upload(self, client: SMPClient, image: bytes) -> None:
+        async for off in client.upload(image, first_timeout_s=self.timeout_s * 4):
+            if self.progress is not None:
+                self.progress(off, len(image))
+
+    async def reset(self, client: SMPClient) -> None:
+        with contextlib.suppress(*LINK_ERRORS):  # a device may drop the link as it resets
+            reset = await client.request(ResetWrite())
+            if error(reset):
+                raise UploadRefused(f"reset refused: {reset}")
+
+    async def flash(self, path: Path, version: str) -> FlashResult:
+        """Upload the image at `path` (declared `version`), test it, reset, confirm."""
+        image = await asyncio.to_thread(path.read_bytes)
+        expected = await asyncio.to_thread(slot_hash, path)
         resumed = 0
         for attempt in range(self.attempts):
             client: SMPClient | None = None
             try:
-                client = await self._client()
-                running = next((s.version for s in await self._states(client) if s.slot == 0), None)
-                if running == version:
-                    return FlashResult(True, version=version, detail="already running")
-                async for off in client.upload(image, first_timeout_s=self.timeout_s * 4):
-                    if self.progress is not None:
-                        self.progress(off, len(image))
-                return await self._activate(client, image, version, resumed)
+                client = await self.client()
+                running = next((s.version for s in await self.states(client) if s.slot == 0), None)
+                if same_version(running, version):
+                    return FlashResult(True, version=running, detail="already running")
+                await self.upload(client, image)
+                return await self._activate(client, expected, version, resumed)
             except UploadRefused as exc:
                 return FlashResult(False, "device_refused", str(exc), resumed=resumed)
             except LINK_ERRORS as exc:
@@ -104,7 +145,7 @@ class Flasher:
         )
 
     async def _activate(self, client: SMPClient, image: bytes, version: str, resumed: int) -> FlashResult:
-        states = await self._states(client)
+        states = await self.states(client)
         digest = hashlib.sha256(image).digest()
         # The image's own hash (MCUboot's SHA-256 TLV) or, failing that, the whole file's.
         secondary = next(
@@ -117,10 +158,10 @@ class Flasher:
         r = await client.request(ImageStatesWrite(hash=secondary.hash, confirm=False))
         if not success(r):
             return FlashResult(False, "device_refused", f"mark for test refused: {r}", resumed=resumed)
-        with contextlib.suppress(*LINK_ERRORS):  # a device may drop the link as it resets
-            reset = await client.request(ResetWrite())
-            if error(reset):
-                return FlashResult(False, "device_refused", f"reset refused: {reset}", resumed=resumed)
+        try:
+            await self.reset(client)
+        except UploadRefused as exc:
+            return FlashResult(False, "device_refused", str(exc), resumed=resumed)
         with contextlib.suppress(*LINK_ERRORS):
             await client.disconnect()
         return await self._came_back(version, resumed)
@@ -133,9 +174,9 @@ class Flasher:
         while loop.time() < deadline:
             client: SMPClient | None = None
             try:
-                client = await self._client(connect_timeout=max(0.5, deadline - loop.time()))
-                running = next((s for s in await self._states(client) if s.slot == 0), None)
-                if running is None or running.version != version:
+                client = await self.client(connect_timeout=max(0.5, deadline - loop.time()))
+                running = next((s for s in await self.states(client) if s.slot == 0), None)
+                if running is None or not same_version(running.version, version):
                     got = None if running is None else running.version
                     return FlashResult(
                         False,

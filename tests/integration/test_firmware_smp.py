@@ -19,6 +19,8 @@ def image(version: str, size: int = 30_000) -> bytes:
 
 def flash(dev: SmpDevice, data: bytes, version: str) -> tuple[FlashResult, list[int]]:
     offsets: list[int] = []
+    path = dev.link.with_name("image.bin")
+    path.write_bytes(data)
     flasher = Flasher(
         SMPSerialTransport,
         str(dev.link),
@@ -26,7 +28,7 @@ def flash(dev: SmpDevice, data: bytes, version: str) -> tuple[FlashResult, list[
         reboot_wait_s=5.0,
         progress=lambda o, _n: offsets.append(o),
     )
-    return asyncio.run(flasher.flash(data, version)), offsets
+    return asyncio.run(flasher.flash(path, version)), offsets
 
 
 def test_full_update(tmp_path: Path) -> None:

@@ -79,3 +79,39 @@ def bundle(
 ) -> bytes:
     """A config bundle for config.apply, signed like the platform signs it."""
     return (signer or platform.signer).sign({"v": 1, "gw": gw, "config": text, "rotation": rotation})
+
+
+class FirmwarePlatform(Platform):
+    """The platform with a firmware key as well: signs manifests and publishes image chunks."""
+
+    def __init__(self, directory: Path, port: int, *, prefix: str = "gridedge/v1") -> None:
+        super().__init__(directory, port, prefix=prefix)
+        self.fw_key_path, self.fw_pub_path = write_keypair(directory, "platform-fw")
+        self.fw_signer = Signer(load_private_key(self.fw_key_path.read_bytes()))
+
+    def manifest(self, image: bytes, *, signer: Signer | None = None, **over: Any) -> bytes:
+        import hashlib
+
+        payload = {
+            "v": 1,
+            "device_class": "sos-button-v2",
+            "version": "1.5.0",
+            "size": len(image),
+            "sha256": hashlib.sha256(image).digest(),
+            "min_version": "1.0.0",
+            "not_after": int(time.time() * 1000) + 86_400_000,
+            **over,
+        }
+        return (signer or self.fw_signer).sign(payload)
+
+    def chunks(
+        self, gw: str, image_id: str, data: bytes, size: int, *, start: int = 0, stop: int | None = None
+    ) -> int:
+        """Publish chunks [start, stop) of `data` cut in `size` pieces (QoS 1); how many were sent."""
+        pieces = [data[i : i + size] for i in range(0, len(data), size)]
+        sent = 0
+        for n in range(start, len(pieces) if stop is None else min(stop, len(pieces))):
+            info = self.client.publish(f"{self.prefix}/{gw}/fw/{image_id}/{n}", pieces[n], qos=1)
+            info.wait_for_publish(10)
+            sent += 1
+        return sent

@@ -1,0 +1,388 @@
+"""The gateway's firmware updates: the `firmware.update` command, image chunks over MQTT,
+flashing each target with SMP, and the `fw.progress` / `fw.result` reports.
+
+1. `firmware.update` `{"manifest": bytes, "image_id", "devices": [ids], "chunk_size"}`:
+   the manifest is checked for every target (signature against `[trust] firmware_key`,
+   the device's `fw_class`, the security floor, expiry when the clock is trusted, the
+   image size the store may hold). A target that fails gets its `fw.result` at once;
+   if none passes, the command is rejected with the first reason. The job is persisted
+   (`state_dir/firmware/jobs.json`), so a restart resumes it.
+2. Chunks arrive on `{prefix}/{gw}/fw/{image_id}/{n}` and are written, hashed and
+   bounded by firmware_bridge/store.py. A gap or a refused chunk is answered with an
+   `fw.progress` naming `next_chunk`, so the platform knows where to resume.
+3. A complete, verified image is flashed to each target in turn (firmware_bridge/smp.py
+   over the device's `smp_port`), and each gets an `fw.result`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from smpclient.transport.serial import SMPSerialTransport
+
+from edge.clock import Clock
+from edge.config import FirmwareConfig, WearableConfig
+from edge.envelope import keyring, verify
+from edge.fsutil import write_atomic
+from edge.mqtt import Incoming
+from firmware_bridge.manifest import Manifest, ManifestRejected, check, parse_version, show
+from firmware_bridge.smp import Flasher, FlashResult
+from firmware_bridge.store import ChunkRejected, Download, Floors, ImageStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 1.0
+Report = Callable[[str, Mapping[str, Any]], object]
+
+
+class UpdateRejected(Exception):
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Job:
+    image_id: str
+    signed: bytes
+    chunk_size: int
+    devices: list[str]
+    manifest: Manifest
+    download: Download
+    results: dict[str, bool] = field(default_factory=dict)
+    last_chunk: float = field(default_factory=time.monotonic)
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "image_id": self.image_id,
+            "manifest": self.signed.hex(),
+            "chunk_size": self.chunk_size,
+            "devices": self.devices,
+            "results": self.results,
+        }
+
+
+class FirmwareBridge:
+    def __init__(
+        self,
+        cfg: FirmwareConfig,
+        *,
+        state_dir: Path,
+        firmware_key: Ed25519PublicKey | None,
+        clock: Clock,
+        wearables: Callable[[], Mapping[str, WearableConfig]],
+        report: Report,
+        transport: Callable[[], Any] = SMPSerialTransport,
+    ) -> None:
+        self.cfg = cfg
+        self.dir = state_dir / "firmware"
+        self.store = ImageStore(self.dir / "images", cfg.max_bytes)
+        mirror = [cfg.floor_mirror] if cfg.floor_mirror is not None else []
+        self.floors = Floors([self.dir / "floor.json", *mirror])
+        self.key = firmware_key
+        self.clock = clock
+        self._wearables = wearables
+        self._report = report
+        self._transport = transport
+        self.jobs: dict[str, Job] = {}
+        self.rejected_chunks = 0
+        self._chunks: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue(maxsize=256)
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._last_progress: dict[tuple[str, str], float] = {}
+        self._load()
+
+    # -- persistence ---------------------------------------------------------------------
+
+    @property
+    def _jobs_path(self) -> Path:
+        return self.dir / "jobs.json"
+
+    def _save(self) -> None:
+        doc = [j.doc() for j in self.jobs.values()]
+        write_atomic(self._jobs_path, json.dumps(doc).encode())
+
+    def _load(self) -> None:
+        try:
+            docs = json.loads(self._jobs_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            log.error("firmware: %s unreadable (%s); pending updates dropped", self._jobs_path, exc)
+            return
+        for d in docs:
+            try:
+                signed = bytes.fromhex(d["manifest"])
+                m = self._check_any(signed)
+                job = Job(
+                    d["image_id"],
+                    signed,
+                    int(d["chunk_size"]),
+                    list(d["devices"]),
+                    m,
+                    self.store.begin(d["image_id"], m, int(d["chunk_size"])),
+                    dict(d.get("results", {})),
+                )
+            except (KeyError, ValueError, TypeError, ManifestRejected, ChunkRejected) as exc:
+                log.error("firmware: a pending update cannot resume: %s", exc)
+                continue
+            self.jobs[job.image_id] = job
+
+    def _check_any(self, signed: bytes) -> Manifest:
+        """Re-check a persisted manifest: signature and shape only (targets were checked)."""
+        if self.key is None:
+            raise ManifestRejected("bad_signature", "no firmware key")
+        payload = verify(signed, keyring(self.key)).payload
+        cls = payload.get("device_class") if isinstance(payload, dict) else None
+        return check(
+            signed,
+            firmware_key=self.key,
+            device_class=str(cls),
+            running=None,
+            floor=None,
+            now_ms=None,
+            max_size=self.cfg.max_bytes,
+        )
+
+    # -- the command -----------------------------------------------------------------------
+
+    async def command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        signed, image_id = args.get("manifest"), args.get("image_id")
+        devices, chunk_size = args.get("devices"), args.get("chunk_size", 4096)
+        if not isinstance(image_id, str) or not isinstance(devices, list) or not devices:
+            raise UpdateRejected("bad_args", "image_id and devices are required")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 0 < chunk_size <= 65536:
+            raise UpdateRejected("bad_args", "chunk_size must be 1..65536")
+        if self.key is None:
+            raise UpdateRejected("unsupported", "no [trust] firmware_key configured")
+        if image_id in self.jobs:
+            raise UpdateRejected("busy", f"image {image_id} is already being delivered")
+        now = self.clock.unix_ms() if self.clock.trusted else None
+        accepted: list[str] = []
+        rejected: dict[str, str] = {}
+        manifest: Manifest | None = None
+        for dev in devices:
+            w = self._wearables().get(dev) if isinstance(dev, str) else None
+            reason, detail = None, ""
+            if w is None:
+                reason = "unknown_device"
+            elif w.fw_class is None:
+                reason, detail = "wrong_class", "the device has no fw_class in the config"
+            else:
+                try:
+                    manifest = check(
+                        signed,
+                        firmware_key=self.key,
+                        device_class=w.fw_class,
+                        running=None,
+                        floor=self.floors.get(w.fw_class),
+                        now_ms=now,
+                        max_size=self.cfg.max_bytes,
+                    )
+                    accepted.append(dev)
+                    continue
+                except ManifestRejected as exc:
+                    reason, detail = exc.reason, exc.detail
+            rejected[str(dev)] = reason
+            self._result(str(dev), image_id, False, reason, detail)
+        if manifest is None or not accepted:
+            first = next(iter(rejected.values()), "bad_args")
+            raise UpdateRejected(first, "no target accepted the manifest")
+        assert isinstance(signed, bytes)
+        try:
+            download = await asyncio.to_thread(self.store.begin, image_id, manifest, chunk_size)
+        except (ChunkRejected, ValueError) as exc:
+            for dev in accepted:
+                self._result(dev, image_id, False, "size", str(exc))
+            raise UpdateRejected("size", str(exc)) from None
+        self.floors.raise_to(manifest.device_class, manifest.min_version)
+        job = Job(image_id, signed, chunk_size, accepted, manifest, download)
+        self.jobs[image_id] = job
+        await asyncio.to_thread(self._save)
+        self._progress(job, force=True)
+        if download.done():
+            self._ready.put_nowait(image_id)
+        return {
+            "image_id": image_id,
+            "accepted": accepted,
+            "rejected": rejected,
+            "next_chunk": download.next_chunk,
+        }
+
+    # -- chunks ------------------------------------------------------------------------------
+
+    def on_message(self, msg: Incoming) -> None:
+        """A chunk from `{prefix}/{gw}/fw/{image_id}/{n}` (called by the MQTT connection)."""
+        parts = msg.topic.rsplit("/", 2)
+        try:
+            image_id, n = parts[-2], int(parts[-1])
+        except (IndexError, ValueError):
+            self.rejected_chunks += 1
+            return
+        try:
+            self._chunks.put_nowait((image_id, n, msg.payload))
+        except asyncio.QueueFull:
+            self.rejected_chunks += 1  # the platform resends from the next fw.progress
+
+    async def _take_chunks(self) -> None:
+        while True:
+            image_id, n, data = await self._chunks.get()
+            job = self.jobs.get(image_id)
+            if job is None:
+                self.rejected_chunks += 1  # no update accepted for this image: never written
+                continue
+            try:
+                complete = await asyncio.to_thread(job.download.put, n, data)
+            except ChunkRejected as exc:
+                self.rejected_chunks += 1
+                if exc.reason in ("digest", "size"):
+                    # Not the image the manifest declared (altered, mixed, or longer than
+                    # declared): nothing of it will reach a device.
+                    await self._fail(job, exc.reason, str(exc))
+                else:
+                    self._progress(job, error=exc.reason, force=True)
+                continue
+            job.last_chunk = time.monotonic()
+            if complete:
+                self._progress(job, force=True)
+                self._ready.put_nowait(image_id)
+            else:
+                self._progress(job)
+
+    async def _expire(self) -> None:
+        """A download that stops (a platform gone quiet, a size that lies upward) ends as `timeout`."""
+        while True:
+            await asyncio.sleep(min(5.0, self.cfg.download_timeout_s / 4))
+            now = time.monotonic()
+            for job in list(self.jobs.values()):
+                if not job.download.done() and now - job.last_chunk > self.cfg.download_timeout_s:
+                    idle = self.cfg.download_timeout_s
+                    await self._fail(
+                        job, "timeout", f"no chunk for {idle:.0f} s at {job.download.received} bytes"
+                    )
+
+    async def _fail(self, job: Job, reason: str, detail: str) -> None:
+        for dev in job.devices:
+            if dev not in job.results:
+                self._result(dev, job.image_id, False, reason, detail)
+        self.jobs.pop(job.image_id, None)
+        await asyncio.to_thread(job.download.discard)
+        await asyncio.to_thread(self._save)
+
+    # -- flashing ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        for image_id, job in self.jobs.items():
+            if job.download.done():
+                self._ready.put_nowait(image_id)
+            else:
+                self._progress(job, force=True)  # tells the platform where to resume
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._take_chunks(), name="firmware.chunks")
+            tg.create_task(self._expire(), name="firmware.expire")
+            while True:
+                ready = self.jobs.get(await self._ready.get())
+                if ready is not None:
+                    await self._flash_all(ready)
+
+    async def _flash_all(self, job: Job) -> None:
+        version = show(job.manifest.version)
+        for dev in job.devices:
+            if dev in job.results:
+                continue
+            w = self._wearables().get(dev)
+            if w is None:
+                res = FlashResult(False, "unknown_device", "unpaired since the update was accepted")
+            elif w.smp_port is None:
+                res = FlashResult(False, "no_transport", "no smp_port; SMP over BLE is not built yet")
+            else:
+                res = await self._flash_one(job, dev, w.smp_port, version)
+            job.results[dev] = res.ok
+            self._result(
+                dev, job.image_id, res.ok, res.reason, res.detail, version=res.version, resumed=res.resumed
+            )
+            await asyncio.to_thread(self._save)
+        self.jobs.pop(job.image_id, None)
+        await asyncio.to_thread(job.download.discard)
+        await asyncio.to_thread(self._save)
+
+    async def _flash_one(self, job: Job, dev: str, port: str, version: str) -> FlashResult:
+        def progress(off: int, size: int) -> None:
+            self._progress(job, device=dev, done=off, force=off >= size)
+
+        flasher = Flasher(
+            self._transport,
+            port,
+            timeout_s=self.cfg.smp_timeout_s,
+            reboot_wait_s=self.cfg.reboot_wait_s,
+            progress=progress,
+        )
+        try:
+            running = await flasher.running_version()
+        except Exception as exc:  # any link failure: the flash attempt below reports it
+            log.debug("firmware: %s: version read failed: %r", dev, exc)
+            running = None
+        if running is not None:
+            with contextlib.suppress(ValueError):
+                current = parse_version(".".join(running.replace("-build", ".").split(".")[:3]))
+                if job.manifest.version <= current:
+                    what = "the same version" if job.manifest.version == current else "older"
+                    return FlashResult(
+                        False, "rollback", f"{version} is {what} than the running {running}", running
+                    )
+        return await flasher.flash(job.download.final, version)
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def _result(
+        self, dev: str, image_id: str, ok: bool, reason: str | None, detail: str = "", **extra: Any
+    ) -> None:
+        rec: dict[str, Any] = {"device": dev, "image_id": image_id, "ok": ok}
+        if reason:
+            rec["reason"] = reason
+        if detail:
+            rec["detail"] = detail[:300]
+        rec.update({k: v for k, v in extra.items() if v is not None})
+        self._report("fw.result", rec)
+
+    def _progress(
+        self,
+        job: Job,
+        *,
+        device: str | None = None,
+        done: int | None = None,
+        error: str | None = None,
+        force: bool = False,
+    ) -> None:
+        key = (job.image_id, device or "")
+        now = time.monotonic()
+        if not force and now - self._last_progress.get(key, 0.0) < PROGRESS_EVERY_S:
+            return
+        self._last_progress[key] = now
+        rec: dict[str, Any] = {"image_id": job.image_id, "size": job.manifest.size}
+        if device is None:
+            rec.update(phase="download", received=job.download.received, next_chunk=job.download.next_chunk)
+        else:
+            rec.update(phase="upload", device=device, done=done)
+        if error is not None:
+            rec["error"] = error
+        self._report("fw.progress", rec)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "jobs": {
+                k: {"received": j.download.received, "size": j.manifest.size, "results": j.results}
+                for k, j in self.jobs.items()
+            },
+            "rejected_chunks": self.rejected_chunks,
+            "floors": {k: show(v) for k, v in self.floors.floors.items()},
+        }
