@@ -26,11 +26,11 @@ from smpclient.generics import error, success
 from smpclient.mcuboot import IMAGE_TLV, ImageInfo, MCUBootImageError
 from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
 from smpclient.requests.os_management import ResetWrite
-from smpclient.transport import SMPTransport
+from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
 log = logging.getLogger(__name__)
 
-LINK_ERRORS = (TimeoutError, OSError, SMPClientException, ConnectionError, EOFError)
+LINK_ERRORS = (TimeoutError, OSError, SMPClientException, SMPTransportDisconnected, ConnectionError, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,25 +114,20 @@ class Flasher:
             if error(reset):
                 raise UploadRefused(f"reset refused: {reset}")
 
-    async def flash(self, path: Path, version: str) -> FlashResult:
-        """Upload the image at `path` (declared `version`), test it, reset, confirm."""
-        image = await asyncio.to_thread(path.read_bytes)
-        expected = await asyncio.to_thread(slot_hash, path)
+    async def transfer(self, image: bytes) -> int:
+        """Upload to the secondary slot, resuming from the device's offset after a broken
+        link; returns how many times it resumed. UploadRefused when the device says no,
+        TimeoutError when the link never holds long enough."""
         resumed = 0
         for attempt in range(self.attempts):
             client: SMPClient | None = None
             try:
                 client = await self.client()
-                running = next((s.version for s in await self.states(client) if s.slot == 0), None)
-                if same_version(running, version):
-                    return FlashResult(True, version=running, detail="already running")
                 await self.upload(client, image)
-                return await self._activate(client, expected, version, resumed)
-            except UploadRefused as exc:
-                return FlashResult(False, "device_refused", str(exc), resumed=resumed)
+                return resumed
             except LINK_ERRORS as exc:
                 if "SMPUploadError" in type(exc).__name__ or "ErrorV" in str(exc):
-                    return FlashResult(False, "device_refused", str(exc)[:200], resumed=resumed)
+                    raise UploadRefused(str(exc)[:200]) from None
                 resumed += 1
                 log.warning("smp %s: link lost (%r); resuming (attempt %d)", self.address, exc, attempt + 2)
                 await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
@@ -140,28 +135,50 @@ class Flasher:
                 if client is not None:
                     with contextlib.suppress(*LINK_ERRORS):
                         await client.disconnect()
-        return FlashResult(
-            False, "timeout", f"no complete upload after {self.attempts} attempts", resumed=resumed
-        )
+        raise TimeoutError(f"no complete upload after {self.attempts} attempts ({resumed} resumes)")
 
-    async def _activate(self, client: SMPClient, image: bytes, version: str, resumed: int) -> FlashResult:
+    async def flash(self, path: Path, version: str) -> FlashResult:
+        """Upload the image at `path` (declared `version`), test it, reset, confirm."""
+        image = await asyncio.to_thread(path.read_bytes)
+        expected = await asyncio.to_thread(slot_hash, path)
+        try:
+            running = await self.running_version()
+        except (*LINK_ERRORS, UploadRefused) as exc:
+            return FlashResult(False, "timeout", f"device not answering: {exc!r}"[:300])
+        if same_version(running, version):
+            return FlashResult(True, version=running, detail="already running")
+        try:
+            resumed = await self.transfer(image)
+        except UploadRefused as exc:
+            return FlashResult(False, "device_refused", str(exc))
+        except TimeoutError as exc:
+            return FlashResult(False, "timeout", str(exc), resumed=self.attempts)
+        for attempt in range(self.attempts):
+            client: SMPClient | None = None
+            try:
+                client = await self.client()
+                return await self._activate(client, expected, version, resumed)
+            except UploadRefused as exc:
+                return FlashResult(False, "device_refused", str(exc), resumed=resumed)
+            except LINK_ERRORS as exc:
+                log.warning("smp %s: link lost before the reset (%r)", self.address, exc)
+                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+            finally:
+                if client is not None:
+                    with contextlib.suppress(*LINK_ERRORS):
+                        await client.disconnect()
+        return FlashResult(False, "timeout", "the device did not answer after the upload", resumed=resumed)
+
+    async def _activate(self, client: SMPClient, expected: bytes, version: str, resumed: int) -> FlashResult:
         states = await self.states(client)
-        digest = hashlib.sha256(image).digest()
-        # The image's own hash (MCUboot's SHA-256 TLV) or, failing that, the whole file's.
-        secondary = next(
-            (s for s in states if s.slot == 1 and (s.hash == digest or s.version == version)), None
-        )
+        secondary = next((s for s in states if s.slot == 1 and s.hash == expected), None)
         if secondary is None:
-            return FlashResult(
-                False, "digest", "the secondary slot does not hold the uploaded image", resumed=resumed
-            )
+            detail = "the secondary slot does not hold the uploaded image"
+            return FlashResult(False, "digest", detail, resumed=resumed)
         r = await client.request(ImageStatesWrite(hash=secondary.hash, confirm=False))
         if not success(r):
             return FlashResult(False, "device_refused", f"mark for test refused: {r}", resumed=resumed)
-        try:
-            await self.reset(client)
-        except UploadRefused as exc:
-            return FlashResult(False, "device_refused", str(exc), resumed=resumed)
+        await self.reset(client)
         with contextlib.suppress(*LINK_ERRORS):
             await client.disconnect()
         return await self._came_back(version, resumed)

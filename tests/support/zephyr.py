@@ -1,0 +1,183 @@
+"""The real Zephyr SMP server with MCUboot, from the pinned smpclient source package on PyPI.
+
+`smp_server_fixtures()` fetches the sdist of the installed smpclient version (pip
+download, never committed: tests/fixtures/smp-server/ is git-ignored), extracts its
+`tests/fixtures/smp-server/` and checks every file used against the package's
+SHA256SUMS. `ZephyrBoard` boots one fixture in qemu-system-arm with the UART on a
+TCP socket and bridges it to a pty, the way a USB-serial adapter would present it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import tty
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from tests.support.gateway import REPO
+
+FIXTURES = REPO / "tests" / "fixtures" / "smp-server"
+PREFIX = "tests/fixtures/smp-server/"
+
+
+def _sums(directory: Path) -> dict[str, str]:
+    out = {}
+    for line in (directory / "SHA256SUMS").read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            out[name.strip()] = digest
+    return out
+
+
+def _verify(directory: Path, names: list[str]) -> None:
+    sums = _sums(directory)
+    for name in names:
+        want = sums.get(name)
+        if want is None:
+            raise RuntimeError(f"{name} is not in SHA256SUMS")
+        got = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        if got != want:
+            raise RuntimeError(f"{name}: SHA-256 {got} does not match SHA256SUMS {want}")
+
+
+def smp_server_fixtures() -> Path:
+    """tests/fixtures/smp-server/ from the smpclient sdist, verified."""
+    stamp = FIXTURES / ".smpclient-version"
+    wanted = version("smpclient")
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"smpclient=={wanted}",
+                    "-d",
+                    d,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            (sdist,) = Path(d).glob("smpclient-*.tar.gz")
+            shutil.rmtree(FIXTURES, ignore_errors=True)
+            FIXTURES.mkdir(parents=True)
+            with tarfile.open(sdist) as tar:
+                for member in tar.getmembers():
+                    _, _, rel = member.name.partition("/")
+                    if member.isfile() and rel.startswith(PREFIX) and "/" not in rel[len(PREFIX) :]:
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        (FIXTURES / rel[len(PREFIX) :]).write_bytes(src.read())
+        stamp.write_text(wanted)
+    # manifest.json is a local merge in the package (see its VERSION file), so only the
+    # binaries that are run or uploaded are checked, by ZephyrBoard, against SHA256SUMS.
+    return FIXTURES
+
+
+class ZephyrBoard:
+    """One fixture (a `config` of manifest.json) in qemu, its UART bridged to a pty."""
+
+    def __init__(self, fixtures: Path, config: str, link: Path) -> None:
+        entries: list[dict[str, Any]] = json.loads((fixtures / "manifest.json").read_text())
+        entry = next(e for e in entries if e["config"] == config)
+        self.entry = entry
+        self.hex = fixtures / entry["artifact"]
+        signed = self.hex.name.replace(".merged.hex", ".hex").replace(".hex", ".signed.bin")
+        self.signed = self.hex.with_name(signed)
+        _verify(fixtures, [self.hex.name, self.signed.name])
+        qemu = shutil.which("qemu-system-arm")
+        if qemu is None:
+            raise RuntimeError("qemu-system-arm is not installed; scripts/test installs it")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = shlex.split(entry["qemu_cmd"].replace("<PORT>", str(port)))
+        self.proc = subprocess.Popen(argv, cwd=fixtures, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("qemu did not open its serial socket") from None
+                time.sleep(0.1)
+        self.sock.settimeout(None)
+        self.link = link
+        self.master = self.slave = -1
+        self.cuts = 0
+        self._stop = threading.Event()
+        self.plug()
+        threading.Thread(target=self._from_board, daemon=True).start()
+
+    def plug(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        tmp = self.link.with_suffix(".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.ttyname(self.slave))
+        os.replace(tmp, self.link)
+        threading.Thread(target=self._to_board, args=(self.master,), daemon=True).start()
+
+    def cut(self, for_s: float = 0.5) -> None:
+        """Pull the USB-serial cable, and plug it back after `for_s`."""
+        self.cuts += 1
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.master = -1
+        threading.Timer(for_s, self.plug).start()
+
+    def _to_board(self, fd: int) -> None:
+        while not self._stop.is_set():
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.sendall(data)
+
+    def _from_board(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.master >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self.master, data)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.sock.close()
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.proc.kill()
+        self.proc.wait()
