@@ -177,6 +177,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_firmware_push(args: argparse.Namespace) -> int:
+    from firmware_bridge.push import push
+
+    return push(load(args.config), args.manifest, args.image, args.device)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
@@ -225,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
     with_config(sp)
     sp.set_defaults(func=cmd_status)
+    fw = sub.add_parser("firmware", help="firmware for the wearables").add_subparsers(
+        dest="fw_cmd", required=True
+    )
+    sp = fw.add_parser("push", help="flash one wearable on site (same checks as a platform update)")
+    with_config(sp)
+    sp.add_argument("--manifest", type=Path, required=True, help="the platform-signed manifest (COSE_Sign1)")
+    sp.add_argument("--image", type=Path, required=True, help="the firmware image it describes")
+    sp.add_argument("--device", required=True, help="wearable id (needs fw_class and smp_port)")
+    sp.set_defaults(func=cmd_firmware_push)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
     sp.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"

@@ -17,7 +17,6 @@ flashing each target with SMP, and the `fw.progress` / `fw.result` reports.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,7 +33,7 @@ from edge.config import FirmwareConfig, WearableConfig
 from edge.envelope import keyring, verify
 from edge.fsutil import write_atomic
 from edge.mqtt import Incoming
-from firmware_bridge.manifest import Manifest, ManifestRejected, check, parse_version, show
+from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
 from firmware_bridge.smp import Flasher, FlashResult
 from firmware_bridge.store import ChunkRejected, Download, Floors, ImageStore
 
@@ -326,19 +325,6 @@ class FirmwareBridge:
             reboot_wait_s=self.cfg.reboot_wait_s,
             progress=progress,
         )
-        try:
-            running = await flasher.running_version()
-        except Exception as exc:  # any link failure: the flash attempt below reports it
-            log.debug("firmware: %s: version read failed: %r", dev, exc)
-            running = None
-        if running is not None:
-            with contextlib.suppress(ValueError):
-                current = parse_version(".".join(running.replace("-build", ".").split(".")[:3]))
-                if job.manifest.version <= current:
-                    what = "the same version" if job.manifest.version == current else "older"
-                    return FlashResult(
-                        False, "rollback", f"{version} is {what} than the running {running}", running
-                    )
         return await flasher.flash(job.download.final, version)
 
     # -- reports ----------------------------------------------------------------------------

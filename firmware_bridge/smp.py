@@ -55,6 +55,19 @@ def slot_hash(path: Path) -> bytes:
         return hashlib.sha256(path.read_bytes()).digest()
 
 
+def _triple(text: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(x) for x in text.replace("-build", ".").split(".")[:3])
+    except ValueError:
+        return None
+
+
+def _newer(version: str, running: str) -> bool | None:
+    """Whether `version` is above what the device runs (None: cannot tell)."""
+    a, b = _triple(version), _triple(running)
+    return None if a is None or b is None else a > b
+
+
 def same_version(reported: str | None, version: str) -> bool:
     """`1.5.0` as reported by img_mgmt (`1.5.0`, `1.5.0.0`, `1.5.0-build0`...)."""
     if reported is None:
@@ -145,8 +158,12 @@ class Flasher:
             running = await self.running_version()
         except (*LINK_ERRORS, UploadRefused) as exc:
             return FlashResult(False, "timeout", f"device not answering: {exc!r}"[:300])
-        if same_version(running, version):
-            return FlashResult(True, version=running, detail="already running")
+        if running is not None:
+            newer = _newer(version, running)
+            if newer is False:
+                same = same_version(running, version)
+                what = "the same version as" if same else "older than"
+                return FlashResult(False, "rollback", f"{version} is {what} the running {running}", running)
         try:
             resumed = await self.transfer(image)
         except UploadRefused as exc:
