@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from bleak import BleakClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.ais.driver import AisDriver
@@ -211,6 +212,11 @@ class Gateway:
             raise ConfigError("trust.firmware_key", "must be its own key, not the command or the gateway key")
         return key
 
+    async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
+        if self.ble is None:
+            raise TimeoutError("the BLE radio is not running")
+        return await self.ble.client_for(dev_id, timeout)
+
     def _on_time(self, utc_ms: int, tb: int) -> None:
         if self.clock.observe_gnss(utc_ms, tb) and not self._anchored:
             self._anchor()
@@ -312,6 +318,7 @@ class Gateway:
                 clock=self.clock,
                 wearables=lambda: self.registry.devices,
                 report=lambda kind, data: ingest.submit(kind, "gw", data),
+                ble_client=self._ble_client,
             )
             commands = self._commands(ingest)
             fw_topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.id}/fw/"

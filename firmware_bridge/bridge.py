@@ -17,6 +17,7 @@ flashing each target with SMP, and the `fw.progress` / `fw.result` reports.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ from edge.fsutil import write_atomic
 from edge.mqtt import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
 from firmware_bridge.smp import Flasher, FlashResult
+from firmware_bridge.smp_ble import ClientFor, SessionSMPTransport
 from firmware_bridge.store import ChunkRejected, Download, Floors, ImageStore
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class FirmwareBridge:
         wearables: Callable[[], Mapping[str, WearableConfig]],
         report: Report,
         transport: Callable[[], Any] = SMPSerialTransport,
+        ble_client: ClientFor | None = None,
     ) -> None:
         self.cfg = cfg
         self.dir = state_dir / "firmware"
@@ -93,6 +96,7 @@ class FirmwareBridge:
         self._wearables = wearables
         self._report = report
         self._transport = transport
+        self._ble_client = ble_client
         self.jobs: dict[str, Job] = {}
         self.rejected_chunks = 0
         self._chunks: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue(maxsize=256)
@@ -301,10 +305,13 @@ class FirmwareBridge:
             w = self._wearables().get(dev)
             if w is None:
                 res = FlashResult(False, "unknown_device", "unpaired since the update was accepted")
-            elif w.smp_port is None:
-                res = FlashResult(False, "no_transport", "no smp_port; SMP over BLE is not built yet")
+            elif w.smp_port is not None:
+                res = await self._flash_one(job, dev, self._transport, w.smp_port, version)
+            elif self._ble_client is not None:
+                over_ble = functools.partial(SessionSMPTransport, self._ble_client)
+                res = await self._flash_one(job, dev, over_ble, dev, version)
             else:
-                res = await self._flash_one(job, dev, w.smp_port, version)
+                res = FlashResult(False, "no_transport", "no smp_port and no BLE radio")
             job.results[dev] = res.ok
             self._result(
                 dev, job.image_id, res.ok, res.reason, res.detail, version=res.version, resumed=res.resumed
@@ -314,13 +321,15 @@ class FirmwareBridge:
         await asyncio.to_thread(job.download.discard)
         await asyncio.to_thread(self._save)
 
-    async def _flash_one(self, job: Job, dev: str, port: str, version: str) -> FlashResult:
+    async def _flash_one(
+        self, job: Job, dev: str, transport: Callable[[], Any], address: str, version: str
+    ) -> FlashResult:
         def progress(off: int, size: int) -> None:
             self._progress(job, device=dev, done=off, force=off >= size)
 
         flasher = Flasher(
-            self._transport,
-            port,
+            transport,
+            address,
             timeout_s=self.cfg.smp_timeout_s,
             reboot_wait_s=self.cfg.reboot_wait_s,
             progress=progress,

@@ -131,6 +131,7 @@ class BleManager:
         )  # address -> (last report, count)
         self._seen: dict[str, tuple[BLEDevice, int, float]] = {}  # wearable id -> (device, rssi, when)
         self._seen_events: dict[str, asyncio.Event] = {}
+        self._session_events: dict[str, asyncio.Event] = {}
         self._rpa_cache: dict[str, str] = {}  # resolved private address -> wearable id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
@@ -319,6 +320,7 @@ class BleManager:
                 )
                 sess.queue.put_nowait(("cam", bytes(await self._read(client, u.CAMERA_STATE))))
             self.sessions[w.id] = sess
+            self._session_events.setdefault(w.id, asyncio.Event()).set()
             self._emit_state(w.id, "connected", **extra)
             self._battery(w.id, battery[:1])
             if w.kind == "body_camera" and self._camera_wanted.pop(w.id, 0.0) > time.monotonic():
@@ -328,6 +330,7 @@ class BleManager:
         finally:
             if self.sessions.get(w.id) is sess:
                 del self.sessions[w.id]
+                self._session_events.setdefault(w.id, asyncio.Event()).clear()
             if st.state == "connected":
                 st.disconnects += 1
                 st.state = "disconnected"
@@ -503,6 +506,15 @@ class BleManager:
         except BLE_ERRORS as exc:
             log.warning("ble: %s: recording not started: %r", sess.w.id, exc)
             self._camera_wanted[sess.w.id] = time.monotonic() + CAMERA_SOS_WINDOW_S
+
+    async def client_for(self, dev_id: str, timeout: float) -> BleakClient:
+        """The live connection to a wearable, waiting up to `timeout` for one (firmware updates)."""
+        ev = self._session_events.setdefault(dev_id, asyncio.Event())
+        async with asyncio.timeout(timeout):
+            while (sess := self.sessions.get(dev_id)) is None or not sess.client.is_connected:
+                ev.clear()
+                await ev.wait()
+        return sess.client
 
     # -- commands: deliveries to wearables ------------------------------------------------------
 

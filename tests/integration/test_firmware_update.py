@@ -183,3 +183,50 @@ def test_security_floor_holds_across_a_restart(rig: Rig) -> None:
     res = rig.update(p.manifest(image("1.6.0"), version="1.6.0"), "below-floor")
     assert res["ok"] is False and res["error"] == "rollback", res
     assert rig.gw.status()["firmware"]["floors"] == {"sos-button-v2": "1.7.0"}
+
+
+def test_update_over_ble_through_the_wearables_own_link(broker: Mosquitto, tmp_path: Path) -> None:
+    """No serial port: the image goes over the SMP GATT service of the simulated button,
+    through the connection the wearables driver already holds (the bleak seam)."""
+    from tests.support.wearables import SimProc, button, devices_toml
+
+    spec = {**button("btn-ble", 1), "smp": {"running": "1.4.2"}, "fw_class": "sos-button-v2"}
+    sim = SimProc(tmp_path / "sim", [spec])
+    platform = FirmwarePlatform(tmp_path / "platform", broker.port)
+    gw = GatewayProc(
+        tmp_path / "gw",
+        port=broker.port,
+        gw_id=GW,
+        extra=(
+            f'[trust]\ncommand_key = "{platform.pub_path}"\nfirmware_key = "{platform.fw_pub_path}"\n'
+            "[firmware]\nsmp_timeout_s = 3.0\nreboot_wait_s = 20.0\n" + sim.ble_config()
+        ),
+        devices=devices_toml([spec]),
+    )
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    try:
+        assert sim.call("connected", device="btn-ble", timeout=20)["connected"]
+        data = image("1.5.0", 20_000)
+        args = {
+            "manifest": platform.manifest(data),
+            "image_id": "img-ble",
+            "devices": ["btn-ble"],
+            "chunk_size": CHUNK,
+        }
+        cid, cmd = platform.command(GW, "firmware.update", args)
+        platform.send(GW, cmd)
+        assert wait_rec(col, "cmd.result", lambda d: d["id"] == cid)["ok"]
+        platform.chunks(GW, "img-ble", data, CHUNK)
+        result = wait_rec(col, "fw.result", lambda d: d["image_id"] == "img-ble", timeout=90)
+        fw = sim.call("state")["wearables"]["btn-ble"]["firmware"]
+    finally:
+        gw.kill()
+        col.stop()
+        platform.stop()
+        sim.stop()
+    assert result["ok"] is True and result["version"] == "1.5.0", result
+    assert fw["running"] == "1.5.0" and fw["confirmed"] and fw["resets"] == 1
+    # the button rebooted into the new image and the gateway reconnected it
+    states = [d["state"] for d in recs(col, "device.state") if d.get("state")]
+    assert states.count("connected") >= 2

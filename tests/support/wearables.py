@@ -80,6 +80,8 @@ def devices_toml(wearables: list[dict[str, Any]]) -> str:
         if w.get("stranger"):
             continue
         where = f'irk = "{w["irk"]}"' if w.get("irk") else f'address = "{w["address"]}"'
+        if w.get("fw_class"):
+            where += f'\nfw_class = "{w["fw_class"]}"'
         out.append(
             f'[[devices]]\nid = "{w["id"]}"\nkind = "{w["kind"]}"\nworker = "{w["worker"]}"\n{where}\n'
         )

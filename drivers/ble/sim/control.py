@@ -25,6 +25,7 @@ from typing import Any
 
 from drivers.ble import profiles as p
 from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimSosButton, SimWearable
+from drivers.ble.sim.smp_server import SimSmpServer
 
 PRESSES = {
     "long": p.SosEventType.LONG_PRESS,
@@ -37,7 +38,9 @@ PRESSES = {
 def wearable(spec: dict[str, Any]) -> SimWearable:
     kind = spec.get("kind", "sos_button")
     irk = bytes.fromhex(spec["irk"]) if spec.get("irk") else None
-    common = {"id": spec["id"], "address": spec["address"], "irk": irk}
+    smp = spec.get("smp")
+    server = SimSmpServer(**smp) if isinstance(smp, dict) else None
+    common: dict[str, Any] = {"id": spec["id"], "address": spec["address"], "irk": irk, "smp": server}
     if kind == "sos_button":
         return SimSosButton(**common)
     if kind == "body_camera":

@@ -35,6 +35,7 @@ from bumble.transport.common import AsyncPipeSink, StreamPacketSink, StreamPacke
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
 from drivers.ble.rpa import make_rpa
+from drivers.ble.sim.smp_server import SimSmpServer
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,10 @@ class SimWearable:
     firmware: str = "1.4.2"
     advertise_services: tuple[str, ...] = ()
     muted: bool = False  # "stops answering": reads and writes hang, notifications stop
+    smp: SimSmpServer | None = None  # firmware updates over the SMP GATT service
     device: Device | None = None
+    _smp_char: Characteristic[bytes] | None = None
+    _smp_buf: bytearray = field(default_factory=bytearray)
     connections: int = 0
     _unmuted: asyncio.Event = field(default_factory=asyncio.Event)
     _link: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -177,7 +181,18 @@ class SimWearable:
             (u.SERIAL_NUMBER, self.id.encode()),
             (u.FIRMWARE_REVISION, self.firmware.encode()),
         ]
+        smp = []
+        if self.smp is not None:
+            self._smp_char = Characteristic(
+                u.SMP_CHARACTERISTIC,
+                Characteristic.Properties.WRITE_WITHOUT_RESPONSE | Characteristic.Properties.NOTIFY,
+                Characteristic.WRITEABLE,
+                CharacteristicValue(write=self._smp_write),
+            )
+            self.smp.on_reset = self._smp_reboot
+            smp = [Service(u.SMP_SERVICE, [self._smp_char])]
         return [
+            *smp,
             Service(u.BATTERY_SERVICE, [self._battery_char]),
             Service(
                 u.DEVICE_INFORMATION,
@@ -187,6 +202,33 @@ class SimWearable:
                 ],
             ),
         ]
+
+    def _smp_write(self, conn: Connection, value: bytes) -> None:
+        """SMP requests arrive in MTU-sized writes; a complete frame is answered by notifications."""
+        buf = self._smp_buf
+        buf += bytes(value)
+        while len(buf) >= 8:
+            size = 8 + int.from_bytes(buf[2:4], "big")
+            if len(buf) < size:
+                return
+            frame = bytes(buf[:size])
+            del buf[:size]
+            assert self.smp is not None
+            reply = self.smp.handle(frame)
+            asyncio.get_running_loop().create_task(self._smp_reply(conn, reply))
+
+    async def _smp_reply(self, conn: Connection, reply: bytes) -> None:
+        if self.device is None or self._smp_char is None:
+            return
+        step = max(20, int(conn.att_mtu) - 3)
+        for i in range(0, len(reply), step):
+            with contextlib.suppress(Exception):
+                await self.device.notify_subscriber(conn, self._smp_char, reply[i : i + step])
+
+    def _smp_reboot(self) -> None:
+        """After an SMP reset the device reboots: its link drops a moment later."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.2, lambda: loop.create_task(self.drop_link()))
 
     def _gate(self, fn: Callable[[Connection], bytes]) -> Callable[[Connection], Awaitable[bytes]]:
         async def read(conn: Connection) -> bytes:
@@ -270,7 +312,20 @@ class SimWearable:
         await self.notify(self._battery_char, bytes([pct]))
 
     def state(self) -> dict[str, Any]:
-        return {"id": self.id, "connected": self.connected, "battery": self.battery, "muted": self.muted}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "connected": self.connected,
+            "battery": self.battery,
+            "muted": self.muted,
+        }
+        if self.smp is not None:
+            out["firmware"] = {
+                "running": self.smp.slots[0].version,
+                "confirmed": self.smp.slots[0].confirmed,
+                "resets": self.smp.resets,
+                "uploads": self.smp.requests,
+            }
+        return out
 
 
 @dataclass
