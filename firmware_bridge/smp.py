@@ -30,6 +30,7 @@ from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
 log = logging.getLogger(__name__)
 
+ENOTSUP = 8  # MGMT_ERR.ENOTSUP
 LINK_ERRORS = (TimeoutError, OSError, SMPClientException, SMPTransportDisconnected, ConnectionError, EOFError)
 
 
@@ -53,6 +54,20 @@ def slot_hash(path: Path) -> bytes:
         return bytes(ImageInfo.load_file(str(path)).get_tlv(IMAGE_TLV.SHA256).value)
     except (MCUBootImageError, ValueError, OSError, struct.error, KeyError):
         return hashlib.sha256(path.read_bytes()).digest()
+
+
+def _running(states: list[Any]) -> Any | None:
+    """The image the device runs: the active one (in MCUboot's direct-XIP and RAM-load modes
+    it may be in either slot), else the primary slot's."""
+    return next((s for s in states if s.active), None) or next((s for s in states if s.slot == 0), None)
+
+
+def _unsupported(response: Any) -> bool:
+    """An SMP error saying the operation does not exist on this device (MGMT_ERR.ENOTSUP)."""
+    rc = getattr(response, "rc", None)
+    err = getattr(response, "err", None)
+    code = rc if rc is not None else getattr(err, "rc", None)
+    return code is not None and int(code) == ENOTSUP
 
 
 def _triple(text: str) -> tuple[int, ...] | None:
@@ -111,7 +126,8 @@ class Flasher:
         """The version in the device's primary slot (raises on a link failure)."""
         client = await self.client()
         try:
-            return next((s.version for s in await self.states(client) if s.slot == 0), None)
+            running = _running(await self.states(client))
+            return None if running is None else str(running.version)
         finally:
             with contextlib.suppress(*LINK_ERRORS):
                 await client.disconnect()
@@ -193,43 +209,45 @@ class Flasher:
             detail = "the secondary slot does not hold the uploaded image"
             return FlashResult(False, "digest", detail, resumed=resumed)
         r = await client.request(ImageStatesWrite(hash=secondary.hash, confirm=False))
-        if not success(r):
+        if not success(r) and not _unsupported(r):
             return FlashResult(False, "device_refused", f"mark for test refused: {r}", resumed=resumed)
+        # ENOTSUP: an MCUboot in direct-XIP or RAM-load mode has no test swap; it boots the
+        # highest valid version by itself at the reset, and the check below still applies.
         await self.reset(client)
         with contextlib.suppress(*LINK_ERRORS):
             await client.disconnect()
         return await self._came_back(version, resumed)
 
     async def _came_back(self, version: str, resumed: int) -> FlashResult:
+        """Poll until the device answers running `version` (then confirm it), or until
+        `reboot_wait_s` has passed: a device that stays on another version was reverted by
+        MCUboot (or never rebooted), and that is the failure reported."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reboot_wait_s
+        seen: str | None = None
         last: Exception | None = None
         await asyncio.sleep(0.2)
         while loop.time() < deadline:
             client: SMPClient | None = None
             try:
                 client = await self.client(connect_timeout=max(0.5, deadline - loop.time()))
-                running = next((s for s in await self.states(client) if s.slot == 0), None)
-                if running is None or not same_version(running.version, version):
-                    got = None if running is None else running.version
-                    return FlashResult(
-                        False,
-                        "did_not_come_back",
-                        f"running {got} after the reset",
-                        version=got,
-                        resumed=resumed,
-                    )
-                r = await client.request(ImageStatesWrite(confirm=True))
-                if not success(r):
-                    return FlashResult(False, "device_refused", f"confirm refused: {r}", version=version)
-                return FlashResult(True, version=version, resumed=resumed)
+                running = _running(await self.states(client))
+                seen = None if running is None else str(running.version)
+                if running is not None and same_version(running.version, version):
+                    r = await client.request(ImageStatesWrite(confirm=True))
+                    if not success(r) and not _unsupported(r):
+                        return FlashResult(False, "device_refused", f"confirm refused: {r}", version=version)
+                    return FlashResult(True, version=version, resumed=resumed)
             except (*LINK_ERRORS, UploadRefused) as exc:
                 last = exc
-                await asyncio.sleep(0.5)
             finally:
                 if client is not None:
                     with contextlib.suppress(*LINK_ERRORS):
                         await client.disconnect()
+            await asyncio.sleep(0.5)
+        if seen is not None:
+            detail = f"running {seen} after the reset"
+            return FlashResult(False, "did_not_come_back", detail, version=seen, resumed=resumed)
         return FlashResult(
             False, "did_not_come_back", f"no answer after the reset: {last!r}", resumed=resumed
         )

@@ -181,3 +181,19 @@ class ZephyrBoard:
                 os.close(fd)
         self.proc.kill()
         self.proc.wait()
+
+
+def with_version(image: bytes, major: int, minor: int, revision: int, build: int = 0) -> bytes:
+    """The fixture's MCUboot image with another version in its header, hash TLV recomputed.
+
+    The fixture images are validated by hash only (their TLV area holds just the SHA-256,
+    no signature), so a newer version of the same application is a header change and a
+    new hash: what a platform would build and sign (here: hash) for a real release."""
+    hdr_size = int.from_bytes(image[8:10], "little")
+    img_size = int.from_bytes(image[12:16], "little")
+    header = bytearray(image[:hdr_size])
+    header[20:28] = bytes([major, minor]) + revision.to_bytes(2, "little") + build.to_bytes(4, "little")
+    body = bytes(header) + image[hdr_size : hdr_size + img_size]
+    digest = hashlib.sha256(body).digest()
+    tlv_info = (0x6907).to_bytes(2, "little") + (4 + 4 + 32).to_bytes(2, "little")
+    return body + tlv_info + (0x10).to_bytes(2, "little") + (32).to_bytes(2, "little") + digest
