@@ -5,16 +5,18 @@ every bad update rejected, reported, with the old firmware still on the device."
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drivers.gnss.sim import epoch_sentences
 from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc
+from tests.support.gateway import GatewayProc, Pty, gnss_device
 from tests.support.platform import FirmwarePlatform
 from tests.support.smp_device import SmpDevice
 
@@ -39,6 +41,7 @@ class Rig:
     def __init__(self, broker: Mosquitto, tmp_path: Path) -> None:
         self.platform = FirmwarePlatform(tmp_path / "platform", broker.port)
         self.device = SmpDevice(tmp_path / "ttySMP", running="1.4.2")
+        self.gnss = Pty(tmp_path / "ttyGNSS")  # a GNSS fix makes the clock trustworthy: expiry counts
         self.gw = GatewayProc(
             tmp_path / "gw",
             port=broker.port,
@@ -48,7 +51,8 @@ class Rig:
                 f'firmware_key = "{self.platform.fw_pub_path}"\n'
                 "[firmware]\nsmp_timeout_s = 2.0\nreboot_wait_s = 10.0\ndownload_timeout_s = 4.0\n"
             ),
-            devices=(
+            devices=gnss_device(self.gnss.link)
+            + (
                 '[[devices]]\nid = "btn-fw"\nkind = "sos_button"\nworker = "w-1"\n'
                 'address = "F0:00:00:00:00:77"\nfw_class = "sos-button-v2"\n'
                 f'smp_port = "{self.device.link}"\n'
@@ -59,6 +63,10 @@ class Rig:
     def start(self) -> None:
         self.gw.start()
         self.gw.wait_status(lambda d: d["link"]["state"] == "up")
+        self.gw.wait_device_open("gnss0")
+        now = time.time()
+        self.gnss.write(b"".join(epoch_sentences(now + i, 21.9, 112.8) for i in range(3)))
+        self.gw.wait_status(lambda d: d["clock"]["tq"] == "gnss")
 
     def update(self, manifest: bytes, image_id: str, devices: list[str] | None = None) -> dict[str, Any]:
         args = {
@@ -79,6 +87,7 @@ class Rig:
         self.col.stop()
         self.platform.stop()
         self.device.stop()
+        self.gnss.unplug()
 
 
 @pytest.fixture
@@ -140,6 +149,7 @@ def test_every_bad_update_is_rejected_reported_and_the_old_firmware_stays(rig: R
         "bad_signature",
     )
     rejected(p.manifest(good, device_class="body-camera-v1"), "other-class", "wrong_class")
+    rejected(p.manifest(good, not_after=int(time.time() * 1000) - 60_000), "expired", "expired")
     # older and same version: accepted on paper, refused once the device says what it runs
     for version, image_id in (("1.4.1", "older"), ("1.4.2", "same")):
         data = image(version)
