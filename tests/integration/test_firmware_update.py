@@ -139,9 +139,8 @@ def test_every_bad_update_is_rejected_reported_and_the_old_firmware_stays(rig: R
         assert res["ok"] is False and res["error"] == code, res
         assert rig.result(image_id)["reason"] == code
 
-    rejected(
-        Signer(load_private_key(p.key_path.read_bytes())).sign({"v": 1}), "unsigned-ish", "bad_signature"
-    )
+    unsigned = cbor2.dumps({"v": 1, "device_class": "sos-button-v2", "version": "9.9.9", "size": len(good)})
+    rejected(unsigned, "unsigned", "bad_signature")
     rejected(p.manifest(good, signer=p.signer), "by-command-key", "bad_signature")  # the command key
     rejected(
         p.manifest(good, signer=Signer(load_private_key(rig.gw.key.read_bytes()))),
