@@ -269,3 +269,21 @@ def test_alarm_survives_broker_down_and_sigkill_then_overtakes_a_100k_backlog(
     alarms = [m for m in col.up("sos.alarm")]
     assert len({m.payload["seq"] for m in alarms}) == 1  # once, not again after the restart
     print(f"press to 'received' with the broker down: {answered_ms:.1f} ms")
+
+
+def test_ten_wearables_on_one_gateway(broker: Mosquitto, tmp_path: Path) -> None:
+    """One scanner, ten connections: every button connected, every press an alarm."""
+    ws = [button(f"btn-{i}", i + 10, f"w-{i}") for i in range(10)]
+    r = Rig(broker, tmp_path, ws)
+    r.gw.start()
+    try:
+        r.connected(*(w["id"] for w in ws), timeout=40)
+        counters = {w["id"]: r.sim.call("press", device=w["id"], type="long")["counter"] for w in ws}
+        for dev, counter in counters.items():
+            r.sim.call("wait", device=dev, counter=counter, timeout=15)
+        r.col.wait_for(lambda _ms: len(recs(r.col, "sos.alarm")) >= 10, timeout=20)
+        doc = r.gw.status()
+    finally:
+        r.stop()
+    assert sorted(a["device"] for a in recs(r.col, "sos.alarm")) == sorted(counters)
+    assert all(s["state"] == "connected" for s in doc["ble"]["wearables"].values())
