@@ -334,7 +334,11 @@ class FirmwareBridge:
             reboot_wait_s=self.cfg.reboot_wait_s,
             progress=progress,
         )
-        return await flasher.flash(job.download.final, version)
+        try:
+            return await flasher.flash(job.download.final, version)
+        except Exception as exc:  # a device answering nonsense must not stall the queue of updates
+            log.exception("firmware: %s: flashing failed", dev)
+            return FlashResult(False, "device_refused", f"unexpected answer: {exc!r}"[:300])
 
     # -- reports ----------------------------------------------------------------------------
 

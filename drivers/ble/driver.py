@@ -277,6 +277,13 @@ class BleManager:
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.info("ble: %s: %s", w.id, st.last_error)
                 reason = "error"
+            except (
+                Exception
+            ) as exc:  # a bug or an odd backend error: this wearable retries, nothing else stops
+                st.errors += 1
+                st.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                log.exception("ble: %s: unexpected error; reconnecting", w.id)
+                reason = "error"
             if time.monotonic() - started > 30.0:
                 backoff.reset()
             delay = backoff.longest() if reason == "profile" else backoff.next()

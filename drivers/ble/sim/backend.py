@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 from bleak.args import SizedBuffer
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -43,6 +43,7 @@ from drivers.ble.transport import BleBackend
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 GATEWAY_ADDRESS = "C0:DE:00:00:00:01"
 ATT_MTU = 247  # the simulated adapter's own (static random) address
 
@@ -239,6 +240,17 @@ class BumbleClientBase(BaseBleakClient):
     async def unpair(self) -> None:
         raise BleakError("pairing is not supported by the bumble backend")
 
+    async def _gatt(self, op: Awaitable[T]) -> T:
+        """bumble's ATT and link errors as BleakError, as bleak's callers expect."""
+        try:
+            return await op
+        except BleakError:
+            raise
+        except (asyncio.CancelledError, TimeoutError):
+            raise
+        except Exception as exc:
+            raise BleakError(f"{self.address}: {exc!r}") from exc
+
     def _need_peer(self) -> Peer:
         if self._peer is None:
             raise BleakError(f"{self.address} is not connected")
@@ -247,28 +259,30 @@ class BumbleClientBase(BaseBleakClient):
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._need_peer().read_value(characteristic.obj))
+        return bytearray(await self._gatt(self._need_peer().read_value(characteristic.obj)))
 
     async def read_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._need_peer().read_value(descriptor.obj))
+        return bytearray(await self._gatt(self._need_peer().read_value(descriptor.obj)))
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: SizedBuffer, response: bool
     ) -> None:
-        await self._need_peer().write_value(characteristic.obj, bytes(data), with_response=response)
+        await self._gatt(
+            self._need_peer().write_value(characteristic.obj, bytes(data), with_response=response)
+        )
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
-        await self._need_peer().write_value(descriptor.obj, bytes(data), with_response=True)
+        await self._gatt(self._need_peer().write_value(descriptor.obj, bytes(data), with_response=True))
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
     ) -> None:
-        await self._need_peer().subscribe(characteristic.obj, lambda v: callback(bytearray(v)))
+        await self._gatt(self._need_peer().subscribe(characteristic.obj, lambda v: callback(bytearray(v))))
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
-        await self._need_peer().unsubscribe(characteristic.obj)
+        await self._gatt(self._need_peer().unsubscribe(characteristic.obj))
 
 
 async def open_radio(hci: str, address: str = GATEWAY_ADDRESS) -> BumbleRadio:
