@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from edge.kinds import Prio
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS msgs (
@@ -65,7 +66,7 @@ SWEEP_S = 30.0  # TTL and disk-recovery checks
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
-CHECKPOINT_S = 2.0
+CHECKPOINT_S = 0.5  # small and often: a big checkpoint's fsync stalls an alarm's commit behind it
 QUEUE_HIGH = 256  # queued messages before producers are made to wait (bounds memory)
 SQLITE_FULL = 13
 
@@ -400,6 +401,7 @@ class Outbox:
         """Copy the WAL back into the database from a second connection, off the writer's path."""
         async with aiosqlite.connect(self.path, isolation_level=None) as db:
             await db.execute("PRAGMA busy_timeout=1000")
+            last: tuple[int, int, int] = (-1, -1, -1)
             while True:
                 await asyncio.sleep(CHECKPOINT_S)
                 wal = self.path.with_name(self.path.name + "-wal")
@@ -407,6 +409,10 @@ class Outbox:
                     size = wal.stat().st_size
                 except OSError:
                     continue
+                activity = (size, self.stats.commits, self.stats.acked)
+                if activity == last:
+                    continue  # nothing written since the last checkpoint
+                last = activity
                 # PASSIVE never blocks the writer; the WAL then restarts from its start and
                 # journal_size_limit trims it. Only a WAL past its allowance gets a TRUNCATE,
                 # which briefly holds the writer, to keep the disk within max_bytes.
@@ -475,27 +481,45 @@ class Outbox:
             return
         self._committed(rows, made)
 
-    async def _commit_rows(self, rows: list[Row], made: list[Pending]) -> None:
+    async def _in_db_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on aiosqlite's own thread in one hop.
+
+        A commit is several statements; awaited one by one, each is a round trip
+        through the event loop, which under load (a drain publishing thousands of
+        messages a second) costs milliseconds each. An alarm's commit pays one."""
         db = self.db
+        return await db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call, no-any-return]
+
+    def _set_sync(self, conn: sqlite3.Connection, mode: str) -> None:
+        if self._sync_mode != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+
+    async def _commit_rows(self, rows: list[Row], made: list[Pending]) -> None:
         at = time.time_ns() // 1_000_000
-        await self._sync(self._durable)
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.executemany(
-                "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at)
-                    for r, it in zip(rows, made, strict=True)
-                ],
-            )
-            states = [it.state for it in made if it.state is not None]
-            if states:
-                await db.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # nothing to roll back
-                await db.execute("ROLLBACK")
-            raise
+        params = [
+            (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
+        ]
+        states = [it.state for it in made if it.state is not None]
+        durable = self._durable
+
+        def commit(conn: sqlite3.Connection) -> None:
+            self._set_sync(conn, durable)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+                if states:
+                    conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # nothing to roll back
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self._in_db_thread(commit)
 
     async def _insert_when_full(self, made: list[Pending], exc: BaseException) -> None:
         """The disk (or the page cap) is full: free the reserve, keep only life-safety."""
@@ -547,29 +571,34 @@ class Outbox:
         self.stats.acked += len(acks)
 
     async def _delete_txn(self, seqs: list[int]) -> list[tuple[int, int, str]]:
-        db = self.db
         # A delete lost to a power cut only means a duplicate resend, so deletes do
         # not pay for an fsync; the next durable insert commit syncs them anyway.
-        await self._sync("NORMAL")
-        await db.execute("BEGIN IMMEDIATE")
+        def delete(conn: sqlite3.Connection) -> list[tuple[int, int, int, str]]:
+            self._set_sync(conn, "NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            found: list[tuple[int, int, int, str]] = []
+            try:
+                for i in range(0, len(seqs), 500):
+                    chunk = seqs[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    cur = conn.execute(
+                        f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind",
+                        chunk,
+                    )
+                    found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            return found
+
         out: list[tuple[int, int, str]] = []
-        try:
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                async with db.execute(
-                    f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind", chunk
-                ) as cur:
-                    for seq, prio, nbytes, kind in await cur.fetchall():
-                        lane = self.stats.lanes[int(prio)]
-                        lane.rows -= 1
-                        lane.bytes -= int(nbytes)
-                        out.append((int(seq), int(prio), str(kind)))
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            raise
+        for seq, prio, nbytes, kind in await self._in_db_thread(delete):
+            lane = self.stats.lanes[prio]
+            lane.rows -= 1
+            lane.bytes -= nbytes
+            out.append((seq, prio, kind))
         return out
 
     _THIN_PHASES = (
