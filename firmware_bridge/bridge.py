@@ -42,6 +42,7 @@ from firmware_bridge.store import ChunkRejected, Download, Floors, ImageStore
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 1.0
+QUEUE_BYTES = 8 * 1024 * 1024  # image chunks held in memory before they are written
 Report = Callable[[str, Mapping[str, Any]], object]
 
 
@@ -99,7 +100,8 @@ class FirmwareBridge:
         self._ble_client = ble_client
         self.jobs: dict[str, Job] = {}
         self.rejected_chunks = 0
-        self._chunks: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue(maxsize=256)
+        self._chunks: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue()
+        self._queued_bytes = 0  # chunks received but not yet written, bounded by QUEUE_BYTES
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._last_progress: dict[tuple[str, str], float] = {}
         self._load()
@@ -231,14 +233,18 @@ class FirmwareBridge:
         except (IndexError, ValueError):
             self.rejected_chunks += 1
             return
-        try:
-            self._chunks.put_nowait((image_id, n, msg.payload))
-        except asyncio.QueueFull:
-            self.rejected_chunks += 1  # the platform resends from the next fw.progress
+        if self._queued_bytes + len(msg.payload) > QUEUE_BYTES:
+            # Faster than the disk: dropped, and the gap that follows is reported with
+            # the next chunk wanted, from which the platform resends.
+            self.rejected_chunks += 1
+            return
+        self._queued_bytes += len(msg.payload)
+        self._chunks.put_nowait((image_id, n, msg.payload))
 
     async def _take_chunks(self) -> None:
         while True:
             image_id, n, data = await self._chunks.get()
+            self._queued_bytes -= len(data)
             job = self.jobs.get(image_id)
             if job is None:
                 self.rejected_chunks += 1  # no update accepted for this image: never written
