@@ -43,6 +43,7 @@ from edge.supervisor import Backoff
 log = logging.getLogger(__name__)
 
 SEEN_FRESH_S = 30.0  # an advert older than this does not count as "in range"
+STALE_RETRY_S = 15.0  # with no fresh advert for this long, try the last known device anyway
 CAMERA_SOS_WINDOW_S = 600.0  # a camera that connects within this after its wearer's SOS starts recording
 MAX_STRANGERS = 1024  # strangers remembered for rate limiting (oldest forgotten first)
 GRIDEDGE_SERVICES = (u.SOS_SERVICE, u.CAMERA_SERVICE)
@@ -130,6 +131,7 @@ class BleManager:
             OrderedDict()
         )  # address -> (last report, count)
         self._seen: dict[str, tuple[BLEDevice, int, float]] = {}  # wearable id -> (device, rssi, when)
+        self._known: dict[str, tuple[BLEDevice, int]] = {}  # the last advert ever seen, kept
         self._seen_events: dict[str, asyncio.Event] = {}
         self._session_events: dict[str, asyncio.Event] = {}
         self._rpa_cache: dict[str, str] = {}  # resolved private address -> wearable id
@@ -223,6 +225,7 @@ class BleManager:
         now = time.monotonic()
         if w is not None:
             self._seen[w.id] = (device, adv.rssi, now)
+            self._known[w.id] = (device, adv.rssi)
             ev = self._seen_events.get(w.id)
             if ev is not None:
                 ev.set()
@@ -253,13 +256,24 @@ class BleManager:
             self._strangers.popitem(last=False)
 
     async def _wait_seen(self, dev_id: str) -> tuple[BLEDevice, int]:
+        """A device to connect to: one advertising now, or after STALE_RETRY_S without a
+        fresh advert the last one seen (BlueZ may not report again a device it knows,
+        yet connects to it; a device really gone then fails and backs off)."""
+        waited = 0.0
         while True:
             seen = self._seen.get(dev_id)
             if seen is not None and time.monotonic() - seen[2] < SEEN_FRESH_S:
                 return seen[0], seen[1]
+            known = self._known.get(dev_id)
+            if known is not None and waited >= STALE_RETRY_S:
+                return known[0], known[1]
             ev = self._seen_events.setdefault(dev_id, asyncio.Event())
             ev.clear()
-            await ev.wait()
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STALE_RETRY_S):
+                    await ev.wait()
+            waited += time.monotonic() - started
 
     # -- one wearable -------------------------------------------------------------------------
 
@@ -277,9 +291,7 @@ class BleManager:
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.info("ble: %s: %s", w.id, st.last_error)
                 reason = "error"
-            except (
-                Exception
-            ) as exc:  # a bug or an odd backend error: this wearable retries, nothing else stops
+            except Exception as exc:  # a bug, an odd backend error: this wearable retries, nothing else stops
                 st.errors += 1
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.exception("ble: %s: unexpected error; reconnecting", w.id)
