@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import tty
 from pathlib import Path
 
 from smp import packet as smppacket
 
 from drivers.ble.sim.smp_server import BUF_SIZE, SimSmpServer
+from tests.support.gateway import Pty
 
 
 class SmpDevice(SimSmpServer):
@@ -29,24 +29,18 @@ class SmpDevice(SimSmpServer):
         self.cut_after = cut_after  # pull the cable after this many upload requests
         self.cuts = 0
         self._stop = threading.Event()
-        self.master = self._slave = -1
-        self.plug()
+        self.pty = Pty(link)
+        self._serve_pty()
+
+    def _serve_pty(self) -> None:
+        threading.Thread(target=self._serve, args=(self.pty.master,), daemon=True).start()
 
     def plug(self) -> None:
-        self.master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tmp = self.link.with_suffix(".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(self._slave))
-        os.replace(tmp, self.link)
-        threading.Thread(target=self._serve, args=(self.master,), daemon=True).start()
+        self.pty.plug()
+        self._serve_pty()
 
     def unplug(self) -> None:
-        for fd in (self.master, self._slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.master = -1
+        self.pty.unplug()
 
     def stop(self) -> None:
         self._stop.set()

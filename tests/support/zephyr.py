@@ -22,12 +22,11 @@ import tarfile
 import tempfile
 import threading
 import time
-import tty
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tests.support.gateway import REPO
+from tests.support.gateway import REPO, Pty
 
 FIXTURES = REPO / "tests" / "fixtures" / "smp-server"
 PREFIX = "tests/fixtures/smp-server/"
@@ -123,30 +122,23 @@ class ZephyrBoard:
                 time.sleep(0.1)
         self.sock.settimeout(None)
         self.link = link
-        self.master = self.slave = -1
         self.cuts = 0
         self._stop = threading.Event()
-        self.plug()
+        self.pty = Pty(link)
+        self._bridge()
         threading.Thread(target=self._from_board, daemon=True).start()
 
+    def _bridge(self) -> None:
+        threading.Thread(target=self._to_board, args=(self.pty.master,), daemon=True).start()
+
     def plug(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        tty.setraw(self.master)
-        tmp = self.link.with_suffix(".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(self.slave))
-        os.replace(tmp, self.link)
-        threading.Thread(target=self._to_board, args=(self.master,), daemon=True).start()
+        self.pty.plug()
+        self._bridge()
 
     def cut(self, for_s: float = 0.5) -> None:
         """Pull the USB-serial cable, and plug it back after `for_s`."""
         self.cuts += 1
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.master = -1
+        self.pty.unplug()
         threading.Timer(for_s, self.plug).start()
 
     def _to_board(self, fd: int) -> None:
@@ -168,17 +160,16 @@ class ZephyrBoard:
                 return
             if not data:
                 return
-            if self.master >= 0:
+            if self.pty.master >= 0:
                 with contextlib.suppress(OSError):
-                    os.write(self.master, data)
+                    os.write(self.pty.master, data)
 
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(Exception):
             self.sock.close()
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if hasattr(self, "pty"):
+            self.pty.unplug()
         self.proc.kill()
         self.proc.wait()
 
