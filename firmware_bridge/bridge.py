@@ -31,13 +31,12 @@ from smpclient.transport.serial import SMPSerialTransport
 
 from edge.clock import Clock
 from edge.config import FirmwareConfig, WearableConfig
-from edge.envelope import keyring, verify
 from edge.fsutil import write_atomic
 from edge.mqtt import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
 from firmware_bridge.smp import Flasher, FlashResult
 from firmware_bridge.smp_ble import ClientFor, SessionSMPTransport
-from firmware_bridge.store import ChunkRejected, Download, Floors, ImageStore
+from firmware_bridge.store import ChunkRejected, Download, ImageStore, floors_for
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,7 @@ class FirmwareBridge:
         self.cfg = cfg
         self.dir = state_dir / "firmware"
         self.store = ImageStore(self.dir / "images", cfg.max_bytes)
-        mirror = [cfg.floor_mirror] if cfg.floor_mirror is not None else []
-        self.floors = Floors([self.dir / "floor.json", *mirror])
+        self.floors = floors_for(state_dir, cfg.floor_mirror)
         self.key = firmware_key
         self.clock = clock
         self._wearables = wearables
@@ -146,12 +144,10 @@ class FirmwareBridge:
         """Re-check a persisted manifest: signature and shape only (targets were checked)."""
         if self.key is None:
             raise ManifestRejected("bad_signature", "no firmware key")
-        payload = verify(signed, keyring(self.key)).payload
-        cls = payload.get("device_class") if isinstance(payload, dict) else None
         return check(
             signed,
             firmware_key=self.key,
-            device_class=str(cls),
+            device_class=None,
             running=None,
             floor=None,
             now_ms=None,

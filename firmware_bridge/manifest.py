@@ -83,7 +83,7 @@ def check(
     signed: Any,
     *,
     firmware_key: Ed25519PublicKey,
-    device_class: str,
+    device_class: str | None,
     running: Version | None,
     floor: Version | None,
     now_ms: int | None,
@@ -92,7 +92,8 @@ def check(
     """Verify a manifest for one device; ManifestRejected names the first problem.
 
     `running` is the version the device reports (None: unknown, so only the floor
-    applies); `floor` the persisted security floor for the class; `now_ms` the wall
+    applies); `device_class` None accepts any class (re-reading a manifest already
+    checked against its targets); `floor` the persisted security floor for the class; `now_ms` the wall
     clock when it is trustworthy (gnss/ntp/rtc), else None and expiry is not judged.
     """
     if not isinstance(signed, bytes):
@@ -102,7 +103,7 @@ def check(
     except EnvelopeError as exc:
         raise ManifestRejected("bad_signature", str(exc)) from None
     m = _payload(verified.payload)
-    if m.device_class != device_class:
+    if device_class is not None and m.device_class != device_class:
         raise ManifestRejected("wrong_class", f"for {m.device_class}, device is {device_class}")
     if floor is not None and m.version < floor:
         raise ManifestRejected("rollback", f"{show(m.version)} is below the security floor {show(floor)}")

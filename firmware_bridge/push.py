@@ -25,7 +25,7 @@ from edge.errors import ConfigError
 from edge.registry import Registry
 from firmware_bridge.manifest import ManifestRejected, check, show
 from firmware_bridge.smp import Flasher
-from firmware_bridge.store import Floors
+from firmware_bridge.store import floors_for
 
 
 class Bar:
@@ -64,8 +64,7 @@ def push(cfg: Config, manifest_path: Path, image_path: Path, device: str, out: T
     if w.fw_class is None or w.smp_port is None:
         print(f"firmware push: {device} needs fw_class and smp_port in {cfg.file}", file=sys.stderr)
         return 2
-    mirror = [cfg.firmware.floor_mirror] if cfg.firmware.floor_mirror is not None else []
-    floors = Floors([cfg.gateway.state_dir / "firmware" / "floor.json", *mirror])
+    floors = floors_for(cfg.gateway.state_dir, cfg.firmware.floor_mirror)
     clock = Clock()
     try:
         m = check(

@@ -85,10 +85,7 @@ def _newer(version: str, running: str) -> bool | None:
 
 def same_version(reported: str | None, version: str) -> bool:
     """`1.5.0` as reported by img_mgmt (`1.5.0`, `1.5.0.0`, `1.5.0-build0`...)."""
-    if reported is None:
-        return False
-    head = reported.replace("-build", ".").split(".")[:3]
-    return head == version.split(".")[:3]
+    return reported is not None and _triple(reported) is not None and _triple(reported) == _triple(version)
 
 
 class Flasher:

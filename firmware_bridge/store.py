@@ -173,3 +173,8 @@ class Floors:
             return
         self.floors[device_class] = version
         self._write()
+
+
+def floors_for(state_dir: Path, mirror: Path | None) -> Floors:
+    """The gateway's floors: `state_dir/firmware/floor.json`, plus `[firmware] floor_mirror`."""
+    return Floors([state_dir / "firmware" / "floor.json", *([mirror] if mirror is not None else [])])
