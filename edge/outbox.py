@@ -431,11 +431,6 @@ class Outbox:
                 await self.db.execute(f"PRAGMA max_page_count={self.limits.budget // self._page_size}")
                 self._ensure_reserve_file()
 
-    async def _sync(self, mode: str) -> None:
-        if self._sync_mode != mode:
-            await self.db.execute(f"PRAGMA synchronous={mode}")
-            self._sync_mode = mode
-
     def _build(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
         rows: list[Row] = []
         made: list[Pending] = []  # made[i] produced rows[i]
