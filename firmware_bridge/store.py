@@ -53,7 +53,6 @@ class Download:
         self.final = directory / f"{image_id}.bin"
         self._hash = hashlib.sha256()
         self.received = 0
-        self.overrun = 0  # bytes offered beyond the declared size
         if self.final.exists() and _digest(self.final) == manifest.sha256:
             self.received = manifest.size
             self._hash = hashlib.sha256(self.final.read_bytes())
@@ -78,7 +77,6 @@ class Download:
         if self.done():
             if n < -(-self.manifest.size // self.chunk_size):
                 return True  # a redelivery of a chunk we have
-            self.overrun += len(data)
             raise ChunkRejected("size", f"chunk {n} is beyond the declared {self.manifest.size} bytes")
         if n < self.next_chunk:
             return False  # a repeat (after a resume or a QoS 1 redelivery)
@@ -86,7 +84,6 @@ class Download:
             raise ChunkRejected("gap", f"chunk {n} while waiting for {self.next_chunk}")
         room = self.manifest.size - self.received
         if len(data) > room or (len(data) != self.chunk_size and len(data) != room):
-            self.overrun += len(data)
             raise ChunkRejected("size", f"chunk {n} of {len(data)} bytes does not fit the declared size")
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
