@@ -9,11 +9,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from drivers.gnss.sim import epoch_sentences
 from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.gateway import GatewayProc, Pty, gnss_device, trust_clock
 from tests.support.platform import Platform, bundle, other_signer
 
 GW = "gw-test-1"
@@ -52,10 +51,7 @@ class Rig:
         self.gw.start()
         self.gw.wait_status(lambda d: d["link"]["state"] == "up")
         # a GNSS fix makes the clock trustworthy, so expiry is enforced
-        self.gw.wait_device_open("gnss0")
-        now = time.time()
-        self.pty.write(b"".join(epoch_sentences(now + i, 21.9, 112.8) for i in range(3)))
-        self.gw.wait_status(lambda d: d["clock"]["tq"] == "gnss")
+        trust_clock(self.gw, self.pty)
 
     def stop(self) -> None:
         self.gw.stop()

@@ -13,11 +13,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from drivers.gnss.sim import epoch_sentences
 from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.gateway import GatewayProc, Pty, gnss_device, trust_clock
 from tests.support.platform import FirmwarePlatform
 from tests.support.smp_device import SmpDevice
 
@@ -64,10 +63,7 @@ class Rig:
     def start(self) -> None:
         self.gw.start()
         self.gw.wait_status(lambda d: d["link"]["state"] == "up")
-        self.gw.wait_device_open("gnss0")
-        now = time.time()
-        self.gnss.write(b"".join(epoch_sentences(now + i, 21.9, 112.8) for i in range(3)))
-        self.gw.wait_status(lambda d: d["clock"]["tq"] == "gnss")
+        trust_clock(self.gw, self.gnss)
 
     def update(self, manifest: bytes, image_id: str, devices: list[str] | None = None) -> dict[str, Any]:
         args = {

@@ -236,3 +236,11 @@ def gnss_rig(
 def epochs(start_utc: int, n: int = 3) -> bytes:
     """n one-second navigation epochs at a fixed spot, from start_utc."""
     return b"".join(epoch_sentences(start_utc + i, 21.9, 112.8) for i in range(n))
+
+
+def trust_clock(gw: GatewayProc, pty: Pty, dev_id: str = "gnss0") -> None:
+    """Feed the gateway's GNSS receiver a few fixes so its clock is trusted (`tq` gnss):
+    expiry of commands and manifests is then enforced."""
+    gw.wait_device_open(dev_id)
+    pty.write(epochs(int(time.time())))
+    gw.wait_status(lambda d: d["clock"]["tq"] == "gnss")
