@@ -134,7 +134,7 @@ class BleManager:
         self._known: dict[str, tuple[BLEDevice, int]] = {}  # the last advert ever seen, kept
         self._seen_events: dict[str, asyncio.Event] = {}
         self._session_events: dict[str, asyncio.Event] = {}
-        self._rpa_cache: dict[str, str] = {}  # resolved private address -> wearable id
+        self._rpa_cache: dict[str, str] = {}  # advertised address -> wearable id resolved by IRK, or ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._alarms: OrderedDict[int, tuple[str, int]] = OrderedDict()  # alarm seq -> (device, counter)
@@ -151,19 +151,23 @@ class BleManager:
     def _identify(self, address: str) -> WearableConfig | None:
         address = address.upper()
         devices = self._wearables()
-        cached = self._rpa_cache.get(address)
-        if cached is not None and cached in devices:
-            return devices[cached]
         for w in devices.values():
             if w.address is not None and w.address == address:
                 return w
-        for w in devices.values():
-            if w.irk is not None and resolves(bytes.fromhex(w.irk), address):
-                if len(self._rpa_cache) > 4096:
-                    self._rpa_cache.clear()
-                self._rpa_cache[address] = w.id
-                return w
-        return None
+        if address not in self._rpa_cache:
+            # One AES per IRK per new address, not per advert: the answer (a wearable id,
+            # or "" for a stranger) is kept until the registry changes.
+            if len(self._rpa_cache) > 4096:
+                self._rpa_cache.clear()
+            self._rpa_cache[address] = next(
+                (
+                    w.id
+                    for w in devices.values()
+                    if w.irk is not None and resolves(bytes.fromhex(w.irk), address)
+                ),
+                "",
+            )
+        return devices.get(self._rpa_cache[address])
 
     # -- main loop ----------------------------------------------------------------------------
 
