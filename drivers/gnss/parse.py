@@ -18,6 +18,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, check
 
@@ -25,11 +26,12 @@ KNOT_MPS = 1852.0 / 3600.0
 DAY_MS = 86_400_000
 TIMED = frozenset({"RMC", "GGA", "GNS", "GLL", "ZDA"})
 USED = TIMED | {"GSA", "VTG"}
+_TOD_FIRST = frozenset({"RMC", "GGA", "GNS", "ZDA"})
 
 
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """One navigation epoch with a valid position."""
+class Fix(NamedTuple):
+    """One navigation epoch with a valid position. (A NamedTuple: one is made per epoch,
+    and a frozen dataclass's __init__ cost as much as parsing a sentence.)"""
 
     tb: int  # boot ms when the epoch's first sentence arrived
     tod_ms: int | None  # UTC time of day the receiver stamped, when it did
@@ -46,21 +48,22 @@ class Fix:
     def record(self) -> dict[str, object]:
         """The `d` of a `gnss.fix` record (DESIGN.md): only what the receiver told us."""
         d: dict[str, object] = {"lat": self.lat, "lon": self.lon, "fix": self.mode}
-        for key, value in (
-            ("alt", self.alt),
-            ("sats", self.sats),
-            ("hdop", self.hdop),
-            ("speed", self.speed),
-            ("course", self.course),
-            ("utc", self.utc_ms),
-        ):
-            if value is not None:
-                d[key] = value
+        if self.alt is not None:
+            d["alt"] = self.alt
+        if self.sats is not None:
+            d["sats"] = self.sats
+        if self.hdop is not None:
+            d["hdop"] = self.hdop
+        if self.speed is not None:
+            d["speed"] = self.speed
+        if self.course is not None:
+            d["course"] = self.course
+        if self.utc_ms is not None:
+            d["utc"] = self.utc_ms
         return d
 
 
-@dataclass(frozen=True, slots=True)
-class NoFix:
+class NoFix(NamedTuple):
     """An epoch in which the receiver said it had no valid position."""
 
     tb: int
@@ -110,20 +113,26 @@ def _coord(value: str, hemi: str, deg_digits: int, limit: float) -> float | None
     """NMEA ddmm.mmmm / dddmm.mmmm plus hemisphere to signed degrees."""
     if not value and not hemi:
         return None
-    if hemi not in ("N", "S", "E", "W") or len(value) < deg_digits + 2:
+    if hemi not in _HEMI or len(value) < deg_digits + 2:
         raise BadField(value)
     dot = value.find(".")
     split = (dot if dot >= 0 else len(value)) - 2
-    if split < 1 or not value[:split].isdigit():
+    head, tail = value[:split], value[split:]
+    if split < 1 or not head.isdigit() or not tail[:2].isdigit():
         raise BadField(value)
-    deg = int(value[:split])
-    minutes = _opt_float(value[split:])
-    if minutes is None or not 0 <= minutes < 60:
+    try:
+        minutes = float(tail)
+    except ValueError:
+        raise BadField(value) from None
+    if not minutes < 60:  # also NaN
         raise BadField(value)
-    v = deg + minutes / 60.0
+    v = int(head) + minutes / 60.0
     if v > limit:
         raise BadField(value)
-    return -v if hemi in ("S", "W") else v
+    return v * _HEMI[hemi]
+
+
+_HEMI = {"N": 1.0, "E": 1.0, "S": -1.0, "W": -1.0}
 
 
 @functools.lru_cache(maxsize=8)  # a receiver repeats the same date every epoch
@@ -190,6 +199,8 @@ class NmeaParser:
             "ZDA": self._zda,
         }
         self._day_cache: tuple[tuple[int, int, int], int] | None = None
+        self._tod_raw = ""  # the last time field parsed, and its value
+        self._tod_ms: int | None = None
 
     def feed(self, data: bytes, *, now: int) -> list[Event]:
         """Bytes in (any split), events out; `now` is boot ms."""
@@ -228,10 +239,13 @@ class NmeaParser:
         f = s.fields
         t = s.type
         tod: int | None = None
-        if t in ("RMC", "GGA", "GNS", "ZDA"):
-            tod = _tod(f[0])
-        elif t == "GLL":
-            tod = _tod(f[4]) if len(f) > 4 else None
+        if t in _TOD_FIRST or t == "GLL":
+            raw = f[0] if t != "GLL" else f[4] if len(f) > 4 else ""
+            if raw == self._tod_raw:  # RMC and GGA of one epoch carry the same time
+                tod = self._tod_ms
+            else:
+                tod = _tod(raw)
+                self._tod_raw, self._tod_ms = raw, tod
         ep = self._epoch
         if ep is None or (tod is not None and ep.tod is not None and tod != ep.tod):
             self._close(out, closer=ep.types[-1] if ep and ep.types else None)
