@@ -44,28 +44,47 @@ def kid_of(key: Ed25519PublicKey) -> bytes:
     return hashlib.sha256(raw_public(key)).digest()[:8]
 
 
+def bstr(data: bytes) -> bytes:
+    """CBOR byte string (major type 2): its head, then the bytes (RFC 8949, 3.1)."""
+    n = len(data)
+    if n < 24:
+        head = bytes((0x40 | n,))
+    elif n < 0x100:
+        head = bytes((0x58, n))
+    elif n < 0x10000:
+        head = b"\x59" + n.to_bytes(2, "big")
+    elif n < 0x100000000:
+        head = b"\x5a" + n.to_bytes(4, "big")
+    else:
+        head = b"\x5b" + n.to_bytes(8, "big")
+    return head + data
+
+
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     # CBOR array(4) header is 0x84; the parts are already CBOR-encoded.
-    return b"\x84" + _SIG1 + cbor2.dumps(protected) + _EMPTY_BSTR + cbor2.dumps(payload)
+    return b"\x84" + _SIG1 + bstr(protected) + _EMPTY_BSTR + bstr(payload)
 
 
 class Signer:
     """Signs payloads with one Ed25519 key."""
 
-    __slots__ = ("_key", "_protected", "_protected_cbor", "kid", "public_key")
+    __slots__ = ("_key", "_protected", "_protected_cbor", "_sig_head", "kid", "public_key")
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
         self.public_key = key.public_key()
         self.kid = kid_of(self.public_key)
         self._protected = cbor2.dumps({HDR_ALG: ALG_EDDSA, HDR_KID: self.kid})
-        self._protected_cbor = cbor2.dumps(self._protected)
+        self._protected_cbor = bstr(self._protected)
+        # Sig_structure up to the payload, the same for every message this key signs
+        self._sig_head = b"\x84" + _SIG1 + self._protected_cbor + _EMPTY_BSTR
 
     def sign_bytes(self, payload: bytes) -> bytes:
         """A tagged COSE_Sign1 over already-encoded payload bytes."""
-        signature = self._key.sign(_sig_structure(self._protected, payload))
+        payload_cbor = bstr(payload)
+        signature = self._key.sign(self._sig_head + payload_cbor)
         # tag(18) [protected bstr, {} , payload bstr, signature bstr]
-        return b"\xd2\x84" + self._protected_cbor + b"\xa0" + cbor2.dumps(payload) + cbor2.dumps(signature)
+        return b"\xd2\x84" + self._protected_cbor + b"\xa0" + payload_cbor + bstr(signature)
 
     def sign(self, payload: Mapping[str, Any]) -> bytes:
         """A tagged COSE_Sign1 over the CBOR encoding of `payload`."""

@@ -12,7 +12,7 @@ from cwt import COSE, COSEKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.envelope import Signer, check_gateway_payload, keyring, kid_of, verify
+from edge.envelope import Signer, bstr, check_gateway_payload, keyring, kid_of, verify
 from edge.errors import EnvelopeError, EnvelopeReason
 
 
@@ -56,6 +56,21 @@ def test_independent_cose_verifies_what_we_sign(key: Ed25519PrivateKey) -> None:
     protected = cbor2.loads(obj.value[0])
     assert protected == {1: -8, 4: signer.kid}
     assert obj.value[1] == {}
+
+
+@pytest.mark.parametrize("records", [0, 1, 200, 3000])  # payloads from ~90 B to ~200 KiB: every bstr head
+def test_independent_cose_verifies_every_payload_size(key: Ed25519PrivateKey, records: int) -> None:
+    signer = Signer(key)
+    payload = dict(PAYLOAD, recs=[PAYLOAD["recs"][0]] * records)  # type: ignore[index]
+    msg = signer.sign(payload)
+    decoded = COSE.new().decode(msg, COSEKey.from_pem(pem_pub(key), kid=signer.kid))
+    assert cbor2.loads(decoded) == payload
+
+
+@given(st.binary(max_size=70_000))
+def test_bstr_is_cbor_byte_string(data: bytes) -> None:
+    assert bstr(data) == cbor2.dumps(data)
+    assert cbor2.loads(bstr(data)) == data
 
 
 def test_kid_is_sha256_prefix_of_raw_public_key(key: Ed25519PrivateKey) -> None:
