@@ -3,7 +3,9 @@
 Theory of operation: one writer task owns every write. Producers queue `Pending`
 items; the writer takes everything queued, assigns each the next `seq`, has it
 signed (the seq is inside the signed payload), inserts the lot and commits once
-(group commit, WAL, synchronous=FULL), then resolves each producer's future. A
+(group commit, WAL, synchronous=FULL), then resolves each producer's future. The
+signing and the commit run as one call on the database thread (Ed25519 releases
+the GIL), so the event loop is free meanwhile. A
 life-safety producer awaits that future, so a device is told "received" only after
 its alarm is on disk. PUBACKs become deletes, committed after the inserts in their
 own transaction. The seq is the row's AUTOINCREMENT id (never below a persisted
@@ -104,6 +106,10 @@ class Row:
     prio: int
     kind: str
     body: bytes
+
+
+# _build's result: rows, the items that made them, the items that failed and why
+Built = tuple[list[Row], list["Pending"], list[tuple["Pending", Exception]]]
 
 
 @dataclass(slots=True)
@@ -431,48 +437,78 @@ class Outbox:
                 await self.db.execute(f"PRAGMA max_page_count={self.limits.budget // self._page_size}")
                 self._ensure_reserve_file()
 
-    def _build(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
+    def _build(self, items: list[Pending]) -> Built:
+        """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
+        the items that failed. Touches no future, so it may run on the database thread."""
         rows: list[Row] = []
-        made: list[Pending] = []  # made[i] produced rows[i]
+        made: list[Pending] = []
+        failed: list[tuple[Pending, Exception]] = []
         seq = self.next_seq
         for it in items:
             try:
                 body = it.make(seq)
             except Exception as exc:  # a bad producer must not sink the batch
                 log.exception("outbox: cannot build %s from %s", it.kind, it.src)
-                _fail(it, exc)
+                failed.append((it, exc))
                 continue
             rows.append(Row(seq, int(it.prio), it.kind, body))
             made.append(it)
             seq += 1
+        return rows, made, failed
+
+    def _build_here(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
+        rows, made, failed = self._build(items)
+        for it, exc in failed:
+            _fail(it, exc)
         return rows, made
 
     async def _insert(self, items: list[Pending]) -> None:
-        rows, made = self._build(items)
+        room = self.limits.budget - self.limits.reserve
+
+        def build_and_commit(conn: sqlite3.Connection) -> tuple[*Built, BaseException | bool]:
+            # Signing (Ed25519 releases the GIL) happens here, off the event loop, in the
+            # same hop as the commit; only when the rows fit is the commit made here too.
+            rows, made, failed = self._build(items)
+            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+            if not rows or self.usage + incoming > room or self._disk_full:
+                return rows, made, failed, False
+            try:
+                self._commit_in(conn, rows, made)
+            except (sqlite3.Error, OSError) as exc:
+                return rows, made, failed, exc
+            return rows, made, failed, True
+
+        rows, made, failed, outcome = await self._in_db_thread(build_and_commit)
+        for it, exc in failed:
+            _fail(it, exc)
         if not rows:
             return
-        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
-        room = self.limits.budget - self.limits.reserve
-        if self.usage + incoming > room:
-            await self._thin(self.usage + incoming - room + self.limits.reserve // 4)
-        if self.usage + incoming > room or self._disk_full:
-            # Still no room (or the disk is full): only what must never be lost goes in,
-            # renumbered so the refused messages leave no gap in the seqs.
-            for it in made:
-                if not it.protected:
-                    self.stats.refused += 1
-                    _fail(it, OutboxFull(f"outbox full; {it.kind} from {it.src} refused"))
-            rows, made = self._build([it for it in made if it.protected])
-            if not rows:
+        if outcome is False:
+            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+            if self.usage + incoming > room:
+                await self._thin(self.usage + incoming - room + self.limits.reserve // 4)
+            if self.usage + incoming > room or self._disk_full:
+                # Still no room (or the disk is full): only what must never be lost goes in,
+                # renumbered so the refused messages leave no gap in the seqs.
+                for it in made:
+                    if not it.protected:
+                        self.stats.refused += 1
+                        _fail(it, OutboxFull(f"outbox full; {it.kind} from {it.src} refused"))
+                rows, made = self._build_here([it for it in made if it.protected])
+                if not rows:
+                    return
+            try:
+                await self._commit_rows(rows, made)
+            except (sqlite3.Error, OSError) as exc:
+                outcome = exc
+            else:
+                outcome = True
+        if isinstance(outcome, BaseException):
+            if not _is_full(outcome):
+                log.error("outbox: commit of %d messages failed: %s", len(rows), outcome)
+                _fail_all(made, outcome)
                 return
-        try:
-            await self._commit_rows(rows, made)
-        except (sqlite3.Error, OSError) as exc:
-            if not _is_full(exc):
-                log.error("outbox: commit of %d messages failed: %s", len(rows), exc)
-                _fail_all(made, exc)
-                return
-            await self._insert_when_full(made, exc)
+            await self._insert_when_full(made, outcome)
             return
         self._committed(rows, made)
 
@@ -491,30 +527,29 @@ class Outbox:
             self._sync_mode = mode
 
     async def _commit_rows(self, rows: list[Row], made: list[Pending]) -> None:
+        await self._in_db_thread(lambda conn: self._commit_in(conn, rows, made))
+
+    def _commit_in(self, conn: sqlite3.Connection, rows: list[Row], made: list[Pending]) -> None:
+        """Insert the rows and their state records in one durable transaction (db thread)."""
         at = time.time_ns() // 1_000_000
         params = [
             (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
         ]
         states = [it.state for it in made if it.state is not None]
-        durable = self._durable
-
-        def commit(conn: sqlite3.Connection) -> None:
-            self._set_sync(conn, durable)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    params,
-                )
-                if states:
-                    conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # nothing to roll back
-                    conn.execute("ROLLBACK")
-                raise
-
-        await self._in_db_thread(commit)
+        self._set_sync(conn, self._durable)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            if states:
+                conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # nothing to roll back
+                conn.execute("ROLLBACK")
+            raise
 
     async def _insert_when_full(self, made: list[Pending], exc: BaseException) -> None:
         """The disk (or the page cap) is full: free the reserve, keep only life-safety."""
@@ -529,7 +564,7 @@ class Outbox:
         if not keep:
             return
         # Renumber: the refused rows' seqs were never committed, so no gap is created.
-        rows2, made2 = self._build(keep)
+        rows2, made2 = self._build_here(keep)
         try:
             await self.db.execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self._page_size}")
             await self._commit_rows(rows2, made2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,26 @@ def test_a_failing_producer_does_not_sink_the_batch(tmp_path: Path) -> None:
             assert good.result() == 1
 
     asyncio.run(go())
+
+
+def test_messages_are_signed_off_the_event_loop(tmp_path: Path) -> None:
+    """Signing is the costliest step of a commit; it runs on the database thread,
+    so the loop (drivers, PUBACKs, an alarm's feedback) is not held by it."""
+    signed_on: list[int] = []
+
+    def make(seq: int) -> bytes:
+        signed_on.append(threading.get_ident())
+        return b"signed" + seq.to_bytes(4, "big")
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "o.sqlite") as ob:
+            done = [ob.submit(Pending(Prio.TELEMETRY, "k", "s", 0, make)) for _ in range(5)]
+            await run_with_writer(ob, asyncio.wait(done))
+            assert [f.result() for f in done] == [1, 2, 3, 4, 5]
+
+    asyncio.run(go())
+    assert len(signed_on) == 5
+    assert threading.get_ident() not in signed_on
 
 
 def test_queued_messages_are_committed_on_close(tmp_path: Path) -> None:
