@@ -69,7 +69,7 @@ DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
 CHECKPOINT_S = 0.5  # small and often: a big checkpoint's fsync stalls an alarm's commit behind it
-QUEUE_HIGH = 256  # queued messages before producers are made to wait (bounds memory)
+QUEUE_HIGH = 128  # queued messages before producers are made to wait (bounds memory)
 SQLITE_FULL = 13
 
 
