@@ -246,6 +246,7 @@ class MqttConfig:
     tls_key: Path | None = None
     insecure: bool = False
     inflight: int = 64
+    backlog_queue_ms: float = 5.0
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
 
@@ -548,6 +549,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         tls_key=m.path("tls_key", None),
         insecure=m.flag("insecure", False),
         inflight=m.integer("inflight", 64, lo=1, hi=65535),
+        backlog_queue_ms=m.number("backlog_queue_ms", 5.0, lo=1.0),
         reconnect_min_s=m.number("reconnect_min_s", 0.5, lo=0.01),
         reconnect_max_s=m.number("reconnect_max_s", 30.0, lo=0.1),
     )

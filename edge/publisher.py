@@ -7,7 +7,8 @@ the next row from the most urgent lane that has one (strict priority, FIFO withi
 a lane; telemetry captured since the session began goes before the backlog of the
 outage, which then drains oldest first), keeps at most `inflight` messages
 unacknowledged (life-safety may exceed that by a small reserve so it never queues
-behind telemetry), and hands every PUBACK to the outbox as a delete. When the
+behind telemetry), paces the backlog by the queueing delay it causes (see
+`edge/pacing.py`), and hands every PUBACK to the outbox as a delete. When the
 link drops, every row not yet acknowledged is still in the outbox; the next session
 starts its cursors at zero, so it is all sent again (the platform deduplicates on
 gw, ep, seq).
@@ -28,6 +29,7 @@ from edge.ingest import Ingest
 from edge.kinds import Prio
 from edge.mqtt import Incoming, MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
+from edge.pacing import BacklogWindow
 from edge.supervisor import HEALTHY_RUN_S, Backoff
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ LANES: tuple[Lane, ...] = (
     (Prio.TELEMETRY, True),
     (Prio.BULK, False),
 )
+BACKLOG: Lane = (Prio.TELEMETRY, True)  # paced by `BacklogWindow`: it must not delay live traffic
 
 
 class LinkState(enum.StrEnum):
@@ -84,7 +87,9 @@ class Publisher:
         self.up = asyncio.Event()
         self._ls_committed: dict[int, int] = {}  # life-safety seq -> `published` at its commit
         self.ls_overtaken_max = 0
+        self.ls_backlog_ahead_max = 0
         self.on_ack: Callable[[int], None] | None = None  # measurement hook (benchmarks)
+        self.backlog_window = self._new_window()
         self._conn: MqttConnection | None = None
         outbox.on_commit = self._on_commit
         self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
@@ -119,6 +124,9 @@ class Publisher:
             else:
                 self._dirty.add(lane)
         self._kick.set()
+
+    def _new_window(self) -> BacklogWindow:
+        return BacklogWindow(max_window=self._cfg.inflight, target_s=self._cfg.backlog_queue_ms / 1000.0)
 
     def _tls(self) -> TlsSettings | None:
         c = self._cfg
@@ -192,6 +200,7 @@ class Publisher:
         cursor: dict[Lane, int] = {lane: 0 for lane in LANES}
         cursor[(Prio.TELEMETRY, False)] = self._boundary
         self._dirty = set(LANES)  # after a (re)connect anything unacknowledged may be unsent
+        self.backlog_window = self._new_window()  # a new session may be a new link
         self._buffers, self._cursor = buffers, cursor
         try:
             await self._pump_rows(conn, buffers, cursor)
@@ -203,13 +212,16 @@ class Publisher:
     ) -> None:
         closed = conn.closed
         closed.add_done_callback(lambda _f: self._kick.set())
+        window = self.backlog_window
+        loop = asyncio.get_running_loop()
         while not closed.done():
             lane, row = await self._next_row(buffers, cursor)
             if row is None:
                 await self._wait()
                 continue
             limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
-            if conn.in_flight >= limit:
+            backlog = lane == BACKLOG
+            if conn.in_flight >= limit or (backlog and window.in_flight >= window.allowed):
                 buffers[lane].appendleft(row)
                 await self._wait()
                 continue
@@ -217,9 +229,13 @@ class Publisher:
                 # how many messages went out between this alarm's commit and its publish
                 since = self._ls_committed.pop(row.seq, self.published)
                 self.ls_overtaken_max = max(self.ls_overtaken_max, self.published - since)
+                # and how much of the backlog is on the wire ahead of it
+                self.ls_backlog_ahead_max = max(self.ls_backlog_ahead_max, window.in_flight)
             fut = conn.publish_nowait(self.topic(row.kind), row.body)
             self.published += 1
-            fut.add_done_callback(partial(self._done, row.seq))
+            if backlog:
+                window.in_flight += 1
+            fut.add_done_callback(partial(self._done, row.seq, window if backlog else None, loop.time()))
         exc = closed.result()
         if exc is not None:
             raise exc
@@ -257,9 +273,13 @@ class Publisher:
         await self._kick.wait()
         self._kick.clear()
 
-    def _done(self, seq: int, fut: asyncio.Future[None]) -> None:
+    def _done(self, seq: int, backlog: BacklogWindow | None, sent: float, fut: asyncio.Future[None]) -> None:
+        if backlog is not None:
+            backlog.in_flight -= 1
         if fut.cancelled() or fut.exception() is not None:
             return  # the row stays in the outbox and goes again on the next session
+        now = asyncio.get_running_loop().time()
+        self.backlog_window.sample(now - sent, now)
         self.acked += 1
         self._outbox.ack((seq,))
         if self.on_ack is not None:

@@ -1,6 +1,7 @@
 """A small fault-injecting TCP proxy between the gateway and the broker (runs in a thread).
 
-Modes: `pass` forwards; `delay` forwards each chunk after `delay_s`; `blackhole` keeps
+Modes: `pass` forwards; `delay` forwards each chunk after `delay_s`; `slow` forwards at
+`rate` bytes/s (a thin uplink: what is sent faster queues in the socket buffers); `blackhole` keeps
 the connections open but forwards nothing (a half-open link: no FIN, no RST, just
 silence, as when a 4G modem loses its bearer); `cut()` closes every connection now;
 `refuse` closes new connections at once.
@@ -13,7 +14,7 @@ import contextlib
 import threading
 from typing import Literal
 
-Mode = Literal["pass", "delay", "blackhole", "refuse"]
+Mode = Literal["pass", "delay", "slow", "blackhole", "refuse"]
 
 
 class FaultProxy:
@@ -21,6 +22,7 @@ class FaultProxy:
         self._target = (target_host, target_port)
         self.mode: Mode = "pass"
         self.delay_s = 0.0
+        self.rate = 0.0
         self.port = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
@@ -79,15 +81,17 @@ class FaultProxy:
                 await self._flowing.wait()  # blackhole: nothing through, nothing closed
                 if self.mode == "delay" and self.delay_s:
                     await asyncio.sleep(self.delay_s)
+                elif self.mode == "slow" and self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
                 writer.write(data)
                 await writer.drain()
         writer.close()
 
-    def set_mode(self, mode: Mode, delay_s: float = 0.0) -> None:
-        self._loop.call_soon_threadsafe(self._set, mode, delay_s)
+    def set_mode(self, mode: Mode, delay_s: float = 0.0, rate: float = 0.0) -> None:
+        self._loop.call_soon_threadsafe(self._set, mode, delay_s, rate)
 
-    def _set(self, mode: Mode, delay_s: float) -> None:
-        self.mode, self.delay_s = mode, delay_s
+    def _set(self, mode: Mode, delay_s: float, rate: float) -> None:
+        self.mode, self.delay_s, self.rate = mode, delay_s, rate
         if mode == "blackhole":
             self._flowing.clear()
         else:
