@@ -108,6 +108,7 @@ class Row:
     body: bytes
 
 
+Deleted = tuple[int, int, int, str]  # seq, prio, body bytes, kind
 # _build's result: rows, the items that made them, the items that failed and why
 Built = tuple[list[Row], list["Pending"], list[tuple["Pending", Exception]]]
 
@@ -395,13 +396,8 @@ class Outbox:
                 await self._insert(items)
             # Deletes go in small transactions, and stop as soon as a new message is
             # queued: an alarm waits for at most one small delete, never for a drain's worth.
-            while acks:
-                chunk, acks = acks[:DELETE_CHUNK], acks[DELETE_CHUNK:]
-                await self._delete_acked(chunk)
-                if self._queue:
-                    self._acks[:0] = acks
-                    self._wake.set()
-                    break
+            if acks:
+                await self._delete_acked(acks)
 
     async def checkpoint_loop(self) -> None:
         """Copy the WAL back into the database from a second connection, off the writer's path."""
@@ -592,44 +588,69 @@ class Outbox:
     # deletes: acknowledged, thinned, expired ----------------------------------------
 
     async def _delete_acked(self, acks: list[int]) -> None:
+        """Delete acknowledged rows, DELETE_CHUNK to a transaction, all in one call on the
+        database thread (no loop round trip per chunk), stopping as soon as a message is
+        queued; what is left goes back to the front of the acks."""
+
+        def delete(conn: sqlite3.Connection) -> tuple[list[Deleted], int, BaseException | None]:
+            found: list[Deleted] = []
+            done = 0
+            while done < len(acks):
+                chunk = acks[done : done + DELETE_CHUNK]
+                try:
+                    found.extend(self._delete_in(conn, chunk))
+                except (sqlite3.Error, OSError) as exc:
+                    return found, done, exc
+                done += len(chunk)
+                if self._queue:  # read across threads: a list's length, safe under the GIL
+                    break
+            return found, done, None
+
+        found, done, exc = await self._in_db_thread(delete)
+        self._account(found)
+        self.stats.acked += done
+        if done < len(acks):
+            self._acks[:0] = acks[done:]  # retried with the next flush
+            self._wake.set()
+        if exc is not None:
+            log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks) - done, exc)
+
+    def _delete_in(self, conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:
+        """Delete rows by seq in one transaction (database thread); the rows found.
+
+        A delete lost to a power cut only means a duplicate resend, so deletes do not
+        pay for an fsync; the next durable insert commit syncs them anyway."""
+        self._set_sync(conn, "NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        found: list[Deleted] = []
         try:
-            await self._delete_txn(acks)
-        except (sqlite3.Error, OSError) as exc:
-            log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks), exc)
-            self._acks.extend(acks)  # retried with the next flush
-            return
-        self.stats.acked += len(acks)
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = conn.execute(
+                    f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind",
+                    chunk,
+                )
+                found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return found
 
-    async def _delete_txn(self, seqs: list[int]) -> list[tuple[int, int, str]]:
-        # A delete lost to a power cut only means a duplicate resend, so deletes do
-        # not pay for an fsync; the next durable insert commit syncs them anyway.
-        def delete(conn: sqlite3.Connection) -> list[tuple[int, int, int, str]]:
-            self._set_sync(conn, "NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            found: list[tuple[int, int, int, str]] = []
-            try:
-                for i in range(0, len(seqs), 500):
-                    chunk = seqs[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    cur = conn.execute(
-                        f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind",
-                        chunk,
-                    )
-                    found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            return found
-
+    def _account(self, found: list[Deleted]) -> list[tuple[int, int, str]]:
+        """Take deleted rows off the lane statistics (loop side); (seq, prio, kind) each."""
         out: list[tuple[int, int, str]] = []
-        for seq, prio, nbytes, kind in await self._in_db_thread(delete):
+        for seq, prio, nbytes, kind in found:
             lane = self.stats.lanes[prio]
             lane.rows -= 1
             lane.bytes -= nbytes
             out.append((seq, prio, kind))
         return out
+
+    async def _delete_txn(self, seqs: list[int]) -> list[tuple[int, int, str]]:
+        return self._account(await self._in_db_thread(lambda conn: self._delete_in(conn, seqs)))
 
     _THIN_PHASES = (
         # telemetry and bulk, keeping a decimated track and each source's latest message
