@@ -156,7 +156,11 @@ def test_battery_marks_and_link_faults(rig: Rig) -> None:
     # a device that stops answering is found out by the liveness probe and reconnected
     rig.sim.call("mute", device="btn-1")
     rig.gw.wait_status(lambda d: d["ble"]["wearables"]["btn-1"]["silent"] >= 1, timeout=20)
-    assert any(d.get("reason") == "silent" for d in recs(rig.col, "device.state", "btn-1"))
+    # the status file is written at once; the device.state message follows through the outbox
+    rig.col.wait_for(
+        lambda _ms: any(d.get("reason") == "silent" for d in recs(rig.col, "device.state", "btn-1")),
+        timeout=10,
+    )
     rig.sim.call("unmute", device="btn-1")
     rig.connected("btn-1")
     rig.press("btn-1")
