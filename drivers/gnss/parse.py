@@ -27,6 +27,9 @@ DAY_MS = 86_400_000
 TIMED = frozenset({"RMC", "GGA", "GNS", "GLL", "ZDA"})
 USED = TIMED | {"GSA", "VTG"}
 _TOD_FIRST = frozenset({"RMC", "GGA", "GNS", "ZDA"})
+# Sentences a receiver repeats byte for byte while the sky is unchanged: a line seen
+# again (same bytes, so the same checksum) is not checked again.
+REPEATING = frozenset({"GSA", "GSV"})
 
 
 class Fix(NamedTuple):
@@ -201,6 +204,9 @@ class NmeaParser:
         self._day_cache: tuple[tuple[int, int, int], int] | None = None
         self._tod_raw = ""  # the last time field parsed, and its value
         self._tod_ms: int | None = None
+        self._pos_raw: tuple[str, str, str, str] = ("", "", "", "")  # likewise the position
+        self._pos: tuple[float | None, float | None] = (None, None)
+        self._repeats: dict[bytes, Sentence] = {}  # lines a receiver sends unchanged epoch after epoch
 
     def feed(self, data: bytes, *, now: int) -> list[Event]:
         """Bytes in (any split), events out; `now` is boot ms."""
@@ -212,7 +218,7 @@ class NmeaParser:
             if item.startswith(b"{"):
                 out.extend(self._gpsd_json(item, now))
                 continue
-            s = check(item)
+            s = self._repeats.get(item) or self._check(item)
             if isinstance(s, Rejected):
                 out.append(s)
                 continue
@@ -226,6 +232,14 @@ class NmeaParser:
             except IndexError:
                 out.append(Rejected(Reason.MALFORMED, s.raw, f"{s.type}: too few fields"))
         return out
+
+    def _check(self, line: bytes) -> Sentence | Rejected:
+        s = check(line)
+        if not isinstance(s, Rejected) and s.type in REPEATING:
+            if len(self._repeats) >= 16:
+                self._repeats.clear()
+            self._repeats[line] = s
+        return s
 
     def flush(self) -> list[Event]:
         """Report the epoch in progress (the receiver went quiet)."""
@@ -257,10 +271,17 @@ class NmeaParser:
         if t == self._ender:
             self._close(out, closer=None)
 
+    def _position(self, la: str, ns: str, lo: str, ew: str) -> tuple[float | None, float | None]:
+        """Latitude and longitude fields to degrees; RMC and GGA of one epoch repeat them."""
+        raw = (la, ns, lo, ew)
+        if raw != self._pos_raw:
+            pos = (_coord(la, ns, 2, 90.0), _coord(lo, ew, 3, 180.0))
+            self._pos_raw, self._pos = raw, pos
+        return self._pos
+
     def _rmc(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         valid = f[1] == "A" and not (len(f) > 11 and f[11] == "N")
-        lat = _coord(f[2], f[3], 2, 90.0)
-        lon = _coord(f[4], f[5], 3, 180.0)
+        lat, lon = self._position(f[2], f[3], f[4], f[5])
         date = _date(f[8])
         speed = _opt_float(f[6])
         course = _opt_float(f[7])
@@ -280,8 +301,7 @@ class NmeaParser:
 
     def _position_sats_alt(self, ep: _Epoch, f: tuple[str, ...], valid: bool) -> None:
         """GGA and GNS share fields 1-8; parse them all before changing the epoch."""
-        lat = _coord(f[1], f[2], 2, 90.0)
-        lon = _coord(f[3], f[4], 3, 180.0)
+        lat, lon = self._position(f[1], f[2], f[3], f[4])
         sats, hdop, alt = _opt_int(f[6]), _opt_float(f[7]), _opt_float(f[8])
         ep.position(lat, lon, valid)
         if valid:

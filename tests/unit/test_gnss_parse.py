@@ -199,3 +199,21 @@ def test_reporter_time_distance_and_heading() -> None:
     assert distance_m(0, 0, 0, 1) == pytest.approx(111_195, rel=1e-3)
     every = FixReporter(min_interval_s=0, min_distance_m=0, min_course_change_deg=0)
     assert all(every.offer(fix(t, 21.9)) for t in range(5))
+
+
+def test_repeated_lines_are_remembered_within_a_bound_and_still_count() -> None:
+    p = NmeaParser()
+    gsa = sentence("GNGSA,A,2,01,02,03,,,,,,,,,,1.5,0.8,1.2,1")
+    sky_changes = b"".join(sentence(f"GNGSA,A,3,{i:02d},02,03,,,,,,,,,,1.5,0.8,1.2,1") for i in range(100))
+    p.feed(sky_changes, now=0)
+    assert len(p._repeats) <= 16  # a sky that keeps changing does not grow memory
+    p.flush()
+    fixes = []
+    for i in range(3):  # the same GSA bytes every epoch: its fix mode still applies each time
+        t = 1_790_000_000.0 + i
+        rmc_gga = epoch_sentences(t, 21.9, 112.8).split(b"\r\n")[:2]
+        fixes += [e for e in p.feed(b"\r\n".join(rmc_gga) + b"\r\n" + gsa, now=i) if isinstance(e, Fix)]
+    fixes += [e for e in p.flush() if isinstance(e, Fix)]
+    assert [f.mode for f in fixes] == [2, 2, 2]
+    bad = gsa[:-4] + b"00\r\n"  # the same sentence with a wrong checksum is not taken from memory
+    assert [e.reason for e in p.feed(bad, now=9) if isinstance(e, Rejected)] == [Reason.CHECKSUM]
