@@ -41,7 +41,10 @@ def mosquitto(port: int | None = None) -> Iterator[tuple[int, subprocess.Popen[b
     port = port or free_port()
     with tempfile.TemporaryDirectory() as d:
         conf = Path(d) / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+            "set_tcp_nodelay true\n"  # the broker configuration docs/operations.md recommends
+        )
         proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -163,7 +163,9 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         wd = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gridedge-demo-")))
         wd.mkdir(parents=True, exist_ok=True)
         port = _free_port()
-        (wd / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        (wd / "mosquitto.conf").write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        )
         await _spawn(stack, binary, "-c", str(wd / "mosquitto.conf"))
         await _wait_port(port)
         master, slave = _pty(stack)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,6 +150,11 @@ class MqttConnection:
         if sock is None:
             raise BrokerUnavailable("no socket after connect")
         self._sock = sock
+        # Nagle would hold a small PUBLISH (an alarm) while an earlier segment waits for
+        # its ACK, which the broker may delay by 40 ms; MQTT packets are whole messages.
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, self._readable)
         self._client.on_socket_register_write = self._want_write
         self._client.on_socket_unregister_write = self._wrote_all

@@ -67,6 +67,7 @@ class Mosquitto:
             f"{autosave}"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
+            "set_tcp_nodelay true\n"  # as docs/operations.md recommends for the platform's broker
             f"log_dest file {self.log}\n"
             f"{extra}"
         )
