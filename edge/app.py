@@ -256,6 +256,11 @@ class Gateway:
                 "acked": pub.acked,
                 "last_error": pub.last_error,
                 "life_safety_overtaken_max": pub.ls_overtaken_max,
+                # the backlog's pacing (edge/pacing.py): how much of it may be in flight
+                # now, how much queueing it sees, and the most of it an alarm found ahead
+                "backlog_window": pub.backlog_window.allowed,
+                "backlog_queueing_ms": round(pub.backlog_window.queueing_s * 1000, 1),
+                "life_safety_backlog_ahead_max": pub.ls_backlog_ahead_max,
             },
             "outbox": None
             if ob is None

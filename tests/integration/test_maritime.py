@@ -169,6 +169,10 @@ def test_distress_overtakes_a_100k_backlog(kind: str, fast_broker: Mosquitto, tm
     # Nothing the gateway sent after the alarm was committed went out before it: the
     # only messages ahead of it were already on the wire (the in-flight window).
     assert link["life_safety_overtaken_max"] == 0
+    # the backlog's pacing is reported: a window within its bounds, and no more of the
+    # backlog ahead of the alarm on the wire than the session's in-flight cap
+    assert 2 <= link["backlog_window"] <= 64 and link["backlog_queueing_ms"] >= 0
+    assert link["life_safety_backlog_ahead_max"] <= 64
     assert drained < backlog - 10_000 and alarm.payload["seq"] > hw
     latency_ms = (alarm.arrived - written) * 1000
     print(f"{kind} distress: {latency_ms:.1f} ms from sentence to delivery, {len(before)} delivered between")
