@@ -40,6 +40,7 @@ def dropped_seqs(msgs: list) -> set[int]:  # type: ignore[type-arg]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(CHAOS_S + 420)  # the chaos, then up to 120 + 60 + 200 s of draining and verifying
 def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
     rng = random.Random(CHAOS_SEED)
     proxy = FaultProxy(broker.port).start()
