@@ -186,6 +186,7 @@ class Gateway:
         self.ble_factory = resolve_factory(cfg.ble.backend, dict(cfg.ble.options))
         self.ble: BleManager | None = None
         self.firmware: FirmwareBridge | None = None
+        self._command_key_loaded: Ed25519PublicKey | None = None
         self.firmware_key = self._firmware_key()
         self.commands: CommandHandler | None = None
         self._reload: asyncio.Future[Config] | None = None
@@ -205,12 +206,26 @@ class Gateway:
         except (OSError, ValueError) as exc:
             raise ConfigError("trust.firmware_key", f"cannot load {path}: {exc}") from None
         others = [self.signer.public_key]
-        if self.cfg.trust.command_key is not None:
-            with contextlib.suppress(OSError, ValueError):
-                others.append(load_public_key(self.cfg.trust.command_key.read_bytes()))
+        with contextlib.suppress(ConfigError):  # a bad command key is reported where commands start
+            command_key = self._command_key()
+            if command_key is not None:
+                others.append(command_key)
         if key in others:
             raise ConfigError("trust.firmware_key", "must be its own key, not the command or the gateway key")
         return key
+
+    def _command_key(self) -> Ed25519PublicKey | None:
+        """The platform's command key, read from disk once (the firmware key is checked
+        against it at start, and the command handler trusts it)."""
+        path = self.cfg.trust.command_key
+        if path is None:
+            return None
+        if self._command_key_loaded is None:
+            try:
+                self._command_key_loaded = load_public_key(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise ConfigError("trust.command_key", f"cannot load {path}: {exc}") from None
+        return self._command_key_loaded
 
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
         if self.ble is None:
@@ -387,13 +402,10 @@ class Gateway:
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:
         cfg = self.cfg
-        if cfg.trust.command_key is None:
+        trust = self._command_key()
+        if trust is None:
             log.warning("no [trust] command_key: platform commands are disabled")
             return None
-        try:
-            trust = load_public_key(cfg.trust.command_key.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise ConfigError("trust.command_key", f"cannot load {cfg.trust.command_key}: {exc}") from None
         if trust == self.signer.public_key:
             raise ConfigError("trust.command_key", "is the gateway's own key; it must be the platform's")
         self.commands = CommandHandler(
