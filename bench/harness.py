@@ -96,7 +96,13 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def pipeline(
-    state: Path, port: int, *, batch_ms: int, max_bytes: int = 2 * 1024**3, inflight: int = 64
+    state: Path,
+    port: int,
+    *,
+    batch_ms: int,
+    max_bytes: int = 2 * 1024**3,
+    inflight: int = 64,
+    backlog_queue_ms: float = 5.0,  # the gateway's default ([mqtt] backlog_queue_ms)
 ) -> AsyncIterator[Pipeline]:
     """Outbox + ingest + publisher, running, as the gateway wires them."""
     async with Outbox(state / "outbox.sqlite", limits=Limits(max_bytes=max_bytes)) as outbox:
@@ -108,7 +114,13 @@ async def pipeline(
             clock=Clock(synced=True),
             batch_ms=batch_ms,
         )
-        mqtt = MqttConfig(port=port, inflight=inflight, reconnect_min_s=0.05, reconnect_max_s=0.2)
+        mqtt = MqttConfig(
+            port=port,
+            inflight=inflight,
+            backlog_queue_ms=backlog_queue_ms,
+            reconnect_min_s=0.05,
+            reconnect_max_s=0.2,
+        )
         publisher = Publisher(mqtt=mqtt, gw="bench-gw", outbox=outbox, ingest=ingest)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(outbox.run()), tg.create_task(publisher.run())]

@@ -9,19 +9,11 @@ published mid-drain; the delay-based window keeps only a few there.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from edge.clock import Clock
-from edge.config import MqttConfig
-from edge.envelope import Signer
-from edge.ingest import Epoch, Ingest
+from bench.harness import pipeline
 from edge.kinds import Prio
-from edge.outbox import Outbox
-from edge.publisher import Publisher
 from tests.support.broker import Mosquitto
 from tests.support.faultproxy import FaultProxy
 
@@ -35,49 +27,33 @@ async def until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-async def backlog_ahead_of_an_alarm(state: Path, port: int, backlog_queue_ms: float) -> tuple[int, int, int]:
+async def backlog_ahead_of_an_alarm(
+    state: Path, proxy: FaultProxy, backlog_queue_ms: float
+) -> tuple[int, int, int]:
     """(backlog messages in flight when the alarm went out, the window then, messages acked)."""
-    async with Outbox(state / "outbox.sqlite") as outbox:
-        ingest = Ingest(
-            gw="pace-gw",
-            epoch=Epoch(1, os.urandom(8)),
-            signer=Signer(Ed25519PrivateKey.generate()),
-            outbox=outbox,
-            clock=Clock(synced=True),
-            batch_ms=250,
-        )
-        mqtt = MqttConfig(port=port, inflight=64, backlog_queue_ms=backlog_queue_ms, reconnect_min_s=0.05)
-        publisher = Publisher(mqtt=mqtt, gw="pace-gw", outbox=outbox, ingest=ingest)
-        async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(outbox.run())
-            for i in range(150 * 64):  # the outage: 150 messages of 64 fixes, committed before any session
-                ingest.submit("gnss.fix", f"gnss{i % 3}", FIX)
-            ingest.flush_all()
-            await outbox._flush()
-            assert outbox.depth(Prio.TELEMETRY) == 150
-            pub = tg.create_task(publisher.run())
-            try:
-                async with asyncio.timeout(60):
-                    # the drain is under way; a window has had time to open
-                    await until(lambda: publisher.acked >= 80)
-                    seq = await ingest.emit("sos.alarm", "sos1", ALARM)
-                    assert seq is not None
-                    await until(lambda: not outbox.depth(Prio.LIFE_SAFETY))  # deleted: the broker has it
-                return publisher.ls_backlog_ahead_max, publisher.backlog_window.allowed, publisher.acked
-            finally:
-                pub.cancel()
-                writer.cancel()
+    proxy.set_mode("refuse")  # the outage: no session while the backlog is committed
+    async with pipeline(state, proxy.port, batch_ms=250, backlog_queue_ms=backlog_queue_ms) as p:
+        for i in range(150 * 64):  # 150 messages of 64 fixes
+            p.ingest.submit("gnss.fix", f"gnss{i % 3}", FIX)
+        p.ingest.flush_all()
+        await p.outbox._flush()
+        assert p.outbox.depth(Prio.TELEMETRY) == 150 and p.publisher.sessions == 0
+        proxy.set_mode("slow", rate=RATE)  # the link comes back, thin
+        async with asyncio.timeout(60):
+            # the drain is under way; a window has had time to open
+            await until(lambda: p.publisher.acked >= 80)
+            seq = await p.ingest.emit("sos.alarm", "sos1", ALARM)
+            assert seq is not None
+            await until(lambda: not p.outbox.depth(Prio.LIFE_SAFETY))  # deleted: the broker has it
+        return p.publisher.ls_backlog_ahead_max, p.publisher.backlog_window.allowed, p.publisher.acked
 
 
 def test_the_backlog_gives_way_on_a_thin_link(tmp_path: Path, fast_broker: Mosquitto) -> None:
     proxy = FaultProxy(fast_broker.port).start()
     try:
-        proxy.set_mode("slow", rate=RATE)
-        paced, window, acked = asyncio.run(backlog_ahead_of_an_alarm(tmp_path / "paced", proxy.port, 5))
+        paced, window, acked = asyncio.run(backlog_ahead_of_an_alarm(tmp_path / "paced", proxy, 5))
         # The same drain with a target no queue reaches (60 s): the window opens to the session's cap.
-        fixed, fixed_window, _ = asyncio.run(
-            backlog_ahead_of_an_alarm(tmp_path / "fixed", proxy.port, 60_000)
-        )
+        fixed, fixed_window, _ = asyncio.run(backlog_ahead_of_an_alarm(tmp_path / "fixed", proxy, 60_000))
     finally:
         proxy.stop()
     assert fixed >= 48, f"control: a fixed window should have had most of 64 ahead, had {fixed}"
