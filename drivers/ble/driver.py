@@ -325,10 +325,6 @@ class BleManager:
             firmware = None
             with contextlib.suppress(*BLE_ERRORS, UnicodeDecodeError):
                 firmware = (await self._read(client, u.FIRMWARE_REVISION)).decode()[:32]
-            st.connects += 1
-            st.state = "connected"
-            st.rssi = rssi
-            extra: dict[str, Any] = {"rssi": rssi, "firmware": firmware}
             await client.start_notify(
                 u.BATTERY_LEVEL, lambda _c, v: sess.queue.put_nowait(("battery", bytes(v)))
             )
@@ -342,6 +338,12 @@ class BleManager:
                     u.CAMERA_MARK, lambda _c, v: sess.queue.put_nowait(("mark", bytes(v)))
                 )
                 sess.queue.put_nowait(("cam", bytes(await self._read(client, u.CAMERA_STATE))))
+            # "connected" (in the status and on the wire) only once notifications are on: a
+            # press the moment the status says connected must reach the gateway.
+            st.connects += 1
+            st.state = "connected"
+            st.rssi = rssi
+            extra: dict[str, Any] = {"rssi": rssi, "firmware": firmware}
             self.sessions[w.id] = sess
             self._session_events.setdefault(w.id, asyncio.Event()).set()
             self._emit_state(w.id, "connected", **extra)

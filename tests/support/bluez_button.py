@@ -8,7 +8,9 @@ production path, bleak's BlueZ backend, is exercised end to end:
 It registers the gridedge SOS service (docs/ble-profiles.md) plus the Battery Service,
 advertises the SOS service UUID, prints `READY`, then reads commands on stdin
 (`press` = a long press) and prints `FEEDBACK <pattern> <counter>` for each feedback
-the gateway writes. Test support only: a device maker's firmware does the same on a chip.
+the gateway writes. As the profile asks of a button, an event is notified again every
+second until feedback carrying its counter says *received* or *cancelled*. Test support
+only: a device maker's firmware does the same on a chip.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Characteristic(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluez.G
         self._value = value
         self.notifying = False
         self.written: list[bytes] = []
+        self.answered: set[int] = set()
 
     @sdbus.dbus_method_async(input_signature="a{sv}", result_signature="ay")
     async def ReadValue(self, options: dict[str, tuple[str, object]]) -> bytes:
@@ -63,6 +66,8 @@ class Characteristic(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluez.G
         self.written.append(bytes(value))
         fb = p.parse_feedback(bytes(value))
         if isinstance(fb, p.FeedbackWrite):
+            if fb.pattern in (p.Feedback.RECEIVED, p.Feedback.CANCELLED):
+                self.answered.add(fb.counter)
             print(f"FEEDBACK {fb.pattern.name.lower()} {fb.counter}", flush=True)
 
     @sdbus.dbus_method_async(input_signature="", result_signature="")
@@ -173,6 +178,7 @@ async def serve(adapter: str) -> None:
     await AdvertisingManager.new_proxy("org.bluez", path).RegisterAdvertisement(f"{APP}/adv0", {})
     print("READY", flush=True)
     boot, counter = time.monotonic(), 0
+    resending: set[asyncio.Task[None]] = set()
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
@@ -185,6 +191,18 @@ async def serve(adapter: str) -> None:
             )
             await event.Value.set_async(raw)
             print(f"PRESSED {counter}", flush=True)
+            task = asyncio.get_running_loop().create_task(resend(event, feedback, counter, raw))
+            resending.add(task)
+            task.add_done_callback(resending.discard)
+
+
+async def resend(event: Characteristic, feedback: Characteristic, counter: int, raw: bytes) -> None:
+    """Notify the event again each second until the gateway's feedback answers it."""
+    while True:
+        await asyncio.sleep(1.0)
+        if counter in feedback.answered:
+            return
+        await event.Value.set_async(raw)
 
 
 def main() -> None:
