@@ -45,6 +45,7 @@ async def run_pipeline(
             chunk = len(data) // (n // 10) if n >= 10 else len(data)
             cpu0, t0 = time.process_time(), time.perf_counter()
             for i in range(0, len(data), chunk):
+                await p.outbox.room()  # backpressure, as the drivers' read loops do
                 drivers[(i // chunk) % sources]._feed(data[i : i + chunk], i // chunk)
                 await asyncio.sleep(0)
             for drv in drivers:
