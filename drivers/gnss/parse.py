@@ -26,7 +26,6 @@ KNOT_MPS = 1852.0 / 3600.0
 DAY_MS = 86_400_000
 TIMED = frozenset({"RMC", "GGA", "GNS", "GLL", "ZDA"})
 USED = TIMED | {"GSA", "VTG"}
-_TOD_FIRST = frozenset({"RMC", "GGA", "GNS", "ZDA"})
 # Sentences a receiver repeats byte for byte while the sky is unchanged: a line seen
 # again (same bytes, so the same checksum) is not checked again.
 REPEATING = frozenset({"GSA", "GSV"})
@@ -253,7 +252,7 @@ class NmeaParser:
         f = s.fields
         t = s.type
         tod: int | None = None
-        if t in _TOD_FIRST or t == "GLL":
+        if t in TIMED:  # the time of day is the first field, but GLL's fifth
             raw = f[0] if t != "GLL" else f[4] if len(f) > 4 else ""
             if raw == self._tod_raw:  # RMC and GGA of one epoch carry the same time
                 tod = self._tod_ms
@@ -316,7 +315,7 @@ class NmeaParser:
 
     def _gll(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         valid = len(f) > 5 and f[5] == "A" and not (len(f) > 6 and f[6] == "N")
-        ep.position(_coord(f[0], f[1], 2, 90.0), _coord(f[2], f[3], 3, 180.0), valid)
+        ep.position(*self._position(f[0], f[1], f[2], f[3]), valid)
 
     def _vtg(self, ep: _Epoch, f: tuple[str, ...]) -> None:
         if len(f) > 8 and f[8] == "N":
