@@ -85,7 +85,8 @@ def _newer(version: str, running: str) -> bool | None:
 
 def same_version(reported: str | None, version: str) -> bool:
     """`1.5.0` as reported by img_mgmt (`1.5.0`, `1.5.0.0`, `1.5.0-build0`...)."""
-    return reported is not None and _triple(reported) is not None and _triple(reported) == _triple(version)
+    running = None if reported is None else _triple(reported)
+    return running is not None and running == _triple(version)
 
 
 class Flasher:
