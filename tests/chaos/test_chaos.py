@@ -1,4 +1,5 @@
-"""The torture run: kills, broker restarts and pauses, a faulty link; then count every seq.
+"""The torture run: kills, broker restarts and pauses, a faulty link, a small filesystem
+that something else fills up; then count every seq.
 
 Invariant (DESIGN.md, outbox guarantee): every message committed to the outbox
 arrives and verifies, or is listed in an `outbox.dropped`; no seq is reused; no
@@ -22,6 +23,7 @@ from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.faultproxy import FaultProxy
 from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
+from tests.support.smallfs import fill_disk, try_mount_tmpfs, umount
 
 # CI runs 45 s of chaos; a longer torture (hours compressed into minutes) or another
 # sequence of faults: GRIDEDGE_CHAOS_S=600 GRIDEDGE_CHAOS_SEED=7 pytest tests/chaos/test_chaos.py
@@ -51,7 +53,22 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         port=proxy.port,
         devices=devices,
         mqtt_extra="reconnect_min_s = 0.05\nreconnect_max_s = 0.5\nkeepalive_s = 5",
+        outbox=f"batch_ms = 50\nmax_bytes = {8 * 1024 * 1024}",
     )
+    # The state dir on a small filesystem of its own that a filler file fills up at random
+    # moments (and through gateway kills); without root the other faults still run.
+    no_small_fs = try_mount_tmpfs(gw.state, "16m")
+    faults = [
+        "kill_gw",
+        "restart_broker",
+        "pause_broker",
+        "cut",
+        "blackhole",
+        "delay",
+        "distress",
+        "distress",
+    ] + ([] if no_small_fs else ["fill_disk", "free_disk"])
+    filler = gw.state / "filler"
     col = Collector(broker.port, gw.pub).start()
     verifier = start_verifier(
         broker.port,
@@ -71,18 +88,8 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
     try:
         gw.wait_device_open("vhf")
         while time.monotonic() < deadline:
-            action = rng.choice(
-                [
-                    "kill_gw",
-                    "restart_broker",
-                    "pause_broker",
-                    "cut",
-                    "blackhole",
-                    "delay",
-                    "distress",
-                    "distress",
-                ]
-            )
+            gw.check_alive()  # whatever the fault, the gateway never dies of it by itself
+            action = rng.choice(faults)
             events.append(action)
             if action == "kill_gw":
                 gw.kill(signal.SIGKILL)
@@ -106,6 +113,10 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
                 time.sleep(rng.uniform(1.0, 8.0))  # longer than keepalive sometimes: the gateway must notice
                 proxy.set_mode("pass")
                 proxy.cut()
+            elif action == "fill_disk":
+                fill_disk(filler)
+            elif action == "free_disk":
+                filler.unlink(missing_ok=True)
             elif action == "delay":
                 proxy.set_mode("delay", rng.uniform(0.05, 0.3))
                 time.sleep(rng.uniform(0.5, 2.0))
@@ -119,7 +130,8 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
                 except OSError:
                     pass
             time.sleep(rng.uniform(0.1, 0.6))
-        # Calm after the storm: everything back up, let it drain.
+        # Calm after the storm: everything back up, room on the disk, let it drain.
+        filler.unlink(missing_ok=True)
         proxy.set_mode("pass")
         broker.resume()
         if broker.proc is None:
@@ -138,10 +150,14 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         proxy.stop()
         gnss.unplug()
         dsc.unplug()
+        umount(gw.state)
     out, _ = verifier.communicate(timeout=200)
+    degraded = sum("disk full" in m.payload["recs"][0]["d"]["reason"] for m in col.up("gateway.health"))
+    small_fs = f"no small filesystem: {no_small_fs}" if no_small_fs else "16 MiB state filesystem"
     print(
         f"chaos: {len(events)} actions {dict((e, events.count(e)) for e in set(events))}; hw {hw}; "
-        f"{gw.starts} gateway starts; {distress_written} distress written"
+        f"{gw.starts} gateway starts; {distress_written} distress written; "
+        f"{small_fs}, disk full reported {degraded} times"
     )
     assert not col.invalid
     assert_no_seq_reused(msgs)

@@ -3,7 +3,6 @@ losing sight of a seq: a broken outbox is quarantined and its range reported."""
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from drivers.gnss.sim import sentence
-from tests.chaos.conftest import mount_tmpfs, umount
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, Pty
 from tests.support.prefill import prefill
+from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 
 
 def corrupt_middle(db: Path) -> None:
@@ -91,10 +90,7 @@ def test_full_state_dir_still_takes_a_distress(broker: Mosquitto, tmp_path: Path
         gw.start()  # a first run makes the outbox and its disk reserve
         gw.wait_status(lambda d: d["link"]["state"] == "up")
         gw.stop()
-        with open(gw.state / "filler", "wb") as f, contextlib.suppress(OSError):
-            while True:  # then something else fills the disk
-                f.write(b"z" * 65536)
-                f.flush()
+        fill_disk(gw.state / "filler")  # then something else fills the disk
         gw.start()
         gw.wait_device_open("vhf")
         pty.write(sentence("CDDSC,12,3380400790,12,05,00,1423108312,2019,,,S,") + b"\r\n")

@@ -126,14 +126,16 @@ class GatewayProc:
     def status(self) -> dict[str, Any]:
         return read_status(self.state / "gridedge.sock", timeout=2.0)
 
+    def check_alive(self) -> None:
+        """Raise, with the log's tail, if the gateway exited by itself."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+
     def wait_status(self, pred: Any, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
+            self.check_alive()
             try:
                 doc = self.status()
                 last = doc

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import pytest
 
 from edge.kinds import Prio
 from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 
 BODY = 400  # bytes per message, about a signed batch of a few fixes
 
@@ -135,23 +133,11 @@ def test_ranges_and_report_splitting() -> None:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs: a real ENOSPC, not a simulated one."""
     mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs for a real full disk")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {res.stderr.decode().strip()}")
+    mount_tmpfs(mnt, "4m")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_disk(path: Path) -> None:
-    with open(path, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"z" * 65536)
-            f.flush()
+        umount(mnt)
 
 
 def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> None:
@@ -177,3 +163,4 @@ def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> 
 
     asyncio.run(go())
     assert [h["state"] for h in health] == ["degraded", "ok"]
+
