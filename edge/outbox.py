@@ -65,6 +65,7 @@ PROTECTED_KINDS = frozenset({"outbox.dropped", "gateway.health"})
 DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
 MAX_RANGES_PER_REPORT = 500
 SWEEP_S = 30.0  # TTL and disk-recovery checks
+FULL_SWEEP_S = 2.0  # ...every 2 s while the disk is full, so telemetry resumes soon after
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
@@ -365,8 +366,9 @@ class Outbox:
     async def _write_loop(self) -> None:
         """Group-commits queued messages and acknowledged deletes."""
         loop = asyncio.get_running_loop()
-        next_sweep = loop.time() + SWEEP_S
+        last_sweep = loop.time()
         while True:
+            next_sweep = last_sweep + (FULL_SWEEP_S if self._disk_full else SWEEP_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
                     await self._wake.wait()
@@ -382,7 +384,7 @@ class Outbox:
             # producers' futures unresolved; closing waits for it on the lock instead.
             await asyncio.shield(self._flush())
             if loop.time() >= next_sweep:
-                next_sweep = loop.time() + SWEEP_S
+                last_sweep = loop.time()
                 await asyncio.shield(self.sweep())
 
     async def _flush(self) -> None:

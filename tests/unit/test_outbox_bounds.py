@@ -164,3 +164,34 @@ def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> 
     asyncio.run(go())
     assert [h["state"] for h in health] == ["degraded", "ok"]
 
+
+def test_telemetry_resumes_soon_after_the_disk_has_room_again(small_disk: Path) -> None:
+    """While the disk is full the writer looks for room every few seconds (not only at its
+    30 s sweep), so telemetry is refused for as short a time as possible."""
+    limits = Limits(max_bytes=16 * 1024 * 1024)
+
+    async def go() -> float:
+        async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
+            writer = asyncio.create_task(ob.run())
+            fill_disk(small_disk / "other-program.log")
+            refused = await asyncio.gather(
+                *(ob.submit(item(Prio.TELEMETRY, "gnss.fix", size=2000)) for _ in range(50)),
+                return_exceptions=True,
+            )
+            assert any(isinstance(r, OutboxFull) for r in refused) and ob.degraded
+            room = asyncio.Event()
+            ob.on_health = lambda h: room.set() if h["state"] == "ok" else None
+            (small_disk / "other-program.log").unlink()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(room.wait(), 10)  # SWEEP_S is 30 s
+            waited = loop.time() - t0
+            assert ob.degraded is None, "still refusing telemetry 10 s after the disk had room"
+            assert isinstance(await ob.submit(item(Prio.TELEMETRY, "gnss.fix")), int)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            return waited
+
+    print(f"telemetry accepted again {asyncio.run(go()):.1f} s after the disk had room")
