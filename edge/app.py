@@ -270,6 +270,7 @@ class Gateway:
                 "published": pub.published,
                 "acked": pub.acked,
                 "last_error": pub.last_error,
+                "failures": pub.failed_attempts,  # connection attempts failed since it was last up
                 "life_safety_overtaken_max": pub.ls_overtaken_max,
                 # the backlog's pacing (edge/pacing.py): how much of it may be in flight
                 # now, how much queueing it sees, and the most of it an alarm found ahead

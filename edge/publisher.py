@@ -81,6 +81,7 @@ class Publisher:
         self._boundary = 0  # highest seq committed before this session: the backlog
         self.state = LinkState.DOWN
         self.last_error = ""
+        self.failed_attempts = 0  # connection attempts failed since the link was last up
         self.sessions = 0
         self.published = 0
         self.acked = 0
@@ -155,11 +156,18 @@ class Publisher:
                 delay = backoff.longest()
                 log.error("mqtt: %s; retrying in %.0f s", exc, delay)
             except TransientError as exc:
+                # The first of a run of identical failures is a warning; the rest (a broker
+                # down for days, retried every few seconds) are debug, so the log is not
+                # flooded: the reconnect says how many there were.
+                same = self.failed_attempts > 0 and str(exc) == self.last_error
                 self.last_error = str(exc)
+                self.failed_attempts += 1
                 if loop.time() - started >= HEALTHY_RUN_S:
                     backoff.reset()
                 delay = backoff.next()
-                log.warning("mqtt: %s; reconnecting in %.1f s", exc, delay)
+                log.log(
+                    logging.DEBUG if same else logging.WARNING, "mqtt: %s; reconnecting in %.1f s", exc, delay
+                )
             finally:
                 self.state = LinkState.DOWN
                 self.up.clear()
@@ -182,7 +190,13 @@ class Publisher:
             self.sessions += 1
             self.state = LinkState.UP
             self.up.set()
-            log.info("mqtt: connected to %s:%d", self._cfg.host, self._cfg.port)
+            log.info(
+                "mqtt: connected to %s:%d%s",
+                self._cfg.host,
+                self._cfg.port,
+                f" after {self.failed_attempts} failures" if self.failed_attempts else "",
+            )
+            self.failed_attempts = 0
             await conn.publish(self.status_topic, self._status("online"), retain=True)
             await conn.subscribe(list(self._subs))
             self._conn = conn

@@ -35,6 +35,7 @@ def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Pat
             time.sleep(0.3)
             broker.kill()
             time.sleep(0.5)  # the gateway keeps committing while the broker is away
+            gw.wait_status(lambda d: d["link"]["failures"] >= 1)  # and says it cannot reach it
             broker.start()
             col.wait_more(5, timeout=30)  # and traffic flows again
         feeder.stop()

@@ -1,0 +1,56 @@
+"""A broker down for long: one warning, not one per retry; the reconnect says how many."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.clock import Clock
+from edge.config import MqttConfig
+from edge.envelope import Signer
+from edge.ingest import Epoch, Ingest
+from edge.outbox import Outbox
+from edge.publisher import Publisher
+from tests.support.broker import Mosquitto
+
+
+def test_an_outage_logs_one_warning_then_the_reconnect(
+    broker: Mosquitto, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge.publisher")
+    broker.kill(signal.SIGTERM)  # down before the gateway starts
+
+    async def go() -> int:
+        async with Outbox(tmp_path / "o.sqlite") as ob:
+            ingest = Ingest(
+                gw="g",
+                epoch=Epoch(1, b"\0" * 8),
+                signer=Signer(Ed25519PrivateKey.generate()),
+                outbox=ob,
+                clock=Clock(synced=True),
+                batch_ms=0,
+            )
+            cfg = MqttConfig(port=broker.port, reconnect_min_s=0.02, reconnect_max_s=0.05)
+            pub = Publisher(mqtt=cfg, gw="g", outbox=ob, ingest=ingest)
+            task = asyncio.create_task(pub.run())
+            await asyncio.sleep(1.0)  # some 20 attempts against a closed port
+            failures = pub.failed_attempts
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(pub.up.wait(), 10)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return failures
+
+    failures = asyncio.run(go())
+    assert failures >= 3
+    refused = [r for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert [r.levelno for r in refused].count(logging.WARNING) == 1, [r.levelname for r in refused]
+    assert len(refused) >= failures
+    back = re.search(r"connected to \S+ after (\d+) failures", caplog.text)
+    assert back and int(back[1]) >= failures
