@@ -150,9 +150,11 @@ class Ingest:
         lane = base if prio is None else prio
         if lane < Prio.TELEMETRY or self._batch_s <= 0:
             over = None if lane == base else lane
-            return self._outbox.submit(
+            fut = self._outbox.submit(
                 Pending(lane, kind, src, st.tb, self._maker(kind, src, st.tq, [rec], over), state=state)
             )
+            fut.add_done_callback(_log_failure)  # many reports are submitted and not awaited
+            return fut
         if state is not None:
             raise ValueError("state goes only with unbatched messages")
         key = (kind, src)
@@ -206,5 +208,8 @@ class Ingest:
 
 
 def _log_failure(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("outbox: telemetry batch lost: %s", fut.exception())
+    """Retrieve the outcome of a message nobody may await (no "exception never retrieved").
+    The outbox has logged why (a failed commit as an error, the first refusal of a full
+    outbox or disk as a warning) and counts refusals, so this is only debug."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.debug("outbox: message not stored: %s", exc)

@@ -66,6 +66,8 @@ DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
 MAX_RANGES_PER_REPORT = 500
 SWEEP_S = 30.0  # TTL and disk-recovery checks
 FULL_SWEEP_S = 2.0  # ...every 2 s while the disk is full, so telemetry resumes soon after
+RESERVE_STEPS = 8  # the disk reserve is given up an eighth at a time, as alarms need it
+HELD = "disk full and its reserve used up: life-safety held in memory until there is room"
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
@@ -218,6 +220,11 @@ class Outbox:
         self.on_health: Callable[[dict[str, Any]], object] | None = None
         self.degraded: str | None = None
         self._disk_full = False  # refuse all but life-safety until the disk has room again
+        self._refusing = False  # a refusal was logged; the next is only counted
+        # Protected messages that could not be committed (the disk and the reserve full):
+        # kept here, unnumbered, and retried with every flush until the disk has room.
+        self._held: list[Pending] = []
+        self._held_logged = 0
         self.next_seq = 1
         self.hw = 0  # highest seq ever committed
         self.stats = OutboxStats()
@@ -249,19 +256,17 @@ class Outbox:
         return self
 
     async def _connect(self) -> aiosqlite.Connection:
-        released = False
         while True:
             db = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 await self._open(db)
             except (sqlite3.Error, OSError) as exc:
                 await db.close()
-                if _is_full(exc) and not released:
+                if _is_full(exc) and self._release_reserve():
                     # Started on a full disk: the reserve held from the last run makes room
                     # for the WAL and for life-safety; everything else is refused for now.
-                    released = self._disk_full = True
+                    self._disk_full = True
                     self._set_degraded(f"disk full at start: {exc}")
-                    self._release_reserve()
                     continue
                 if isinstance(exc, sqlite3.DatabaseError) and not _is_full(exc):
                     raise CorruptOutbox(f"{self.path}: {exc}") from exc
@@ -322,6 +327,13 @@ class Outbox:
         if self._db is not None:
             try:
                 await self._flush()  # what producers queued before we closed
+                if self._held:
+                    log.critical(
+                        "outbox: closing with %d protected messages never stored (disk full): lost",
+                        len(self._held),
+                    )
+                    _fail_all(self._held, OutboxFull("disk full; closed before there was room"))
+                    self._held = []
             finally:
                 if self._reader is not None:
                     await self._reader.close()
@@ -390,6 +402,8 @@ class Outbox:
     async def _flush(self) -> None:
         async with self._lock:
             items, self._queue = self._queue, []
+            if self._held:
+                items[:0], self._held = self._held, []
             acks, self._acks = self._acks, []
             self._drained.set()
             # Inserts commit first and on their own, so an alarm never waits behind a
@@ -434,6 +448,8 @@ class Outbox:
                 self._disk_full = False
                 await self.db.execute(f"PRAGMA max_page_count={self.limits.budget // self._page_size}")
                 self._ensure_reserve_file()
+            if self._held:
+                self._wake.set()  # retry them now
 
     def _build(self, items: list[Pending]) -> Built:
         """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
@@ -490,8 +506,7 @@ class Outbox:
                 # renumbered so the refused messages leave no gap in the seqs.
                 for it in made:
                     if not it.protected:
-                        self.stats.refused += 1
-                        _fail(it, OutboxFull(f"outbox full; {it.kind} from {it.src} refused"))
+                        self._refuse(it, "disk full" if self._disk_full else "outbox full")
                 rows, made = self._build_here([it for it in made if it.protected])
                 if not rows:
                     return
@@ -550,30 +565,66 @@ class Outbox:
             raise
 
     async def _insert_when_full(self, made: list[Pending], exc: BaseException) -> None:
-        """The disk (or the page cap) is full: free the reserve, keep only life-safety."""
-        self._disk_full = True
-        self._set_degraded(f"disk full: {exc}")
-        self._release_reserve()
+        """The disk (or the page cap) is full: keep only what must never be lost, giving up
+        the disk reserve a step at a time until it fits; hold it in memory if even that
+        is not enough (something else keeps filling the disk)."""
+        if not self._disk_full:  # once: each change of health is itself a message to store
+            self._disk_full = True
+            self._set_degraded(f"disk full: {exc}")
         keep = [it for it in made if it.protected]
         for it in made:
             if not it.protected:
-                self.stats.refused += 1
-                _fail(it, OutboxFull(f"disk full; {it.kind} from {it.src} refused"))
+                self._refuse(it, "disk full")
         if not keep:
             return
-        # Renumber: the refused rows' seqs were never committed, so no gap is created.
-        rows2, made2 = self._build_here(keep)
         try:
             await self.db.execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self._page_size}")
-            await self._commit_rows(rows2, made2)
-        except (sqlite3.Error, OSError) as exc2:
-            log.critical("outbox: cannot commit %d life-safety messages: %s", len(rows2), exc2)
-            _fail_all(made2, exc2)
+        except sqlite3.Error as exc2:
+            log.debug("outbox: cannot lift the page cap: %s", exc2)
+        while self._release_reserve():
+            # Renumbered: seqs of rows that were never committed leave no gap.
+            rows, made2 = self._build_here(keep)
+            if not rows:
+                return
+            try:
+                await self._commit_rows(rows, made2)
+            except (sqlite3.Error, OSError) as exc2:
+                if _is_full(exc2):
+                    keep = made2
+                    continue
+                log.critical("outbox: cannot commit %d life-safety messages: %s", len(rows), exc2)
+                _fail_all(made2, exc2)
+                return
+            self._committed(rows, made2)
             return
-        self._committed(rows2, made2)
+        self._hold(keep)
+
+    def _hold(self, items: list[Pending]) -> None:
+        """Keep protected messages the full disk refused, to retry with every flush."""
+        self._held[:0] = items  # they were first in the flush that failed; they stay first
+        self._set_degraded(HELD)
+        if len(self._held) > self._held_logged:
+            log.critical(
+                "outbox: disk full and its reserve used up: %d protected messages (%s) held in "
+                "memory, retried with every commit until there is room",
+                len(self._held),
+                ", ".join(sorted({it.kind for it in self._held})),
+            )
+        self._held_logged = len(self._held)
+
+    def _refuse(self, it: Pending, why: str) -> None:
+        """Refuse a message that may be lost: counted; logged once until the next commit."""
+        self.stats.refused += 1
+        if not self._refusing:
+            self._refusing = True
+            log.warning("outbox: %s: refusing all but life-safety for now (counted in gateway.health)", why)
+        _fail(it, OutboxFull(f"{why}; {it.kind} from {it.src} refused"))
 
     def _committed(self, rows: list[Row], made: list[Pending]) -> None:
         self.stats.commits += 1
+        self._refusing = False
+        if not self._held:
+            self._held_logged = 0
         self.next_seq = rows[-1].seq + 1
         self.hw = rows[-1].seq
         for it, r in zip(made, rows, strict=True):
@@ -613,9 +664,16 @@ class Outbox:
         self.stats.acked += done
         if done < len(acks):
             self._acks[:0] = acks[done:]  # retried with the next flush
-            self._wake.set()
+            if exc is None or not _is_full(exc):
+                self._wake.set()
         if exc is not None:
-            log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks) - done, exc)
+            if not _is_full(exc):
+                log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks) - done, exc)
+            elif not self._disk_full:
+                # The WAL cannot grow: the deletes wait (their rows may be sent again, which
+                # the platform deduplicates) and, like inserts, the disk is treated as full.
+                self._disk_full = True
+                self._set_degraded(f"disk full: {exc}")
 
     def _delete_in(self, conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:
         """Delete rows by seq in one transaction (database thread); the rows found.
@@ -740,18 +798,28 @@ class Outbox:
             finally:
                 os.close(fd)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                self._reserve_file.unlink()
+            # What part of the reserve is held stays held (it is all alarms will have).
             self._set_degraded(f"cannot hold the {size}-byte disk reserve: {exc.strerror}")
             return
         self._set_degraded(None)
 
-    def _release_reserve(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._reserve_file.unlink()
-            log.warning(
-                "outbox: disk full; released the %d-byte reserve for life-safety", self.limits.reserve
-            )
+    def _release_reserve(self) -> bool:
+        """Give up a step of the disk reserve (the file shrinks); False when none is left.
+        A step at a time, so that whatever keeps filling the disk cannot take it all at once."""
+        try:
+            size = self._reserve_file.stat().st_size
+            step = max(1, self.limits.reserve // RESERVE_STEPS)
+            left = size - step if size >= 2 * step else 0  # the last step takes the remainder
+            if left:
+                os.truncate(self._reserve_file, left)
+            else:
+                self._reserve_file.unlink()
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.error("outbox: cannot release the disk reserve: %s", exc)
+            return False
+        log.warning("outbox: disk full; released %d bytes of the disk reserve for life-safety", size - left)
+        return True
 
     def _set_degraded(self, why: str | None) -> None:
         if why == self.degraded:

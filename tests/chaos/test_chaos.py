@@ -166,8 +166,8 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
     lost_life_safety = [m for m in msgs if m.payload["prio"] == 0 and m.payload["seq"] in dropped_seqs(msgs)]
     assert not lost_life_safety
     distress = {m.payload["recs"][0]["d"]["mmsi"] for m in msgs if m.payload["kind"] == "dsc.distress"}
-    assert (
-        len(distress) >= distress_written * 0.5
-    )  # those written while the gateway was down are not accepted
+    print(f"chaos: {len(distress)} of {distress_written} distress calls arrived")
+    # those written while the gateway was down are not accepted
+    assert len(distress) >= distress_written * 0.5
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["invalid"] == 0 and summary["missing"] == 0, summary

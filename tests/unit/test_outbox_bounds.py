@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from edge.kinds import Prio
-from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+from edge.outbox import HELD, Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
 from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 
 BODY = 400  # bytes per message, about a signed batch of a few fixes
@@ -195,3 +196,47 @@ def test_telemetry_resumes_soon_after_the_disk_has_room_again(small_disk: Path) 
             return waited
 
     print(f"telemetry accepted again {asyncio.run(go()):.1f} s after the disk had room")
+
+
+def test_a_disk_that_keeps_filling_still_stores_every_alarm(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something keeps filling the disk (it takes whatever is freed): the reserve is given
+    up a step at a time, one step per alarm that needs it, not all at once to be eaten;
+    when none is left, alarms are held in memory and stored as soon as there is room."""
+    limits = Limits(max_bytes=16 * 1024 * 1024)
+    reserve = small_disk / "outbox.sqlite.reserve"
+    filler = small_disk / "runaway.log"
+
+    async def go() -> tuple[list[int], list[int], list[int]]:
+        async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
+            sizes: list[int] = []
+            stored: list[int] = []
+            for _ in range(200):
+                fill_disk(filler)
+                alarm = ob.submit(item(Prio.LIFE_SAFETY, "sos.alarm"))
+                await ob._flush()
+                if not alarm.done():
+                    break  # the reserve is used up: held
+                stored.append(alarm.result())
+                sizes.append(reserve.stat().st_size if reserve.exists() else 0)
+            else:
+                raise AssertionError("the reserve never ran out")
+            assert ob.degraded == HELD
+            tele = ob.submit(item(Prio.TELEMETRY, "gnss.fix"))
+            later = ob.submit(item(Prio.LIFE_SAFETY, "sos.alarm"))
+            await ob._flush()
+            assert isinstance(tele.exception(), OutboxFull)  # refused, counted
+            assert not later.done()  # held too, behind the first
+            filler.unlink()  # room again
+            await ob.sweep()
+            await ob._flush()
+            return stored, sizes, [await alarm, await later]
+
+    stored, sizes, held = asyncio.run(go())
+    steps = sorted(set(sizes), reverse=True)
+    assert len(steps) >= 4, f"the reserve was not given up step by step: {sizes}"
+    assert steps[-1] == 0
+    seqs = stored + held
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # in order, no gap, none lost
+    assert any("held in memory" in r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL)
