@@ -188,8 +188,6 @@ class Publisher:
             on_message=self._on_message,
         ) as conn:
             self.sessions += 1
-            self.state = LinkState.UP
-            self.up.set()
             log.info(
                 "mqtt: connected to %s:%d%s",
                 self._cfg.host,
@@ -197,8 +195,13 @@ class Publisher:
                 f" after {self.failed_attempts} failures" if self.failed_attempts else "",
             )
             self.failed_attempts = 0
-            await conn.publish(self.status_topic, self._status("online"), retain=True)
+            # Subscribed (SUBACK) before the birth says online and before the link counts
+            # as up: a platform that sends a command on seeing the birth must find the
+            # gateway listening (a first session has no subscription kept by the broker).
             await conn.subscribe(list(self._subs))
+            await conn.publish(self.status_topic, self._status("online"), retain=True)
+            self.state = LinkState.UP
+            self.up.set()
             self._conn = conn
             try:
                 await self._pump(conn)
