@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from edge.errors import PermanentError
 from edge.kinds import Prio
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,10 @@ DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
 CHECKPOINT_S = 0.5  # small and often: a big checkpoint's fsync stalls an alarm's commit behind it
 QUEUE_HIGH = 128  # queued messages before producers are made to wait (bounds memory)
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
+SQLITE_NOTADB = 26
 
 
 class OutboxFull(Exception):
@@ -82,6 +86,11 @@ class OutboxFull(Exception):
 
 class CorruptOutbox(Exception):
     """The database failed its integrity check at open."""
+
+
+class OutboxUnavailable(PermanentError):
+    """The outbox cannot be opened, for a reason other than corruption (an I/O error, a
+    lock held by another process): it is left as it is, never quarantined."""
 
 
 @dataclass(slots=True)
@@ -257,20 +266,27 @@ class Outbox:
 
     async def _connect(self) -> aiosqlite.Connection:
         while True:
-            db = await aiosqlite.connect(self.path, isolation_level=None)
+            try:
+                db = await aiosqlite.connect(self.path, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise OutboxUnavailable(f"cannot open the outbox {self.path}: {exc}") from exc
             try:
                 await self._open(db)
             except (sqlite3.Error, OSError) as exc:
                 await db.close()
-                if _is_full(exc) and self._release_reserve():
+                # A full disk may show as an I/O error (the WAL index cannot grow).
+                low = self._disk_free() < self.limits.reserve
+                full = _is_full(exc) or (_code(exc) == SQLITE_IOERR and low)
+                if full and self._release_reserve():
                     # Started on a full disk: the reserve held from the last run makes room
                     # for the WAL and for life-safety; everything else is refused for now.
                     self._disk_full = True
                     self._set_degraded(f"disk full at start: {exc}")
                     continue
-                if isinstance(exc, sqlite3.DatabaseError) and not _is_full(exc):
+                if _code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB):
                     raise CorruptOutbox(f"{self.path}: {exc}") from exc
-                raise
+                # Not corruption: quarantining would set aside messages that are fine.
+                raise OutboxUnavailable(f"cannot open the outbox {self.path}: {exc}") from exc
             except BaseException:
                 await db.close()
                 raise
@@ -281,7 +297,7 @@ class Outbox:
             async with db.execute("PRAGMA quick_check(1)") as cur:
                 (verdict,) = await cur.fetchone() or ("no answer",)
             if verdict != "ok":
-                raise sqlite3.DatabaseError(f"integrity check: {verdict}")
+                raise CorruptOutbox(f"{self.path}: integrity check: {verdict}")
             async with db.execute("PRAGMA page_count") as cur:
                 (pages,) = await cur.fetchone() or (0,)
             async with db.execute("PRAGMA page_size") as cur:
@@ -289,7 +305,7 @@ class Outbox:
             on_disk = self.path.stat().st_size if self.path.exists() else 0
             wal = self.path.with_name(self.path.name + "-wal")
             if on_disk < int(pages) * int(size) and not (wal.exists() and wal.stat().st_size > 0):
-                raise sqlite3.DatabaseError(f"truncated: {on_disk} bytes, {pages} pages of {size} expected")
+                raise CorruptOutbox(f"{self.path}: truncated: {on_disk} bytes, {pages} pages of {size} bytes")
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={self._durable}")
         # Some builds default to secure_delete=ON, which rewrites every freed page: a
@@ -865,10 +881,16 @@ class Outbox:
         return self.stats.lanes[prio].rows
 
 
+def _code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of an error (extended codes carry it in the low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 def _is_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+    return isinstance(exc, sqlite3.Error) and _code(exc) == SQLITE_FULL
 
 
 def _fail(it: Pending, exc: BaseException) -> None:

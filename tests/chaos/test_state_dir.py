@@ -96,6 +96,7 @@ def test_full_state_dir_still_takes_a_distress(broker: Mosquitto, tmp_path: Path
         pty.write(sentence("CDDSC,12,3380400790,12,05,00,1423108312,2019,,,S,") + b"\r\n")
         msgs = col.wait_for(lambda ms: any(m.payload["kind"] == "dsc.distress" for m in ms), timeout=20)
         doc = gw.wait_status(lambda d: d["outbox"]["health"] == "degraded")
+        corrupt = list(gw.state.glob("*.corrupt-*"))
     finally:
         gw.stop()
         col.stop()
@@ -103,5 +104,8 @@ def test_full_state_dir_still_takes_a_distress(broker: Mosquitto, tmp_path: Path
         umount(gw.state)
     assert any(m.payload["kind"] == "dsc.distress" for m in msgs)
     assert "disk full" in doc["outbox"]["degraded"]
+    # A full disk is not a corrupt outbox: the one from the first run is kept, not set aside.
+    assert not corrupt, f"the outbox was quarantined on a full disk: {corrupt}"
+    assert not [m for m in col.up("outbox.dropped") if m.payload["recs"][0]["d"]["reason"] == "quarantined"]
     health = [m for m in col.up("gateway.health")]
     assert health and health[-1].payload["recs"][0]["d"]["state"] == "degraded"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.kinds import Prio
-from edge.outbox import Outbox, Pending
+from edge.outbox import CorruptOutbox, Outbox, OutboxUnavailable, Pending
 
 
 def pending(prio: Prio, tag: bytes = b"x", kind: str = "k") -> Pending:
@@ -150,3 +150,20 @@ def test_state_commits_with_its_message_and_outlives_the_delete(tmp_path: Path) 
     asyncio.run(go())
     with sqlite3.connect(path) as db:  # in the file, beside the messages
         assert db.execute("SELECT value FROM state WHERE key = 'ble.sos/b'").fetchone() == (b"\x02",)
+
+
+def test_only_a_corrupt_outbox_is_called_corrupt(tmp_path: Path) -> None:
+    """Quarantine is for corruption: an outbox that cannot be opened for another reason (here
+    its path is a directory) is a clear error and is left where it is."""
+    (tmp_path / "not-a-db").write_bytes(b"this is not an SQLite database, not at all" * 100)
+    (tmp_path / "a-dir").mkdir()
+
+    async def open_(path: Path) -> None:
+        async with Outbox(path):
+            pass
+
+    with pytest.raises(CorruptOutbox, match="not a database"):
+        asyncio.run(open_(tmp_path / "not-a-db"))
+    with pytest.raises(OutboxUnavailable, match=r"cannot open the outbox .*a-dir"):
+        asyncio.run(open_(tmp_path / "a-dir"))
+    assert (tmp_path / "a-dir").is_dir()
