@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -266,9 +267,15 @@ class Outbox:
 
     async def _connect(self) -> aiosqlite.Connection:
         while True:
+            pending = aiosqlite.connect(self.path, isolation_level=None)
             try:
-                db = await aiosqlite.connect(self.path, isolation_level=None)
+                db = await pending
             except sqlite3.Error as exc:
+                # aiosqlite stops its worker after a failed connect without waiting for it;
+                # wait here, or the worker may report to an event loop that has closed.
+                worker = getattr(pending, "_thread", None)
+                if isinstance(worker, threading.Thread):
+                    await asyncio.to_thread(worker.join, 2.0)
                 raise OutboxUnavailable(f"cannot open the outbox {self.path}: {exc}") from exc
             try:
                 await self._open(db)
