@@ -10,17 +10,14 @@ import threading
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.clock import Clock
 from edge.config import MqttConfig
-from edge.envelope import Signer
-from edge.ingest import Epoch, Ingest
 from edge.mqtt import Incoming
 from edge.outbox import Outbox
 from edge.publisher import Publisher
 from tests.support.broker import Mosquitto
+from tests.support.pieces import ingest_for
 
 TRIES = 8  # the race was lost about one time in four
 
@@ -44,14 +41,7 @@ def test_a_command_sent_on_the_birth_is_received(broker: Mosquitto, tmp_path: Pa
         both = asyncio.Event()
         gw = f"first-session-{i}"
         async with Outbox(tmp_path / f"o{i}.sqlite") as ob:
-            ingest = Ingest(
-                gw=gw,
-                epoch=Epoch(1, b"\0" * 8),
-                signer=Signer(Ed25519PrivateKey.generate()),
-                outbox=ob,
-                clock=Clock(synced=True),
-                batch_ms=0,
-            )
+            ingest = ingest_for(ob, gw)
             loop = asyncio.get_running_loop()
 
             def on_message(m: Incoming) -> None:

@@ -9,15 +9,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.clock import Clock
 from edge.config import MqttConfig
-from edge.envelope import Signer
-from edge.ingest import Epoch, Ingest
 from edge.outbox import Outbox
 from edge.publisher import Publisher
 from tests.support.broker import Mosquitto
+from tests.support.pieces import ingest_for
 
 
 def test_an_outage_logs_one_warning_then_the_reconnect(
@@ -28,14 +25,7 @@ def test_an_outage_logs_one_warning_then_the_reconnect(
 
     async def go() -> int:
         async with Outbox(tmp_path / "o.sqlite") as ob:
-            ingest = Ingest(
-                gw="g",
-                epoch=Epoch(1, b"\0" * 8),
-                signer=Signer(Ed25519PrivateKey.generate()),
-                outbox=ob,
-                clock=Clock(synced=True),
-                batch_ms=0,
-            )
+            ingest = ingest_for(ob, "g")
             cfg = MqttConfig(port=broker.port, reconnect_min_s=0.02, reconnect_max_s=0.05)
             pub = Publisher(mqtt=cfg, gw="g", outbox=ob, ingest=ingest)
             task = asyncio.create_task(pub.run())

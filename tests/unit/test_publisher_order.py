@@ -6,28 +6,17 @@ import asyncio
 from collections import deque
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from edge.clock import Clock
 from edge.config import MqttConfig
-from edge.envelope import Signer
-from edge.ingest import Epoch, Ingest
 from edge.kinds import Prio
 from edge.outbox import Outbox, Pending, Row
 from edge.publisher import LANES, Publisher
+from tests.support.pieces import ingest_for
 
 
 def test_row_committed_during_a_read_is_sent_once_and_in_order(tmp_path: Path) -> None:
     async def go() -> list[int]:
         async with Outbox(tmp_path / "o.sqlite") as ob:
-            ingest = Ingest(
-                gw="g",
-                epoch=Epoch(1, b"\0" * 8),
-                signer=Signer(Ed25519PrivateKey.generate()),
-                outbox=ob,
-                clock=Clock(synced=True),
-                batch_ms=0,
-            )
+            ingest = ingest_for(ob, "g")
             pub = Publisher(mqtt=MqttConfig(), gw="g", outbox=ob, ingest=ingest)
             first = ob.submit(Pending(Prio.EVENT, "device.state", "d", 0, lambda s: b"a"))
             await ob._flush()

@@ -1,0 +1,23 @@
+"""The gateway's core pieces wired in-process, for tests of one of them against a real
+broker or a real SQLite file."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.clock import Clock
+from edge.envelope import Signer
+from edge.ingest import Epoch, Ingest
+from edge.outbox import Outbox
+
+
+def ingest_for(outbox: Outbox, gw: str = "g", *, batch_ms: int = 0) -> Ingest:
+    """An ingest with a fresh key and a synced clock in front of `outbox`."""
+    return Ingest(
+        gw=gw,
+        epoch=Epoch(1, b"\0" * 8),
+        signer=Signer(Ed25519PrivateKey.generate()),
+        outbox=outbox,
+        clock=Clock(synced=True),
+        batch_ms=batch_ms,
+    )
