@@ -129,7 +129,8 @@ class MqttConnection:
         )
 
     def _cb_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        self._on_closed(str(rc))
+        # Under MQTT 3.1.1 paho reports a socket closed under it as "Unspecified error".
+        self._on_closed("closed by the broker or the network" if rc == 128 else str(rc))
 
     def _cb_publish(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
         fut = self._pending.pop(mid, None)

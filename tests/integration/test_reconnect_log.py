@@ -1,4 +1,5 @@
-"""A broker down for long: one warning, not one per retry; the reconnect says how many."""
+"""A broker down for long: one warning, not one per retry; the reconnect says how many;
+a session lost under the gateway is named plainly."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def test_an_outage_logs_one_warning_then_the_reconnect(
             failures = pub.failed_attempts
             await asyncio.to_thread(broker.start)
             await asyncio.wait_for(pub.up.wait(), 10)
+            await asyncio.to_thread(broker.kill)  # and a session lost under it says so plainly
+            await asyncio.sleep(1.0)  # the socket closes at once; a second is plenty
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return failures
@@ -44,3 +47,4 @@ def test_an_outage_logs_one_warning_then_the_reconnect(
     assert len(refused) >= failures
     back = re.search(r"connected to \S+ after (\d+) failures", caplog.text)
     assert back and int(back[1]) >= failures
+    assert "connection lost: closed by the broker or the network" in caplog.text
