@@ -527,10 +527,8 @@ class Outbox:
             if self.usage + incoming > room or self._disk_full:
                 # Still no room (or the disk is full): only what must never be lost goes in,
                 # renumbered so the refused messages leave no gap in the seqs.
-                for it in made:
-                    if not it.protected:
-                        self._refuse(it, "disk full" if self._disk_full else "outbox full")
-                rows, made = self._build_here([it for it in made if it.protected])
+                keep = self._keep_protected(made, "disk full" if self._disk_full else "outbox full")
+                rows, made = self._build_here(keep)
                 if not rows:
                     return
             try:
@@ -594,10 +592,7 @@ class Outbox:
         if not self._disk_full:  # once: each change of health is itself a message to store
             self._disk_full = True
             self._set_degraded(f"disk full: {exc}")
-        keep = [it for it in made if it.protected]
-        for it in made:
-            if not it.protected:
-                self._refuse(it, "disk full")
+        keep = self._keep_protected(made, "disk full")
         if not keep:
             return
         try:
@@ -635,13 +630,19 @@ class Outbox:
             )
         self._held_logged = len(self._held)
 
-    def _refuse(self, it: Pending, why: str) -> None:
-        """Refuse a message that may be lost: counted; logged once until the next commit."""
-        self.stats.refused += 1
-        if not self._refusing:
-            self._refusing = True
-            log.warning("outbox: %s: refusing all but life-safety for now (counted in gateway.health)", why)
-        _fail(it, OutboxFull(f"{why}; {it.kind} from {it.src} refused"))
+    def _keep_protected(self, items: list[Pending], why: str) -> list[Pending]:
+        """Refuse what may be lost (counted; logged once until the next commit); the rest."""
+        keep = []
+        for it in items:
+            if it.protected:
+                keep.append(it)
+                continue
+            self.stats.refused += 1
+            if not self._refusing:
+                self._refusing = True
+                log.warning("outbox: %s: refusing all but life-safety for now (counted in health)", why)
+            _fail(it, OutboxFull(f"{why}; {it.kind} from {it.src} refused"))
+        return keep
 
     def _committed(self, rows: list[Row], made: list[Pending]) -> None:
         self.stats.commits += 1
