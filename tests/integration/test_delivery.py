@@ -9,7 +9,25 @@ from pathlib import Path
 
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
+from tests.support.faultproxy import FaultProxy
 from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
+from tests.support.wiretap import WireTap
+
+# mosquitto's persistence is a snapshot taken after changes, not a log written before the
+# PUBACK: a SIGKILL can lose a message it acknowledged moments before and had not yet
+# passed on to every subscriber (seen: one the collector got 0.3 ms before the kill and
+# the verifier never did). The gateway cannot recover that (it has deleted the row, as
+# MQTT allows); the test excuses only messages acknowledged this close to a kill.
+SNAPSHOT_RISK_S = 1.0
+
+
+def at_risk(tap: WireTap, kills: list[float]) -> set[int]:
+    # a PUBACK the dying broker sent may pass the proxy just after the kill was recorded
+    return set().union(*(tap.acked_between(k - SNAPSHOT_RISK_S, k + 0.25) for k in kills))
+
+
+def ack_times(tap: WireTap, kills: list[float]) -> str:
+    return f"kills at {kills}; acks: {[(a.seq, a.conn, round(a.at, 3)) for a in tap.acks]}"
 
 
 def drained(gw: GatewayProc, timeout: float = 60.0) -> int:
@@ -20,19 +38,25 @@ def drained(gw: GatewayProc, timeout: float = 60.0) -> int:
 
 def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Path) -> None:
     pty = Pty(tmp_path / "ttyGNSS")
-    gw = GatewayProc(tmp_path / "gw", port=broker.port, devices=gnss_device(pty.link))
+    tap = WireTap()
+    proxy = FaultProxy(broker.port, tap=tap).start()  # only watches: what the broker acknowledged
+    gw = GatewayProc(tmp_path / "gw", port=proxy.port, devices=gnss_device(pty.link))
     col = Collector(broker.port, gw.pub).start()
     verifier = start_verifier(
         broker.port, gw.pub, "--timeout", "120", "--client-id", "verify-under-test", "--until-idle", "3"
     )
     gw.start()
     feeder = Feeder(pty)
+    kills: list[float] = []
     try:
         gw.wait_device_open("gnss0")
         feeder.start()
         for _ in range(3):
             col.wait_for(lambda ms: len(ms) > 10, timeout=30)
+            # hung first, so the kill finds messages on the wire that were never acknowledged
+            broker.pause()
             time.sleep(0.3)
+            kills.append(time.monotonic())
             broker.kill()
             time.sleep(0.5)  # the gateway keeps committing while the broker is away
             gw.wait_status(lambda d: d["link"]["failures"] >= 1)  # and says it cannot reach it
@@ -40,11 +64,18 @@ def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Pat
             col.wait_more(5, timeout=30)  # and traffic flows again
         feeder.stop()
         hw = drained(gw)
-        col.wait_for(lambda ms: set(range(1, hw + 1)) <= {m.payload["seq"] for m in ms}, timeout=30)
+        # The gateway's promise, read off the wire: it let go of a row only when the broker
+        # had acknowledged it, so every seq it committed was acknowledged.
+        assert set(range(1, hw + 1)) <= tap.acked(), sorted(set(range(1, hw + 1)) - tap.acked())[:20]
+        lost_by_broker = at_risk(tap, kills)
+        col.wait_for(
+            lambda ms: set(range(1, hw + 1)) - lost_by_broker <= {m.payload["seq"] for m in ms}, timeout=30
+        )
     finally:
         feeder.stop()
         gw.stop()
         col.stop()
+        proxy.stop()
         pty.unplug()
     out, _ = verifier.communicate(timeout=150)
     assert not col.invalid
@@ -52,9 +83,11 @@ def test_broker_killed_and_restarted_mid_stream(broker: Mosquitto, tmp_path: Pat
     assert hw > 30
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["summary"] and summary["invalid"] == 0
-    assert summary["missing"] == 0, summary
     gw_summary = summary["gateways"][gw.gw_id]
-    assert gw_summary["messages"] >= hw
+    # What the subscribers lack, only a SIGKILLed broker may have lost (see `at_risk`).
+    assert set(gw_summary["missing_seqs"]) <= lost_by_broker, (gw_summary, ack_times(tap, kills))
+    assert set(range(1, hw + 1)) - col.seqs() <= lost_by_broker, ack_times(tap, kills)
+    assert gw_summary["messages"] >= hw - len(lost_by_broker)
 
 
 def test_gateway_sigkilled_at_random_moments(broker: Mosquitto, tmp_path: Path) -> None:

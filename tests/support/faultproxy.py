@@ -4,7 +4,8 @@ Modes: `pass` forwards; `delay` forwards each chunk after `delay_s`; `slow` forw
 `rate` bytes/s (a thin uplink: what is sent faster queues in the socket buffers); `blackhole` keeps
 the connections open but forwards nothing (a half-open link: no FIN, no RST, just
 silence, as when a 4G modem loses its bearer); `cut()` closes every connection now;
-`refuse` closes new connections at once.
+`refuse` closes new connections at once. With a `tap` (`tests.support.wiretap.WireTap`) every
+chunk forwarded is also handed to it, so a test can read what the broker acknowledged.
 """
 
 from __future__ import annotations
@@ -12,14 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from tests.support.wiretap import WireTap
 
 Mode = Literal["pass", "delay", "slow", "blackhole", "refuse"]
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, *, target_host: str = "127.0.0.1", tap: WireTap | None = None
+    ) -> None:
         self._target = (target_host, target_port)
+        self._tap = tap
         self.mode: Mode = "pass"
         self.delay_s = 0.0
         self.rate = 0.0
@@ -64,15 +71,20 @@ class FaultProxy:
             writer.close()
             return
         self.connections += 1
+        conn = self.connections
         self._writers |= {writer, uwriter}
         try:
-            await asyncio.gather(self._pipe(reader, uwriter), self._pipe(ureader, writer))
+            await asyncio.gather(
+                self._pipe(reader, uwriter, conn, "up"), self._pipe(ureader, writer, conn, "down")
+            )
         finally:
             for w in (writer, uwriter):
                 self._writers.discard(w)
                 w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int, direction: str
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
                 data = await reader.read(65536)
@@ -84,6 +96,8 @@ class FaultProxy:
                 elif self.mode == "slow" and self.rate:
                     await asyncio.sleep(len(data) / self.rate)
                 writer.write(data)
+                if self._tap is not None:
+                    self._tap.feed(conn, direction, data)
                 await writer.drain()
         writer.close()
 
