@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from tests.support.wiretap import WireTap
+from tests.support.wiretap import DOWN, UP, WireTap
 
 Mode = Literal["pass", "delay", "slow", "blackhole", "refuse"]
 
@@ -75,7 +74,7 @@ class FaultProxy:
         self._writers |= {writer, uwriter}
         try:
             await asyncio.gather(
-                self._pipe(reader, uwriter, conn, "up"), self._pipe(ureader, writer, conn, "down")
+                self._pipe(reader, uwriter, conn, UP), self._pipe(ureader, writer, conn, DOWN)
             )
         finally:
             for w in (writer, uwriter):
