@@ -50,6 +50,7 @@ from edge.reconfig import (
     apply_bundle,
     confirm,
     open_bundle,
+    pending_deadline_tb,
     read_pending,
     rollback,
 )
@@ -156,14 +157,32 @@ async def run_forever(cfg: Config) -> None:
     """Run the gateway; a config.apply or a rollback reloads it in place."""
     while True:
         try:
-            await Gateway(cfg).run()
-            return
-        except* ReloadRequested as group:
-            reload = group.exceptions[-1]
-            if not isinstance(reload, ReloadRequested):
+            reload = await _run_once(cfg)
+        except Exception as exc:
+            # A pending config.apply that cannot even start (signer, backend, state dir,
+            # TLS files...) is rolled back here, not left for the next start to fail on.
+            previous = await asyncio.to_thread(rollback, cfg.gateway.state_dir, cfg.file)
+            if previous is None:
                 raise
-            cfg = reload.cfg
-            log.warning("gateway: reloading with %s", cfg.file)
+            log.error("config: the applied config failed to start (%s); rolled back", exc)
+            cfg = previous
+            continue
+        if reload is None:
+            return
+        cfg = reload
+        log.warning("gateway: reloading with %s", cfg.applied or cfg.file)
+
+
+async def _run_once(cfg: Config) -> Config | None:
+    """Run one gateway until it stops (None) or asks to be reloaded (the new config)."""
+    reload: Config | None = None
+    try:
+        await Gateway(cfg).run()
+    except* ReloadRequested as group:
+        last = group.exceptions[-1]
+        if isinstance(last, ReloadRequested):
+            reload = last.cfg
+    return reload
 
 
 def load_signer(cfg: Config) -> Signer:
@@ -388,7 +407,7 @@ class Gateway:
                     )
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
                         tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
-                    tg.create_task(serve_status(state_dir / "gridedge.sock", self.snapshot), name="status")
+                    tg.create_task(serve_status(cfg.gateway.status_socket, self.snapshot), name="status")
                     tg.create_task(watchdog(lambda: True), name="watchdog")
                     tg.create_task(keep_seq_floor(state_dir, outbox), name="outbox.seq_floor")
                     sd_notify("READY=1")
@@ -530,8 +549,8 @@ class Gateway:
         pending = read_pending(self.cfg.gateway.state_dir)
         if pending is None:
             return
-        deadline = float(pending.get("deadline", 0))
-        while time.time() < deadline:
+        deadline_tb = pending_deadline_tb(pending)
+        while boottime_ms() < deadline_tb:
             pub, ob = self.publisher, self.outbox
             if (
                 pub is not None
@@ -540,7 +559,7 @@ class Gateway:
                 and (pub.acked > 0 or ob.depth() == 0)
             ):
                 confirm(self.cfg.gateway.state_dir)
-                log.info("config: %s is healthy; keeping it", self.cfg.file)
+                log.info("config: %s is healthy; keeping it", self.cfg.applied or self.cfg.file)
                 if self.ingest is not None:
                     self.ingest.submit(
                         "gateway.health",

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -19,7 +20,8 @@ from edge import __version__
 from edge.config import default_path, load, valid_id
 from edge.envelope import private_pem, public_pem
 from edge.errors import EdgeError
-from edge.fsutil import write_private
+from edge.fsutil import write_atomic, write_private
+from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
 log = logging.getLogger("gridedge")
 
@@ -46,19 +48,45 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_forever  # the CLI is the one place that wires the app
 
-    cfg = load(args.config)
+    cfg = start_config(args.config)
     return _run_until_signal(run_forever(cfg))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from drivers.ble.transport import resolve_factory
 
-    cfg = load(args.config)
+    cfg = start_config(args.config)  # as `run` would start (the unit runs this first)
     resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
+    applied = f", the platform's {cfg.applied} in effect" if cfg.applied else ""
     print(
         f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices,"
-        f" {len(cfg.wearables)} wearables)"
+        f" {len(cfg.wearables)} wearables{applied})"
     )
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    base = load(args.config, check_files=False)
+    state = applied_state(base)
+    applied = applied_dir(base.gateway.state_dir) / "gateway.toml"
+    if state == "in_effect":
+        print(f"in effect: {applied} (applied by the platform over {args.config})")
+        if read_pending(base.gateway.state_dir) is not None:
+            print("pending: waiting for its health check; rolled back if it fails")
+        print(applied.read_text(encoding="utf-8"), end="")
+    else:
+        print(f"in effect: {args.config}")
+        if state == "superseded":
+            print(f"({applied} is older than your edit of {args.config}; the next start sets it aside)")
+    return 0
+
+
+def cmd_config_reset(args: argparse.Namespace) -> int:
+    base = load(args.config, check_files=False)
+    if reset(base.gateway.state_dir):
+        print(f"removed the platform's applied config; {args.config} is in effect at the next start")
+    else:
+        print(f"no applied config; {args.config} is in effect")
     return 0
 
 
@@ -67,16 +95,14 @@ STARTER = """\
 [gateway]
 id = "{id}"
 key = "gateway.key"          # Ed25519 private key, PEM PKCS8, mode 0600
-state_dir = "state"          # outbox.sqlite and the epoch counter live here
+state_dir = "{state_dir}"{state_note}
+status_socket = "{status_socket}"  # gridedge status asks here
 
 [mqtt]
 host = "127.0.0.1"
 port = 1883
 topic_prefix = "gridedge/v1"
-# tls_ca = "ca.crt"          # plaintext to a non-loopback host needs insecure = true
-# tls_cert = "gateway.crt"
-# tls_key = "gateway.tls.key"
-
+{tls}
 [outbox]
 max_bytes = 268435456
 batch_ms = 250
@@ -84,11 +110,43 @@ batch_ms = 250
 [[devices]]
 id = "gnss0"
 kind = "gnss"
-port = "/dev/ttyUSB0"
+port = "/dev/ttyUSB0"        # better: its /dev/serial/by-id/... name, stable across re-plugs
 baudrate = 9600
 min_interval_s = 1.0         # 0 reports every fix epoch
 min_distance_m = 0.0         # 0 disables the distance trigger
 """
+TLS_OFF = """\
+# tls_ca = "ca.crt"          # plaintext to a non-loopback host needs insecure = true
+# tls_cert = "gateway.crt"
+# tls_key = "gateway.tls.key"
+"""
+TLS_ON = """\
+# Once the fleet's CA has signed gateway.csr into gateway.crt: set host and port to the
+# broker's, and uncomment these three.
+# tls_ca = "ca.crt"
+# tls_cert = "gateway.crt"
+# tls_key = "gateway.tls.key"  # made by provision --csr, mode 0600
+"""
+SYSTEM_DIR = Path("/etc/gridedge")
+SERVICE_USER = "gridedge"
+
+
+def _system_layout(out: Path) -> bool:
+    """Provisioning the packaged gateway (/etc/gridedge) rather than a directory of one's own."""
+    return out.resolve() == SYSTEM_DIR
+
+
+def _service_ids(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of the service user when we are root and it exists: keys are made its own."""
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid
+    except KeyError:
+        return None
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -99,24 +157,50 @@ def cmd_provision(args: argparse.Namespace) -> int:
         )
         return 2
     out: Path = args.out
+    system = _system_layout(out)
     out.mkdir(parents=True, exist_ok=True)
     key_path, pub_path, cfg_path = out / "gateway.key", out / "gateway.pub", out / "gateway.toml"
     if key_path.exists() and not args.force:
         print(f"gridedge provision: {key_path} exists; use --force to replace it", file=sys.stderr)
         return 1
+    ids = _service_ids(args.owner)
     key = Ed25519PrivateKey.generate()
     write_private(key_path, private_pem(key))
+    written = [f"{key_path} (0600)"]
+    private = [key_path]
     pub_path.write_bytes(public_pem(key.public_key()))
-    if not cfg_path.exists() or args.force:
-        cfg_path.write_text(STARTER.format(id=args.id), encoding="utf-8")
-    written = [f"{key_path} (0600)", str(pub_path), str(cfg_path)]
+    written.append(str(pub_path))
     if args.csr:
-        written += write_csr(out, args.id)
+        tls_key, csr = write_csr(out, args.id)
+        private.append(tls_key)
+        written += [f"{tls_key} (0600)", str(csr)]
+    if ids is not None:
+        # the service reads its keys and no one else does; the config is for its group to read
+        for path in private:
+            os.chown(path, *ids)
+        written = [w.replace("(0600)", f"(0600, {args.owner})") for w in written]
+    if not cfg_path.exists() or args.force:
+        state_dir = args.state_dir or ("/var/lib/gridedge" if system else "state")
+        socket_path = "/run/gridedge/gridedge.sock" if system else f"{state_dir}/gridedge.sock"
+        text = STARTER.format(
+            id=args.id,
+            state_dir=state_dir,
+            state_note="" if system else "          # relative to this file",
+            status_socket=socket_path,
+            tls=TLS_ON if args.csr else TLS_OFF,
+        )
+        write_atomic(cfg_path, text.encode())  # last, whole: a unit waiting for it sees a finished set
+        if ids is not None:
+            os.chown(cfg_path, 0, ids[1])
+            os.chmod(cfg_path, 0o640)
+        else:
+            os.chmod(cfg_path, 0o644)
+        written.append(str(cfg_path))
     print("wrote " + ", ".join(written))
     return 0
 
 
-def write_csr(out: Path, gw_id: str) -> list[str]:
+def write_csr(out: Path, gw_id: str) -> tuple[Path, Path]:
     """A P-256 TLS key (0600) and a CSR with CN = the gateway id, for the private CA to sign.
 
     The TLS identity is separate from the Ed25519 signing key: the CA and the broker
@@ -142,7 +226,7 @@ def write_csr(out: Path, gw_id: str) -> list[str]:
         .sign(key, hashes.SHA256())
     )
     csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    return [f"{key_path} (0600)", str(csr_path)]
+    return key_path, csr_path
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -167,7 +251,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from edge.health import read_status
 
     cfg = load(args.config, check_files=False)
-    sock = cfg.gateway.state_dir / "gridedge.sock"
+    sock = cfg.gateway.status_socket
     try:
         doc = read_status(sock)
     except OSError as exc:
@@ -206,7 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check)
     sp = sub.add_parser("provision", help="make a gateway key pair and a starter config")
     sp.add_argument("--id", required=True, help="gateway id ([A-Za-z0-9._-]{1,64})")
-    sp.add_argument("--out", type=Path, required=True, help="directory to write into")
+    sp.add_argument(
+        "--out", type=Path, default=SYSTEM_DIR, help=f"directory to write into (default {SYSTEM_DIR})"
+    )
+    sp.add_argument(
+        "--state-dir",
+        default=None,
+        help="state_dir for the starter config (default /var/lib/gridedge in /etc/gridedge, else 'state')",
+    )
+    sp.add_argument(
+        "--owner",
+        default=SERVICE_USER,
+        help=f"run as root: the user whose keys they are (default {SERVICE_USER}, when it exists)",
+    )
     sp.add_argument("--force", action="store_true", help="replace an existing key")
     sp.add_argument("--csr", action="store_true", help="also a TLS key and a CSR (CN = id) for mutual TLS")
     sp.set_defaults(func=cmd_provision)
@@ -231,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
     with_config(sp)
     sp.set_defaults(func=cmd_status)
+    conf = sub.add_parser("config", help="the config in effect (yours or the platform's)").add_subparsers(
+        dest="config_cmd", required=True
+    )
+    sp = conf.add_parser("show", help="which file is in effect, and the platform's applied config")
+    with_config(sp)
+    sp.set_defaults(func=cmd_config_show)
+    sp = conf.add_parser("reset", help="drop the platform's applied config: yours is in effect again")
+    with_config(sp)
+    sp.set_defaults(func=cmd_config_reset)
     fw = sub.add_parser("firmware", help="firmware for the wearables").add_subparsers(
         dest="fw_cmd", required=True
     )

@@ -8,14 +8,13 @@ is merely plausible, `none` otherwise (and then `tu` is null).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 # GPS week rollover sends old receivers back 1024 weeks: refuse dates before this
-# floor or more than a year past the best clock we know (DESIGN.md, Time).
+# floor or more than a year past the best clock we know (docs/envelope-and-topics.md, time).
 GNSS_DATE_FLOOR_MS = int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 YEAR_MS = 366 * 86_400_000
 TRUSTED = frozenset({"gnss", "ntp", "rtc"})
@@ -26,27 +25,27 @@ def boottime_ms() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000
 
 
-class _Timex(ctypes.Structure):
-    # struct timex from <sys/timex.h>: only `modes` (first field) is set; the rest is
-    # room for the kernel to write into (the real struct is under 256 bytes).
-    _fields_ = [("modes", ctypes.c_uint), ("_rest", ctypes.c_byte * 252)]
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-_TIME_ERROR = 5  # adjtimex() return value: clock not synchronised
-
-
-def kernel_clock_synced() -> bool:
-    """True when the kernel reports an NTP-disciplined clock (adjtimex state != TIME_ERROR)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
+def boot_id() -> str:
+    """This boot's random id (a boot-time reading means nothing across boots)."""
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        tx = _Timex()
-        state = int(libc.adjtimex(ctypes.byref(tx)))
-    except (OSError, AttributeError):
-        return False
-    return 0 <= state < _TIME_ERROR
+        return BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+# systemd-timesyncd (Raspberry Pi OS's and Debian's default) touches this file after
+# each successful synchronisation (systemd-timesyncd.service(8)). Asking the kernel
+# instead (adjtimex, made as clock_adjtime) is a call the unit's system call filter
+# and ProtectClock= refuse: the filter would kill the gateway for it.
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def kernel_clock_synced(flag: Path = TIMESYNC_FLAG) -> bool:
+    """True when the system's NTP client says it has synchronised the clock."""
+    return flag.exists()
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,6 +232,7 @@ class GatewayConfig:
     id: str
     key: Path
     state_dir: Path
+    status_socket: Path  # `gridedge status` asks here; default state_dir/gridedge.sock
     groups: tuple[str, ...] = ()
 
 
@@ -390,7 +391,7 @@ class FirmwareConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    file: Path
+    file: Path  # the technician's file (what `-c` names); relative paths resolve against its folder
     gateway: GatewayConfig
     mqtt: MqttConfig
     outbox: OutboxConfig
@@ -401,6 +402,7 @@ class Config:
     ble: BleConfig = field(default_factory=BleConfig)
     wearables: tuple[WearableConfig, ...] = ()
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
+    applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
@@ -531,7 +533,8 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     gateway = GatewayConfig(
         id=g.id("id"),
         key=g.path("key"),
-        state_dir=g.path("state_dir"),
+        state_dir=(state_dir := g.path("state_dir")),
+        status_socket=g.path("status_socket", None) or state_dir / "gridedge.sock",
         groups=tuple(_ids(g, "groups")),
     )
     if check_files:

@@ -16,9 +16,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)  # the rename itself must reach the disk
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and unlinks in `directory` durable."""
+    dfd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dfd)  # the rename itself must reach the disk
+        os.fsync(dfd)
     finally:
         os.close(dfd)
 

@@ -321,13 +321,21 @@ def apply(rig: Rig, text: str, rollback_after_s: float = 30, **kw: Any) -> tuple
     return cid, wait_result(rig.col, lambda d: d["id"] == cid)
 
 
+def applied_text(rig: Rig) -> str | None:
+    path = rig.gw.state / "applied" / "gateway.toml"
+    return path.read_text() if path.exists() else None
+
+
 def test_config_apply_without_restart(rig: Rig) -> None:
     assert rig.gw.proc is not None
     pid = rig.gw.proc.pid
     text = rig.gw.config.read_text().replace('groups = ["taishan"]', 'groups = ["taishan", "jiangmen"]')
+    before = rig.gw.config.read_text()
     _, res = apply(rig, text)
     assert res["ok"] is True and res["applied"] is True
-    assert rig.gw.config.read_text() == text
+    # the technician's file stays as it was; the applied one, in the state dir, is in effect
+    assert rig.gw.config.read_text() == before
+    assert applied_text(rig) == text
     # the new group is live: a command on its topic is accepted
     rig.gw.wait_status(lambda d: d["link"]["state"] == "up" and d["epoch"] >= 2)
     gid, data = rig.platform.command("group:jiangmen", "diag.snapshot")
@@ -360,6 +368,7 @@ def test_config_with_a_wrong_broker_rolls_back_by_itself(rig: Rig) -> None:
         timeout=30,
     )
     assert rig.gw.config.read_text() == good
+    assert applied_text(rig) is None  # nothing was applied before: the technician's file again
     rig.gw.wait_status(lambda d: d["link"]["state"] == "up")
 
 
@@ -372,4 +381,4 @@ def test_config_adding_a_trust_key_without_rotation_is_refused(rig: Rig) -> None
     assert res == {"id": res["id"], "ok": False, "error": "trust_change_refused"}
     _, res = apply(rig, good.replace("batch_ms = 50", "batch_ms = 60"), signer=other_signer())
     assert res["ok"] is False and res["error"] == "bad_bundle"
-    assert rig.gw.config.read_text() == good
+    assert rig.gw.config.read_text() == good and applied_text(rig) is None
