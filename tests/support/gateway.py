@@ -92,8 +92,10 @@ class GatewayProc:
         gateway_extra: str = "",
         extra: str = "",
         env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.dir = workdir
+        self.launcher = launcher  # a command prefix the gateway runs under (e.g. a seccomp filter)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key, self.pub = write_keypair(self.dir)
         self.state = self.dir / "state"
@@ -114,7 +116,7 @@ class GatewayProc:
         env = {**inherited, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "-v", "run", "-c", str(self.config)],
+                [*self.launcher, sys.executable, "-m", "edge.cli", "-v", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
