@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bench.common import result, table
 from bench.harness import mosquitto
-from tests.support.gateway import GatewayProc, Pty, gnss_device
+from tests.support.gateway import GatewayProc, gnss_device
+from tests.support.pty import Pty
 
 DEVICES = 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")

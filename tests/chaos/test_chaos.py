@@ -22,7 +22,8 @@ from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.faultproxy import FaultProxy
-from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
+from tests.support.gateway import Feeder, GatewayProc, gnss_device, start_verifier
+from tests.support.pty import Pty
 from tests.support.smallfs import fill_disk, try_mount_tmpfs, umount
 
 # CI runs 45 s of chaos; a longer torture (hours compressed into minutes) or another

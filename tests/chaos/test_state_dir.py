@@ -12,8 +12,9 @@ import pytest
 from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty
+from tests.support.gateway import GatewayProc
 from tests.support.prefill import prefill
+from tests.support.pty import Pty
 from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 
 

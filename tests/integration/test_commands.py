@@ -12,8 +12,9 @@ import pytest
 from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device, trust_clock
+from tests.support.gateway import GatewayProc, gnss_device, trust_clock
 from tests.support.platform import Platform, bundle, other_signer
+from tests.support.pty import Pty
 
 GW = "gw-test-1"
 PAIR = {"id": "sos-7", "kind": "sos_button", "address": "C0:FF:EE:00:00:07", "worker": "w-42"}

@@ -10,7 +10,8 @@ from pathlib import Path
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.faultproxy import FaultProxy
-from tests.support.gateway import Feeder, GatewayProc, Pty, gnss_device, start_verifier
+from tests.support.gateway import Feeder, GatewayProc, gnss_device, start_verifier
+from tests.support.pty import Pty
 from tests.support.wiretap import WireTap
 
 # mosquitto's persistence is a snapshot taken after changes, not a log written before the

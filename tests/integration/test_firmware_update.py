@@ -16,8 +16,9 @@ import pytest
 from edge.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
-from tests.support.gateway import GatewayProc, Pty, gnss_device, trust_clock
+from tests.support.gateway import GatewayProc, gnss_device, trust_clock
 from tests.support.platform import FirmwarePlatform
+from tests.support.pty import Pty
 from tests.support.smp_device import SmpDevice
 
 GW = "gw-fw-1"

@@ -14,8 +14,9 @@ from drivers.dsc.parse import DscParser
 from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector, Message
-from tests.support.gateway import GatewayProc, Pty
+from tests.support.gateway import GatewayProc
 from tests.support.prefill import prefill
+from tests.support.pty import Pty
 
 AIS_OFF = "[ais]\nmin_interval_s = 0.0\nmin_course_change_deg = 0.0\ndedup_window_s = 0.0\n"
 

@@ -24,9 +24,10 @@ from drivers.gnss.sim import epoch_sentences, sentence
 from tests.support.bluezoo import BluezButton, BlueZoo
 from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
-from tests.support.gateway import REPO, GatewayProc, Pty
+from tests.support.gateway import REPO, GatewayProc
 from tests.support.pki import CA
 from tests.support.platform import Platform
+from tests.support.pty import Pty
 from tests.support.seccomp import allowed, group
 
 UNIT = REPO / "systemd" / "gridedge.service"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from edge.envelope import private_pem, public_pem
 from edge.fsutil import write_private
 from edge.health import read_status
 from tests.support.collector import Collector
+from tests.support.pty import Pty
 
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -33,48 +33,6 @@ def write_keypair(directory: Path, name: str = "gateway") -> tuple[Path, Path]:
     write_private(priv, private_pem(key))
     pub.write_bytes(public_pem(key.public_key()))
     return priv, pub
-
-
-class Pty:
-    """A serial device on a pty pair, reached by the gateway through a stable symlink."""
-
-    def __init__(self, link: Path) -> None:
-        self.link = link
-        self.master = -1
-        self.slave = -1
-        self.plug()
-
-    def plug(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        tmp = self.link.with_suffix(".new")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp.symlink_to(os.ttyname(self.slave))
-        os.replace(tmp, self.link)
-
-    def unplug(self) -> None:
-        for fd in (self.master, self.slave):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.master = self.slave = -1
-
-    def replug(self) -> None:
-        self.unplug()
-        self.plug()
-
-    def write(self, data: bytes, chunk: int = 4096) -> None:
-        """Write all of `data` (blocks while the reader is slower, as a real UART would)."""
-        view = memoryview(data)
-        while view:
-            n = os.write(self.master, view[:chunk])
-            view = view[n:]
-
-    def write_in_thread(self, data: bytes) -> threading.Thread:
-        t = threading.Thread(target=self.write, args=(data,), daemon=True)
-        t.start()
-        return t
 
 
 class GatewayProc:

@@ -11,7 +11,7 @@ from pathlib import Path
 from smp import packet as smppacket
 
 from drivers.ble.sim.smp_server import BUF_SIZE, SimSmpServer
-from tests.support.gateway import Pty
+from tests.support.pty import Pty
 
 
 class SmpDevice(SimSmpServer):

@@ -26,7 +26,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tests.support.gateway import REPO, Pty
+from tests.support.gateway import REPO
+from tests.support.pty import Pty
 
 FIXTURES = REPO / "tests" / "fixtures" / "smp-server"
 PREFIX = "tests/fixtures/smp-server/"
