@@ -326,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_verify)
     sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
     with_config(sp)
+    sp.add_argument("--json", action="store_true", help="the status document as JSON (for scripts)")
     sp.set_defaults(func=cmd_status)
     conf = sub.add_parser("config", help="the config in effect (yours or the platform's)").add_subparsers(
         dest="config_cmd", required=True

@@ -15,17 +15,24 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.envelope import Signer, load_private_key
 from tests.support.gateway import write_keypair
 
+TlsFiles = tuple[Path, Path, Path]  # CA, client certificate, client key
+
 
 class Platform:
     """Holds the command key and publishes to the broker like the platform (or an attacker)."""
 
-    def __init__(self, directory: Path, port: int, *, prefix: str = "gridedge/v1") -> None:
+    def __init__(
+        self, directory: Path, port: int, *, prefix: str = "gridedge/v1", tls: TlsFiles | None = None
+    ) -> None:
         self.key_path, self.pub_path = write_keypair(directory, "platform-cmd")
         self.signer = Signer(load_private_key(self.key_path.read_bytes()))
         self.prefix = prefix
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"platform-{uuid.uuid4().hex[:6]}"
         )
+        if tls is not None:
+            ca, cert, key = tls
+            self.client.tls_set(ca_certs=str(ca), certfile=str(cert), keyfile=str(key))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.cseq = 0
@@ -84,8 +91,10 @@ def bundle(
 class FirmwarePlatform(Platform):
     """The platform with a firmware key as well: signs manifests and publishes image chunks."""
 
-    def __init__(self, directory: Path, port: int, *, prefix: str = "gridedge/v1") -> None:
-        super().__init__(directory, port, prefix=prefix)
+    def __init__(
+        self, directory: Path, port: int, *, prefix: str = "gridedge/v1", tls: TlsFiles | None = None
+    ) -> None:
+        super().__init__(directory, port, prefix=prefix, tls=tls)
         self.fw_key_path, self.fw_pub_path = write_keypair(directory, "platform-fw")
         self.fw_signer = Signer(load_private_key(self.fw_key_path.read_bytes()))
 

@@ -1,0 +1,167 @@
+"""A Debian 12 machine with systemd as PID 1, booted with `systemd-nspawn --boot`.
+
+The root filesystem is debootstrapped once and cached outside git
+(`GRIDEDGE_ROOTFS_CACHE`, default `/var/cache/gridedge-test`); each test module boots a
+fresh copy of it. The machine shares the host's network namespace, so a broker inside
+it is reachable on 127.0.0.1 and the host's test code can play platform and devices.
+Commands run inside through `nsenter` into the machine's namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("GRIDEDGE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What a Raspberry Pi OS Lite gateway has before gridedge: systemd, D-Bus, Python 3.11,
+# BlueZ (the package recommends it); plus mosquitto to play the platform's broker.
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "adduser", "procps", "bluez", "mosquitto")
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+class MachineError(RuntimeError):
+    """The machine could not be built or booted; the message says why."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GRIDEDGE_ROOTFS_CACHE", "/var/cache/gridedge-test"))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise MachineError(f"{name} is not installed (scripts/setup installs it for the tests)")
+    return path
+
+
+def rootfs() -> Path:
+    """The cached Debian rootfs, built on first use (about a minute with a nearby mirror)."""
+    key = hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12]  # a new package list, a new rootfs
+    base = cache_dir() / f"{SUITE}-{os.uname().machine}-{key}"
+    if (base / "etc" / "os-release").is_file():
+        return base
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(base.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    res = subprocess.run(
+        [
+            _tool("debootstrap"),
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            SUITE,
+            str(tmp),
+            MIRROR,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise MachineError(
+            f"debootstrap {SUITE} failed ({res.returncode}): {res.stdout[-2000:]}{res.stderr[-2000:]}"
+        )
+    # The broker starts only once the test has configured it; nothing answers on :1883.
+    subprocess.run(
+        [_tool("systemctl"), f"--root={tmp}", "disable", "mosquitto.service"], check=True, capture_output=True
+    )
+    (tmp / "etc" / "hostname").write_text("gridedge-test\n")
+    tmp.rename(base)
+    return base
+
+
+class Machine:
+    """One booted copy of the rootfs; `run()` executes inside it."""
+
+    def __init__(self, workdir: Path, *, name: str = "gridedge-test") -> None:
+        self.root = workdir / "root"
+        self.name = name
+        self.log = workdir / "console.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.leader = 0
+        base = rootfs()
+        res = subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], capture_output=True)
+        if res.returncode != 0:
+            raise MachineError(f"cannot copy the rootfs: {res.stderr.decode(errors='replace')}")
+
+    def boot(self, timeout: float = 90.0) -> None:
+        with open(self.log, "wb") as log:
+            # --keep-unit/--register=no: no systemd (machined) on the host to register with
+            self.proc = subprocess.Popen(
+                [
+                    _tool("systemd-nspawn"),
+                    f"--directory={self.root}",
+                    f"--machine={self.name}",
+                    "--boot",
+                    "--register=no",
+                    "--keep-unit",
+                    "--console=pipe",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.leader:
+            if self.proc.poll() is not None:
+                raise MachineError(f"systemd-nspawn exited with {self.proc.returncode}: {self.console()}")
+            if time.monotonic() > deadline:
+                raise MachineError(f"no PID 1 in the machine after {timeout:g} s: {self.console()}")
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+                if children:
+                    self.leader = int(children[0])
+            time.sleep(0.1)
+        left = max(5.0, deadline - time.monotonic())
+        state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=left).stdout.strip()
+        if state not in ("running", "degraded"):
+            raise MachineError(f"systemd did not finish booting (state {state!r}): {self.console()}")
+
+    def console(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 120.0, user: str | None = None, input: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the machine (as root, or as `user` through runuser)."""
+        if user is not None:
+            argv = ("runuser", "-u", user, "--", *argv)
+        cmd = [_tool("nsenter"), f"--target={self.leader}", "--all", "--", "env", "-i"]
+        cmd += [f"{k}={v}" for k, v in ENV.items()]
+        res = subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=timeout, input=input)
+        if check and res.returncode != 0:
+            raise MachineError(
+                f"in the machine, {' '.join(argv)} exited {res.returncode}:\n{res.stdout}{res.stderr}"
+            )
+        return res
+
+    def path(self, inside: str) -> Path:
+        """A path on the machine's disk, seen from the host (not /dev, /run or /tmp: tmpfs inside)."""
+        return self.root / inside.lstrip("/")
+
+    def ids(self, user: str) -> tuple[int, int]:
+        """(uid, gid) of a user inside the machine."""
+        out = self.run("id", "-u", user).stdout.strip(), self.run("id", "-g", user).stdout.strip()
+        return int(out[0]), int(out[1])
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.run("systemctl", "show", unit, *(f"--property={p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # SIGTERM to nspawn powers the machine off cleanly (systemd's halt)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
