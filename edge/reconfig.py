@@ -155,8 +155,15 @@ def _read_origin(directory: Path) -> dict[str, Any] | None:
 def applied_state(base: Config) -> str:
     """`none`, `in_effect` or `superseded` (the technician's file changed after the apply)."""
     directory = applied_dir(base.gateway.state_dir)
-    if not (directory / "gateway.toml").is_file():
-        return "none"
+    try:
+        if not (directory / "gateway.toml").is_file():
+            return "none"
+    except PermissionError:
+        raise ConfigError(
+            "gateway.state_dir",
+            f"cannot read {base.gateway.state_dir}: run this as root or as the gateway's user",
+            file=str(base.file),
+        ) from None
     origin = _read_origin(directory)
     try:
         same = origin is not None and origin.get("base_sha256") == _sha256(base.file)
