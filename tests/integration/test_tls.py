@@ -136,20 +136,23 @@ def test_acl_keeps_a_gateway_to_its_own_topics(tmp_path: Path) -> None:
         tmp_path / "acl-broker",
         extra=(
             f"cafile {ca.cert_path}\ncertfile {crt}\nkeyfile {key}\nrequire_certificate true\n"
-            f"use_identity_as_username true\nallow_anonymous false\nacl_file {acl}\n"
+            f"use_identity_as_username true\nuse_username_as_clientid true\nallow_anonymous false\n"
+            f"acl_file {acl}\n"  # the identity settings of config/mosquitto-gridedge.conf
         ),
     )
     broker.start()
     gcrt, gkey = ca.issue("gw-test-1", server=False)
     gw = GatewayProc(tmp_path / "gw", port=broker.port, mqtt_extra=tls_mqtt(ca.cert_path, gcrt, gkey))
-    pcrt, pkey = ca.issue("platform", server=False)
+    pcrt, pkey = ca.issue("platform-ingest", server=False)
     col = Collector(broker.port, gw.pub)
     col.client.tls_set(
         ca_certs=str(ca.cert_path), certfile=str(pcrt), keyfile=str(pkey), tls_version=ssl.PROTOCOL_TLS_CLIENT
     )
     col.start()
     ecrt, ekey = ca.issue("gw-evil", server=False)
-    evil = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="gw-evil")
+    # it asks for the real gateway's client id: the broker gives it its certificate's instead,
+    # so it cannot take over (and keep kicking off) the real gateway's session
+    evil = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="gw-test-1")
     evil.tls_set(
         ca_certs=str(ca.cert_path), certfile=str(ecrt), keyfile=str(ekey), tls_version=ssl.PROTOCOL_TLS_CLIENT
     )
@@ -170,6 +173,7 @@ def test_acl_keeps_a_gateway_to_its_own_topics(tmp_path: Path) -> None:
         time.sleep(1.0)
         assert not [m for m in col.messages if m.topic.endswith("/up/gnss.fix")]
         assert sum(1 for m in col.messages if m.topic.endswith("/status")) == 1
+        assert gw.status()["link"]["sessions"] == 1  # never kicked off by the impostor
     finally:
         evil.loop_stop()
         evil.disconnect()
