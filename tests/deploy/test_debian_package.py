@@ -7,9 +7,9 @@ config, `systemctl enable --now gridedge`. The host plays the platform (an inges
 service and a command service, each with its own certificate) and the devices (AIS
 datagrams on UDP; an SMP wearable on a pty inside the machine).
 
-GRIDEDGE_SKIP_DEPLOY=1 skips this module (a developer's laptop without debootstrap); CI
-never sets it, and anything else that keeps the machine from booting fails the tests
-with the reason.
+GRIDEDGE_SKIP_DEPLOY=1 skips it (a developer's laptop without debootstrap); CI never
+sets it, and anything else that keeps the machine from booting fails the tests with
+the reason.
 """
 
 from __future__ import annotations
@@ -28,19 +28,18 @@ from typing import Any
 import pyais
 import pytest
 
+from tests.deploy.conftest import FIGURES
 from tests.support.broker import free_port, wait_port
 from tests.support.collector import Collector, assert_no_seq_reused
 from tests.support.gateway import REPO
-from tests.support.machine import Machine
+from tests.support.machine import Machine, native_arch
 from tests.support.pki import CA
 from tests.support.platform import FirmwarePlatform, bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 GW = "jm-taishan-gh-001"  # the id the shipped ACL example lists with its groups
-ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
-VERSION = "0.1.0-1"
-FIGURES: dict[str, str] = {}
+ARCH = native_arch()
 
 
 def ais(mmsi: int, lat: float = 21.9, lon: float = 112.8) -> bytes:
@@ -105,22 +104,6 @@ class Site:
 
     def mmsis(self) -> set[int]:
         return {r["d"]["mmsi"] for m in self.collector.up("ais.position") for r in m.payload["recs"]}
-
-
-def build_packages(work: Path) -> dict[str, Path]:
-    started = time.monotonic()
-    res = subprocess.run(
-        [str(REPO / "scripts" / "package"), "arm64", "amd64"], capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    FIGURES["package build (both archs)"] = f"{time.monotonic() - started:.0f} s"
-    debs = {}
-    for arch in ("arm64", "amd64"):
-        deb = REPO / "dist" / f"gridedge_{VERSION}_{arch}.deb"
-        assert deb.is_file(), res.stdout
-        debs[arch] = shutil.copy(deb, work / deb.name)
-        FIGURES[f"package size {arch}"] = f"{deb.stat().st_size / 1e6:.1f} MB"
-    return {k: Path(v) for k, v in debs.items()}
 
 
 def broker_in_machine(m: Machine, ca: CA, port: int) -> None:
@@ -205,12 +188,9 @@ DeviceAllow=char-pts rw
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    if os.environ.get("GRIDEDGE_SKIP_DEPLOY") == "1":
-        pytest.skip("GRIDEDGE_SKIP_DEPLOY=1: the deployment test was asked to skip")
+def site(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Site]:
     started = time.monotonic()
     work = tmp_path_factory.mktemp("deploy")
-    debs = build_packages(work)
     m = Machine(work)
     m.boot()
     collector: Collector | None = None
@@ -263,8 +243,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         s.wait_active()
         yield s
     finally:
-        FIGURES["deployment module wall time"] = f"{time.monotonic() - started:.0f} s"
-        print("\ndeployment figures: " + "; ".join(f"{k}: {v}" for k, v in FIGURES.items()))
+        FIGURES["boot test wall time"] = f"{time.monotonic() - started:.0f} s"
         if collector is not None:
             collector.stop()
         if platform is not None:

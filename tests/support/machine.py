@@ -34,7 +34,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRIDEDGE_ROOTFS_CACHE", "/var/cache/gridedge-test"))
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
     )
@@ -43,38 +43,78 @@ def _tool(name: str) -> str:
     return path
 
 
-def rootfs() -> Path:
-    """The cached Debian rootfs, built on first use (about a minute with a nearby mirror)."""
-    key = hashlib.sha256(" ".join(PACKAGES).encode()).hexdigest()[:12]  # a new package list, a new rootfs
-    base = cache_dir() / f"{SUITE}-{os.uname().machine}-{key}"
+DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+QEMU = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
+
+
+def native_arch() -> str:
+    return DEBIAN_ARCH[os.uname().machine]
+
+
+def ensure_binfmt(arch: str) -> None:
+    """Let this kernel run `arch` binaries through qemu-user-static (binfmt_misc)."""
+    if arch == native_arch():
+        return
+    entry = Path("/proc/sys/fs/binfmt_misc") / QEMU[arch]
+    if entry.exists() and entry.read_text().startswith("enabled"):
+        return
+    if not Path("/proc/sys/fs/binfmt_misc/register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=False)
+    res = subprocess.run([tool("update-binfmts"), "--enable", QEMU[arch]], capture_output=True, text=True)
+    if not (entry.exists() and entry.read_text().startswith("enabled")):
+        raise MachineError(f"cannot run {arch} binaries here (binfmt_misc, qemu-user-static): {res.stderr}")
+
+
+def rootfs(arch: str | None = None, packages: tuple[str, ...] = PACKAGES) -> Path:
+    """The cached Debian rootfs, built on first use (about a minute; two under emulation)."""
+    arch = arch or native_arch()
+    ensure_binfmt(arch)
+    key = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]  # a new package list, a new rootfs
+    base = cache_dir() / f"{SUITE}-{arch}-{key}"
     if (base / "etc" / "os-release").is_file():
         return base
     base.parent.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(base.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    include = f"--include={','.join(packages)}"
     res = subprocess.run(
-        [
-            _tool("debootstrap"),
-            "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
-            str(tmp),
-            MIRROR,
-        ],
+        [tool("debootstrap"), f"--arch={arch}", "--variant=minbase", include, SUITE, str(tmp), MIRROR],
         capture_output=True,
         text=True,
     )
     if res.returncode != 0:
-        raise MachineError(
-            f"debootstrap {SUITE} failed ({res.returncode}): {res.stdout[-2000:]}{res.stderr[-2000:]}"
+        out = res.stdout[-2000:] + res.stderr[-2000:]
+        raise MachineError(f"debootstrap {SUITE} {arch} failed ({res.returncode}): {out}")
+    if "mosquitto" in packages:
+        # The broker starts only once the test has configured it; nothing answers on :1883.
+        subprocess.run(
+            [tool("systemctl"), f"--root={tmp}", "disable", "mosquitto.service"],
+            check=True,
+            capture_output=True,
         )
-    # The broker starts only once the test has configured it; nothing answers on :1883.
-    subprocess.run(
-        [_tool("systemctl"), f"--root={tmp}", "disable", "mosquitto.service"], check=True, capture_output=True
-    )
     (tmp / "etc" / "hostname").write_text("gridedge-test\n")
     tmp.rename(base)
     return base
+
+
+def nspawn(root: Path, *argv: str, private_network: bool = False, timeout: float = 300.0) -> str:
+    """Run one command in a copy of a rootfs (no boot: the command is PID 1); its output."""
+    cmd = [tool("systemd-nspawn"), "--quiet", f"--directory={root}", "--register=no", "--keep-unit"]
+    if private_network:
+        cmd.append("--private-network")
+    res = subprocess.run([*cmd, "--", *argv], capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise MachineError(
+            f"in {root.name}, {' '.join(argv)} exited {res.returncode}:\n{res.stdout}{res.stderr}"
+        )
+    return res.stdout
+
+
+def copy_rootfs(base: Path, dest: Path) -> Path:
+    res = subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(dest)], capture_output=True)
+    if res.returncode != 0:
+        raise MachineError(f"cannot copy the rootfs: {res.stderr.decode(errors='replace')}")
+    return dest
 
 
 class Machine:
@@ -86,17 +126,14 @@ class Machine:
         self.log = workdir / "console.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader = 0
-        base = rootfs()
-        res = subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)], capture_output=True)
-        if res.returncode != 0:
-            raise MachineError(f"cannot copy the rootfs: {res.stderr.decode(errors='replace')}")
+        copy_rootfs(rootfs(), self.root)
 
     def boot(self, timeout: float = 90.0) -> None:
         with open(self.log, "wb") as log:
             # --keep-unit/--register=no: no systemd (machined) on the host to register with
             self.proc = subprocess.Popen(
                 [
-                    _tool("systemd-nspawn"),
+                    tool("systemd-nspawn"),
                     f"--directory={self.root}",
                     f"--machine={self.name}",
                     "--boot",
@@ -133,7 +170,7 @@ class Machine:
         """Run a command inside the machine (as root, or as `user` through runuser)."""
         if user is not None:
             argv = ("runuser", "-u", user, "--", *argv)
-        cmd = [_tool("nsenter"), f"--target={self.leader}", "--all", "--", "env", "-i"]
+        cmd = [tool("nsenter"), f"--target={self.leader}", "--all", "--", "env", "-i"]
         cmd += [f"{k}={v}" for k, v in ENV.items()]
         res = subprocess.run([*cmd, *argv], capture_output=True, text=True, timeout=timeout, input=input)
         if check and res.returncode != 0:
