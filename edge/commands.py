@@ -68,7 +68,7 @@ Report = Callable[[str, Mapping[str, Any]], object]
 
 
 def parse_command(payload: Any) -> Command:
-    """The command map (DESIGN.md, Commands), strictly typed."""
+    """The command map (docs/envelope-and-topics.md, Commands), strictly typed."""
     if not isinstance(payload, dict):
         raise Rejected("malformed", detail="payload is not a map")
     cid = payload.get("id")

@@ -40,7 +40,7 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
 
 
 def kid_of(key: Ed25519PublicKey) -> bytes:
-    """First 8 bytes of SHA-256 of the raw public key (DESIGN.md, envelope)."""
+    """First 8 bytes of SHA-256 of the raw public key (docs/envelope-and-topics.md, the envelope)."""
     return hashlib.sha256(raw_public(key)).digest()[:8]
 
 
@@ -161,7 +161,7 @@ def keyring(*keys: Ed25519PublicKey) -> dict[bytes, Ed25519PublicKey]:
     return {kid_of(k): k for k in keys}
 
 
-# Gateway message payload keys and their types (DESIGN.md, envelope table).
+# Gateway message payload keys and their types (docs/envelope-and-topics.md, the envelope).
 _GATEWAY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "v": int,
     "gw": str,

@@ -1,4 +1,4 @@
-"""Message kinds and their priorities (DESIGN.md, Kinds and priorities)."""
+"""Message kinds and their priorities (docs/envelope-and-topics.md, Kinds)."""
 
 from __future__ import annotations
 

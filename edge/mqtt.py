@@ -6,7 +6,7 @@ the socket registered on the loop (`add_reader`/`add_writer`, paho's documented
 external-loop callbacks) every callback runs on the loop thread and all state lives
 there. Only the blocking connect (TCP and TLS handshakes) runs in an executor.
 A connection is used once: a reconnect makes a new one, which is how a freshly
-signed Last Will is attached at every CONNECT (DESIGN.md, Topics).
+signed Last Will is attached at every CONNECT (docs/envelope-and-topics.md, Topics).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The torture run: kills, broker restarts and pauses, a faulty link, a small filesystem
 that something else fills up; then count every seq.
 
-Invariant (DESIGN.md, outbox guarantee): every message committed to the outbox
+Invariant (docs/architecture.md, the delivery guarantee): every message committed to the outbox
 arrives and verifies, or is listed in an `outbox.dropped`; no seq is reused; no
 life-safety message is lost. Checked by an independent collector (cwt) and by
 `gridedge verify` with a persistent session.
