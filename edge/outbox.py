@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -37,10 +36,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from edge.errors import PermanentError
 from edge.kinds import Prio
+from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -212,8 +210,8 @@ class Outbox:
         self._sync_mode = ""
         self._floor = seq_floor
         self._check = check
-        self._db: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._db: SqliteThread | None = None
+        self._reader: SqliteThread | None = None
         self._queue: list[Pending] = []
         self._acks: list[int] = []
         self._wake = asyncio.Event()
@@ -240,7 +238,7 @@ class Outbox:
         self.stats = OutboxStats()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> SqliteThread:
         if self._db is None:
             raise RuntimeError("outbox is not open")
         return self._db
@@ -257,7 +255,7 @@ class Outbox:
         # Reads (the publisher's pages) get their own connection and thread, so an
         # alarm's commit never queues behind a 640 KiB read (WAL lets them overlap).
         try:
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader = await SqliteThread.open(self.path, name="outbox-reader")
         except BaseException:
             await db.close()
             raise
@@ -265,17 +263,11 @@ class Outbox:
             self._ensure_reserve_file()
         return self
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self) -> SqliteThread:
         while True:
-            pending = aiosqlite.connect(self.path, isolation_level=None)
             try:
-                db = await pending
+                db = await SqliteThread.open(self.path, name="outbox-writer")
             except sqlite3.Error as exc:
-                # aiosqlite stops its worker after a failed connect without waiting for it;
-                # wait here, or the worker may report to an event loop that has closed.
-                worker = getattr(pending, "_thread", None)
-                if isinstance(worker, threading.Thread):
-                    await asyncio.to_thread(worker.join, 2.0)
                 raise OutboxUnavailable(f"cannot open the outbox {self.path}: {exc}") from exc
             try:
                 await self._open(db)
@@ -299,16 +291,13 @@ class Outbox:
                 raise
             return db
 
-    async def _open(self, db: aiosqlite.Connection) -> None:
+    async def _open(self, db: SqliteThread) -> None:
         if self._check:
-            async with db.execute("PRAGMA quick_check(1)") as cur:
-                (verdict,) = await cur.fetchone() or ("no answer",)
+            (verdict,) = await db.fetchone("PRAGMA quick_check(1)") or ("no answer",)
             if verdict != "ok":
                 raise CorruptOutbox(f"{self.path}: integrity check: {verdict}")
-            async with db.execute("PRAGMA page_count") as cur:
-                (pages,) = await cur.fetchone() or (0,)
-            async with db.execute("PRAGMA page_size") as cur:
-                (size,) = await cur.fetchone() or (4096,)
+            (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
+            (size,) = await db.fetchone("PRAGMA page_size") or (4096,)
             on_disk = self.path.stat().st_size if self.path.exists() else 0
             wal = self.path.with_name(self.path.name + "-wal")
             if on_disk < int(pages) * int(size) and not (wal.exists() and wal.stat().st_size > 0):
@@ -320,9 +309,8 @@ class Outbox:
         # freed content only where that costs no extra I/O.
         await db.execute("PRAGMA secure_delete=FAST")
         self._sync_mode = self._durable
-        async with db.execute("PRAGMA page_size") as cur:
-            row = await cur.fetchone()
-            self._page_size = int(row[0]) if row else 4096
+        row = await db.fetchone("PRAGMA page_size")
+        self._page_size = int(row[0]) if row else 4096
         lim = self.limits
         await db.execute(f"PRAGMA journal_size_limit={lim.wal_allowance}")
         # Checkpoints run on their own connection (see checkpoint()), never inside a
@@ -330,19 +318,15 @@ class Outbox:
         await db.execute("PRAGMA wal_autocheckpoint=0")
         await db.execute(f"PRAGMA max_page_count={lim.budget // self._page_size}")
         await db.executescript(SCHEMA)
-        async with db.execute("PRAGMA table_info(msgs)") as cur:
-            if "at" not in {r[1] for r in await cur.fetchall()}:  # an outbox from before `at`
-                await db.execute("ALTER TABLE msgs ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
-        async with db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'") as cur:
-            row = await cur.fetchone()
+        if "at" not in {r[1] for r in await db.fetchall("PRAGMA table_info(msgs)")}:  # from before `at`
+            await db.execute("ALTER TABLE msgs ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
+        row = await db.fetchone("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'")
         self.hw = int(row[0]) if row else 0
         self.next_seq = max(self.hw + 1, self._floor)
-        async with db.execute(
-            "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
-        ) as cur:
-            for prio, n, nbytes in await cur.fetchall():
-                lane = self.stats.lanes.setdefault(int(prio), LaneStats())
-                lane.rows, lane.bytes = int(n), int(nbytes)
+        lanes = "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
+        for prio, n, nbytes in await db.fetchall(lanes):
+            lane = self.stats.lanes.setdefault(int(prio), LaneStats())
+            lane.rows, lane.bytes = int(n), int(nbytes)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -440,7 +424,7 @@ class Outbox:
 
     async def checkpoint_loop(self) -> None:
         """Copy the WAL back into the database from a second connection, off the writer's path."""
-        async with aiosqlite.connect(self.path, isolation_level=None) as db:
+        async with await SqliteThread.open(self.path, name="outbox-checkpoint") as db:
             await db.execute("PRAGMA busy_timeout=1000")
             last: tuple[int, int, int] = (-1, -1, -1)
             while True:
@@ -547,13 +531,12 @@ class Outbox:
         self._committed(rows, made)
 
     async def _in_db_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(connection)` on aiosqlite's own thread in one hop.
+        """Run `fn(connection)` on the writer's thread in one hop.
 
         A commit is several statements; awaited one by one, each is a round trip
         through the event loop, which under load (a drain publishing thousands of
         messages a second) costs milliseconds each. An alarm's commit pays one."""
-        db = self.db
-        return await db._execute(lambda: fn(db._conn))  # type: ignore[no-untyped-call, no-any-return]
+        return await self.db.run(fn)
 
     def _set_sync(self, conn: sqlite3.Connection, mode: str) -> None:
         if self._sync_mode != mode:
@@ -753,10 +736,9 @@ class Outbox:
         freed = 0
         for where in self._THIN_PHASES:
             while freed < need:
-                async with self.db.execute(
+                batch = await self.db.fetchall(
                     f"SELECT seq, LENGTH(body) FROM msgs WHERE {where} ORDER BY seq LIMIT 2000"
-                ) as cur:
-                    batch = await cur.fetchall()
+                )
                 if not batch:
                     break
                 chosen: list[int] = []
@@ -780,11 +762,11 @@ class Outbox:
     async def _expire(self, now_ms: int) -> None:
         dropped: list[tuple[int, str]] = []
         for kind, ttl in self.limits.ttl_s.items():
-            async with self.db.execute(
+            old = await self.db.fetchall(
                 "SELECT seq FROM msgs WHERE kind = ? AND prio > 0 AND at < ? LIMIT 50000",
                 (kind, now_ms - ttl * 1000),
-            ) as cur:
-                seqs = [int(r[0]) for r in await cur.fetchall()]
+            )
+            seqs = [int(r[0]) for r in old]
             if seqs:
                 try:
                     gone = await self._delete_txn(seqs)
@@ -869,19 +851,19 @@ class Outbox:
 
     async def read_state(self, prefix: str) -> dict[str, bytes]:
         """The state records (see Pending.state) whose key starts with `prefix`."""
-        async with (self._reader or self.db).execute(
+        found = await (self._reader or self.db).fetchall(
             "SELECT key, value FROM state WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
-        ) as cur:
-            return {str(k): bytes(v) for k, v in await cur.fetchall()}
+        )
+        return {str(k): bytes(v) for k, v in found}
 
     async def fetch(self, prio: int, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
         """Rows of one lane with `after` < seq (<= `upto`), oldest first."""
-        async with (self._reader or self.db).execute(
+        found = await (self._reader or self.db).fetchall(
             "SELECT seq, prio, kind, body FROM msgs"
             " WHERE prio = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (prio, after, upto if upto is not None else 2**62, limit),
-        ) as cur:
-            return [Row(int(s), int(p), str(k), bytes(b)) for s, p, k, b in await cur.fetchall()]
+        )
+        return [Row(int(s), int(p), str(k), bytes(b)) for s, p, k, b in found]
 
     def depth(self, prio: int | None = None) -> int:
         if prio is None:

@@ -171,9 +171,9 @@ def test_only_a_corrupt_outbox_is_called_corrupt(tmp_path: Path) -> None:
 
 
 def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
-    """aiosqlite stops its worker after a failed connect without waiting for it: unless the
-    outbox waits, the worker can post to an event loop that has closed (an exception in a
-    thread, blamed on whatever runs next). It did about once in 40 opens."""
+    """A failed connect must end its database thread before the open fails: a worker left
+    behind can post to an event loop that has closed (an exception in a thread, blamed on
+    whatever runs next). With aiosqlite it did, about once in 40 opens."""
     (tmp_path / "a-dir").mkdir()
     errors: list[BaseException | None] = []
     hook = threading.excepthook
@@ -186,3 +186,4 @@ def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     finally:
         threading.excepthook = hook
     assert not errors
+    assert not [t for t in threading.enumerate() if t.name.startswith("outbox-")]

@@ -46,8 +46,7 @@ def test_thinning_keeps_track_latest_and_every_alarm(tmp_path: Path) -> None:
                 got = await fill(ob, batch)
                 alarms.add(int(got[-1]))  # type: ignore[arg-type]
             assert ob.usage <= limits.budget
-            async with ob.db.execute("SELECT seq FROM msgs") as cur:
-                left = {int(r[0]) for r in await cur.fetchall()}
+            left = {int(r[0]) for r in await ob.db.fetchall("SELECT seq FROM msgs")}
             return alarms, left, ob
 
     alarms, left, ob = asyncio.run(go())
@@ -73,8 +72,8 @@ def test_events_go_after_telemetry_and_drop_reports_never(tmp_path: Path) -> Non
             protected = await fill(ob, [item(Prio.EVENT, "outbox.dropped", "gw") for _ in range(200)])
             for _ in range(20):
                 await fill(ob, [item(Prio.EVENT, "device.state") for _ in range(200)])
-            async with ob.db.execute("SELECT seq FROM msgs WHERE kind = 'outbox.dropped'") as cur:
-                assert len(list(await cur.fetchall())) == len(protected)
+            kept = await ob.db.fetchall("SELECT seq FROM msgs WHERE kind = 'outbox.dropped'")
+            assert len(kept) == len(protected)
             assert reports and all(r["kinds"].keys() <= {"device.state"} for r in reports)
 
     asyncio.run(go())
