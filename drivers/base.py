@@ -14,6 +14,7 @@ from drivers.nmea0183 import Rejected
 from edge.clock import Stamp, boottime_ms
 from edge.config import Source
 from edge.errors import DeviceGone, DeviceSilent
+from edge.kinds import DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class StreamDriver(abc.ABC):
         self._emit = emit
         self.counters = DriverCounters()
 
-    def _state(self, state: str) -> None:
+    def _state(self, state: DeviceState) -> None:
         if state != self.counters.state:
             self.counters.state = state
             self._emit("device.state", self.dev_id, {"state": state})
@@ -88,7 +89,7 @@ class StreamDriver(abc.ABC):
             async with open_link(self.name, self._source) as link:
                 self.counters.opened += 1
                 self._opened(link)
-                self._state("connected")
+                self._state(DeviceState.CONNECTED)
                 while True:
                     if self._room is not None:
                         await self._room()
@@ -106,12 +107,12 @@ class StreamDriver(abc.ABC):
         except DeviceSilent:
             self.counters.silent += 1
             self._drain(boottime_ms())
-            self._state("silent")
+            self._state(DeviceState.SILENT)
             raise
         except DeviceGone:
             self.counters.gone += 1
             self._drain(boottime_ms())
-            self._state("disconnected")
+            self._state(DeviceState.DISCONNECTED)
             raise
         finally:
             self.counters.ignored += self._ignored() - ignored_before

@@ -26,13 +26,14 @@ from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
 from drivers.base import StreamDriver
 from drivers.ble.driver import BleManager
+from drivers.ble.kinds.base import Delivery
 from drivers.ble.profiles import Feedback
 from drivers.ble.transport import resolve_factory
 from drivers.dsc.driver import DscDriver
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
 from edge import __version__
-from edge.clock import Clock, boottime_ms
+from edge.clock import Clock, TimeQuality, boottime_ms
 from edge.commands import Command, CommandHandler
 from edge.commands import Rejected as CommandRejected
 from edge.config import AisDevice, Config, DeviceConfig, GnssDevice
@@ -380,7 +381,7 @@ class Gateway:
                 on_message=on_message if commands else None,
             )
             self.publisher = publisher
-            if self.clock.quality in ("ntp", "gnss"):
+            if self.clock.quality in (TimeQuality.NTP, TimeQuality.GNSS):
                 self._anchor()
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -455,13 +456,15 @@ class Gateway:
         self, wearable: str, what: dict[str, Any], pattern: Feedback, counter: int = 0
     ) -> bool:
         """Show a pattern on one wearable and report in `alert.delivery` whether it got there."""
-        error = "not_connected" if self.ble is None else await self.ble.deliver(wearable, pattern, counter)
+        ble = self.ble
+        got = Delivery.NOT_CONNECTED if ble is None else await ble.deliver(wearable, pattern, counter)
+        ok = got == Delivery.DELIVERED
         if self.ingest is not None:
-            rec = {**what, "device": wearable, "ok": error is None}
-            if error is not None:
-                rec["error"] = error
+            rec = {**what, "device": wearable, "ok": ok}
+            if not ok:
+                rec["error"] = got.value
             self.ingest.submit("alert.delivery", "gw", rec)
-        return error is None
+        return ok
 
     async def _cmd_sos_ack(self, cmd: Command) -> dict[str, Any]:
         device = cmd.args.get("device")

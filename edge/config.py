@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from drivers.ble import kinds as wearable_kind_names
 from edge.errors import ConfigError
 from edge.kinds import Prio, prio_of
 
@@ -667,7 +668,9 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     )
 
 
-WEARABLE_KINDS = ("sos_button", "body_camera")
+# The wearable kinds are the modules of drivers/ble/kinds (each declares its name there);
+# the config reads only their names, to refuse a kind nothing would handle.
+WEARABLE_KINDS = wearable_kind_names.NAMES
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IRK = re.compile(r"[0-9A-Fa-f]{32}")
 

@@ -114,25 +114,35 @@ async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None 
 WEARABLES = (
     '[[devices]]\nid = "sos-w042"\nkind = "sos_button"\nworker = "w-042"\naddress = "F0:00:00:00:00:42"\n\n'
     '[[devices]]\nid = "cam-w042"\nkind = "body_camera"\nworker = "w-042"\naddress = "F1:00:00:00:00:42"\n\n'
+    '[[devices]]\nid = "tag-w043"\nkind = "man_down"\nworker = "w-043"\naddress = "F2:00:00:00:00:43"\n\n'
 )
 
 
-async def _wearables(stack: contextlib.AsyncExitStack) -> tuple[str, Any]:
-    """Simulated SOS button and body camera (bumble) on a virtual radio the gateway reaches over HCI."""
+async def _wearables(stack: contextlib.AsyncExitStack) -> tuple[str, Any, Any]:
+    """Simulated SOS button, body camera and a lone worker's man-down tag (bumble) on a
+    virtual radio the gateway reaches over HCI."""
     try:
-        from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimSosButton
+        from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimManDownTag, SimSosButton
     except ImportError:
-        return "", None
+        return "", None, None
     air = SimAir()
     stack.push_async_callback(air.close)
     hci = await air.serve_hci()
     button = await air.add(SimSosButton("sos-w042", "F0:00:00:00:00:42"))
     await air.add(SimBodyCamera("cam-w042", "F1:00:00:00:00:42"))
+    tag = await air.add(SimManDownTag("tag-w043", "F2:00:00:00:00:43", interval_s=30))
     toml = WEARABLES + (
         '[ble]\nbackend = "drivers.ble.sim.backend:factory"\n'
         f'[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n'
     )
-    return toml, button
+    return toml, button, tag
+
+
+def _fall(tag: Any) -> None:
+    from drivers.ble.kinds.man_down import ManDownEventType
+
+    counter, _answered = tag.emit(ManDownEventType.FALL)
+    print(f"          ▶ lone worker w-043 falls: tag-w043 reports it (event {counter})", flush=True)
 
 
 async def _press(button: Any, kind: str) -> None:
@@ -172,7 +182,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         dsc_master, dsc_slave = _pty(stack)
         ais_port = _free_port()
         key = _write_key(wd)
-        ble_toml, button = await _wearables(stack)
+        ble_toml, button, tag = await _wearables(stack)
         polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
         (wd / "gateway.toml").write_text(
             f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
@@ -193,8 +203,9 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         if button is not None:
             print(
                 "gridedge demo: a worker's BLE SOS button and body camera (simulated):"
-                " SOS at 10 s, cancel at 35 s."
+                " SOS at 10 s, cancel at 35 s;"
             )
+            print("gridedge demo: a lone worker's man-down tag (simulated) reports a fall at 12 s.")
         print("gridedge demo: Ctrl-C to stop.\n")
         await _spawn(
             stack,
@@ -226,6 +237,8 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
                         udp.sendto(sart_active(t))
                     if t == 25:
                         await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
+                    if tag is not None and t == 12:
+                        _fall(tag)
                     if button is not None and t in (10, 35):
                         press = loop.create_task(_press(button, "alarm" if t == 10 else "cancel"))
                         presses.add(press)

@@ -14,7 +14,9 @@ class Prio(enum.IntEnum):
     BULK = 3
 
 
-_LIFE_SAFETY = frozenset({"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.mandown"})
+_LIFE_SAFETY = frozenset(
+    {"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.down", "worker.overdue"}
+)
 _EVENT = frozenset(
     {
         "device.state",
@@ -47,3 +49,14 @@ def prio_of(kind: str) -> Prio:
     if kind in _TELEMETRY:
         return Prio.TELEMETRY
     return Prio.BULK
+
+
+class DeviceState(enum.StrEnum):
+    """`device.state` `state` (docs/envelope-and-topics.md), and each device's in the status."""
+
+    UNSEEN = "unseen"  # a wearable not met since the gateway started (status only)
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    SILENT = "silent"  # a serial or network device that sent nothing for silence_s
+    REJECTED = "rejected"  # a wearable without its kind's profile
+    UNPAIRED = "unpaired"

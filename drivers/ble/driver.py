@@ -5,18 +5,21 @@ the config picks (drivers/ble/transport.py). Only wearables in the registry are
 connected or believed; anything else advertising a gridedge service is counted and
 reported as `device.unknown`, rate-limited, and never raises an alarm.
 
-The SOS path: an event notification is decoded, checked against the device's event
-counter (a repeat or replay is not a second alarm), committed to the outbox (fsync)
-as `sos.alarm`/`sos.cancel`, and only then is the button told "received" (feedback
-carrying the event's counter). The alarm is life-safety: unbatched, never delayed,
-thinned or dropped, published ahead of any backlog. The wearer's camera is asked to
-start recording.
+What each kind of wearable subscribes to and what its notifications become is its
+module's business (drivers/ble/kinds); this manager is the same for all of them. The
+counted-event path they share (`counted_event`): an event notification is checked
+against the device's event counter (a repeat or replay is not a second alarm),
+committed to the outbox (fsync) with that counter, and only then is the device told
+"received" (feedback carrying the event's counter). An alarm is life-safety:
+unbatched, never delayed, thinned or dropped, published ahead of any backlog; the
+wearer's other wearables that react to it (a camera records) are told.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import struct
 import time
@@ -32,27 +35,22 @@ from bleak.exc import BleakError
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
+from drivers.ble.kinds import KINDS
+from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch, WearableKind
 from drivers.ble.rpa import resolves
 from drivers.ble.transport import BleBackend, Factory
-from drivers.nmea0183 import Rejected
 from edge.config import BleConfig, WearableConfig
 from edge.errors import TransientError
-from edge.kinds import Prio
+from edge.kinds import DeviceState, Prio
 from edge.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
 SEEN_FRESH_S = 30.0  # an advert older than this does not count as "in range"
 STALE_RETRY_S = 15.0  # with no fresh advert for this long, try the last known device anyway
-CAMERA_SOS_WINDOW_S = 600.0  # a camera that connects within this after its wearer's SOS starts recording
+ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
 MAX_STRANGERS = 1024  # strangers remembered for rate limiting (oldest forgotten first)
-GRIDEDGE_SERVICES = (u.SOS_SERVICE, u.CAMERA_SERVICE)
-EVENT_KINDS = {
-    p.SosEventType.LONG_PRESS: ("sos.alarm", p.Feedback.RECEIVED),
-    p.SosEventType.TRIPLE_PRESS: ("sos.cancel", p.Feedback.CANCELLED),
-    p.SosEventType.PRESS: ("device.state", p.Feedback.RECEIVED),
-    p.SosEventType.TEST: ("device.state", p.Feedback.RECEIVED),
-}
+ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
 BLE_ERRORS = (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
 
 
@@ -72,9 +70,18 @@ GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per
 _GUARD = struct.Struct("<HI")  # counter, uptime_ms
 
 
+class End(enum.StrEnum):
+    """Why a wearable's session ended (`device.state` `reason`)."""
+
+    LOST = "lost"  # the link dropped
+    SILENT = "silent"  # it stopped answering the liveness read
+    ERROR = "error"
+    PROFILE = "profile"  # not the gridedge profile of its kind: retried at the longest backoff
+
+
 @dataclass
 class WearableStats:
-    state: str = "unseen"
+    state: DeviceState = DeviceState.UNSEEN
     connects: int = 0
     disconnects: int = 0
     silent: int = 0
@@ -93,15 +100,37 @@ class WearableStats:
 
 @dataclass
 class _Session:
+    """One connected wearable: the `Link` its kind sees."""
+
     w: WearableConfig
+    kind: WearableKind
     client: BleakClient
     lost: asyncio.Event
+    timeout_s: float
+    stats: WearableStats
     queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
-    camera: p.CameraStatus | None = None
+
+    async def read(self, char: str) -> bytes:
+        async with asyncio.timeout(self.timeout_s):
+            return bytes(await self.client.read_gatt_char(char))
+
+    async def write(self, char: str, data: bytes) -> None:
+        async with asyncio.timeout(self.timeout_s):
+            await self.client.write_gatt_char(char, data, response=True)
+
+    async def subscribe(self, char: str, tag: str) -> None:
+        await self.client.start_notify(char, lambda _c, v: self.queue.put_nowait((tag, bytes(v))))
+
+    def reject(self, detail: str) -> None:
+        self.stats.rejected += 1
+        log.warning("ble: %s: %s", self.w.id, detail)
 
 
 class BleManager:
-    """Scanner, per-wearable connections and the SOS path."""
+    """Scanner, per-wearable connections and the counted-event path (the kinds' `Host`).
+
+    One class for the radio's one scanner and every connection it holds: the registry,
+    identity (addresses, RPAs, strangers) and sessions share the same maps."""
 
     def __init__(
         self,
@@ -138,8 +167,10 @@ class BleManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._alarms: OrderedDict[int, tuple[str, int]] = OrderedDict()  # alarm seq -> (device, counter)
-        self._camera_wanted: dict[str, float] = {}  # camera id -> deadline (monotonic)
+        self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
         self._last_battery: dict[str, tuple[int, float]] = {}
+        self.kinds = {name: cls() for name, cls in KINDS.items()}
+        self._services = {k.service: k for k in self.kinds.values()}
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -192,6 +223,7 @@ class BleManager:
             log.info("ble: scanning on %s", backend.name)
             while backend.alive():
                 self._reconcile()
+                self._tick()
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -213,7 +245,7 @@ class BleManager:
         devices = self._wearables()
         for dev_id in [d for d in self._tasks if d not in devices]:
             self._tasks.pop(dev_id).cancel()
-            self._emit_state(dev_id, "unpaired")
+            self._emit_state(dev_id, DeviceState.UNPAIRED)
         for dev_id, w in devices.items():
             task = self._tasks.get(dev_id)
             if task is None or task.done():
@@ -235,7 +267,7 @@ class BleManager:
                 ev.set()
             return
         self.unknown_adverts += 1
-        ours = [s for s in adv.service_uuids if s in GRIDEDGE_SERVICES]
+        ours = [s for s in adv.service_uuids if s in self._services]
         if not ours:
             return  # a phone or a beacon: counted, not reported
         address = device.address.upper()
@@ -249,7 +281,7 @@ class BleManager:
                 {
                     "address": address,
                     "rssi": adv.rssi,
-                    "services": [_service_name(s) for s in ours],
+                    "services": [self._services[s].label for s in ours],
                     "name": adv.local_name,
                     "adverts": count,
                 },
@@ -287,84 +319,79 @@ class BleManager:
         while True:
             device, rssi = await self._wait_seen(w.id)
             started = time.monotonic()
-            reason = "lost"
+            reason = End.LOST
             try:
                 reason = await self._session(w, device, rssi)
             except BLE_ERRORS as exc:
                 st.errors += 1
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.info("ble: %s: %s", w.id, st.last_error)
-                reason = "error"
+                reason = End.ERROR
             except Exception as exc:  # a bug, an odd backend error: this wearable retries, nothing else stops
                 st.errors += 1
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.exception("ble: %s: unexpected error; reconnecting", w.id)
-                reason = "error"
+                reason = End.ERROR
             if time.monotonic() - started > 30.0:
                 backoff.reset()
-            delay = backoff.longest() if reason == "profile" else backoff.next()
+            delay = backoff.longest() if reason == End.PROFILE else backoff.next()
             self._seen.pop(w.id, None)  # wait for a fresh advert before trying again
             await asyncio.sleep(delay)
 
-    async def _session(self, w: WearableConfig, device: BLEDevice, rssi: int) -> str:
-        assert self.backend is not None
+    async def _session(self, w: WearableConfig, device: BLEDevice, rssi: int) -> End:
+        if self.backend is None:
+            raise TransientError("BLE backend gone")
         st = self.stats[w.id]
+        kind = self.kinds[w.kind]
         lost = asyncio.Event()
         client = self.backend.make_client(device, lambda _c: lost.set(), self.cfg.connect_timeout_s)
         async with asyncio.timeout(self.cfg.connect_timeout_s):
             await client.connect()
-        sess = _Session(w, client, lost)
-        reason = "lost"
+        sess = _Session(w, kind, client, lost, self.cfg.probe_timeout_s, st)
+        reason = End.LOST
         try:
-            required = u.SOS_SERVICE if w.kind == "sos_button" else u.CAMERA_SERVICE
-            if client.services.get_service(required) is None:
-                st.last_error = f"no {_service_name(required)} service: not a gridedge {w.kind}"
-                self._emit_state(w.id, "rejected", reason="profile")
-                return "profile"
-            battery = await self._read(client, u.BATTERY_LEVEL)
+            if client.services.get_service(kind.service) is None:
+                st.last_error = f"no {kind.label} service: not a gridedge {w.kind}"
+                self._emit_state(w.id, DeviceState.REJECTED, reason=End.PROFILE)
+                return End.PROFILE
+            battery = await sess.read(u.BATTERY_LEVEL)
             firmware = None
             with contextlib.suppress(*BLE_ERRORS, UnicodeDecodeError):
-                firmware = (await self._read(client, u.FIRMWARE_REVISION)).decode()[:32]
-            await client.start_notify(
-                u.BATTERY_LEVEL, lambda _c, v: sess.queue.put_nowait(("battery", bytes(v)))
-            )
-            if w.kind == "sos_button":
-                await client.start_notify(u.SOS_EVENT, lambda _c, v: sess.queue.put_nowait(("sos", bytes(v))))
-            else:
-                await client.start_notify(
-                    u.CAMERA_STATE, lambda _c, v: sess.queue.put_nowait(("cam", bytes(v)))
-                )
-                await client.start_notify(
-                    u.CAMERA_MARK, lambda _c, v: sess.queue.put_nowait(("mark", bytes(v)))
-                )
-                sess.queue.put_nowait(("cam", bytes(await self._read(client, u.CAMERA_STATE))))
+                firmware = (await sess.read(u.FIRMWARE_REVISION)).decode()[:32]
+            await sess.subscribe(u.BATTERY_LEVEL, "battery")
+            try:
+                await kind.start(sess, self)
+            except ProfileMismatch as exc:
+                st.last_error = f"not a gridedge {w.kind}: {exc}"
+                self._emit_state(w.id, DeviceState.REJECTED, reason=End.PROFILE)
+                return End.PROFILE
             # "connected" (in the status and on the wire) only once notifications are on: a
             # press the moment the status says connected must reach the gateway.
             st.connects += 1
-            st.state = "connected"
+            st.state = DeviceState.CONNECTED
             st.rssi = rssi
-            extra: dict[str, Any] = {"rssi": rssi, "firmware": firmware}
             self.sessions[w.id] = sess
             self._session_events.setdefault(w.id, asyncio.Event()).set()
-            self._emit_state(w.id, "connected", **extra)
+            self._emit_state(w.id, DeviceState.CONNECTED, rssi=rssi, firmware=firmware)
             self._battery(w.id, battery[:1])
-            if w.kind == "body_camera" and self._camera_wanted.pop(w.id, 0.0) > time.monotonic():
-                asyncio.get_running_loop().create_task(self._camera_start(sess, p.CameraReason.SOS))
+            kind.connected(sess, self, time.monotonic())
+            if kind.reacts_to_alarm and self._alarm_wanted.pop(w.id, 0.0) > time.monotonic():
+                asyncio.get_running_loop().create_task(self._react(sess))
             reason = await self._serve(sess)
             return reason
         finally:
             if self.sessions.get(w.id) is sess:
                 del self.sessions[w.id]
                 self._session_events.setdefault(w.id, asyncio.Event()).clear()
-            if st.state == "connected":
+            if st.state == DeviceState.CONNECTED:
                 st.disconnects += 1
-                st.state = "disconnected"
-                self._emit_state(w.id, "disconnected", reason=reason)
+                st.state = DeviceState.DISCONNECTED
+                self._emit_state(w.id, DeviceState.DISCONNECTED, reason=reason)
             with contextlib.suppress(*BLE_ERRORS):
                 async with asyncio.timeout(self.cfg.probe_timeout_s):
                     await client.disconnect()
 
-    async def _serve(self, sess: _Session) -> str:
+    async def _serve(self, sess: _Session) -> End:
         """Handle notifications in order, probe for liveness; returns why the session ended."""
         st = self.stats[sess.w.id]
         next_probe = time.monotonic() + self.cfg.probe_s
@@ -384,66 +411,29 @@ class BleManager:
                 if lost in done:
                     break
                 try:
-                    level = await self._read(sess.client, u.BATTERY_LEVEL)
+                    level = await sess.read(u.BATTERY_LEVEL)
                 except BLE_ERRORS:
                     st.silent += 1
                     log.warning("ble: %s stopped answering; reconnecting", sess.w.id)
-                    return "silent"
+                    return End.SILENT
                 self._battery(sess.w.id, level[:1])
                 next_probe = time.monotonic() + self.cfg.probe_s
-            return "lost"
+            return End.LOST
         finally:
             lost.cancel()
 
-    async def _read(self, client: BleakClient, char: str) -> bytes:
-        async with asyncio.timeout(self.cfg.probe_timeout_s):
-            return bytes(await client.read_gatt_char(char))
-
-    async def _write(self, client: BleakClient, char: str, data: bytes) -> None:
-        async with asyncio.timeout(self.cfg.probe_timeout_s):
-            await client.write_gatt_char(char, data, response=True)
-
     async def _handle(self, sess: _Session, what: str, raw: bytes) -> None:
-        st = self.stats[sess.w.id]
-        if what == "sos":
-            await self._on_sos(sess, raw)
-        elif what == "battery":
+        if what == "battery":
             self._battery(sess.w.id, raw[:1])
-        elif what == "cam":
-            status = p.parse_camera_state(raw)
-            if isinstance(status, Rejected):
-                st.rejected += 1
-                return
-            if sess.camera is None or sess.camera.state != status.state:
-                self._submit(
-                    "camera.recording",
-                    sess.w.id,
-                    {
-                        "device": sess.w.id,
-                        "worker": sess.w.worker,
-                        "state": status.state.name.lower(),
-                        "recording": status.state == p.CameraState.RECORDING,
-                        "storage_pct": status.storage_pct,
-                    },
-                )
-            sess.camera = status
-            self._battery(sess.w.id, bytes([status.battery_pct]))
-        elif what == "mark":
-            mark = p.parse_clip_mark(raw)
-            if isinstance(mark, Rejected):
-                st.rejected += 1
-                return
-            self._submit(
-                "camera.mark",
-                sess.w.id,
-                {
-                    "device": sess.w.id,
-                    "worker": sess.w.worker,
-                    "clip": mark.clip_id,
-                    "offset_ms": mark.offset_ms,
-                    "sha256": mark.sha256.hex(),
-                },
-            )
+        else:
+            await sess.kind.handle(sess, self, what, raw)
+
+    def _tick(self) -> None:
+        """The kinds' clocks (a lone worker's missed check-in), connected or not."""
+        now = time.monotonic()
+        devices = self._wearables()
+        for name, kind in self.kinds.items():
+            kind.tick(self, now, {d: w.worker for d, w in devices.items() if w.kind == name})
 
     def _battery(self, dev_id: str, raw: bytes) -> None:
         if len(raw) != 1 or raw[0] > 100:
@@ -458,79 +448,78 @@ class BleManager:
         self._last_battery[dev_id] = (pct, now)
         self._submit("device.battery", dev_id, {"pct": pct}, prio=Prio.EVENT if changed else None)
 
-    # -- the SOS path ---------------------------------------------------------------------------
+    # -- the Host the kinds see --------------------------------------------------------------
 
-    async def _on_sos(self, sess: _Session, raw: bytes) -> None:
-        w, st = sess.w, self.stats[sess.w.id]
-        ev = p.parse_sos_event(raw)
-        if isinstance(ev, Rejected):
-            st.rejected += 1
-            log.warning("ble: %s: %s", w.id, ev.detail)
-            return
-        kind, answer = EVENT_KINDS[ev.type]
+    def submit(self, kind: str, src: str, data: Mapping[str, Any], *, prio: Prio | None = None) -> object:
+        return self._submit(kind, src, data, prio=prio)
+
+    def battery(self, link: Link, raw: bytes) -> None:
+        self._battery(link.w.id, raw)
+
+    def last_fix(self) -> Mapping[str, Any] | None:
+        return self._last_fix()
+
+    async def counted_event(
+        self,
+        link: Link,
+        ev: p.SosEvent,
+        *,
+        kind: str,
+        data: dict[str, Any],
+        answer: p.Feedback,
+        feedback: str,
+    ) -> int | None:
+        w, st = link.w, self.stats[link.w.id]
         guard = self.guard
-        assert guard is not None  # restored before any session starts
+        if guard is None:
+            raise TransientError("counter guard not restored yet")  # restored before any session
         if not guard.fresh(w.id, ev, record=False):
             st.repeats += 1
             if guard.last(w.id) == (ev.counter, ev.uptime_ms):
-                # The button did not hear our answer (it resends until it does): answer again.
-                await self._feedback(sess, answer, ev.counter)
-            return
+                # The device did not hear our answer (it resends until it does): answer again.
+                await self._feedback(link, feedback, answer, ev.counter)
+            return None
         st.events += 1
-        data: dict[str, Any] = {
-            "device": w.id,
-            "worker": w.worker,
-            "counter": ev.counter,
-            "uptime_ms": ev.uptime_ms,
-        }
-        if kind == "device.state":
-            data["state"] = "connected"
-            data["event"] = ev.type.name.lower()
-        else:
-            fix = self._last_fix()
-            if fix is not None:
-                data["fix"] = dict(fix)
+        data |= {"counter": ev.counter, "uptime_ms": ev.uptime_ms}
         # Committed (fsync) together with the event's counter, in one transaction: after any
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
         state = (GUARD_KEY + w.id, _GUARD.pack(ev.counter, ev.uptime_ms))
         seq = await self._commit(kind, w.id, data, state=state)
         guard.record(w.id, ev)
-        await self._feedback(sess, answer, ev.counter)
-        if kind == "sos.alarm":
+        await self._feedback(link, feedback, answer, ev.counter)
+        if kind in ALARM_KINDS and not data.get("cancel"):
             st.alarms += 1
             if seq is not None:
                 self._alarms[seq] = (w.id, ev.counter)
                 while len(self._alarms) > 256:
                     self._alarms.popitem(last=False)
-            self._worker_cameras(w.worker)
+        return seq if seq is not None else 0
 
-    async def _feedback(self, sess: _Session, pattern: p.Feedback, counter: int) -> bool:
+    async def _feedback(self, link: Link, char: str, pattern: p.Feedback, counter: int) -> bool:
         try:
-            await self._write(sess.client, u.SOS_FEEDBACK, p.encode_feedback(pattern, counter))
+            await link.write(char, p.encode_feedback(pattern, counter))
             return True
         except BLE_ERRORS as exc:
-            log.warning("ble: %s: feedback not written: %r", sess.w.id, exc)
+            log.warning("ble: %s: feedback not written: %r", link.w.id, exc)
             return False
 
-    def _worker_cameras(self, worker: str) -> None:
-        """An SOS asks the wearer's camera(s) to record (now, or when they next connect)."""
+    def worker_alarm(self, worker: str) -> None:
+        """An alarm asks the wearer's reacting wearables (cameras) to act, now or on connect."""
         for w in self._wearables().values():
-            if w.kind != "body_camera" or w.worker != worker:
+            if w.worker != worker or not self.kinds[w.kind].reacts_to_alarm:
                 continue
             sess = self.sessions.get(w.id)
             if sess is None:
-                self._camera_wanted[w.id] = time.monotonic() + CAMERA_SOS_WINDOW_S
+                self._alarm_wanted[w.id] = time.monotonic() + ALARM_REACTION_S
             else:
-                asyncio.get_running_loop().create_task(self._camera_start(sess, p.CameraReason.SOS))
+                asyncio.get_running_loop().create_task(self._react(sess))
 
-    async def _camera_start(self, sess: _Session, reason: p.CameraReason) -> None:
+    async def _react(self, sess: _Session) -> None:
         try:
-            await self._write(
-                sess.client, u.CAMERA_CONTROL, p.encode_camera_control(p.CameraCommand.START, reason)
-            )
+            await sess.kind.worker_alarm(sess)
         except BLE_ERRORS as exc:
-            log.warning("ble: %s: recording not started: %r", sess.w.id, exc)
-            self._camera_wanted[sess.w.id] = time.monotonic() + CAMERA_SOS_WINDOW_S
+            log.warning("ble: %s: did not react to the alarm: %r", sess.w.id, exc)
+            self._alarm_wanted[sess.w.id] = time.monotonic() + ALARM_REACTION_S
 
     async def client_for(self, dev_id: str, timeout: float) -> BleakClient:
         """The live connection to a wearable, waiting up to `timeout` for one (firmware updates)."""
@@ -547,26 +536,21 @@ class BleManager:
         hit = self._alarms.get(alarm_seq) if isinstance(alarm_seq, int) else None
         return hit[1] if hit is not None else 0
 
-    async def deliver(self, dev_id: str, pattern: p.Feedback, counter: int = 0) -> str | None:
-        """Show a pattern on a wearable; None when it got there, else the reason it did not."""
+    async def deliver(self, dev_id: str, pattern: p.Feedback, counter: int = 0) -> Delivery:
+        """Show a pattern on a wearable (an acknowledgement, an alert)."""
         sess = self.sessions.get(dev_id)
         if sess is None:
-            return "not_connected"
+            return Delivery.NOT_CONNECTED
         try:
-            if sess.w.kind == "sos_button":
-                await self._write(sess.client, u.SOS_FEEDBACK, p.encode_feedback(pattern, counter))
-            else:
-                reason = p.CameraReason.PLATFORM
-                await self._write(
-                    sess.client, u.CAMERA_CONTROL, p.encode_camera_control(p.CameraCommand.ALERT, reason)
-                )
+            await sess.kind.alert(sess, pattern, counter)
         except BLE_ERRORS as exc:
-            return f"write_failed: {type(exc).__name__}"
-        return None
+            log.info("ble: %s: alert not written: %r", dev_id, exc)
+            return Delivery.WRITE_FAILED
+        return Delivery.DELIVERED
 
     # -- reports --------------------------------------------------------------------------------
 
-    def _emit_state(self, dev_id: str, state: str, **extra: Any) -> None:
+    def _emit_state(self, dev_id: str, state: DeviceState, **extra: Any) -> None:
         data = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
         self._submit("device.state", dev_id, data)
 
@@ -580,7 +564,3 @@ class BleManager:
             "unknown_reported": self.unknown_reported,
             "wearables": {k: s.snapshot() for k, s in self.stats.items()},
         }
-
-
-def _service_name(uuid: str) -> str:
-    return {u.SOS_SERVICE: "sos", u.CAMERA_SERVICE: "camera"}.get(uuid, uuid)

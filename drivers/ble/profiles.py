@@ -84,12 +84,25 @@ def _reject(detail: str, raw: bytes) -> Rejected:
     return Rejected(Reason.BAD_VALUE, bytes(raw[:64]), detail)
 
 
-def parse_sos_event(raw: bytes) -> SosEvent | Rejected:
+def parse_counted(raw: bytes, what: str) -> tuple[int, int, int, int] | Rejected:
+    """A counted event's 8 bytes (version, type, counter, uptime_ms), version checked."""
     if len(raw) != _SOS.size:
-        return Rejected(Reason.MALFORMED, bytes(raw[:64]), f"SOS event is {_SOS.size} bytes, got {len(raw)}")
+        return Rejected(Reason.MALFORMED, bytes(raw[:64]), f"{what} is {_SOS.size} bytes, got {len(raw)}")
     version, kind, counter, uptime = _SOS.unpack(raw)
     if version != PROFILE_VERSION:
-        return _reject(f"SOS profile version {version}", raw)
+        return _reject(f"{what} profile version {version}", raw)
+    return version, kind, counter, uptime
+
+
+def encode_counted(kind: int, counter: int, uptime_ms: int) -> bytes:
+    return _SOS.pack(PROFILE_VERSION, kind, counter & 0xFFFF, uptime_ms & 0xFFFFFFFF)
+
+
+def parse_sos_event(raw: bytes) -> SosEvent | Rejected:
+    fields = parse_counted(raw, "SOS event")
+    if isinstance(fields, Rejected):
+        return fields
+    _version, kind, counter, uptime = fields
     try:
         return SosEvent(SosEventType(kind), counter, uptime)
     except ValueError:
@@ -97,7 +110,7 @@ def parse_sos_event(raw: bytes) -> SosEvent | Rejected:
 
 
 def encode_sos_event(event: SosEvent) -> bytes:
-    return _SOS.pack(PROFILE_VERSION, event.type, event.counter & 0xFFFF, event.uptime_ms & 0xFFFFFFFF)
+    return encode_counted(event.type, event.counter, event.uptime_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Every GATT UUID gridedge uses, in one place (docs/ble-profiles.md is the contract)."""
+"""The GATT UUIDs every wearable shares, and those of the first two kinds (docs/ble-profiles.md
+is the contract); a kind added later keeps its own in its module (drivers/ble/kinds)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ FIRMWARE_REVISION = "00002a26-0000-1000-8000-00805f9b34fb"
 
 # gridedge vendor UUIDs: one random 128-bit base, the 16 bits after "6a1e" name the item.
 _BASE = "6a1e{:04x}-7d1c-4e0a-9a8f-3c2b1d0e5f60"
+
+
+def vendor(item: int) -> str:
+    """The gridedge vendor UUID `6a1eXXXX-...` of a wearable kind's service or characteristic."""
+    return _BASE.format(item)
+
 
 SOS_SERVICE = _BASE.format(0x0100)
 SOS_EVENT = _BASE.format(0x0101)  # notify, read: the latest event (8 bytes)

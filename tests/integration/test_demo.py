@@ -23,7 +23,15 @@ def test_demo_shows_verified_messages() -> None:
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     verified = [ln for ln in lines if " ✓ " in ln]
-    kinds = ("gateway.status", "device.state", "gnss.fix", "ais.position", "vessels.outside", "sos.alarm")
+    kinds = (
+        "gateway.status",
+        "device.state",
+        "gnss.fix",
+        "ais.position",
+        "vessels.outside",
+        "sos.alarm",
+        "worker.down",
+    )
     for kind in kinds:
         assert any(f" {kind} " in ln for ln in verified), f"no verified {kind} in:\n{res.stdout}"
     assert not [ln for ln in lines if " ✗ " in ln]

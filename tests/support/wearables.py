@@ -31,6 +31,17 @@ def camera(dev_id: str, n: int, worker: str = "w1") -> dict[str, Any]:
     }
 
 
+def tag(dev_id: str, n: int, worker: str = "w1", interval_s: int = 60) -> dict[str, Any]:
+    """A man-down tag that checks in every `interval_s`."""
+    return {
+        "id": dev_id,
+        "kind": "man_down",
+        "address": f"F2:00:00:00:{n // 256:02X}:{n % 256:02X}",
+        "worker": worker,
+        "interval_s": interval_s,
+    }
+
+
 class SimProc:
     """`python -m drivers.ble.sim`: the wearables outlive any gateway, as real ones do."""
 

@@ -8,8 +8,10 @@ prints `READY hci=<port> control=<port>` once the air is up. A gateway configure
 The wearables outlive the gateway (kill it and they advertise again), as real ones do.
 
 Control requests (one JSON object per line, one reply line each):
-`press` {device, type: long|short|triple|test} -> {counter}; `wait` {device, counter,
-timeout} -> {answered_ms} once the gateway's feedback for that event arrived;
+`press` {device, type: long|short|triple|test} -> {counter}; `tag` {device, type:
+fall|no_motion|ok|test|checkin} -> {counter} (a man-down tag); `checkins` {device, on}
+(a tag that stops checking in); `wait` {device, counter, timeout} -> {answered_ms} once
+the gateway's feedback for that event arrived;
 `state`; `mute`/`unmute`/`drop`/`reboot` {device}; `battery` {device, pct};
 `mark` {device}; `replay` {device, hex}; `connected` {device, timeout}.
 """
@@ -24,9 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ble import profiles as p
-from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimSosButton, SimWearable
+from drivers.ble.kinds import man_down as md
+from drivers.ble.sim.peripherals import SimAir, SimBodyCamera, SimManDownTag, SimSosButton, SimWearable
 from drivers.ble.sim.smp_server import SimSmpServer
 
+TAG_EVENTS = {
+    "fall": md.ManDownEventType.FALL,
+    "no_motion": md.ManDownEventType.NO_MOTION,
+    "ok": md.ManDownEventType.OK,
+    "test": md.ManDownEventType.TEST,
+    "checkin": md.ManDownEventType.CHECK_IN,
+}
 PRESSES = {
     "long": p.SosEventType.LONG_PRESS,
     "short": p.SosEventType.PRESS,
@@ -45,6 +55,8 @@ def wearable(spec: dict[str, Any]) -> SimWearable:
         return SimSosButton(**common)
     if kind == "body_camera":
         return SimBodyCamera(**common)
+    if kind == "man_down":
+        return SimManDownTag(**common, interval_s=int(spec.get("interval_s", 60)))
     raise ValueError(f"unknown simulated wearable kind {kind!r}")
 
 
@@ -70,6 +82,17 @@ class Controller:
             counter, fut = w.press(PRESSES[str(req.get("type", "long"))])
             self.presses[(w.id, counter)] = (time.monotonic(), fut)
             return {"counter": counter}
+        if op == "tag":
+            if not isinstance(w, SimManDownTag):
+                raise ValueError(f"{w.id} is not a man-down tag")
+            counter, fut = w.emit(TAG_EVENTS[str(req.get("type", "fall"))])
+            self.presses[(w.id, counter)] = (time.monotonic(), fut)
+            return {"counter": counter}
+        if op == "checkins":
+            if not isinstance(w, SimManDownTag):
+                raise ValueError(f"{w.id} is not a man-down tag")
+            w.checking_in = bool(req.get("on", True))
+            return {}
         if op == "wait":
             at, fut = self.presses[(w.id, int(req["counter"]))]
             answered = await asyncio.wait_for(asyncio.shield(fut), float(req.get("timeout", 10)))

@@ -34,6 +34,7 @@ from bumble.transport.common import AsyncPipeSink, StreamPacketSink, StreamPacke
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
+from drivers.ble.kinds import man_down as md
 from drivers.ble.rpa import make_rpa
 from drivers.ble.sim.smp_server import SimSmpServer
 
@@ -370,9 +371,13 @@ class SimSosButton(SimWearable):
 
     def press(self, kind: p.SosEventType) -> tuple[int, asyncio.Future[float]]:
         """Generate an event; the future resolves (monotonic time) when the gateway answers."""
+        return self.emit(int(kind))
+
+    def emit(self, kind: int) -> tuple[int, asyncio.Future[float]]:
+        """A counted event of type `kind`, resent until the gateway answers it."""
         self.counter = (self.counter + 1) & 0xFFFF
         uptime = int((time.monotonic() - self.boot) * 1000)
-        raw = p.encode_sos_event(p.SosEvent(kind, self.counter, uptime))
+        raw = p.encode_counted(kind, self.counter, uptime)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pending[self.counter] = (raw, fut)
         self._last = raw
@@ -405,6 +410,53 @@ class SimSosButton(SimWearable):
             "pending": sorted(self._pending),
             "feedback": [[f.pattern.name.lower(), f.counter] for f in self.feedback[-20:]],
         }
+
+
+@dataclass
+class SimManDownTag(SimSosButton):
+    """A lone worker's man-down tag: fall and no-motion events, resent until answered as a
+    button's are, and a check-in every `interval_s` while `checking_in`."""
+
+    advertise_services: tuple[str, ...] = (md.SERVICE,)
+    interval_s: int = 60
+    checking_in: bool = True
+    _checkins: asyncio.Task[None] | None = None
+
+    def services(self) -> list[Service]:
+        self._event_char = Characteristic(
+            md.EVENT,
+            Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
+            Characteristic.READABLE,
+            CharacteristicValue(read=self._gate(lambda _c: self._last or bytes(8))),
+        )
+        fb: Characteristic[bytes] = Characteristic(
+            md.FEEDBACK,
+            Characteristic.Properties.WRITE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._gated_write(self._on_feedback)),
+        )
+        interval: Characteristic[bytes] = Characteristic(
+            md.CHECKIN_INTERVAL,
+            Characteristic.Properties.READ,
+            Characteristic.READABLE,
+            CharacteristicValue(read=self._gate(lambda _c: md.encode_interval(self.interval_s))),
+        )
+        return [*SimWearable.services(self), Service(md.SERVICE, [self._event_char, fb, interval])]
+
+    async def start(self, air: SimAir) -> None:
+        await super().start(air)
+        self._checkins = asyncio.get_running_loop().create_task(self._check_in())
+
+    async def _check_in(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            if self.checking_in and self.connected:
+                self.emit(md.ManDownEventType.CHECK_IN)
+
+    async def stop(self) -> None:
+        if self._checkins is not None:
+            self._checkins.cancel()
+        await super().stop()
 
 
 @dataclass
