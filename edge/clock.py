@@ -9,6 +9,7 @@ is merely plausible, `none` otherwise (and then `tu` is null).
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,19 @@ from pathlib import Path
 # floor or more than a year past the best clock we know (docs/envelope-and-topics.md, time).
 GNSS_DATE_FLOOR_MS = int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 YEAR_MS = 366 * 86_400_000
-TRUSTED = frozenset({"gnss", "ntp", "rtc"})
+
+
+class TimeQuality(enum.StrEnum):
+    """How far `tu` may be trusted (the envelope's `tq`, docs/envelope-and-topics.md)."""
+
+    GNSS = "gnss"  # a plausible GNSS lock
+    NTP = "ntp"  # the system's NTP client says it synchronised the clock
+    RTC = "rtc"
+    PERSISTED = "persisted"  # merely plausible: whatever fake-hwclock restored
+    NONE = "none"  # not even that: `tu` is null
+
+
+TRUSTED = frozenset({TimeQuality.GNSS, TimeQuality.NTP, TimeQuality.RTC})
 
 
 def boottime_ms() -> int:
@@ -54,7 +67,7 @@ class Stamp:
 
     tb: int
     tu: int | None
-    tq: str
+    tq: TimeQuality
 
 
 class Clock:
@@ -62,19 +75,19 @@ class Clock:
 
     def __init__(self, *, synced: bool | None = None, wall_ms: int | None = None) -> None:
         self._offset: int | None = None  # tu = tb + offset
-        self._quality = "none"
+        self._quality = TimeQuality.NONE
         wall = wall_ms if wall_ms is not None else time.time_ns() // 1_000_000
         if synced if synced is not None else kernel_clock_synced():
-            self._set(wall, boottime_ms(), "ntp")
+            self._set(wall, boottime_ms(), TimeQuality.NTP)
         elif wall >= GNSS_DATE_FLOOR_MS:
-            self._set(wall, boottime_ms(), "persisted")
+            self._set(wall, boottime_ms(), TimeQuality.PERSISTED)
 
-    def _set(self, unix_ms: int, tb: int, quality: str) -> None:
+    def _set(self, unix_ms: int, tb: int, quality: TimeQuality) -> None:
         self._offset = unix_ms - tb
         self._quality = quality
 
     @property
-    def quality(self) -> str:
+    def quality(self) -> TimeQuality:
         return self._quality
 
     @property
@@ -103,5 +116,5 @@ class Clock:
         """Take a GNSS time observed at boot time `tb`; True if it set the clock."""
         if not self.plausible_gnss(utc_ms):
             return False
-        self._set(utc_ms, tb, "gnss")
+        self._set(utc_ms, tb, TimeQuality.GNSS)
         return True

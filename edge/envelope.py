@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.clock import TimeQuality
 from edge.errors import EnvelopeError, EnvelopeReason
 
 COSE_SIGN1_TAG = 18
@@ -173,7 +174,7 @@ _GATEWAY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "tq": str,
     "recs": list,
 }
-TIME_QUALITIES = frozenset({"gnss", "ntp", "rtc", "persisted", "none"})
+TIME_QUALITIES = frozenset(TimeQuality)
 
 
 def check_gateway_payload(payload: Any) -> dict[str, Any]:

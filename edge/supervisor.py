@@ -1,4 +1,5 @@
-"""Restart loops: drivers never reconnect themselves, `supervise` does."""
+"""Restart and retry: drivers never reconnect themselves, `supervise` does; a bounded
+operation that may fail on a flaky link is `retry`ed. Both wait a jittered backoff."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from edge.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
 HEALTHY_RUN_S = 30.0  # a run this long resets the backoff
+T = TypeVar("T")
 
 
 class Backoff:
@@ -70,3 +73,25 @@ async def supervise(
             if on_error is not None:
                 on_error(exc)
         await asyncio.sleep(delay)
+
+
+async def retry(
+    op: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    backoff: Backoff,
+    retry_on: tuple[type[BaseException], ...],
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> T:
+    """`op()` until it returns; after a `retry_on` failure wait the backoff and try again, at
+    most `attempts` times in all (the last failure is raised). Anything else is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await op()
+        except retry_on as exc:
+            if attempt == attempts:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            await asyncio.sleep(backoff.next())
+    raise ValueError("attempts must be 1 or more")

@@ -34,6 +34,7 @@ from edge.config import FirmwareConfig, WearableConfig
 from edge.fsutil import write_atomic
 from edge.mqtt import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
+from firmware_bridge.reasons import FwReason
 from firmware_bridge.smp import Flasher, FlashResult
 from firmware_bridge.smp_ble import ClientFor, SessionSMPTransport
 from firmware_bridge.store import ChunkRejected, Download, ImageStore, floors_for
@@ -46,7 +47,7 @@ Report = Callable[[str, Mapping[str, Any]], object]
 
 
 class UpdateRejected(Exception):
-    def __init__(self, code: str, detail: str = "") -> None:
+    def __init__(self, code: FwReason, detail: str = "") -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
@@ -143,7 +144,7 @@ class FirmwareBridge:
     def _check_any(self, signed: bytes) -> Manifest:
         """Re-check a persisted manifest: signature and shape only (targets were checked)."""
         if self.key is None:
-            raise ManifestRejected("bad_signature", "no firmware key")
+            raise ManifestRejected(FwReason.BAD_SIGNATURE, "no firmware key")
         return check(
             signed,
             firmware_key=self.key,
@@ -160,24 +161,25 @@ class FirmwareBridge:
         signed, image_id = args.get("manifest"), args.get("image_id")
         devices, chunk_size = args.get("devices"), args.get("chunk_size", 4096)
         if not isinstance(image_id, str) or not isinstance(devices, list) or not devices:
-            raise UpdateRejected("bad_args", "image_id and devices are required")
+            raise UpdateRejected(FwReason.BAD_ARGS, "image_id and devices are required")
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 0 < chunk_size <= 65536:
-            raise UpdateRejected("bad_args", "chunk_size must be 1..65536")
+            raise UpdateRejected(FwReason.BAD_ARGS, "chunk_size must be 1..65536")
         if self.key is None:
-            raise UpdateRejected("unsupported", "no [trust] firmware_key configured")
+            raise UpdateRejected(FwReason.UNSUPPORTED, "no [trust] firmware_key configured")
         if image_id in self.jobs:
-            raise UpdateRejected("busy", f"image {image_id} is already being delivered")
+            raise UpdateRejected(FwReason.BUSY, f"image {image_id} is already being delivered")
         now = self.clock.unix_ms() if self.clock.trusted else None
         accepted: list[str] = []
-        rejected: dict[str, str] = {}
+        rejected: dict[str, FwReason] = {}
         manifest: Manifest | None = None
         for dev in devices:
             w = self._wearables().get(dev) if isinstance(dev, str) else None
-            reason, detail = None, ""
+            reason: FwReason | None = None
+            detail = ""
             if w is None:
-                reason = "unknown_device"
+                reason = FwReason.UNKNOWN_DEVICE
             elif w.fw_class is None:
-                reason, detail = "wrong_class", "the device has no fw_class in the config"
+                reason, detail = FwReason.WRONG_CLASS, "the device has no fw_class in the config"
             else:
                 try:
                     manifest = check(
@@ -196,15 +198,15 @@ class FirmwareBridge:
             rejected[str(dev)] = reason
             self._result(str(dev), image_id, False, reason, detail)
         if manifest is None or not accepted:
-            first = next(iter(rejected.values()), "bad_args")
+            first = next(iter(rejected.values()), FwReason.BAD_ARGS)
             raise UpdateRejected(first, "no target accepted the manifest")
         assert isinstance(signed, bytes)
         try:
             download = await asyncio.to_thread(self.store.begin, image_id, manifest, chunk_size)
         except (ChunkRejected, ValueError) as exc:
             for dev in accepted:
-                self._result(dev, image_id, False, "size", str(exc))
-            raise UpdateRejected("size", str(exc)) from None
+                self._result(dev, image_id, False, FwReason.SIZE, str(exc))
+            raise UpdateRejected(FwReason.SIZE, str(exc)) from None
         self.floors.raise_to(manifest.device_class, manifest.min_version)
         job = Job(image_id, signed, chunk_size, accepted, manifest, download)
         self.jobs[image_id] = job
@@ -249,7 +251,7 @@ class FirmwareBridge:
                 complete = await asyncio.to_thread(job.download.put, n, data)
             except ChunkRejected as exc:
                 self.rejected_chunks += 1
-                if exc.reason in ("digest", "size"):
+                if exc.reason in (FwReason.DIGEST, FwReason.SIZE):
                     # Not the image the manifest declared (altered, mixed, or longer than
                     # declared): nothing of it will reach a device.
                     await self._fail(job, exc.reason, str(exc))
@@ -272,10 +274,10 @@ class FirmwareBridge:
                 if not job.download.done() and now - job.last_chunk > self.cfg.download_timeout_s:
                     idle = self.cfg.download_timeout_s
                     await self._fail(
-                        job, "timeout", f"no chunk for {idle:.0f} s at {job.download.received} bytes"
+                        job, FwReason.TIMEOUT, f"no chunk for {idle:.0f} s at {job.download.received} bytes"
                     )
 
-    async def _fail(self, job: Job, reason: str, detail: str) -> None:
+    async def _fail(self, job: Job, reason: FwReason, detail: str) -> None:
         for dev in job.devices:
             if dev not in job.results:
                 self._result(dev, job.image_id, False, reason, detail)
@@ -306,14 +308,14 @@ class FirmwareBridge:
                 continue
             w = self._wearables().get(dev)
             if w is None:
-                res = FlashResult(False, "unknown_device", "unpaired since the update was accepted")
+                res = FlashResult(False, FwReason.UNKNOWN_DEVICE, "unpaired since the update was accepted")
             elif w.smp_port is not None:
                 res = await self._flash_one(job, dev, self._transport, w.smp_port, version)
             elif self._ble_client is not None:
                 over_ble = functools.partial(SessionSMPTransport, self._ble_client)
                 res = await self._flash_one(job, dev, over_ble, dev, version)
             else:
-                res = FlashResult(False, "no_transport", "no smp_port and no BLE radio")
+                res = FlashResult(False, FwReason.NO_TRANSPORT, "no smp_port and no BLE radio")
             job.results[dev] = res.ok
             self._result(
                 dev, job.image_id, res.ok, res.reason, res.detail, version=res.version, resumed=res.resumed
@@ -340,12 +342,12 @@ class FirmwareBridge:
             return await flasher.flash(job.download.final, version)
         except Exception as exc:  # a device answering nonsense must not stall the queue of updates
             log.exception("firmware: %s: flashing failed", dev)
-            return FlashResult(False, "device_refused", f"unexpected answer: {exc!r}"[:300])
+            return FlashResult(False, FwReason.DEVICE_REFUSED, f"unexpected answer: {exc!r}"[:300])
 
     # -- reports ----------------------------------------------------------------------------
 
     def _result(
-        self, dev: str, image_id: str, ok: bool, reason: str | None, detail: str = "", **extra: Any
+        self, dev: str, image_id: str, ok: bool, reason: FwReason | None, detail: str = "", **extra: Any
     ) -> None:
         rec: dict[str, Any] = {"device": dev, "image_id": image_id, "ok": ok}
         if reason:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.envelope import keyring, verify
 from edge.errors import EnvelopeError
+from firmware_bridge.reasons import FwReason
 
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 4096
@@ -30,7 +31,7 @@ Version = tuple[int, int, int]
 class ManifestRejected(Exception):
     """A manifest the gateway will not act on; `reason` is the fw.result code."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: FwReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -60,22 +61,22 @@ class Manifest:
 
 def _payload(p: Any) -> Manifest:
     if not isinstance(p, dict) or p.get("v") != MANIFEST_VERSION:
-        raise ManifestRejected("malformed", "payload is not a version 1 manifest map")
+        raise ManifestRejected(FwReason.MALFORMED, "payload is not a version 1 manifest map")
     cls, size, digest, not_after = p.get("device_class"), p.get("size"), p.get("sha256"), p.get("not_after")
     if not isinstance(cls, str) or not 0 < len(cls) <= 64:
-        raise ManifestRejected("malformed", "device_class")
+        raise ManifestRejected(FwReason.MALFORMED, "device_class")
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ManifestRejected("malformed", "size")
+        raise ManifestRejected(FwReason.MALFORMED, "size")
     if not isinstance(digest, bytes) or len(digest) != 32:
-        raise ManifestRejected("malformed", "sha256 must be 32 bytes")
+        raise ManifestRejected(FwReason.MALFORMED, "sha256 must be 32 bytes")
     if not_after is not None and (not isinstance(not_after, int) or isinstance(not_after, bool)):
-        raise ManifestRejected("malformed", "not_after")
+        raise ManifestRejected(FwReason.MALFORMED, "not_after")
     try:
         version, floor = parse_version(p.get("version")), parse_version(p.get("min_version", "0.0.0"))
     except ValueError as exc:
-        raise ManifestRejected("malformed", str(exc)) from None
+        raise ManifestRejected(FwReason.MALFORMED, str(exc)) from None
     if floor > version:
-        raise ManifestRejected("malformed", "min_version is above version")
+        raise ManifestRejected(FwReason.MALFORMED, "min_version is above version")
     return Manifest(cls, version, size, digest, floor, not_after, b"")
 
 
@@ -97,21 +98,25 @@ def check(
     clock when it is trustworthy (gnss/ntp/rtc), else None and expiry is not judged.
     """
     if not isinstance(signed, bytes):
-        raise ManifestRejected("malformed", "manifest must be bytes")
+        raise ManifestRejected(FwReason.MALFORMED, "manifest must be bytes")
     try:
         verified = verify(signed, keyring(firmware_key), max_bytes=MAX_MANIFEST_BYTES)
     except EnvelopeError as exc:
-        raise ManifestRejected("bad_signature", str(exc)) from None
+        raise ManifestRejected(FwReason.BAD_SIGNATURE, str(exc)) from None
     m = _payload(verified.payload)
     if device_class is not None and m.device_class != device_class:
-        raise ManifestRejected("wrong_class", f"for {m.device_class}, device is {device_class}")
+        raise ManifestRejected(FwReason.WRONG_CLASS, f"for {m.device_class}, device is {device_class}")
     if floor is not None and m.version < floor:
-        raise ManifestRejected("rollback", f"{show(m.version)} is below the security floor {show(floor)}")
+        raise ManifestRejected(
+            FwReason.ROLLBACK, f"{show(m.version)} is below the security floor {show(floor)}"
+        )
     if running is not None and m.version <= running:
         what = "the same version" if m.version == running else "older"
-        raise ManifestRejected("rollback", f"{show(m.version)} is {what} than the running {show(running)}")
+        raise ManifestRejected(
+            FwReason.ROLLBACK, f"{show(m.version)} is {what} than the running {show(running)}"
+        )
     if m.not_after is not None and now_ms is not None and now_ms > m.not_after:
-        raise ManifestRejected("expired", f"not_after {m.not_after} < now {now_ms}")
+        raise ManifestRejected(FwReason.EXPIRED, f"not_after {m.not_after} < now {now_ms}")
     if m.size > max_size:
-        raise ManifestRejected("size", f"{m.size} bytes is more than the {max_size} the gateway holds")
+        raise ManifestRejected(FwReason.SIZE, f"{m.size} bytes is more than the {max_size} the gateway holds")
     return Manifest(m.device_class, m.version, m.size, m.sha256, m.min_version, m.not_after, signed)

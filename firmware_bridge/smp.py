@@ -15,29 +15,33 @@ import contextlib
 import hashlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smpclient import SMPClient
-from smpclient.exceptions import SMPClientException
+from smpclient.exceptions import SMPClientException, SMPUploadError
 from smpclient.generics import error, success
 from smpclient.mcuboot import IMAGE_TLV, ImageInfo, MCUBootImageError
 from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
 from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
+from edge.supervisor import Backoff, retry
+from firmware_bridge.reasons import FwReason
+
 log = logging.getLogger(__name__)
 
 ENOTSUP = 8  # MGMT_ERR.ENOTSUP
+RETRY_MIN_S, RETRY_MAX_S = 0.2, 2.0  # a dropped cable or BLE link: back soon, or not at all
 LINK_ERRORS = (TimeoutError, OSError, SMPClientException, SMPTransportDisconnected, ConnectionError, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
 class FlashResult:
     ok: bool
-    reason: str | None = None  # device_refused, timeout, did_not_come_back, digest
+    reason: FwReason | None = None
     detail: str = ""
     version: str | None = None  # what the device runs afterwards, when known
     resumed: int = 0  # how many times the upload resumed after a broken link
@@ -146,23 +150,41 @@ class Flasher:
         link; returns how many times it resumed. UploadRefused when the device says no,
         TimeoutError when the link never holds long enough."""
         resumed = 0
-        for attempt in range(self.attempts):
-            client: SMPClient | None = None
-            try:
-                client = await self.client()
-                await self.upload(client, image)
-                return resumed
-            except LINK_ERRORS as exc:
-                if "SMPUploadError" in type(exc).__name__ or "ErrorV" in str(exc):
+
+        async def once() -> None:
+            async with self._session() as client:
+                try:
+                    await self.upload(client, image)
+                except SMPUploadError as exc:  # the device answered with an error: not the link
                     raise UploadRefused(str(exc)[:200]) from None
-                resumed += 1
-                log.warning("smp %s: link lost (%r); resuming (attempt %d)", self.address, exc, attempt + 2)
-                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
-            finally:
-                if client is not None:
-                    with contextlib.suppress(*LINK_ERRORS):
-                        await client.disconnect()
-        raise TimeoutError(f"no complete upload after {self.attempts} attempts ({resumed} resumes)")
+
+        def resuming(attempt: int, exc: BaseException) -> None:
+            nonlocal resumed
+            resumed += 1
+            log.warning("smp %s: link lost (%r); resuming (attempt %d)", self.address, exc, attempt + 1)
+
+        try:
+            await retry(
+                once, attempts=self.attempts, backoff=self._backoff(), retry_on=LINK_ERRORS, on_retry=resuming
+            )
+        except LINK_ERRORS as exc:
+            raise TimeoutError(
+                f"no complete upload after {self.attempts} attempts ({resumed} resumes): {exc!r}"
+            ) from None
+        return resumed
+
+    def _backoff(self) -> Backoff:
+        return Backoff(RETRY_MIN_S, RETRY_MAX_S)
+
+    @contextlib.asynccontextmanager
+    async def _session(self, connect_timeout: float | None = None) -> AsyncIterator[SMPClient]:
+        """A connected client, disconnected (quietly: the link may be gone) afterwards."""
+        client = await self.client(connect_timeout)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(*LINK_ERRORS):
+                await client.disconnect()
 
     async def flash(self, path: Path, version: str) -> FlashResult:
         """Upload the image at `path` (declared `version`), test it, reset, confirm."""
@@ -171,44 +193,53 @@ class Flasher:
         try:
             running = await self.running_version()
         except (*LINK_ERRORS, UploadRefused) as exc:
-            return FlashResult(False, "timeout", f"device not answering: {exc!r}"[:300])
+            return FlashResult(False, FwReason.TIMEOUT, f"device not answering: {exc!r}"[:300])
         if running is not None:
             newer = _newer(version, running)
             if newer is False:
                 same = same_version(running, version)
                 what = "the same version as" if same else "older than"
-                return FlashResult(False, "rollback", f"{version} is {what} the running {running}", running)
+                return FlashResult(
+                    False, FwReason.ROLLBACK, f"{version} is {what} the running {running}", running
+                )
         try:
             resumed = await self.transfer(image)
         except UploadRefused as exc:
-            return FlashResult(False, "device_refused", str(exc))
+            return FlashResult(False, FwReason.DEVICE_REFUSED, str(exc))
         except TimeoutError as exc:
-            return FlashResult(False, "timeout", str(exc), resumed=self.attempts)
-        for attempt in range(self.attempts):
-            client: SMPClient | None = None
-            try:
-                client = await self.client()
+            return FlashResult(False, FwReason.TIMEOUT, str(exc), resumed=self.attempts)
+
+        async def activate() -> FlashResult:
+            async with self._session() as client:
                 return await self._activate(client, expected, version, resumed)
-            except UploadRefused as exc:
-                return FlashResult(False, "device_refused", str(exc), resumed=resumed)
-            except LINK_ERRORS as exc:
-                log.warning("smp %s: link lost before the reset (%r)", self.address, exc)
-                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
-            finally:
-                if client is not None:
-                    with contextlib.suppress(*LINK_ERRORS):
-                        await client.disconnect()
-        return FlashResult(False, "timeout", "the device did not answer after the upload", resumed=resumed)
+
+        def relink(_attempt: int, exc: BaseException) -> None:
+            log.warning("smp %s: link lost before the reset (%r)", self.address, exc)
+
+        try:
+            return await retry(
+                activate,
+                attempts=self.attempts,
+                backoff=self._backoff(),
+                retry_on=LINK_ERRORS,
+                on_retry=relink,
+            )
+        except UploadRefused as exc:
+            return FlashResult(False, FwReason.DEVICE_REFUSED, str(exc), resumed=resumed)
+        except LINK_ERRORS:
+            return FlashResult(
+                False, FwReason.TIMEOUT, "the device did not answer after the upload", resumed=resumed
+            )
 
     async def _activate(self, client: SMPClient, expected: bytes, version: str, resumed: int) -> FlashResult:
         states = await self.states(client)
         secondary = next((s for s in states if s.slot == 1 and s.hash == expected), None)
         if secondary is None:
             detail = "the secondary slot does not hold the uploaded image"
-            return FlashResult(False, "digest", detail, resumed=resumed)
+            return FlashResult(False, FwReason.DIGEST, detail, resumed=resumed)
         r = await client.request(ImageStatesWrite(hash=secondary.hash, confirm=False))
         if not success(r) and not _unsupported(r):
-            return FlashResult(False, "device_refused", f"mark for test refused: {r}", resumed=resumed)
+            return FlashResult(False, FwReason.DEVICE_REFUSED, f"mark for test refused: {r}", resumed=resumed)
         # ENOTSUP: an MCUboot in direct-XIP or RAM-load mode has no test swap; it boots the
         # highest valid version by itself at the reset, and the check below still applies.
         await self.reset(client)
@@ -234,7 +265,9 @@ class Flasher:
                 if running is not None and same_version(running.version, version):
                     r = await client.request(ImageStatesWrite(confirm=True))
                     if not success(r) and not _unsupported(r):
-                        return FlashResult(False, "device_refused", f"confirm refused: {r}", version=version)
+                        return FlashResult(
+                            False, FwReason.DEVICE_REFUSED, f"confirm refused: {r}", version=version
+                        )
                     return FlashResult(True, version=version, resumed=resumed)
             except (*LINK_ERRORS, UploadRefused) as exc:
                 last = exc
@@ -245,7 +278,7 @@ class Flasher:
             await asyncio.sleep(0.5)
         if seen is not None:
             detail = f"running {seen} after the reset"
-            return FlashResult(False, "did_not_come_back", detail, version=seen, resumed=resumed)
+            return FlashResult(False, FwReason.DID_NOT_COME_BACK, detail, version=seen, resumed=resumed)
         return FlashResult(
-            False, "did_not_come_back", f"no answer after the reset: {last!r}", resumed=resumed
+            False, FwReason.DID_NOT_COME_BACK, f"no answer after the reset: {last!r}", resumed=resumed
         )

@@ -27,13 +27,14 @@ from pathlib import Path
 
 from edge.fsutil import write_atomic
 from firmware_bridge.manifest import Manifest, Version, parse_version, show
+from firmware_bridge.reasons import FwReason
 
 _IMAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_CHUNK = 64 * 1024
 
 
 class ChunkRejected(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: FwReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
 
@@ -77,14 +78,16 @@ class Download:
         if self.done():
             if n < -(-self.manifest.size // self.chunk_size):
                 return True  # a redelivery of a chunk we have
-            raise ChunkRejected("size", f"chunk {n} is beyond the declared {self.manifest.size} bytes")
+            raise ChunkRejected(FwReason.SIZE, f"chunk {n} is beyond the declared {self.manifest.size} bytes")
         if n < self.next_chunk:
             return False  # a repeat (after a resume or a QoS 1 redelivery)
         if n > self.next_chunk:
-            raise ChunkRejected("gap", f"chunk {n} while waiting for {self.next_chunk}")
+            raise ChunkRejected(FwReason.GAP, f"chunk {n} while waiting for {self.next_chunk}")
         room = self.manifest.size - self.received
         if len(data) > room or (len(data) != self.chunk_size and len(data) != room):
-            raise ChunkRejected("size", f"chunk {n} of {len(data)} bytes does not fit the declared size")
+            raise ChunkRejected(
+                FwReason.SIZE, f"chunk {n} of {len(data)} bytes does not fit the declared size"
+            )
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, data)
@@ -97,7 +100,7 @@ class Download:
             return False
         if self._hash.digest() != self.manifest.sha256:
             self.discard()
-            raise ChunkRejected("digest", "the image's SHA-256 does not match the manifest")
+            raise ChunkRejected(FwReason.DIGEST, "the image's SHA-256 does not match the manifest")
         os.replace(self.part, self.final)
         return True
 
@@ -125,7 +128,9 @@ class ImageStore:
 
     def begin(self, image_id: str, manifest: Manifest, chunk_size: int) -> Download:
         if self.used(but=image_id) + manifest.size > self.max_bytes:
-            raise ChunkRejected("size", f"{manifest.size} bytes would exceed the {self.max_bytes} allowed")
+            raise ChunkRejected(
+                FwReason.SIZE, f"{manifest.size} bytes would exceed the {self.max_bytes} allowed"
+            )
         return Download(self.dir, image_id, manifest, chunk_size)
 
 

@@ -48,7 +48,7 @@ class Fix(NamedTuple):
     course: float | None  # degrees true
 
     def record(self) -> dict[str, object]:
-        """The `d` of a `gnss.fix` record (docs/envelope-and-topics.md, Kinds): only what the receiver told us."""
+        """The `d` of a `gnss.fix` record (docs/envelope-and-topics.md): what the receiver told us."""
         d: dict[str, object] = {"lat": self.lat, "lon": self.lon, "fix": self.mode}
         if self.alt is not None:
             d["alt"] = self.alt

@@ -52,7 +52,7 @@ def ok(signed: bytes, **kw: Any) -> Any:
 def reason(signed: Any, **kw: Any) -> str:
     with pytest.raises(ManifestRejected) as err:
         ok(signed, **kw)
-    return err.value.reason
+    return str(err.value.reason)
 
 
 def test_a_good_manifest() -> None:

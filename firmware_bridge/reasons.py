@@ -1,0 +1,25 @@
+"""Why a firmware update, an image chunk or a flash failed: `fw.result` `reason` and the
+`cmd.result` `error` of a `firmware.update` (docs/envelope-and-topics.md)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class FwReason(enum.StrEnum):
+    BAD_ARGS = "bad_args"
+    BAD_SIGNATURE = "bad_signature"
+    BUSY = "busy"
+    DEVICE_REFUSED = "device_refused"
+    DID_NOT_COME_BACK = "did_not_come_back"
+    DIGEST = "digest"
+    EXPIRED = "expired"
+    GAP = "gap"
+    MALFORMED = "malformed"
+    NO_TRANSPORT = "no_transport"
+    ROLLBACK = "rollback"
+    SIZE = "size"
+    TIMEOUT = "timeout"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSUPPORTED = "unsupported"
+    WRONG_CLASS = "wrong_class"
