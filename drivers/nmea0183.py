@@ -24,7 +24,6 @@ class Reason(enum.StrEnum):
     CHECKSUM = "checksum"
     MALFORMED = "malformed"
     BAD_VALUE = "bad_value"
-    BAD_DATE = "bad_date"
     TRUNCATED = "truncated"
     FRAGMENT = "fragment"
     UNSUPPORTED = "unsupported"

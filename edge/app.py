@@ -409,7 +409,7 @@ class Gateway:
                     if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
                         tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
                     tg.create_task(serve_status(cfg.gateway.status_socket, self.snapshot), name="status")
-                    tg.create_task(watchdog(lambda: True), name="watchdog")
+                    tg.create_task(watchdog(), name="watchdog")
                     tg.create_task(keep_seq_floor(state_dir, outbox), name="outbox.seq_floor")
                     sd_notify("READY=1")
                     self.ready.set()

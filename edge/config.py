@@ -340,11 +340,6 @@ class Geofence:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthConfig:
-    status_socket: Path | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class TrustConfig:
     """Trust anchors: public keys, never private ones."""
 

@@ -14,8 +14,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 1024
-
 
 def sd_notify(state: str) -> bool:
     """Send one sd_notify(3) datagram; False when not run by systemd."""
@@ -43,14 +41,13 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2_000_000
 
 
-async def watchdog(alive: Callable[[], bool]) -> None:
-    """Ping systemd while the gateway is alive; a stuck event loop stops the pings."""
+async def watchdog() -> None:
+    """Ping systemd from the event loop: a stuck loop stops the pings, and systemd restarts it."""
     interval = watchdog_interval()
     if interval is None:
         return
     while True:
-        if alive():
-            sd_notify("WATCHDOG=1")
+        sd_notify("WATCHDOG=1")
         await asyncio.sleep(interval)
 
 

@@ -58,7 +58,8 @@ class BacklogWindow:
             return
         self._remember(rtt_s, now)
         base = self.base_delay()
-        assert base is not None  # just remembered one
+        if base is None:  # cannot be: one was just remembered
+            return
         self._recent.append(rtt_s)
         self.queueing_s = min(self._recent) - base  # one late PUBACK is noise, not a queue
         if self.queueing_s <= self.target_s:

@@ -200,7 +200,8 @@ class FirmwareBridge:
         if manifest is None or not accepted:
             first = next(iter(rejected.values()), FwReason.BAD_ARGS)
             raise UpdateRejected(first, "no target accepted the manifest")
-        assert isinstance(signed, bytes)
+        if not isinstance(signed, bytes):  # check_manifest accepted it, so it is
+            raise UpdateRejected(FwReason.MALFORMED, "manifest must be bytes")
         try:
             download = await asyncio.to_thread(self.store.begin, image_id, manifest, chunk_size)
         except (ChunkRejected, ValueError) as exc:
@@ -347,14 +348,25 @@ class FirmwareBridge:
     # -- reports ----------------------------------------------------------------------------
 
     def _result(
-        self, dev: str, image_id: str, ok: bool, reason: FwReason | None, detail: str = "", **extra: Any
+        self,
+        dev: str,
+        image_id: str,
+        ok: bool,
+        reason: FwReason | None,
+        detail: str = "",
+        *,
+        version: str | None = None,
+        resumed: int | None = None,
     ) -> None:
         rec: dict[str, Any] = {"device": dev, "image_id": image_id, "ok": ok}
         if reason:
             rec["reason"] = reason
         if detail:
             rec["detail"] = detail[:300]
-        rec.update({k: v for k, v in extra.items() if v is not None})
+        if version is not None:
+            rec["version"] = version
+        if resumed is not None:
+            rec["resumed"] = resumed
         self._report("fw.result", rec)
 
     def _progress(

@@ -62,7 +62,6 @@ _MIN_BITS: dict[int, int] = {
 MAX_BITS = 1064  # five slots: the longest any AIS message can be
 _POSITIONED = frozenset({1, 2, 3, 4, 9, 11, 17, 18, 19, 21, 27})
 POSITION_TYPES = frozenset({1, 2, 3, 9, 18, 19, 27})
-STATIC_TYPES = frozenset({5, 24})
 
 
 # 6-bit ASCII armouring: '0'..'W' and '`'..'w' (ITU-R M.1371, IEC 61162-1 table 7)

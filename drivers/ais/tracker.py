@@ -17,7 +17,6 @@ from edge.config import AisConfig, Geofence
 # MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
 # 970 AIS-SART, 972 man-overboard devices, 974 EPIRB-AIS.
 BEACONS = {"970": "sart", "972": "mob", "974": "epirb"}
-NAV_STATUS_SART_ACTIVE = 14
 NAV_STATUS_SART_TEST = 15
 MAX_DEDUP = 50_000
 

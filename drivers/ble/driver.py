@@ -232,9 +232,8 @@ class BleManager:
         finally:
             for task in self._tasks.values():
                 task.cancel()
-            for task in self._tasks.values():
-                with contextlib.suppress(BaseException):
-                    await task
+            # their cancellation (or failure) is collected, ours still propagates
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._tasks.clear()
             with contextlib.suppress(Exception):
                 await scanner.stop()
@@ -550,8 +549,19 @@ class BleManager:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def _emit_state(self, dev_id: str, state: DeviceState, **extra: Any) -> None:
-        data = {"state": state, **{k: v for k, v in extra.items() if v is not None}}
+    def _emit_state(
+        self,
+        dev_id: str,
+        state: DeviceState,
+        *,
+        reason: End | None = None,
+        rssi: int | None = None,
+        firmware: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {"state": state}
+        for key, value in (("reason", reason), ("rssi", rssi), ("firmware", firmware)):
+            if value is not None:
+                data[key] = value
         self._submit("device.state", dev_id, data)
 
     def states(self) -> dict[str, str]:
