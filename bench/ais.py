@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.common import result, table
 from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
-from edge.clock import Clock
-from edge.config import AisConfig, AisDevice, SerialPort
-from edge.envelope import Signer
+from edge.base.clock import Clock
+from edge.base.config import AisConfig, AisDevice, SerialPort
+from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Outbox
 

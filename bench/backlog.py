@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import peak_rss_mb, result, table
 from bench.harness import Pipeline, disk_bytes, drained_below, free_port, mosquitto, pipeline, wait_drained
-from edge.clock import Clock
+from edge.base.clock import Clock
 
 SOURCES = 50  # vessels/workers feeding telemetry
 # An alarm every 20 ms during each drain (~1.5 s here): ~75 alarms a round.

@@ -19,9 +19,9 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.clock import Clock
-from edge.config import MqttConfig
-from edge.envelope import Signer
+from edge.base.clock import Clock
+from edge.base.config import MqttConfig
+from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Limits, Outbox
 from edge.publisher import Publisher

@@ -17,8 +17,8 @@ from bench.common import result, table
 from bench.harness import bare_qos1_rate, mosquitto, pipeline, wait_drained
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.sim import walk
-from edge.clock import Clock
-from edge.config import GnssDevice, SerialPort
+from edge.base.clock import Clock
+from edge.base.config import GnssDevice, SerialPort
 
 
 def nmea(n: int, start_utc: float = 1_790_000_000.0) -> list[bytes]:

@@ -36,8 +36,8 @@ from bench.harness import mosquitto
 from drivers.ble.profiles import SosEventType
 from drivers.ble.sim.peripherals import SimAir, SimSosButton
 from drivers.gnss.sim import walk
-from edge.envelope import private_pem
-from edge.fsutil import write_private
+from edge.base.envelope import private_pem
+from edge.base.fsutil import write_private
 
 REPO = Path(__file__).resolve().parents[1]
 

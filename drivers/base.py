@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from drivers.counters import DriverCounters
 from drivers.net_link import Link, open_link
 from drivers.nmea0183 import Rejected
-from edge.clock import Stamp, boottime_ms
-from edge.config import Source
-from edge.errors import DeviceGone, DeviceSilent
-from edge.kinds import DeviceState
+from edge.base.clock import Stamp, boottime_ms
+from edge.base.config import Source
+from edge.base.errors import DeviceGone, DeviceSilent
+from edge.base.kinds import DeviceState
 
 log = logging.getLogger(__name__)
 

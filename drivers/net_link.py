@@ -8,8 +8,8 @@ from types import TracebackType
 
 from drivers.serial_link import SerialLink
 from drivers.stream_link import StreamLink
-from edge.config import SerialPort, Source
-from edge.errors import DeviceGone, DeviceSilent
+from edge.base.config import SerialPort, Source
+from edge.base.errors import DeviceGone, DeviceSilent
 
 log = logging.getLogger(__name__)
 

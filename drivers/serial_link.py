@@ -8,8 +8,8 @@ import serial
 import serial_asyncio_fast
 
 from drivers.stream_link import StreamLink
-from edge.config import SerialPort
-from edge.errors import DeviceGone
+from edge.base.config import SerialPort
+from edge.base.errors import DeviceGone
 
 log = logging.getLogger(__name__)
 

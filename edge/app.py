@@ -33,16 +33,18 @@ from drivers.dsc.driver import DscDriver
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
 from edge import __version__
-from edge.clock import Clock, TimeQuality, boottime_ms
+from edge.base.clock import Clock, TimeQuality, boottime_ms
+from edge.base.config import AisDevice, Config, DeviceConfig, GnssDevice
+from edge.base.envelope import Signer, load_private_key, load_public_key
+from edge.base.errors import ConfigError
+from edge.base.fsutil import write_atomic
+from edge.base.messages import Incoming
+from edge.base.registry import BadEntry, Registry, wearable_from
+from edge.base.supervisor import Backoff, supervise
 from edge.commands import Command, CommandHandler
 from edge.commands import Rejected as CommandRejected
-from edge.config import AisDevice, Config, DeviceConfig, GnssDevice
-from edge.envelope import Signer, load_private_key, load_public_key
-from edge.errors import ConfigError
-from edge.fsutil import write_atomic
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Ingest, start_epoch
-from edge.mqtt import Incoming
 from edge.outbox import CorruptOutbox, Limits, Outbox
 from edge.publisher import Publisher
 from edge.reconfig import (
@@ -55,8 +57,6 @@ from edge.reconfig import (
     read_pending,
     rollback,
 )
-from edge.registry import BadEntry, Registry, wearable_from
-from edge.supervisor import Backoff, supervise
 from firmware_bridge.bridge import FirmwareBridge, UpdateRejected
 
 log = logging.getLogger(__name__)

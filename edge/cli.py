@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
-from edge.config import default_path, load, valid_id
-from edge.envelope import private_pem, public_pem
-from edge.errors import EdgeError
-from edge.fsutil import write_atomic, write_private
+from edge.base.config import default_path, load, valid_id
+from edge.base.envelope import private_pem, public_pem
+from edge.base.errors import EdgeError
+from edge.base.fsutil import write_atomic, write_private
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
 log = logging.getLogger("gridedge")

@@ -27,11 +27,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.clock import Clock
-from edge.envelope import keyring, verify
-from edge.errors import EnvelopeError
-from edge.fsutil import write_atomic
-from edge.mqtt import Incoming
+from edge.base.clock import Clock
+from edge.base.envelope import keyring, verify
+from edge.base.errors import EnvelopeError
+from edge.base.fsutil import write_atomic
+from edge.base.messages import Incoming
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
 from drivers.gnss.sim import sentence, walk
-from edge.envelope import check_gateway_payload, keyring, private_pem, verify
-from edge.errors import EdgeError, EnvelopeError
-from edge.fsutil import write_private
-from edge.mqtt import Incoming, MqttConnection
+from edge.base.envelope import check_gateway_payload, keyring, private_pem, verify
+from edge.base.errors import EdgeError, EnvelopeError
+from edge.base.fsutil import write_private
+from edge.base.messages import Incoming
+from edge.mqtt import MqttConnection
 
 GW_ID = "demo-taishan-001"
 

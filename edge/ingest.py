@@ -18,10 +18,10 @@ from typing import Any
 
 import cbor2
 
-from edge.clock import Clock, Stamp
-from edge.envelope import ENVELOPE_VERSION, Signer
-from edge.fsutil import write_atomic
-from edge.kinds import Prio, prio_of
+from edge.base.clock import Clock, Stamp
+from edge.base.envelope import ENVELOPE_VERSION, Signer
+from edge.base.fsutil import write_atomic
+from edge.base.kinds import Prio, prio_of
 from edge.outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.errors import AuthRejected, BrokerUnavailable
+from edge.base.errors import AuthRejected, BrokerUnavailable
+from edge.base.messages import Incoming
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,6 @@ class TlsSettings:
     ca: str
     cert: str | None = None
     key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    retain: bool
-    qos: int
 
 
 class MqttConnection:

@@ -36,8 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from edge.errors import PermanentError
-from edge.kinds import Prio
+from edge.base.errors import PermanentError
+from edge.base.kinds import Prio
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)

@@ -23,14 +23,15 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 
-from edge.config import MqttConfig
-from edge.errors import AuthRejected, TransientError
+from edge.base.config import MqttConfig
+from edge.base.errors import AuthRejected, TransientError
+from edge.base.kinds import Prio
+from edge.base.messages import Incoming
+from edge.base.supervisor import HEALTHY_RUN_S, Backoff
 from edge.ingest import Ingest
-from edge.kinds import Prio
-from edge.mqtt import Incoming, MqttConnection, TlsSettings, Will
+from edge.mqtt import MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
 from edge.pacing import BacklogWindow
-from edge.supervisor import HEALTHY_RUN_S, Backoff
 
 log = logging.getLogger(__name__)
 

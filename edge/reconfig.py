@@ -26,12 +26,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge import config as config_mod
-from edge.clock import boot_id, boottime_ms
-from edge.config import Config
-from edge.envelope import keyring, load_public_key, verify
-from edge.errors import ConfigError, EnvelopeError
-from edge.fsutil import fsync_dir, write_atomic
+from edge.base import config as config_mod
+from edge.base.clock import boot_id, boottime_ms
+from edge.base.config import Config
+from edge.base.envelope import keyring, load_public_key, verify
+from edge.base.errors import ConfigError, EnvelopeError
+from edge.base.fsutil import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

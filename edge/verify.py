@@ -14,9 +14,10 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.envelope import check_gateway_payload, keyring, load_public_key, verify
-from edge.errors import EdgeError, EnvelopeError
-from edge.mqtt import Incoming, MqttConnection
+from edge.base.envelope import check_gateway_payload, keyring, load_public_key, verify
+from edge.base.errors import EdgeError, EnvelopeError
+from edge.base.messages import Incoming
+from edge.mqtt import MqttConnection
 
 
 def missing_seqs(seqs: Iterable[int], lo: int | None = None, hi: int | None = None) -> list[int]:

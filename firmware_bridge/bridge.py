@@ -29,10 +29,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from smpclient.transport.serial import SMPSerialTransport
 
-from edge.clock import Clock
-from edge.config import FirmwareConfig, WearableConfig
-from edge.fsutil import write_atomic
-from edge.mqtt import Incoming
+from edge.base.clock import Clock
+from edge.base.config import FirmwareConfig, WearableConfig
+from edge.base.fsutil import write_atomic
+from edge.base.messages import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
 from firmware_bridge.reasons import FwReason
 from firmware_bridge.smp import Flasher, FlashResult

@@ -18,8 +18,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.envelope import keyring, verify
-from edge.errors import EnvelopeError
+from edge.base.envelope import keyring, verify
+from edge.base.errors import EnvelopeError
 from firmware_bridge.reasons import FwReason
 
 MANIFEST_VERSION = 1

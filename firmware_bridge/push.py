@@ -18,11 +18,11 @@ from typing import TextIO
 
 from smpclient.transport.serial import SMPSerialTransport
 
-from edge.clock import Clock
-from edge.config import Config
-from edge.envelope import load_public_key
-from edge.errors import ConfigError
-from edge.registry import Registry
+from edge.base.clock import Clock
+from edge.base.config import Config
+from edge.base.envelope import load_public_key
+from edge.base.errors import ConfigError
+from edge.base.registry import Registry
 from firmware_bridge.manifest import ManifestRejected, check, show
 from firmware_bridge.smp import Flasher
 from firmware_bridge.store import floors_for

@@ -28,7 +28,7 @@ from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrit
 from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
-from edge.supervisor import Backoff, retry
+from edge.base.supervisor import Backoff, retry
 from firmware_bridge.reasons import FwReason
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from edge.fsutil import write_atomic
+from edge.base.fsutil import write_atomic
 from firmware_bridge.manifest import Manifest, Version, parse_version, show
 from firmware_bridge.reasons import FwReason
 

@@ -8,7 +8,7 @@ from drivers.ais.parse import AisParser, AisReport
 from drivers.ais.tracker import VesselTracker
 from drivers.base import Emit, StreamDriver
 from drivers.nmea0183 import Rejected
-from edge.config import AisDevice
+from edge.base.config import AisDevice
 
 
 class AisDriver(StreamDriver):

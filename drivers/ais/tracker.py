@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.ais.parse import POSITION_TYPES, AisReport
-from edge.config import AisConfig, Geofence
+from edge.base.config import AisConfig, Geofence
 
 # MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
 # 970 AIS-SART, 972 man-overboard devices, 974 EPIRB-AIS.

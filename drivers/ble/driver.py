@@ -39,10 +39,10 @@ from drivers.ble.kinds import KINDS
 from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch, WearableKind
 from drivers.ble.rpa import resolves
 from drivers.ble.transport import BleBackend, Factory
-from edge.config import BleConfig, WearableConfig
-from edge.errors import TransientError
-from edge.kinds import DeviceState, Prio
-from edge.supervisor import Backoff
+from edge.base.config import BleConfig, WearableConfig
+from edge.base.errors import TransientError
+from edge.base.kinds import DeviceState, Prio
+from edge.base.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 

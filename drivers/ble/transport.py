@@ -20,7 +20,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementDataCallback, BaseBleakScanner
 
-from edge.errors import ConfigError
+from edge.base.errors import ConfigError
 
 
 async def _nothing() -> None:

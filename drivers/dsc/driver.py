@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from drivers.base import Emit, StreamDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
 from drivers.nmea0183 import Rejected
-from edge.config import DscDevice
+from edge.base.config import DscDevice
 
 
 class DscDriver(StreamDriver):

@@ -9,8 +9,8 @@ from drivers.gnss.parse import Event, Fix, NmeaParser
 from drivers.gnss.report import FixReporter
 from drivers.net_link import Link, TcpLink
 from drivers.nmea0183 import Rejected
-from edge.clock import Clock
-from edge.config import GnssDevice
+from edge.base.clock import Clock
+from edge.base.config import GnssDevice
 
 
 class GnssDriver(StreamDriver):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import pipeline
-from edge.kinds import Prio
+from edge.base.kinds import Prio
 from tests.support.broker import Mosquitto
 from tests.support.faultproxy import FaultProxy
 

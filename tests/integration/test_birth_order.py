@@ -12,8 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import MqttConfig
-from edge.mqtt import Incoming
+from edge.base.config import MqttConfig
+from edge.base.messages import Incoming
 from edge.outbox import Outbox
 from edge.publisher import Publisher
 from tests.support.broker import Mosquitto

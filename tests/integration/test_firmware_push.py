@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.envelope import Signer, load_private_key
+from edge.base.envelope import Signer, load_private_key
 from tests.support.gateway import REPO, write_keypair
 from tests.support.smp_device import SmpDevice
 

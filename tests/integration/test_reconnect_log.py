@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import MqttConfig
+from edge.base.config import MqttConfig
 from edge.outbox import Outbox
 from edge.publisher import Publisher
 from tests.support.broker import Mosquitto

@@ -195,9 +195,12 @@ def test_commands_reach_the_wearables(rig: Rig) -> None:
     rig.col.wait_for(
         lambda _ms: "unpaired" in states(rig.col, "btn-2") or "disconnected" in states(rig.col, "btn-2")
     )
-    rig.sim.call("press", device="btn-2", type="long")
-    time.sleep(1.5)
+    unheard = rig.sim.call("press", device="btn-2", type="long")["counter"]
+    # the control: a paired button pressed after it is answered and raises its alarm
+    counter2, _ = rig.press("btn-1")
+    wait_rec(rig.col, "sos.alarm", lambda d: d["counter"] == counter2)
     assert all(a["device"] != "btn-2" for a in recs(rig.col, "sos.alarm"))
+    assert unheard in rig.sim.call("state")["wearables"]["btn-2"]["pending"]  # never answered
 
 
 def test_strangers_are_reported_never_believed(broker: Mosquitto, tmp_path: Path) -> None:
@@ -209,10 +212,18 @@ def test_strangers_are_reported_never_believed(broker: Mosquitto, tmp_path: Path
         unknown = wait_rec(r.col, "device.unknown", lambda d: d["address"] == "F0:00:00:00:00:42")
         assert unknown["services"] == ["sos"]
         r.sim.call("press", device="stranger", type="long")
-        time.sleep(1.5)
+        # the control: the paired button, pressed after the stranger, raises its alarm
+        counter = r.sim.call("press", device="btn-1", type="long")["counter"]
+        wait_rec(r.col, "sos.alarm", lambda d: d["counter"] == counter)
         assert not r.sim.call("state")["wearables"]["stranger"]["connected"]
-        assert recs(r.col, "sos.alarm") == []
-        time.sleep(6)  # past unknown_report_s: reported again, with the adverts counted meanwhile
+        assert [a["device"] for a in recs(r.col, "sos.alarm")] == ["btn-1"]
+        # past unknown_report_s it is reported again, with the adverts counted meanwhile
+        r.col.wait_for(
+            lambda _ms: (
+                len([d for d in recs(r.col, "device.unknown") if d["address"] == "F0:00:00:00:00:42"]) >= 2
+            ),
+            timeout=20,
+        )
         again = [d for d in recs(r.col, "device.unknown") if d["address"] == "F0:00:00:00:00:42"]
         assert len(again) >= 2 and again[-1]["adverts"] > 1
         assert r.gw.status()["ble"]["unknown_adverts"] > len(again)

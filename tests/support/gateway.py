@@ -16,8 +16,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.gnss.sim import epoch_sentences
-from edge.envelope import private_pem, public_pem
-from edge.fsutil import write_private
+from edge.base.envelope import private_pem, public_pem
+from edge.base.fsutil import write_private
 from edge.health import read_status
 from tests.support.collector import Collector
 from tests.support.pty import Pty

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.clock import Clock
-from edge.envelope import Signer
+from edge.base.clock import Clock
+from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Outbox
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import cbor2
 
-from edge.envelope import Signer, load_private_key
+from edge.base.envelope import Signer, load_private_key
+from edge.base.kinds import Prio
 from edge.ingest import start_epoch
-from edge.kinds import Prio
 from edge.outbox import Outbox, Pending
 
 

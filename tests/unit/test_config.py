@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import GnssDevice, SerialPort, load
-from edge.errors import ConfigError
+from edge.base.config import GnssDevice, SerialPort, load
+from edge.base.errors import ConfigError
 
 GOOD = """\
 [gateway]

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.config import load
+from edge.base.config import load
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 SCHEMA = json.loads((CONFIG / "gateway.schema.json").read_text())

@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.envelope import Signer
+from edge.base.envelope import Signer
 from firmware_bridge.manifest import ManifestRejected, check, parse_version
 from firmware_bridge.store import ChunkRejected, Floors, ImageStore
 

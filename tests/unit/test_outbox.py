@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.kinds import Prio
+from edge.base.kinds import Prio
 from edge.outbox import CorruptOutbox, Outbox, OutboxUnavailable, Pending
 
 

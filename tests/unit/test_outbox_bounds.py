@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from edge.kinds import Prio
+from edge.base.kinds import Prio
 from edge.outbox import HELD, Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
 from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 

@@ -6,8 +6,8 @@ import asyncio
 from collections import deque
 from pathlib import Path
 
-from edge.config import MqttConfig
-from edge.kinds import Prio
+from edge.base.config import MqttConfig
+from edge.base.kinds import Prio
 from edge.outbox import Outbox, Pending, Row
 from edge.publisher import LANES, Publisher
 from tests.support.pieces import ingest_for

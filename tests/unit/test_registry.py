@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.registry import BadEntry, Registry, Wearable, wearable_from
+from edge.base.registry import BadEntry, Registry, Wearable, wearable_from
 
 SEED = (
     Wearable(id="sos-1", kind="sos_button", worker="w-1", address="F0:00:00:00:00:01"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.envelope import Signer, keyring
+from edge.base.envelope import Signer, keyring
 from edge.verify import Tally, missing_seqs
 
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from drivers.ble import profiles as p
-from edge.kinds import Prio
+from edge.base.kinds import Prio
 
 if TYPE_CHECKING:
-    from edge.config import WearableConfig
+    from edge.base.config import WearableConfig
 
 
 class Link(Protocol):

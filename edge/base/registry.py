@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge.config import WEARABLE_KINDS, WearableConfig, valid_id, wearable_problem
-from edge.fsutil import write_atomic
+from edge.base.config import WEARABLE_KINDS, WearableConfig, valid_id, wearable_problem
+from edge.base.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.clock import TimeQuality
-from edge.errors import EnvelopeError, EnvelopeReason
+from edge.base.clock import TimeQuality
+from edge.base.errors import EnvelopeError, EnvelopeReason
 
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from drivers.ble import kinds as wearable_kind_names
-from edge.errors import ConfigError
-from edge.kinds import Prio, prio_of
+from drivers.ble.kinds import NAMES as WEARABLE_KIND_NAMES
+from edge.base.errors import ConfigError
+from edge.base.kinds import Prio, prio_of
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_PATH = Path("/etc/gridedge/gateway.toml")
@@ -665,7 +665,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
 
 # The wearable kinds are the modules of drivers/ble/kinds (each declares its name there);
 # the config reads only their names, to refuse a kind nothing would handle.
-WEARABLE_KINDS = wearable_kind_names.NAMES
+WEARABLE_KINDS = WEARABLE_KIND_NAMES
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IRK = re.compile(r"[0-9A-Fa-f]{32}")
 
