@@ -8,10 +8,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _runtime(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under `if TYPE_CHECKING:` (an annotation is no dependency)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if (
+                isinstance(child, ast.If)
+                and isinstance(child.test, ast.Name)
+                and child.test.id == "TYPE_CHECKING"
+            ):
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+    return out
+
+
 def imports(path: Path) -> set[str]:
-    """Every module a file imports (at any depth, type-checking imports included)."""
+    """Every module a file imports when it runs (at any depth)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _runtime(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

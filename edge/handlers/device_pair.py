@@ -1,0 +1,23 @@
+"""`device.pair`: a wearable added to the registry at run time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from edge.base.registry import BadEntry, wearable_from
+from edge.commands import Command, Rejected
+from edge.handlers.base import GatewayView
+
+TYPE = "device.pair"
+
+
+async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
+    try:
+        w = wearable_from(cmd.args)
+    except BadEntry as exc:
+        raise Rejected("bad_args", cmd.id, str(exc)) from None
+    await asyncio.to_thread(gw.registry.pair, w)
+    if gw.ble is not None:
+        gw.ble.refresh()
+    return {"device": w.id}

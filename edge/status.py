@@ -1,0 +1,66 @@
+"""The status document: what `gridedge status` prints and `diag.snapshot` publishes
+(docs/operations.md, Status)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from edge import __version__
+
+if TYPE_CHECKING:
+    from edge.app import Gateway
+
+
+def status_document(gw: Gateway) -> dict[str, Any]:
+    ob, pub = gw.outbox, gw.publisher
+    return {
+        "gw": gw.cfg.gateway.id,
+        "version": __version__,
+        "pid": os.getpid(),
+        "epoch": None if gw.ingest is None else gw.ingest.epoch.counter,
+        "clock": {"tq": gw.clock.quality},
+        "link": None
+        if pub is None
+        else {
+            "state": pub.state.value,
+            "sessions": pub.sessions,
+            "published": pub.published,
+            "acked": pub.acked,
+            "last_error": pub.last_error,
+            "failures": pub.failed_attempts,  # connection attempts failed since it was last up
+            "life_safety_overtaken_max": pub.ls_overtaken_max,
+            # the backlog's pacing (edge/pacing.py): how much of it may be in flight
+            # now, how much queueing it sees, and the most of it an alarm found ahead
+            "backlog_window": pub.backlog_window.allowed,
+            "backlog_queueing_ms": round(pub.backlog_window.queueing_s * 1000, 1),
+            "life_safety_backlog_ahead_max": pub.ls_backlog_ahead_max,
+        },
+        "outbox": None
+        if ob is None
+        else {
+            "hw": ob.hw,
+            "depth": ob.depth(),
+            "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in ob.stats.lanes.items()},
+            "committed": ob.stats.committed,
+            "commits": ob.stats.commits,
+            "bytes": ob.usage,
+            "max_bytes": ob.limits.max_bytes,
+            "dropped": ob.stats.dropped,
+            "refused": ob.stats.refused,
+            "health": ob.health()["state"],
+            "degraded": ob.degraded or "",
+        },
+        "devices": {k: d.counters.snapshot() for k, d in gw.drivers.items()},
+        "ais": {"duplicates": gw.tracker.duplicates, "shaped": gw.tracker.shaped},
+        "commands": None
+        if gw.commands is None
+        else {
+            "accepted": gw.commands.accepted,
+            "rejected": dict(gw.commands.rejected),
+            "last_cseq": dict(gw.commands.state.last),
+        },
+        "wearables": sorted(gw.registry.devices),
+        "ble": None if gw.ble is None else gw.ble.snapshot(),
+        "firmware": None if gw.firmware is None else gw.firmware.snapshot(),
+    }
