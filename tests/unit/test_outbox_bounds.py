@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from edge.base.kinds import Prio
-from edge.outbox import HELD, Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+from edge.outbox.model import HELD
 from tests.support.smallfs import fill_disk, mount_tmpfs, umount
 
 BODY = 400  # bytes per message, about a signed batch of a few fixes

@@ -1,0 +1,184 @@
+"""The outbox's data: its schema, limits, rows, statistics and errors (edge/outbox/)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.base.errors import PermanentError
+from edge.base.kinds import Prio
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS msgs (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    prio INTEGER NOT NULL,
+    kind TEXT    NOT NULL,
+    src  TEXT    NOT NULL,
+    tb   INTEGER NOT NULL,
+    body BLOB    NOT NULL,
+    at   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS msgs_lane ON msgs (prio, seq);
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"""
+ROW_OVERHEAD = 64  # bytes a row costs beyond its body (row header, kind, src, index entry)
+# Never thinned, and admitted into the reserve: a gap or a full disk must never be silent.
+PROTECTED_KINDS = frozenset({"outbox.dropped", "gateway.health"})
+DECIMATE = 8  # thinning keeps every 8th telemetry message as a coarse track
+MAX_RANGES_PER_REPORT = 500
+SWEEP_S = 30.0  # TTL and disk-recovery checks
+FULL_SWEEP_S = 2.0  # ...every 2 s while the disk is full, so telemetry resumes soon after
+RESERVE_STEPS = 8  # the disk reserve is given up an eighth at a time, as alarms need it
+HELD = "disk full and its reserve used up: life-safety held in memory until there is room"
+DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
+DELETE_GATHER_S = 0.02
+DELETE_CHUNK = 64  # rows per delete transaction
+CHECKPOINT_S = 0.5  # small and often: a big checkpoint's fsync stalls an alarm's commit behind it
+QUEUE_HIGH = 128  # queued messages before producers are made to wait (bounds memory)
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_NOTADB = 26
+
+
+class OutboxFull(Exception):
+    """A message was refused: the outbox is full and it is not life-safety."""
+
+
+class CorruptOutbox(Exception):
+    """The database failed its integrity check at open."""
+
+
+class OutboxUnavailable(PermanentError):
+    """The outbox cannot be opened, for a reason other than corruption (an I/O error, a
+    lock held by another process): it is left as it is, never quarantined."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A message waiting for its seq: `make(seq)` returns the signed bytes."""
+
+    prio: Prio
+    kind: str
+    src: str
+    tb: int
+    make: Callable[[int], bytes]
+    done: asyncio.Future[int] | None = None
+    # A small record committed in the same transaction as the message (key, value): what a
+    # driver must remember exactly when the message is durable (an SOS event's counter).
+    state: tuple[str, bytes] | None = None
+
+    @property
+    def protected(self) -> bool:
+        return self.prio == Prio.LIFE_SAFETY or self.kind in PROTECTED_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    prio: int
+    kind: str
+    body: bytes
+
+
+Deleted = tuple[int, int, int, str]  # seq, prio, body bytes, kind
+# _build's result: rows, the items that made them, the items that failed and why
+Built = tuple[list[Row], list["Pending"], list[tuple["Pending", Exception]]]
+
+
+@dataclass(slots=True)
+class LaneStats:
+    rows: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True)
+class OutboxStats:
+    committed: int = 0
+    acked: int = 0
+    commits: int = 0
+    dropped: int = 0
+    refused: int = 0
+    lanes: dict[int, LaneStats] = field(default_factory=lambda: {p: LaneStats() for p in Prio})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Disk budget and per-kind TTLs."""
+
+    max_bytes: int = 256 * 1024 * 1024
+    ttl_s: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def wal_allowance(self) -> int:
+        return min(16 * 1024 * 1024, self.max_bytes // 8)
+
+    @property
+    def budget(self) -> int:
+        """Bytes the rows may use."""
+        return self.max_bytes - self.wal_allowance
+
+    @property
+    def reserve(self) -> int:
+        """The share only life-safety (and drop reports) may use."""
+        return max(256 * 1024, self.budget // 20)
+
+
+def ranges(seqs: Iterable[int]) -> list[list[int]]:
+    """[1, 2, 3, 7] -> [[1, 3], [7, 7]]."""
+    out: list[list[int]] = []
+    for s in sorted(seqs):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def drop_reports(dropped: list[tuple[int, str]], reason: str) -> list[dict[str, Any]]:
+    """`outbox.dropped` records for (seq, kind) pairs, split so no message grows unbounded."""
+    rs = ranges(s for s, _ in dropped)
+    kinds = dict(Counter(k for _, k in dropped))
+    out = []
+    for i in range(0, len(rs), MAX_RANGES_PER_REPORT):
+        part = rs[i : i + MAX_RANGES_PER_REPORT]
+        out.append(
+            {
+                "reason": reason,
+                "count": sum(b - a + 1 for a, b in part),
+                "ranges": part,
+                "kinds": kinds if i == 0 else {},
+                "total": len(dropped),
+            }
+        )
+    return out
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of an error (extended codes carry it in the low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and sqlite_code(exc) == SQLITE_FULL
+
+
+def fail(it: Pending, exc: BaseException) -> None:
+    if it.done is not None and not it.done.done():
+        it.done.set_exception(exc)
+
+
+def fail_all(items: list[Pending], exc: BaseException) -> None:
+    for it in items:
+        fail(it, exc)

@@ -1,0 +1,69 @@
+"""The outbox's transactions, run on the writer's database thread: an insert commit
+(durable) and a delete (not: a lost delete is only a duplicate resend)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+
+from edge.outbox.model import Deleted, Pending, Row
+
+
+class Transactions:
+    """The statements of one connection, and the synchronous mode it is in."""
+
+    def __init__(self, durable: str) -> None:
+        self.durable = durable
+        self.sync_mode = ""
+
+    def set_sync(self, conn: sqlite3.Connection, mode: str) -> None:
+        if self.sync_mode != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self.sync_mode = mode
+
+    def commit(self, conn: sqlite3.Connection, rows: list[Row], made: list[Pending]) -> None:
+        """Insert the rows and their state records in one durable transaction."""
+        at = time.time_ns() // 1_000_000
+        params = [
+            (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
+        ]
+        states = [it.state for it in made if it.state is not None]
+        self.set_sync(conn, self.durable)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO msgs (seq, prio, kind, src, tb, body, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            if states:
+                conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # nothing to roll back
+                conn.execute("ROLLBACK")
+            raise
+
+    def delete(self, conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:
+        """Delete rows by seq in one transaction; the rows found.
+
+        A delete lost to a power cut only means a duplicate resend, so deletes do not
+        pay for an fsync; the next durable insert commit syncs them anyway."""
+        self.set_sync(conn, "NORMAL")
+        conn.execute("BEGIN IMMEDIATE")
+        found: list[Deleted] = []
+        try:
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = conn.execute(
+                    f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind",
+                    chunk,
+                )
+                found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return found
