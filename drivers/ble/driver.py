@@ -30,14 +30,13 @@ from typing import Any, Protocol
 
 from bleak import BleakClient
 from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
 from drivers.ble.kinds import KINDS
 from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch, WearableKind
-from drivers.ble.rpa import resolves
+from drivers.ble.sightings import Sightings
 from drivers.ble.transport import BleBackend, Factory
 from edge.base.config import BleConfig, WearableConfig
 from edge.base.errors import TransientError
@@ -46,10 +45,7 @@ from edge.base.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
-SEEN_FRESH_S = 30.0  # an advert older than this does not count as "in range"
-STALE_RETRY_S = 15.0  # with no fresh advert for this long, try the last known device anyway
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
-MAX_STRANGERS = 1024  # strangers remembered for rate limiting (oldest forgotten first)
 ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
 BLE_ERRORS = (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
 
@@ -129,8 +125,11 @@ class _Session:
 class BleManager:
     """Scanner, per-wearable connections and the counted-event path (the kinds' `Host`).
 
-    One class for the radio's one scanner and every connection it holds: the registry,
-    identity (addresses, RPAs, strangers) and sessions share the same maps."""
+    One class, past the size the project otherwise keeps to, because it is the one
+    owner of the radio's connections: each wearable's session, its statistics, the
+    counter guard and the alarms a wearable must react to are read and written from
+    the session tasks, the Host calls of the kinds and the commands alike. Who is
+    advertising is drivers/ble/sightings.py; what each kind does is drivers/ble/kinds/."""
 
     def __init__(
         self,
@@ -154,51 +153,23 @@ class BleManager:
         self.stats: dict[str, WearableStats] = {}
         self.sessions: dict[str, _Session] = {}
         self.backend: BleBackend | None = None
-        self.unknown_adverts = 0
-        self.unknown_reported = 0
-        self._strangers: OrderedDict[str, tuple[float, int]] = (
-            OrderedDict()
-        )  # address -> (last report, count)
-        self._seen: dict[str, tuple[BLEDevice, int, float]] = {}  # wearable id -> (device, rssi, when)
-        self._known: dict[str, tuple[BLEDevice, int]] = {}  # the last advert ever seen, kept
-        self._seen_events: dict[str, asyncio.Event] = {}
         self._session_events: dict[str, asyncio.Event] = {}
-        self._rpa_cache: dict[str, str] = {}  # advertised address -> wearable id resolved by IRK, or ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._changed = asyncio.Event()
         self._alarms: OrderedDict[int, tuple[str, int]] = OrderedDict()  # alarm seq -> (device, counter)
         self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
         self._last_battery: dict[str, tuple[int, float]] = {}
         self.kinds = {name: cls() for name, cls in KINDS.items()}
-        self._services = {k.service: k for k in self.kinds.values()}
+        self.sightings = Sightings(
+            cfg, wearables, {k.service: k.label for k in self.kinds.values()}, self._submit
+        )
 
     # -- registry ---------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """The registry changed (device.pair/unpair): connect the new, drop the removed."""
-        self._rpa_cache.clear()
+        self.sightings.forget_resolved()
         self._changed.set()
-
-    def _identify(self, address: str) -> WearableConfig | None:
-        address = address.upper()
-        devices = self._wearables()
-        for w in devices.values():
-            if w.address is not None and w.address == address:
-                return w
-        if address not in self._rpa_cache:
-            # One AES per IRK per new address, not per advert: the answer (a wearable id,
-            # or "" for a stranger) is kept until the registry changes.
-            if len(self._rpa_cache) > 4096:
-                self._rpa_cache.clear()
-            self._rpa_cache[address] = next(
-                (
-                    w.id
-                    for w in devices.values()
-                    if w.irk is not None and resolves(bytes.fromhex(w.irk), address)
-                ),
-                "",
-            )
-        return devices.get(self._rpa_cache[address])
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -214,7 +185,7 @@ class BleManager:
             )
         backend = await self._factory(dict(self.cfg.options))
         self.backend = backend
-        scanner = backend.make_scanner(self._on_advert)
+        scanner = backend.make_scanner(self.sightings.on_advert)
         try:
             try:
                 await scanner.start()
@@ -255,68 +226,13 @@ class BleManager:
 
     # -- scanning -----------------------------------------------------------------------------
 
-    def _on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
-        w = self._identify(device.address)
-        now = time.monotonic()
-        if w is not None:
-            self._seen[w.id] = (device, adv.rssi, now)
-            self._known[w.id] = (device, adv.rssi)
-            ev = self._seen_events.get(w.id)
-            if ev is not None:
-                ev.set()
-            return
-        self.unknown_adverts += 1
-        ours = [s for s in adv.service_uuids if s in self._services]
-        if not ours:
-            return  # a phone or a beacon: counted, not reported
-        address = device.address.upper()
-        last, count = self._strangers.pop(address, (float("-inf"), 0))
-        count += 1
-        if now - last >= self.cfg.unknown_report_s:
-            self.unknown_reported += 1
-            self._submit(
-                "device.unknown",
-                "gw",
-                {
-                    "address": address,
-                    "rssi": adv.rssi,
-                    "services": [self._services[s].label for s in ours],
-                    "name": adv.local_name,
-                    "adverts": count,
-                },
-            )
-            last, count = now, 0
-        self._strangers[address] = (last, count)
-        while len(self._strangers) > MAX_STRANGERS:
-            self._strangers.popitem(last=False)
-
-    async def _wait_seen(self, dev_id: str) -> tuple[BLEDevice, int]:
-        """A device to connect to: one advertising now, or after STALE_RETRY_S without a
-        fresh advert the last one seen (BlueZ may not report again a device it knows,
-        yet connects to it; a device really gone then fails and backs off)."""
-        waited = 0.0
-        while True:
-            seen = self._seen.get(dev_id)
-            if seen is not None and time.monotonic() - seen[2] < SEEN_FRESH_S:
-                return seen[0], seen[1]
-            known = self._known.get(dev_id)
-            if known is not None and waited >= STALE_RETRY_S:
-                return known[0], known[1]
-            ev = self._seen_events.setdefault(dev_id, asyncio.Event())
-            ev.clear()
-            started = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STALE_RETRY_S):
-                    await ev.wait()
-            waited += time.monotonic() - started
-
     # -- one wearable -------------------------------------------------------------------------
 
     async def _device_loop(self, w: WearableConfig) -> None:
         backoff = Backoff(0.2, self.cfg.reconnect_max_s)
         st = self.stats.setdefault(w.id, WearableStats())
         while True:
-            device, rssi = await self._wait_seen(w.id)
+            device, rssi = await self.sightings.wait_seen(w.id)
             started = time.monotonic()
             reason = End.LOST
             try:
@@ -334,7 +250,7 @@ class BleManager:
             if time.monotonic() - started > 30.0:
                 backoff.reset()
             delay = backoff.longest() if reason == End.PROFILE else backoff.next()
-            self._seen.pop(w.id, None)  # wait for a fresh advert before trying again
+            self.sightings.forget_seen(w.id)  # wait for a fresh advert before trying again
             await asyncio.sleep(delay)
 
     async def _session(self, w: WearableConfig, device: BLEDevice, rssi: int) -> End:
@@ -570,7 +486,7 @@ class BleManager:
     def snapshot(self) -> dict[str, Any]:
         return {
             "backend": None if self.backend is None else self.backend.name,
-            "unknown_adverts": self.unknown_adverts,
-            "unknown_reported": self.unknown_reported,
+            "unknown_adverts": self.sightings.unknown_adverts,
+            "unknown_reported": self.sightings.unknown_reported,
             "wearables": {k: s.snapshot() for k, s in self.stats.items()},
         }
