@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import __version__
-from edge.base.config import default_path, load, valid_id
+from edge.base.config import MqttConfig, OutboxConfig, default_path, load, valid_id
 from edge.base.envelope import private_pem, public_pem
 from edge.base.errors import EdgeError
 from edge.base.fsutil import write_atomic, write_private
@@ -99,13 +99,13 @@ state_dir = "{state_dir}"{state_note}
 status_socket = "{status_socket}"  # gridedge status asks here
 
 [mqtt]
-host = "127.0.0.1"
-port = 1883
-topic_prefix = "gridedge/v1"
+host = "{mqtt.host}"
+port = {mqtt.port}
+topic_prefix = "{mqtt.topic_prefix}"
 {tls}
 [outbox]
-max_bytes = 268435456
-batch_ms = 250
+max_bytes = {outbox.max_bytes}
+batch_ms = {outbox.batch_ms}
 
 [[devices]]
 id = "gnss0"
@@ -188,6 +188,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
             state_note="" if system else "          # relative to this file",
             status_socket=socket_path,
             tls=TLS_ON if args.csr else TLS_OFF,
+            mqtt=MqttConfig(),  # the defaults, from the one place they are written
+            outbox=OutboxConfig(),
         )
         write_atomic(cfg_path, text.encode())  # last, whole: a unit waiting for it sees a finished set
         if ids is not None:

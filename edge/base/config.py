@@ -73,9 +73,28 @@ def line_index(text: str) -> dict[str, int]:
             if m:
                 key = ".".join(_split_dotted(m.group(1)))
                 index.setdefault(f"{prefix}.{key}" if prefix else key, number)
-        code = line.split("#", 1)[0]
+        code = _unquoted(line)
         depth = max(0, depth + code.count("[") + code.count("{") - code.count("]") - code.count("}"))
     return index
+
+
+def _unquoted(line: str) -> str:
+    """The line without its comment and without what is inside strings (a `[` or `#` in
+    a quoted value is no bracket and no comment)."""
+    out: list[str] = []
+    quote = ""
+    for ch in line:
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def _describe(value: Any) -> str:
@@ -524,8 +543,44 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         ) from None
     ctx = _Ctx(file=file, base=base or Path.cwd(), lines=line_index(text))
     root = Section(data, "", ctx)
+    gateway = _gateway(root.table("gateway", required=True), check_files)
+    mqtt = _mqtt(root.table("mqtt"), check_files)
+    outbox = _outbox(root.table("outbox"))
+    devices, wearables = _devices(root)
+    ble = _ble(root.table("ble"))
+    firmware = _firmware(root.table("firmware"))
+    ais = _ais_station(root.table("ais"))
+    trust = _trust(root.table("trust"), check_files)
+    geofences = [_geofence(s) for s in root.tables("geofences")]
+    if len({g.id for g in geofences}) != len(geofences):
+        raise root.error("geofences", "geofence ids must be unique")
+    root.done()
+    return Config(
+        file=Path(file),
+        gateway=gateway,
+        mqtt=mqtt,
+        outbox=outbox,
+        devices=tuple(devices),
+        ais=ais,
+        geofences=tuple(geofences),
+        trust=trust,
+        ble=ble,
+        wearables=tuple(wearables),
+        firmware=firmware,
+    )
 
-    g = root.table("gateway", required=True)
+
+# Each default is the dataclass's (one source): the sections read them from these.
+_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS = (
+    MqttConfig(),
+    OutboxConfig(),
+    BleConfig(),
+    FirmwareConfig(),
+    AisConfig(),
+)
+
+
+def _gateway(g: Section, check_files: bool) -> GatewayConfig:
     gateway = GatewayConfig(
         id=g.id("id"),
         key=g.path("key"),
@@ -536,21 +591,24 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     if check_files:
         _private_file_ok(g, "key", gateway.key)
     g.done()
+    return gateway
 
-    m = root.table("mqtt")
+
+def _mqtt(m: Section, check_files: bool) -> MqttConfig:
+    d = _MQTT
     mqtt = MqttConfig(
-        host=m.text("host", "127.0.0.1"),
-        port=m.integer("port", 1883, lo=1, hi=65535),
-        topic_prefix=m.text("topic_prefix", "gridedge/v1"),
-        keepalive_s=m.integer("keepalive_s", 30, lo=5, hi=3600),
-        tls_ca=m.path("tls_ca", None),
-        tls_cert=m.path("tls_cert", None),
-        tls_key=m.path("tls_key", None),
-        insecure=m.flag("insecure", False),
-        inflight=m.integer("inflight", 64, lo=1, hi=65535),
-        backlog_queue_ms=m.number("backlog_queue_ms", 5.0, lo=1.0),
-        reconnect_min_s=m.number("reconnect_min_s", 0.5, lo=0.01),
-        reconnect_max_s=m.number("reconnect_max_s", 30.0, lo=0.1),
+        host=m.text("host", d.host),
+        port=m.integer("port", d.port, lo=1, hi=65535),
+        topic_prefix=m.text("topic_prefix", d.topic_prefix),
+        keepalive_s=m.integer("keepalive_s", d.keepalive_s, lo=5, hi=3600),
+        tls_ca=m.path("tls_ca", d.tls_ca),
+        tls_cert=m.path("tls_cert", d.tls_cert),
+        tls_key=m.path("tls_key", d.tls_key),
+        insecure=m.flag("insecure", d.insecure),
+        inflight=m.integer("inflight", d.inflight, lo=1, hi=65535),
+        backlog_queue_ms=m.number("backlog_queue_ms", d.backlog_queue_ms, lo=1.0),
+        reconnect_min_s=m.number("reconnect_min_s", d.reconnect_min_s, lo=0.01),
+        reconnect_max_s=m.number("reconnect_max_s", d.reconnect_max_s, lo=0.1),
     )
     prefix = mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
@@ -567,8 +625,10 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     if check_files and mqtt.tls_key is not None:
         _private_file_ok(m, "tls_key", mqtt.tls_key)
     m.done()
+    return mqtt
 
-    o = root.table("outbox")
+
+def _outbox(o: Section) -> OutboxConfig:
     ttl = o.table("ttl_s")
     ttl_map = {k: ttl.integer(k, lo=1) for k in ttl.data_keys()}
     for k in ttl_map:
@@ -576,12 +636,15 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
             raise ttl.error(k, "life-safety messages never expire")
     ttl.done()
     outbox = OutboxConfig(
-        max_bytes=o.integer("max_bytes", 256 * 1024 * 1024, lo=1024 * 1024),
-        batch_ms=o.integer("batch_ms", 250, lo=0, hi=10_000),
+        max_bytes=o.integer("max_bytes", _OUTBOX.max_bytes, lo=1024 * 1024),
+        batch_ms=o.integer("batch_ms", _OUTBOX.batch_ms, lo=0, hi=10_000),
         ttl_s=ttl_map,
     )
     o.done()
+    return outbox
 
+
+def _devices(root: Section) -> tuple[list[DeviceConfig], list[WearableConfig]]:
     devices: list[DeviceConfig] = []
     wearables: list[WearableConfig] = []
     seen: dict[str, str] = {}
@@ -600,67 +663,66 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         else:
             devices.append(build(sec, dev_id))
         sec.done()
-    b = root.table("ble")
+    return devices, wearables
+
+
+def _ble(b: Section) -> BleConfig:
+    d = _BLE
     opts = b.table("options")
     options = tuple((k, str(opts.text(k))) for k in opts.data_keys())
     opts.done()
     ble = BleConfig(
-        backend=b.text("backend", "bleak"),
+        backend=b.text("backend", d.backend),
         options=options,
-        connect_timeout_s=b.number("connect_timeout_s", 15.0, lo=0.5),
-        probe_s=b.number("probe_s", 10.0, lo=0.1),
-        probe_timeout_s=b.number("probe_timeout_s", 5.0, lo=0.1),
-        battery_report_s=b.number("battery_report_s", 600.0, lo=1.0),
-        reconnect_max_s=b.number("reconnect_max_s", 30.0, lo=0.1),
-        unknown_report_s=b.number("unknown_report_s", 60.0, lo=0.0),
+        connect_timeout_s=b.number("connect_timeout_s", d.connect_timeout_s, lo=0.5),
+        probe_s=b.number("probe_s", d.probe_s, lo=0.1),
+        probe_timeout_s=b.number("probe_timeout_s", d.probe_timeout_s, lo=0.1),
+        battery_report_s=b.number("battery_report_s", d.battery_report_s, lo=1.0),
+        reconnect_max_s=b.number("reconnect_max_s", d.reconnect_max_s, lo=0.1),
+        unknown_report_s=b.number("unknown_report_s", d.unknown_report_s, lo=0.0),
     )
     if ble.backend != "bleak" and ":" not in ble.backend:
         raise b.error(
             "backend", f'expected "bleak" or "package.module:factory", got {_describe(ble.backend)}'
         )
     b.done()
-    f = root.table("firmware")
+    return ble
+
+
+def _firmware(f: Section) -> FirmwareConfig:
+    d = _FIRMWARE
     firmware = FirmwareConfig(
-        max_bytes=f.integer("max_bytes", 64 * 1024 * 1024, lo=64 * 1024),
-        floor_mirror=f.path("floor_mirror", None),
-        smp_timeout_s=f.number("smp_timeout_s", 5.0, lo=0.1),
-        reboot_wait_s=f.number("reboot_wait_s", 60.0, lo=1.0),
-        download_timeout_s=f.number("download_timeout_s", 3600.0, lo=1.0),
+        max_bytes=f.integer("max_bytes", d.max_bytes, lo=64 * 1024),
+        floor_mirror=f.path("floor_mirror", d.floor_mirror),
+        smp_timeout_s=f.number("smp_timeout_s", d.smp_timeout_s, lo=0.1),
+        reboot_wait_s=f.number("reboot_wait_s", d.reboot_wait_s, lo=1.0),
+        download_timeout_s=f.number("download_timeout_s", d.download_timeout_s, lo=1.0),
     )
     f.done()
-    a = root.table("ais")
+    return firmware
+
+
+def _ais_station(a: Section) -> AisConfig:
+    d = _AIS
     ais = AisConfig(
-        min_interval_s=a.number("min_interval_s", 10.0, lo=0.0),
-        min_course_change_deg=a.number("min_course_change_deg", 10.0, lo=0.0),
-        dedup_window_s=a.number("dedup_window_s", 30.0, lo=0.0),
-        max_vessels=a.integer("max_vessels", 20_000, lo=10, hi=1_000_000),
-        outside_min_interval_s=a.number("outside_min_interval_s", 5.0, lo=0.0),
+        min_interval_s=a.number("min_interval_s", d.min_interval_s, lo=0.0),
+        min_course_change_deg=a.number("min_course_change_deg", d.min_course_change_deg, lo=0.0),
+        dedup_window_s=a.number("dedup_window_s", d.dedup_window_s, lo=0.0),
+        max_vessels=a.integer("max_vessels", d.max_vessels, lo=10, hi=1_000_000),
+        outside_min_interval_s=a.number("outside_min_interval_s", d.outside_min_interval_s, lo=0.0),
     )
     a.done()
-    t = root.table("trust")
+    return ais
+
+
+def _trust(t: Section, check_files: bool) -> TrustConfig:
     trust = TrustConfig(command_key=t.path("command_key", None), firmware_key=t.path("firmware_key", None))
     if check_files:
         for key, path in (("command_key", trust.command_key), ("firmware_key", trust.firmware_key)):
             if path is not None and not path.is_file():
                 raise t.error(key, f"cannot read {path}")
     t.done()
-    geofences = [_geofence(s) for s in root.tables("geofences")]
-    if len({g.id for g in geofences}) != len(geofences):
-        raise root.error("geofences", "geofence ids must be unique")
-    root.done()
-    return Config(
-        file=Path(file),
-        gateway=gateway,
-        mqtt=mqtt,
-        outbox=outbox,
-        devices=tuple(devices),
-        ais=ais,
-        geofences=tuple(geofences),
-        trust=trust,
-        ble=ble,
-        wearables=tuple(wearables),
-        firmware=firmware,
-    )
+    return trust
 
 
 # The wearable kinds are the modules of drivers/ble/kinds (each declares its name there);

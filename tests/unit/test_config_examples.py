@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from edge.base import config as cfg_mod
 from edge.base.config import load
+from edge.base.errors import ConfigError
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 SCHEMA = json.loads((CONFIG / "gateway.schema.json").read_text())
@@ -27,3 +32,43 @@ def test_schema_refuses_unknown_keys_like_the_loader() -> None:
     doc["outbox"]["batchms"] = 5
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, SCHEMA)
+
+
+SECTIONS = {
+    "gateway": cfg_mod.GatewayConfig,
+    "mqtt": cfg_mod.MqttConfig,
+    "outbox": cfg_mod.OutboxConfig,
+    "ble": cfg_mod.BleConfig,
+    "firmware": cfg_mod.FirmwareConfig,
+    "ais": cfg_mod.AisConfig,
+    "trust": cfg_mod.TrustConfig,
+}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_schema_lists_exactly_the_dataclass_fields(section: str) -> None:
+    """One source: a key added to a dataclass (and so to the loader) must be in the schema."""
+    props = set(SCHEMA["properties"][section]["properties"])
+    assert props == {f.name for f in dataclasses.fields(SECTIONS[section])}
+
+
+def test_the_starter_config_has_the_dataclass_defaults(tmp_path: Path) -> None:
+    out = tmp_path / "gw"
+    res = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-9", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    cfg = load(out / "gateway.toml")
+    assert cfg.mqtt == cfg_mod.MqttConfig() and cfg.outbox == cfg_mod.OutboxConfig()
+
+
+def test_a_bracket_or_hash_inside_a_quoted_value_keeps_error_lines_right() -> None:
+    text = (
+        '[gateway]\nid = "gw-1"\nkey = "k"\nstate_dir = "s[1" # a [ in a string\n'
+        '[mqtt]\ntls_ca = "ca#[.crt"\nport = "x"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        cfg_mod.parse(text, check_files=False)
+    assert err.value.line == 7 and err.value.path == "mqtt.port"
