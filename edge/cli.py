@@ -275,22 +275,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_until_signal(run_demo(duration=args.duration, workdir=args.dir))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gridedge", description="gridedge edge gateway")
-    p.add_argument("--version", action="version", version=f"gridedge {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sp.add_argument("-c", "--config", type=Path, default=default_path(), help="config file (TOML)")
+    return sp
 
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", type=Path, default=default_path(), help="config file (TOML)")
 
-    sp = sub.add_parser("run", help="run the gateway")
-    with_config(sp)
-    sp.set_defaults(func=cmd_run)
-    sp = sub.add_parser("check", help="validate a config; exit 0 if good, 1 if not")
-    with_config(sp)
-    sp.set_defaults(func=cmd_check)
-    sp = sub.add_parser("provision", help="make a gateway key pair and a starter config")
+def _provision_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--id", required=True, help="gateway id ([A-Za-z0-9._-]{1,64})")
     sp.add_argument(
         "--out", type=Path, default=SYSTEM_DIR, help=f"directory to write into (default {SYSTEM_DIR})"
@@ -307,16 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--force", action="store_true", help="replace an existing key")
     sp.add_argument("--csr", action="store_true", help="also a TLS key and a CSR (CN = id) for mutual TLS")
-    sp.set_defaults(func=cmd_provision)
-    sp = sub.add_parser("verify", help="subscribe, verify signatures, report gaps and duplicates")
+
+
+def _verify_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=1883)
     sp.add_argument(
-        "--pubkey",
-        type=Path,
-        action="append",
-        required=True,
-        help="gateway public key (PEM); repeatable",
+        "--pubkey", type=Path, action="append", required=True, help="gateway public key (PEM); repeatable"
     )
     sp.add_argument("--topic-prefix", default="gridedge/v1")
     sp.add_argument("--count", type=int, default=None, help="stop after N messages")
@@ -325,28 +312,45 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--client-id", default=None, help="persistent session id: survive broker restarts without gaps"
     )
+
+
+def _firmware_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--manifest", type=Path, required=True, help="the platform-signed manifest (COSE_Sign1)")
+    sp.add_argument("--image", type=Path, required=True, help="the firmware image it describes")
+    sp.add_argument("--device", required=True, help="wearable id (needs fw_class and smp_port)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridedge", description="gridedge edge gateway")
+    p.add_argument("--version", action="version", version=f"gridedge {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _with_config(sub.add_parser("run", help="run the gateway")).set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate a config; exit 0 if good, 1 if not")
+    _with_config(check).set_defaults(func=cmd_check)
+    sp = sub.add_parser("provision", help="make a gateway key pair and a starter config")
+    _provision_args(sp)
+    sp.set_defaults(func=cmd_provision)
+    sp = sub.add_parser("verify", help="subscribe, verify signatures, report gaps and duplicates")
+    _verify_args(sp)
     sp.set_defaults(func=cmd_verify)
-    sp = sub.add_parser("status", help="queue depth, devices and link of the running gateway")
-    with_config(sp)
+    sp = _with_config(sub.add_parser("status", help="queue depth, devices and link of the running gateway"))
     sp.add_argument("--json", action="store_true", help="the status document as JSON (for scripts)")
     sp.set_defaults(func=cmd_status)
     conf = sub.add_parser("config", help="the config in effect (yours or the platform's)").add_subparsers(
         dest="config_cmd", required=True
     )
-    sp = conf.add_parser("show", help="which file is in effect, and the platform's applied config")
-    with_config(sp)
-    sp.set_defaults(func=cmd_config_show)
-    sp = conf.add_parser("reset", help="drop the platform's applied config: yours is in effect again")
-    with_config(sp)
-    sp.set_defaults(func=cmd_config_reset)
+    show = conf.add_parser("show", help="which file is in effect, and the platform's applied config")
+    _with_config(show).set_defaults(func=cmd_config_show)
+    reset_ = conf.add_parser("reset", help="drop the platform's applied config: yours is in effect again")
+    _with_config(reset_).set_defaults(func=cmd_config_reset)
     fw = sub.add_parser("firmware", help="firmware for the wearables").add_subparsers(
         dest="fw_cmd", required=True
     )
-    sp = fw.add_parser("push", help="flash one wearable on site (same checks as a platform update)")
-    with_config(sp)
-    sp.add_argument("--manifest", type=Path, required=True, help="the platform-signed manifest (COSE_Sign1)")
-    sp.add_argument("--image", type=Path, required=True, help="the firmware image it describes")
-    sp.add_argument("--device", required=True, help="wearable id (needs fw_class and smp_port)")
+    sp = _with_config(
+        fw.add_parser("push", help="flash one wearable on site (same checks as a platform update)")
+    )
+    _firmware_args(sp)
     sp.set_defaults(func=cmd_firmware_push)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
     sp.add_argument(

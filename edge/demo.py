@@ -162,6 +162,58 @@ async def _press(button: Any, kind: str) -> None:
         print("          ◀ sos-w042: no answer yet; it keeps resending until the gateway has it")
 
 
+def _write_config(wd: Path, port: int, *, gnss: str, dsc: str, ais_port: int, ble_toml: str) -> None:
+    polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
+    (wd / "gateway.toml").write_text(
+        f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[outbox]\nbatch_ms = 250\n\n'
+        "[ais]\nmin_interval_s = 6.0\noutside_min_interval_s = 2.0\n\n"
+        f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\n\n'
+        f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{gnss}"\n'
+        "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
+        f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
+        f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{dsc}"\n\n' + ble_toml
+    )
+
+
+def _intro(wd: Path, port: int, gnss: str, ais_port: int, *, wearables: bool) -> None:
+    print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
+    print(f"gridedge demo: simulated GNSS receiver on {gnss}, AIS receiver on udp:{ais_port},")
+    print("gridedge demo: VHF DSC radio on a pty; a boat leaves the harbour, an AIS-SART goes active")
+    print("gridedge demo: at 15 s and a DSC distress comes in at 25 s.")
+    if wearables:
+        print("gridedge demo: a worker's BLE SOS button and body camera (simulated):", end="")
+        print(" SOS at 10 s, cancel at 35 s;")
+        print("gridedge demo: a lone worker's man-down tag (simulated) reports a fall at 12 s.")
+
+
+async def _feed(master: int, dsc_master: int, ais_port: int, button: Any, tag: Any) -> None:
+    """The scenario: one GNSS epoch a second, the harbour's AIS, a SART, a DSC distress, the wearables."""
+    loop = asyncio.get_running_loop()
+    presses: set[asyncio.Task[None]] = set()
+    udp, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ais_port)
+    )
+    try:
+        for t, epoch in enumerate(walk(start_utc=dt.datetime.now(dt.UTC).timestamp())):
+            await loop.run_in_executor(None, os.write, master, epoch)
+            if t % 2 == 0:
+                udp.sendto(harbour_tick(t))
+            if t >= 15 and t % 5 == 0:
+                udp.sendto(sart_active(t))
+            if t == 25:
+                await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
+            if tag is not None and t == 12:
+                _fall(tag)
+            if button is not None and t in (10, 35):
+                press = loop.create_task(_press(button, "alarm" if t == 10 else "cancel"))
+                presses.add(press)
+                press.add_done_callback(presses.discard)
+            await asyncio.sleep(1.0)
+    finally:
+        udp.close()
+
+
 async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
     binary = _mosquitto()
     if binary is None:
@@ -184,29 +236,9 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         ais_port = _free_port()
         key = _write_key(wd)
         ble_toml, button, tag = await _wearables(stack)
-        polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
-        (wd / "gateway.toml").write_text(
-            f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[outbox]\nbatch_ms = 250\n\n'
-            "[ais]\nmin_interval_s = 6.0\noutside_min_interval_s = 2.0\n\n"
-            f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\n\n'
-            f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(slave)}"\n'
-            "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
-            f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
-            f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{os.ttyname(dsc_slave)}"\n\n' + ble_toml
-        )
-        print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
-        print(
-            f"gridedge demo: simulated GNSS receiver on {os.ttyname(slave)}, AIS receiver on udp:{ais_port},"
-        )
-        print("gridedge demo: VHF DSC radio on a pty; a boat leaves the harbour, an AIS-SART goes active")
-        print("gridedge demo: at 15 s and a DSC distress comes in at 25 s.")
-        if button is not None:
-            print(
-                "gridedge demo: a worker's BLE SOS button and body camera (simulated):"
-                " SOS at 10 s, cancel at 35 s;"
-            )
-            print("gridedge demo: a lone worker's man-down tag (simulated) reports a fall at 12 s.")
+        gnss, dsc = os.ttyname(slave), os.ttyname(dsc_slave)
+        _write_config(wd, port, gnss=gnss, dsc=dsc, ais_port=ais_port, ble_toml=ble_toml)
+        _intro(wd, port, os.ttyname(slave), ais_port, wearables=button is not None)
         print("gridedge demo: Ctrl-C to stop.\n")
         await _spawn(
             stack,
@@ -223,31 +255,6 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         def show(msg: Incoming) -> None:
             print(_line(msg, keys), flush=True)
 
-        async def feed() -> None:
-            loop = asyncio.get_running_loop()
-            presses: set[asyncio.Task[None]] = set()
-            udp, _ = await loop.create_datagram_endpoint(
-                asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ais_port)
-            )
-            try:
-                for t, epoch in enumerate(walk(start_utc=dt.datetime.now(dt.UTC).timestamp())):
-                    await loop.run_in_executor(None, os.write, master, epoch)
-                    if t % 2 == 0:
-                        udp.sendto(harbour_tick(t))
-                    if t >= 15 and t % 5 == 0:
-                        udp.sendto(sart_active(t))
-                    if t == 25:
-                        await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
-                    if tag is not None and t == 12:
-                        _fall(tag)
-                    if button is not None and t in (10, 35):
-                        press = loop.create_task(_press(button, "alarm" if t == 10 else "cancel"))
-                        presses.add(press)
-                        press.add_done_callback(presses.discard)
-                    await asyncio.sleep(1.0)
-            finally:
-                udp.close()
-
         try:
             async with MqttConnection(
                 host="127.0.0.1",
@@ -257,15 +264,14 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
                 on_message=show,
             ) as view:
                 await view.subscribe(["gridedge/v1/+/up/#", "gridedge/v1/+/status"])
-                feeder = asyncio.ensure_future(feed())
+                feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag))
                 try:
                     await asyncio.wait(
                         (feeder, view.closed), timeout=duration, return_when=asyncio.FIRST_COMPLETED
                     )
                 finally:
                     feeder.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await feeder
+                    await asyncio.gather(feeder, return_exceptions=True)  # ours still propagates
         except EdgeError as exc:
             print(f"gridedge demo: {exc}", file=sys.stderr)
             return 1

@@ -57,7 +57,11 @@ class TlsSettings:
 
 
 class MqttConnection:
-    """A connected session; `publish` resolves on PUBACK and fails if the link drops."""
+    """A connected session; `publish` resolves on PUBACK and fails if the link drops.
+
+    Over 20 methods because it is paho's callback surface (connect, disconnect, publish,
+    subscribe, message, socket open/close/register/unregister for the asyncio loop)
+    turned into one async object; each method is a few lines."""
 
     def __init__(
         self,

@@ -83,6 +83,7 @@ class Publisher:
         self.state = LinkState.DOWN
         self.last_error = ""
         self.failed_attempts = 0  # connection attempts failed since the link was last up
+        self._last_failure: tuple[type[BaseException], tuple[object, ...]] | None = None
         self.sessions = 0
         self.published = 0
         self.acked = 0
@@ -160,7 +161,9 @@ class Publisher:
                 # The first of a run of identical failures is a warning; the rest (a broker
                 # down for days, retried every few seconds) are debug, so the log is not
                 # flooded: the reconnect says how many there were.
-                same = self.failed_attempts > 0 and str(exc) == self.last_error
+                failure = (type(exc), exc.args)
+                same = self.failed_attempts > 0 and failure == self._last_failure
+                self._last_failure = failure
                 self.last_error = str(exc)
                 self.failed_attempts += 1
                 if loop.time() - started >= HEALTHY_RUN_S:

@@ -7,7 +7,7 @@ import json
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -174,22 +174,7 @@ async def run_verify(
                 return
 
     async def session_loop() -> None:
-        persistent = client_id is not None
-        cid = client_id or f"gridedge-verify-{uuid.uuid4().hex[:8]}"
-        while not done.is_set():
-            try:
-                async with MqttConnection(
-                    host=host, port=port, client_id=cid, clean_session=not persistent, on_message=on_message
-                ) as conn:
-                    await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
-                    await conn.closed
-            except EdgeError as exc:
-                if not persistent:
-                    raise
-                print(f"gridedge verify: {exc}; reconnecting", file=sys.stderr)
-            if not persistent:
-                return
-            await asyncio.sleep(0.2)
+        await _sessions(host, port, prefix=prefix, client_id=client_id, on_message=on_message, done=done)
 
     watcher = asyncio.ensure_future(idle_watch())
     sessions = asyncio.ensure_future(session_loop())
@@ -206,6 +191,34 @@ async def run_verify(
     out.write(json.dumps(summary, default=_jsonable) + "\n")
     out.flush()
     return summary
+
+
+async def _sessions(
+    host: str,
+    port: int,
+    *,
+    prefix: str,
+    client_id: str | None,
+    on_message: Callable[[Incoming], None],
+    done: asyncio.Event,
+) -> None:
+    """Subscribe until `done`; with a client id, a persistent session, reconnected."""
+    persistent = client_id is not None
+    cid = client_id or f"gridedge-verify-{uuid.uuid4().hex[:8]}"
+    while not done.is_set():
+        try:
+            async with MqttConnection(
+                host=host, port=port, client_id=cid, clean_session=not persistent, on_message=on_message
+            ) as conn:
+                await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
+                await conn.closed
+        except EdgeError as exc:
+            if not persistent:
+                raise
+            print(f"gridedge verify: {exc}; reconnecting", file=sys.stderr)
+        if not persistent:
+            return
+        await asyncio.sleep(0.2)
 
 
 def _jsonable(o: object) -> object:

@@ -75,6 +75,13 @@ class Job:
 
 
 class FirmwareBridge:
+    """Firmware jobs from the signed command to every target's result.
+
+    Past 250 lines because one job's state (its manifest, the download's chunks, each
+    target's result, the saved jobs file) is driven from three directions at once: the
+    command, the chunks arriving over MQTT and the flashing task; the store, the
+    manifest check and SMP flashing are modules of their own."""
+
     def __init__(
         self,
         cfg: FirmwareConfig,
@@ -168,35 +175,7 @@ class FirmwareBridge:
             raise UpdateRejected(FwReason.UNSUPPORTED, "no [trust] firmware_key configured")
         if image_id in self.jobs:
             raise UpdateRejected(FwReason.BUSY, f"image {image_id} is already being delivered")
-        now = self.clock.unix_ms() if self.clock.trusted else None
-        accepted: list[str] = []
-        rejected: dict[str, FwReason] = {}
-        manifest: Manifest | None = None
-        for dev in devices:
-            w = self._wearables().get(dev) if isinstance(dev, str) else None
-            reason: FwReason | None = None
-            detail = ""
-            if w is None:
-                reason = FwReason.UNKNOWN_DEVICE
-            elif w.fw_class is None:
-                reason, detail = FwReason.WRONG_CLASS, "the device has no fw_class in the config"
-            else:
-                try:
-                    manifest = check(
-                        signed,
-                        firmware_key=self.key,
-                        device_class=w.fw_class,
-                        running=None,
-                        floor=self.floors.get(w.fw_class),
-                        now_ms=now,
-                        max_size=self.cfg.max_bytes,
-                    )
-                    accepted.append(dev)
-                    continue
-                except ManifestRejected as exc:
-                    reason, detail = exc.reason, exc.detail
-            rejected[str(dev)] = reason
-            self._result(str(dev), image_id, False, reason, detail)
+        manifest, accepted, rejected = self._targets(self.key, signed, image_id, devices)
         if manifest is None or not accepted:
             first = next(iter(rejected.values()), FwReason.BAD_ARGS)
             raise UpdateRejected(first, "no target accepted the manifest")
@@ -221,6 +200,42 @@ class FirmwareBridge:
             "rejected": rejected,
             "next_chunk": download.next_chunk,
         }
+
+    def _targets(
+        self, key: Ed25519PublicKey, signed: Any, image_id: str, devices: list[Any]
+    ) -> tuple[Manifest | None, list[str], dict[str, FwReason]]:
+        """Check the manifest for each target's class and floor; a refused target gets its
+        fw.result at once. The manifest (as checked), who took it, who did not and why."""
+        now = self.clock.unix_ms() if self.clock.trusted else None
+        accepted: list[str] = []
+        rejected: dict[str, FwReason] = {}
+        manifest: Manifest | None = None
+        for dev in devices:
+            w = self._wearables().get(dev) if isinstance(dev, str) else None
+            reason: FwReason | None = None
+            detail = ""
+            if w is None:
+                reason = FwReason.UNKNOWN_DEVICE
+            elif w.fw_class is None:
+                reason, detail = FwReason.WRONG_CLASS, "the device has no fw_class in the config"
+            else:
+                try:
+                    manifest = check(
+                        signed,
+                        firmware_key=key,
+                        device_class=w.fw_class,
+                        running=None,
+                        floor=self.floors.get(w.fw_class),
+                        now_ms=now,
+                        max_size=self.cfg.max_bytes,
+                    )
+                    accepted.append(dev)
+                    continue
+                except ManifestRejected as exc:
+                    reason, detail = exc.reason, exc.detail
+            rejected[str(dev)] = reason
+            self._result(str(dev), image_id, False, reason, detail)
+        return manifest, accepted, rejected
 
     # -- chunks ------------------------------------------------------------------------------
 

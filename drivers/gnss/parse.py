@@ -180,7 +180,11 @@ class _Epoch:
 
 
 class NmeaParser:
-    """Feed bytes from a GNSS receiver; get one event per epoch plus rejections."""
+    """Feed bytes from a GNSS receiver; get one event per epoch plus rejections.
+
+    A little over the project's usual class size: one epoch's state (its time, the
+    position, the satellites of GSA and GSV) is assembled across the sentence handlers
+    below, which share it; split apart, each would need the whole epoch passed along."""
 
     def __init__(self) -> None:
         self._framer = LineFramer()
