@@ -67,7 +67,7 @@ class Stamp:
 
     tb: int
     tu: int | None
-    tq: TimeQuality
+    tq: str  # a TimeQuality's value: plain text, as CBOR encodes it fastest (it is in every message)
 
 
 class Clock:
@@ -100,7 +100,7 @@ class Clock:
         return self.stamp(tb)
 
     def stamp(self, tb: int) -> Stamp:
-        return Stamp(tb, None if self._offset is None else tb + self._offset, self._quality)
+        return Stamp(tb, None if self._offset is None else tb + self._offset, self._quality.value)
 
     def unix_ms(self) -> int | None:
         return self.now().tu
