@@ -24,10 +24,10 @@ from collections.abc import Callable
 from functools import partial
 
 from edge.base.config import MqttConfig
-from edge.base.errors import AuthRejected, TransientError
+from edge.base.errors import TransientError
 from edge.base.kinds import Prio
 from edge.base.messages import Incoming
-from edge.base.supervisor import HEALTHY_RUN_S, Backoff
+from edge.base.supervisor import Backoff, supervise
 from edge.ingest import Ingest
 from edge.mqtt import MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
@@ -83,7 +83,6 @@ class Publisher:
         self.state = LinkState.DOWN
         self.last_error = ""
         self.failed_attempts = 0  # connection attempts failed since the link was last up
-        self._last_failure: tuple[type[BaseException], tuple[object, ...]] | None = None
         self.sessions = 0
         self.published = 0
         self.acked = 0
@@ -146,38 +145,24 @@ class Publisher:
 
     async def run(self) -> None:
         """Connect, pump, reconnect with jittered backoff; forever."""
-        loop = asyncio.get_running_loop()
         backoff = Backoff(self._cfg.reconnect_min_s, self._cfg.reconnect_max_s)
-        while True:
-            started = loop.time()
-            try:
-                await self._session()
-                delay = backoff.next()
-            except AuthRejected as exc:
-                self.last_error = str(exc)
-                delay = backoff.longest()
-                log.error("mqtt: %s; retrying in %.0f s", exc, delay)
-            except TransientError as exc:
-                # The first of a run of identical failures is a warning; the rest (a broker
-                # down for days, retried every few seconds) are debug, so the log is not
-                # flooded: the reconnect says how many there were.
-                failure = (type(exc), exc.args)
-                same = self.failed_attempts > 0 and failure == self._last_failure
-                self._last_failure = failure
-                self.last_error = str(exc)
-                self.failed_attempts += 1
-                if loop.time() - started >= HEALTHY_RUN_S:
-                    backoff.reset()
-                delay = backoff.next()
-                log.log(
-                    logging.DEBUG if same else logging.WARNING, "mqtt: %s; reconnecting in %.1f s", exc, delay
-                )
-            finally:
-                self.state = LinkState.DOWN
-                self.up.clear()
-            await asyncio.sleep(delay)
+        # A broker down for days is retried every few seconds: its first failure is a
+        # warning, the identical ones after it debug; the reconnect says how many there were.
+        await supervise("mqtt", self._session, backoff, on_error=self._failed, logger=log, quiet_repeats=True)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = str(exc)
+        if isinstance(exc, TransientError):
+            self.failed_attempts += 1
 
     async def _session(self) -> None:
+        try:
+            await self._connected_session()
+        finally:
+            self.state = LinkState.DOWN
+            self.up.clear()
+
+    async def _connected_session(self) -> None:
         self.state = LinkState.CONNECTING
         will = Will(self.status_topic, self._status("offline"))
         async with MqttConnection(

@@ -229,6 +229,9 @@ class BleManager:
     # -- one wearable -------------------------------------------------------------------------
 
     async def _device_loop(self, w: WearableConfig) -> None:
+        """Connect, serve, and again: not `supervise`, because a session's end is not an
+        error (it returns why it ended: lost, silent, profile) and each try first waits
+        for a fresh advert; it backs off with the same Backoff."""
         backoff = Backoff(0.2, self.cfg.reconnect_max_s)
         st = self.stats.setdefault(w.id, WearableStats())
         while True:

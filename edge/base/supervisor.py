@@ -46,30 +46,43 @@ async def supervise(
     backoff: Backoff,
     *,
     on_error: Callable[[BaseException], None] | None = None,
+    logger: logging.Logger = log,
+    quiet_repeats: bool = False,
 ) -> None:
-    """Run `run` forever; restart it after failures with jittered backoff."""
+    """Run `run` forever; restart it after failures with jittered backoff (the longest after
+    a permanent error or a bug). With `quiet_repeats`, a failure identical to the one
+    before (type and arguments: a broker down for days) is logged at debug, not again
+    as a warning."""
     loop = asyncio.get_running_loop()
+    last: tuple[type[BaseException], tuple[object, ...]] | None = None
     while True:
         started = loop.time()
         try:
             await run()
             delay = backoff.next()
-            log.info("%s: ended, restarting in %.1f s", name, delay)
+            logger.info("%s: ended, restarting in %.1f s", name, delay)
+            last = None
         except TransientError as exc:
             if loop.time() - started >= HEALTHY_RUN_S:
                 backoff.reset()
             delay = backoff.next()
-            log.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+            same = quiet_repeats and last == (type(exc), exc.args)
+            last = (type(exc), exc.args)
+            logger.log(
+                logging.DEBUG if same else logging.WARNING, "%s: %s; retrying in %.1f s", name, exc, delay
+            )
             if on_error is not None:
                 on_error(exc)
         except PermanentError as exc:
             delay = backoff.longest()
-            log.error("%s: %s; retrying in %.0f s", name, exc, delay)
+            last = None
+            logger.error("%s: %s; retrying in %.0f s", name, exc, delay)
             if on_error is not None:
                 on_error(exc)
         except Exception as exc:  # a bug in one driver must not take the gateway down
             delay = backoff.longest()
-            log.exception("%s: crashed; restarting in %.0f s", name, delay)
+            last = None
+            logger.exception("%s: crashed; restarting in %.0f s", name, delay)
             if on_error is not None:
                 on_error(exc)
         await asyncio.sleep(delay)
