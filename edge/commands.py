@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -54,10 +55,33 @@ class Command:
     args: dict[str, Any]
 
 
+class CommandError(enum.StrEnum):
+    """`cmd.result` `error` codes of the command path (docs/envelope-and-topics.md); an
+    envelope's (EnvelopeReason) and a firmware update's (FwReason) pass through as they are."""
+
+    RETAINED = "retained"
+    WRONG_TOPIC = "wrong_topic"
+    WRONG_TARGET = "wrong_target"
+    MALFORMED = "malformed"
+    EXPIRED = "expired"
+    UNKNOWN_TYPE = "unknown_type"
+    REPLAY = "replay"
+    BUSY = "busy"
+    BAD_ARGS = "bad_args"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSUPPORTED = "unsupported"
+    STATE_UNWRITABLE = "state_unwritable"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    BAD_CONFIG = "bad_config"  # config.apply: the bundle's config does not load
+    BAD_BUNDLE = "bad_bundle"
+    TRUST_CHANGE_REFUSED = "trust_change_refused"
+
+
 class Rejected(Exception):
     """A command that must not run; `code` goes into cmd.result."""
 
-    def __init__(self, code: str, command_id: str | None = None, detail: str = "") -> None:
+    def __init__(self, code: enum.StrEnum, command_id: str | None = None, detail: str = "") -> None:
         super().__init__(f"{code}{': ' + detail if detail else ''}")
         self.code = code
         self.command_id = command_id
@@ -70,17 +94,17 @@ Report = Callable[[str, Mapping[str, Any]], object]
 def parse_command(payload: Any) -> Command:
     """The command map (docs/envelope-and-topics.md, Commands), strictly typed."""
     if not isinstance(payload, dict):
-        raise Rejected("malformed", detail="payload is not a map")
+        raise Rejected(CommandError.MALFORMED, detail="payload is not a map")
     cid = payload.get("id")
     if not isinstance(cid, str) or not 0 < len(cid) <= 64:
-        raise Rejected("malformed", detail="id")
+        raise Rejected(CommandError.MALFORMED, detail="id")
     fields = {"to": str, "cseq": int, "iat": int, "exp": int, "type": str, "args": dict}
     for key, typ in fields.items():
         value = payload.get(key)
         if not isinstance(value, typ) or isinstance(value, bool):
-            raise Rejected("malformed", cid, key)
+            raise Rejected(CommandError.MALFORMED, cid, key)
     if payload.get("v") != 1 or payload["cseq"] < 0:
-        raise Rejected("malformed", cid, "v or cseq")
+        raise Rejected(CommandError.MALFORMED, cid, "v or cseq")
     return Command(
         cid, payload["to"], payload["cseq"], payload["iat"], payload["exp"], payload["type"], payload["args"]
     )
@@ -155,26 +179,26 @@ class CommandHandler:
         try:
             self._queue.put_nowait((cmd, target))
         except asyncio.QueueFull:
-            self._reject(Rejected("busy", cmd.id))
+            self._reject(Rejected(CommandError.BUSY, cmd.id))
 
     def _check(self, msg: Incoming) -> tuple[Command, str]:
         if msg.retain:
-            raise Rejected("retained")  # a stale command parked on the broker, not sent to us now
+            raise Rejected(CommandError.RETAINED)  # a stale command parked on the broker, not sent to us now
         target = self._group_topic.get(msg.topic) or (self.gw if msg.topic == self._own_topic else None)
         if target is None:
-            raise Rejected("wrong_topic")
+            raise Rejected(CommandError.WRONG_TOPIC)
         try:
             verified = verify(msg.payload, self._keys, max_bytes=MAX_COMMAND_BYTES)
         except EnvelopeError as exc:
-            raise Rejected(exc.reason.value) from None
+            raise Rejected(exc.reason) from None
         cmd = parse_command(verified.payload)
         if cmd.to != target:
-            raise Rejected("wrong_target", cmd.id, f"for {cmd.to!r}")
+            raise Rejected(CommandError.WRONG_TARGET, cmd.id, f"for {cmd.to!r}")
         now = self._clock.unix_ms()
         if self._clock.trusted and now is not None and now > cmd.exp:
-            raise Rejected("expired", cmd.id)
+            raise Rejected(CommandError.EXPIRED, cmd.id)
         if cmd.type not in self._handlers:
-            raise Rejected("unknown_type", cmd.id, cmd.type)
+            raise Rejected(CommandError.UNKNOWN_TYPE, cmd.id, cmd.type)
         return cmd, target
 
     def _reject(self, exc: Rejected) -> None:
@@ -195,7 +219,12 @@ class CommandHandler:
             lost = self.state.inflight
             self._report(
                 "cmd.result",
-                {"id": lost.get("id"), "ok": False, "error": "interrupted", "type": lost.get("type")},
+                {
+                    "id": lost.get("id"),
+                    "ok": False,
+                    "error": CommandError.INTERRUPTED,
+                    "type": lost.get("type"),
+                },
             )
             await asyncio.to_thread(self.state.persist, dict(self.state.last), None)
         while True:
@@ -205,7 +234,7 @@ class CommandHandler:
     async def _execute(self, cmd: Command, target: str) -> None:
         last = max(self.state.last.get(target, -1), self.state.last.get("*", -1))
         if cmd.cseq <= last:
-            self._reject(Rejected("replay", cmd.id, f"cseq {cmd.cseq} <= {last}"))
+            self._reject(Rejected(CommandError.REPLAY, cmd.id, f"cseq {cmd.cseq} <= {last}"))
             return
         # Persist first: whatever happens next, this cseq is spent.
         inflight = {"id": cmd.id, "type": cmd.type, "cseq": cmd.cseq}
@@ -213,7 +242,7 @@ class CommandHandler:
             await asyncio.to_thread(self.state.persist, {**self.state.last, target: cmd.cseq}, inflight)
         except OSError as exc:
             # Running it without a durable cseq could run it twice: refuse instead.
-            self._reject(Rejected("state_unwritable", cmd.id, exc.strerror or ""))
+            self._reject(Rejected(CommandError.STATE_UNWRITABLE, cmd.id, exc.strerror or ""))
             return
         self.accepted += 1
         if FAULT_DELAY_S:
@@ -227,7 +256,7 @@ class CommandHandler:
             result.update(ok=False, error=exc.code)
         except Exception:  # a failing command must not stop the gateway
             log.exception("commands: %s %s failed", cmd.type, cmd.id)
-            result.update(ok=False, error="failed")
+            result.update(ok=False, error=CommandError.FAILED)
         committed = self._report("cmd.result", result)
         if isinstance(committed, asyncio.Future):
             # The result is on disk before the in-flight mark goes: a crash between the

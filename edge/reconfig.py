@@ -32,6 +32,7 @@ from edge.base.config import Config
 from edge.base.envelope import keyring, load_public_key, verify
 from edge.base.errors import ConfigError, EnvelopeError
 from edge.base.fsutil import fsync_dir, write_atomic
+from edge.commands import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ DEFAULT_ROLLBACK_S = 60.0
 class BundleError(Exception):
     """A bundle that must not be applied; `code` goes into cmd.result."""
 
-    def __init__(self, code: str, detail: str = "") -> None:
+    def __init__(self, code: CommandError, detail: str = "") -> None:
         super().__init__(f"{code}{': ' + detail if detail else ''}")
         self.code = code
         self.detail = detail
@@ -64,7 +65,7 @@ def _key_bytes(path: Path | None) -> bytes | None:
         return None
 
 
-def _signed_payload(data: bytes, trust: Ed25519PublicKey, code: str) -> Any:
+def _signed_payload(data: bytes, trust: Ed25519PublicKey, code: CommandError) -> Any:
     """The payload of a COSE_Sign1 by the current command key, or BundleError(code)."""
     try:
         return verify(data, keyring(trust)).payload
@@ -75,12 +76,12 @@ def _signed_payload(data: bytes, trust: Ed25519PublicKey, code: str) -> Any:
 def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     """Verify and validate a bundle against the running config; nothing is written."""
     if not isinstance(data, bytes):
-        raise BundleError("bad_args", "bundle must be bytes")
-    payload = _signed_payload(data, trust, "bad_bundle")
+        raise BundleError(CommandError.BAD_ARGS, "bundle must be bytes")
+    payload = _signed_payload(data, trust, CommandError.BAD_BUNDLE)
     if not isinstance(payload, dict) or payload.get("v") != 1 or not isinstance(payload.get("config"), str):
-        raise BundleError("bad_bundle", "payload")
+        raise BundleError(CommandError.BAD_BUNDLE, "payload")
     if payload.get("gw") != current.gateway.id:
-        raise BundleError("wrong_target", "bundle is for another gateway")
+        raise BundleError(CommandError.WRONG_TARGET, "bundle is for another gateway")
     text = payload["config"]
     rotation = payload.get("rotation")
     rotation_pem: bytes | None = None
@@ -89,12 +90,12 @@ def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     try:
         new = config_mod.parse(text, file=str(current.file), base=current.file.parent, check_files=False)
     except ConfigError as exc:
-        raise BundleError("bad_config", str(exc)) from None
+        raise BundleError(CommandError.BAD_CONFIG, str(exc)) from None
     if new.gateway.id != current.gateway.id:
-        raise BundleError("bad_config", "gateway.id cannot be changed by a bundle")
+        raise BundleError(CommandError.BAD_CONFIG, "gateway.id cannot be changed by a bundle")
     if new.gateway.state_dir != current.gateway.state_dir:
         # the applied config, the outbox and the replay state live there
-        raise BundleError("bad_config", "gateway.state_dir cannot be changed by a bundle")
+        raise BundleError(CommandError.BAD_CONFIG, "gateway.state_dir cannot be changed by a bundle")
     new_trust = new.trust
     rotated = current.trust.command_key
     in_applied = rotated is not None and rotated.parent == applied_dir(current.gateway.state_dir)
@@ -105,23 +106,27 @@ def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     same_key = _key_bytes(new_trust.command_key) == trust.public_bytes_raw()
     trust_changed = new_trust != current.trust or not same_key
     if trust_changed and (rotation_pem is None or new.trust.command_key is None):
-        raise BundleError("trust_change_refused", "[trust] changes need a rotation signed by the current key")
+        raise BundleError(
+            CommandError.TRUST_CHANGE_REFUSED, "[trust] changes need a rotation signed by the current key"
+        )
     return Bundle(text=text, cfg=new, rotation_key_pem=rotation_pem)
 
 
 def _rotation_key(rotation: Any, trust: Ed25519PublicKey, gw: str) -> bytes:
     if not isinstance(rotation, bytes):
-        raise BundleError("bad_bundle", "rotation must be a COSE_Sign1")
-    stmt = _signed_payload(rotation, trust, "trust_change_refused")
+        raise BundleError(CommandError.BAD_BUNDLE, "rotation must be a COSE_Sign1")
+    stmt = _signed_payload(rotation, trust, CommandError.TRUST_CHANGE_REFUSED)
     if not isinstance(stmt, dict) or stmt.get("type") != "trust.rotation" or stmt.get("gw") != gw:
-        raise BundleError("trust_change_refused", "rotation statement")
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, "rotation statement")
     pem = stmt.get("command_key")
     if not isinstance(pem, str):
-        raise BundleError("trust_change_refused", "rotation has no command_key")
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, "rotation has no command_key")
     try:
         load_public_key(pem.encode())
     except ValueError:
-        raise BundleError("trust_change_refused", "rotation key is not an Ed25519 public key") from None
+        raise BundleError(
+            CommandError.TRUST_CHANGE_REFUSED, "rotation key is not an Ed25519 public key"
+        ) from None
     return pem.encode()
 
 
@@ -215,7 +220,7 @@ def apply_bundle(bundle: Bundle, current: Config, command_id: str, rollback_afte
     """Write the new config (keeping the one in effect), record the pending check; return it loaded."""
     state = current.gateway.state_dir
     if read_pending(state) is not None:
-        raise BundleError("busy", "another config.apply is waiting for its health check")
+        raise BundleError(CommandError.BUSY, "another config.apply is waiting for its health check")
     directory, previous = applied_dir(state), state / PREVIOUS
     shutil.rmtree(previous, ignore_errors=True)
     if directory.exists():

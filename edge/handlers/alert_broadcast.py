@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from drivers.ble.profiles import Feedback
-from edge.commands import Command, Rejected
+from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView, deliver
 
 TYPE = "alert.broadcast"
@@ -16,7 +16,7 @@ TYPE = "alert.broadcast"
 async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     a = cmd.args
     if not isinstance(a.get("id"), str) or not isinstance(a.get("text"), str) or len(a["text"]) > 1000:
-        raise Rejected("bad_args", cmd.id)
+        raise Rejected(CommandError.BAD_ARGS, cmd.id)
     if gw.cfg.geofences:
         gw.vessels_outside()
     what = {"alert": a["id"], "level": a.get("level")}

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from edge.base.registry import BadEntry, wearable_from
-from edge.commands import Command, Rejected
+from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
 
 TYPE = "device.pair"
@@ -16,7 +16,7 @@ async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     try:
         w = wearable_from(cmd.args)
     except BadEntry as exc:
-        raise Rejected("bad_args", cmd.id, str(exc)) from None
+        raise Rejected(CommandError.BAD_ARGS, cmd.id, str(exc)) from None
     await asyncio.to_thread(gw.registry.pair, w)
     if gw.ble is not None:
         gw.ble.refresh()

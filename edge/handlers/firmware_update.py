@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.commands import Command, Rejected
+from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
 from firmware_bridge.bridge import UpdateRejected
 
@@ -14,7 +14,7 @@ TYPE = "firmware.update"
 
 async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     if gw.firmware is None:
-        raise Rejected("unsupported", cmd.id)
+        raise Rejected(CommandError.UNSUPPORTED, cmd.id)
     try:
         return await gw.firmware.command(cmd.args)
     except UpdateRejected as exc:
