@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.bluezoo import BlueZoo
 from tests.support.broker import Mosquitto, mosquitto_bin
 from tests.support.gateway import CORPORA
 
@@ -41,3 +42,13 @@ def corpora() -> Path:
     if not CORPORA.is_dir():
         pytest.skip(f"shared corpora not present at {CORPORA}")
     return CORPORA
+
+
+@pytest.fixture
+def zoo(tmp_path: Path) -> Iterator[BlueZoo]:
+    """A user-space BlueZ (BlueZoo) with two adapters on a private system bus."""
+    z = BlueZoo(tmp_path / "bluezoo", adapters=2)
+    try:
+        yield z
+    finally:
+        z.stop()

@@ -7,7 +7,6 @@ system bus; the SOS button is a BlueZ peripheral application on a second adapter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from tests.support.bluezoo import BluezButton, BlueZoo
 from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc
-
-
-@pytest.fixture
-def zoo(tmp_path: Path) -> Iterator[BlueZoo]:
-    z = BlueZoo(tmp_path / "bluezoo", adapters=2)
-    try:
-        yield z
-    finally:
-        z.stop()
 
 
 def test_bleak_bluez_backend_scan_connect_read_notify_write(

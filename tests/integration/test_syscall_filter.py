@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,15 +46,6 @@ def test_a_call_outside_the_list_is_fatal() -> None:
     code = "import ctypes; ctypes.CDLL(None).adjtimex(ctypes.create_string_buffer(512)); print('survived')"
     res = subprocess.run([*FILTER, sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == -signal.SIGSYS and "survived" not in res.stdout
-
-
-@pytest.fixture
-def zoo(tmp_path: Path) -> Iterator[BlueZoo]:
-    z = BlueZoo(tmp_path / "bluezoo", adapters=2)
-    try:
-        yield z
-    finally:
-        z.stop()
 
 
 @pytest.mark.slow

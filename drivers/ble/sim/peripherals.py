@@ -346,19 +346,23 @@ class SimSosButton(SimWearable):
     _resender: asyncio.Task[None] | None = None
 
     def services(self) -> list[Service]:
+        return [*super().services(), Service(u.SOS_SERVICE, self._counted(u.SOS_EVENT, u.SOS_FEEDBACK))]
+
+    def _counted(self, event: str, feedback: str) -> list[Characteristic[bytes]]:
+        """A counted-event characteristic (notify, read) and its feedback (write)."""
         self._event_char = Characteristic(
-            u.SOS_EVENT,
+            event,
             Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
             Characteristic.READABLE,
             CharacteristicValue(read=self._gate(lambda _c: self._last or bytes(8))),
         )
         fb: Characteristic[bytes] = Characteristic(
-            u.SOS_FEEDBACK,
+            feedback,
             Characteristic.Properties.WRITE,
             Characteristic.WRITEABLE,
             CharacteristicValue(write=self._gated_write(self._on_feedback)),
         )
-        return [*super().services(), Service(u.SOS_SERVICE, [self._event_char, fb])]
+        return [self._event_char, fb]
 
     def _on_feedback(self, raw: bytes) -> None:
         fb = p.parse_feedback(raw)
@@ -425,25 +429,14 @@ class SimManDownTag(SimSosButton):
     _checkins: asyncio.Task[None] | None = None
 
     def services(self) -> list[Service]:
-        self._event_char = Characteristic(
-            md.EVENT,
-            Characteristic.Properties.READ | Characteristic.Properties.NOTIFY,
-            Characteristic.READABLE,
-            CharacteristicValue(read=self._gate(lambda _c: self._last or bytes(8))),
-        )
-        fb: Characteristic[bytes] = Characteristic(
-            md.FEEDBACK,
-            Characteristic.Properties.WRITE,
-            Characteristic.WRITEABLE,
-            CharacteristicValue(write=self._gated_write(self._on_feedback)),
-        )
+        counted = self._counted(md.EVENT, md.FEEDBACK)
         interval: Characteristic[bytes] = Characteristic(
             md.CHECKIN_INTERVAL,
             Characteristic.Properties.READ,
             Characteristic.READABLE,
             CharacteristicValue(read=self._gate(lambda _c: md.encode_interval(self.interval_s))),
         )
-        return [*SimWearable.services(self), Service(md.SERVICE, [self._event_char, fb, interval])]
+        return [*SimWearable.services(self), Service(md.SERVICE, [*counted, interval])]
 
     async def start(self, air: SimAir) -> None:
         await super().start(air)
