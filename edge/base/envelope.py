@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.base import cbor_guard
 from edge.base.clock import TimeQuality
 from edge.base.errors import EnvelopeError, EnvelopeReason
 
@@ -104,10 +105,7 @@ class Verified:
 def _decode(data: bytes, max_bytes: int) -> list[Any]:
     if len(data) > max_bytes:
         raise EnvelopeError(EnvelopeReason.TOO_LARGE, f"{len(data)} bytes > {max_bytes}")
-    try:
-        obj = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on hostile input; all mean "not CBOR"
-        raise EnvelopeError(EnvelopeReason.CBOR, type(exc).__name__) from exc
+    obj = _loads(data, "envelope", tags=frozenset({COSE_SIGN1_TAG}))
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise EnvelopeError(EnvelopeReason.STRUCTURE, "not a tagged COSE_Sign1")
     value = obj.value
@@ -132,15 +130,13 @@ def verify(
 ) -> Verified:
     """Check a COSE_Sign1 against trusted keys (by kid) and return its decoded payload."""
     protected, _unprotected, payload, signature = _decode(data, max_bytes)
-    try:
-        headers = cbor2.loads(protected) if protected else {}
-    except Exception as exc:  # same reason as in _decode
-        raise EnvelopeError(EnvelopeReason.CBOR, "protected header") from exc
+    headers = _loads(protected, "protected header") if protected else {}
     if not isinstance(headers, dict):
         raise EnvelopeError(EnvelopeReason.STRUCTURE, "protected header is not a map")
     alg = headers.get(HDR_ALG)
-    if alg not in (ALG_EDDSA, ALG_ED25519) or isinstance(alg, bool):
-        raise EnvelopeError(EnvelopeReason.ALG, f"alg {alg!r} is not EdDSA/Ed25519")
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg not in (ALG_EDDSA, ALG_ED25519):
+        # nothing of an unverified message is formatted: only what the check needs is read
+        raise EnvelopeError(EnvelopeReason.ALG, "alg is not EdDSA/Ed25519")
     kid = headers.get(HDR_KID)
     if not isinstance(kid, bytes) or kid not in keys:
         raise EnvelopeError(EnvelopeReason.KID, "signer not trusted")
@@ -150,11 +146,18 @@ def verify(
         keys[kid].verify(signature, _sig_structure(protected, payload))
     except InvalidSignature as exc:
         raise EnvelopeError(EnvelopeReason.SIGNATURE) from exc
-    try:
-        decoded = cbor2.loads(payload)
-    except Exception as exc:  # signed but not CBOR: still hostile or broken
-        raise EnvelopeError(EnvelopeReason.CBOR, "payload") from exc
+    decoded = _loads(payload, "payload")  # signed, and still held to the same rules
     return Verified(kid=kid, payload=decoded, payload_bytes=payload)
+
+
+def _loads(data: bytes, what: str, *, tags: frozenset[int] = frozenset()) -> Any:
+    """CBOR from outside, checked before it is decoded (edge/base/cbor_guard.py)."""
+    try:
+        cbor_guard.check(data, tags=tags)
+        return cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types on hostile input; all mean "not CBOR"
+        reason = str(exc) if isinstance(exc, cbor_guard.CborRefused) else type(exc).__name__
+        raise EnvelopeError(EnvelopeReason.CBOR, f"{what}: {reason}") from None
 
 
 def keyring(*keys: Ed25519PublicKey) -> dict[bytes, Ed25519PublicKey]:
