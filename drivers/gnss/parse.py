@@ -234,6 +234,10 @@ class NmeaParser:
                 out.append(Rejected(Reason.BAD_VALUE, s.raw, f"{s.type}: {exc}"))
             except IndexError:
                 out.append(Rejected(Reason.MALFORMED, s.raw, f"{s.type}: too few fields"))
+            except (ValueError, OverflowError):
+                # any field that is not the number it must be (a time "12:35:19", "1e999"):
+                # a bad value in a checksummed sentence is data, never the driver's end
+                out.append(Rejected(Reason.BAD_VALUE, s.raw, f"{s.type}: a field is not a number"))
         return out
 
     def _check(self, line: bytes) -> Sentence | Rejected:
