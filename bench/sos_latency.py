@@ -164,7 +164,7 @@ async def run(n: int, rate: int) -> None:
             f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(load.slave)}"\n'
             "baudrate = 115200\nmin_interval_s = 0.0\n\n"
             '[[devices]]\nid = "sos-1"\nkind = "sos_button"\nworker = "w-1"\n'
-            'address = "F0:00:00:00:00:01"\n\n[ble]\nbackend = "drivers.ble.sim.backend:factory"\n'
+            'address = "F0:00:00:00:00:01"\n\n[ble]\nbackend = "sim"\n'
             f'[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n'
         )
         sub = Arrivals(port)

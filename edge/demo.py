@@ -132,10 +132,7 @@ async def _wearables(stack: contextlib.AsyncExitStack) -> tuple[str, Any, Any]:
     button = await air.add(SimSosButton("sos-w042", "F0:00:00:00:00:42"))
     await air.add(SimBodyCamera("cam-w042", "F1:00:00:00:00:42"))
     tag = await air.add(SimManDownTag("tag-w043", "F2:00:00:00:00:43", interval_s=30))
-    toml = WEARABLES + (
-        '[ble]\nbackend = "drivers.ble.sim.backend:factory"\n'
-        f'[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n'
-    )
+    toml = WEARABLES + (f'[ble]\nbackend = "sim"\n[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n')
     return toml, button, tag
 
 

@@ -1,16 +1,16 @@
 """The BLE transport seam: the drivers speak bleak's API, and the config picks what is under it.
 
 `[ble] backend = "bleak"` (the default) is bleak's own platform backend (BlueZ over
-D-Bus on a Pi). `backend = "package.module:factory"` names an async factory that
-returns a `BleBackend` carrying bleak backend classes of its own (bleak's
-`BleakScanner(backend=...)` / `BleakClient(backend=...)` hooks), which is how the
-gateway process runs against simulated peripherals: the drivers still go through
-`BleakScanner` and `BleakClient`, only the radio is different.
+D-Bus on a Pi). `backend = "sim"` is the simulated radio (drivers/ble/sim/backend.py):
+a factory that returns a `BleBackend` carrying bleak backend classes of its own
+(bleak's `BleakScanner(backend=...)` / `BleakClient(backend=...)` hooks), which is how
+the gateway process runs against simulated peripherals: the drivers still go through
+`BleakScanner` and `BleakClient`, only the radio is different. The set is closed: a
+config never names code to import (a signed config bundle could otherwise run any).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,23 +55,27 @@ async def _bleak(options: Mapping[str, str]) -> BleBackend:
     return BleBackend("bleak", adapter=options.get("adapter"))
 
 
+BACKENDS = ("bleak", "sim")  # a closed set: no config names code to import
+
+
 def resolve_factory(spec: str, options: Mapping[str, str]) -> Factory:
-    """`bleak` or `package.module:factory` to the factory; ConfigError names what is wrong.
+    """`bleak` (BlueZ) or `sim` (the simulated radio, drivers/ble/sim) to its factory;
+    ConfigError names what is wrong.
 
     Starting the backend (which may fail for a while: no adapter yet, simulator not
     up) is the caller's job, with retries."""
+    allowed = {"bleak": {"adapter"}, "sim": {"hci", "address"}}.get(spec)
+    if allowed is None:
+        raise ConfigError("ble.backend", f"expected one of {', '.join(BACKENDS)}, got {spec!r}")
+    unknown = set(options) - allowed
+    if unknown:
+        raise ConfigError(
+            "ble.options", f"the {spec} backend takes only {sorted(allowed)}, not {sorted(unknown)}"
+        )
     if spec == "bleak":
-        unknown = set(options) - {"adapter"}
-        if unknown:
-            raise ConfigError("ble.options", f"bleak's backend takes only 'adapter', not {sorted(unknown)}")
         return _bleak
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError("ble.backend", f"expected 'bleak' or 'package.module:factory', got {spec!r}")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError("ble.backend", f"cannot load {spec!r}: {exc}") from None
-    if not callable(factory):
-        raise ConfigError("ble.backend", f"{spec!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+        from drivers.ble.sim.backend import factory  # bumble: installed with the demo and the tests
+    except ImportError as exc:
+        raise ConfigError("ble.backend", f"the simulated radio needs bumble: {exc}") from None
+    return factory

@@ -370,7 +370,7 @@ class TrustConfig:
 class BleConfig:
     """The BLE radio for the wearables (drivers/ble)."""
 
-    backend: str = "bleak"  # or "package.module:factory" (a simulated radio)
+    backend: str = "bleak"  # or "sim": the simulated radio (drivers/ble/sim); a closed set
     options: tuple[tuple[str, str], ...] = ()  # passed to the backend factory
     connect_timeout_s: float = 15.0
     probe_s: float = 10.0  # a connected wearable is read this often; one that does not answer...
@@ -672,7 +672,7 @@ def _ble(b: Section) -> BleConfig:
     options = tuple((k, str(opts.text(k))) for k in opts.data_keys())
     opts.done()
     ble = BleConfig(
-        backend=b.text("backend", d.backend),
+        backend=b.choice("backend", ("bleak", "sim"), d.backend),
         options=options,
         connect_timeout_s=b.number("connect_timeout_s", d.connect_timeout_s, lo=0.5),
         probe_s=b.number("probe_s", d.probe_s, lo=0.1),
@@ -681,10 +681,6 @@ def _ble(b: Section) -> BleConfig:
         reconnect_max_s=b.number("reconnect_max_s", d.reconnect_max_s, lo=0.1),
         unknown_report_s=b.number("unknown_report_s", d.unknown_report_s, lo=0.0),
     )
-    if ble.backend != "bleak" and ":" not in ble.backend:
-        raise b.error(
-            "backend", f'expected "bleak" or "package.module:factory", got {_describe(ble.backend)}'
-        )
     b.done()
     return ble
 

@@ -71,7 +71,7 @@ class SimProc:
 
     def ble_config(self, extra: str = "") -> str:
         return (
-            '[ble]\nbackend = "drivers.ble.sim.backend:factory"\nprobe_s = 1.0\nprobe_timeout_s = 1.0\n'
+            '[ble]\nbackend = "sim"\nprobe_s = 1.0\nprobe_timeout_s = 1.0\n'
             f"connect_timeout_s = 5.0\nreconnect_max_s = 1.0\nunknown_report_s = 5.0\n{extra}\n"
             f'[ble.options]\nhci = "tcp-client:127.0.0.1:{self.hci_port}"\n'
         )

@@ -178,7 +178,7 @@ worker = "w-42"
 irk = "EC0234A357C8AD05341010A60A397D9B"
 
 [ble]
-backend = "drivers.ble.sim.backend:factory"
+backend = "sim"
 probe_s = 2.5
 
 [ble.options]
@@ -192,7 +192,7 @@ def test_wearables_and_ble(confdir: Path) -> None:
     sos, cam = cfg.wearables
     assert (sos.kind, sos.worker, sos.address, sos.irk) == ("sos_button", "w-42", "F0:12:34:56:78:9A", None)
     assert cam.irk == "ec0234a357c8ad05341010a60a397d9b" and cam.address is None
-    assert cfg.ble.backend == "drivers.ble.sim.backend:factory" and cfg.ble.probe_s == 2.5
+    assert cfg.ble.backend == "sim" and cfg.ble.probe_s == 2.5
     assert dict(cfg.ble.options) == {"hci": "tcp-client:127.0.0.1:7020"}
     assert load(write(confdir, GOOD)).ble.backend == "bleak"
 
@@ -205,9 +205,9 @@ def test_wearables_and_ble(confdir: Path) -> None:
         ('address = "f0:12:34:56:78:9a"', "", "devices[1].address: give exactly one of address or irk"),
         ('irk = "EC0234A357C8AD05341010A60A397D9B"', 'irk = "ec02"', "devices[2].irk: must be 32 hex digits"),
         (
-            'backend = "drivers.ble.sim.backend:factory"',
+            'backend = "sim"',
             'backend = "bluez"',
-            'ble.backend: expected "bleak" or',
+            "ble.backend: expected one of bleak, sim",
         ),
         ("probe_s = 2.5", "probe_s = 0", "ble.probe_s: must be at least 0.1"),
         ("probe_s = 2.5", "probe_s = 2.5\nscan = 1", "ble.scan: unknown key"),

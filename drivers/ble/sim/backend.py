@@ -8,7 +8,7 @@ only through `BleakScanner` / `BleakClient` (see drivers/ble/transport.py); sele
 with
 
     [ble]
-    backend = "drivers.ble.sim.backend:factory"
+    backend = "sim"
     [ble.options]
     hci = "tcp-client:127.0.0.1:7020"
 

@@ -3,7 +3,7 @@
     python -m drivers.ble.sim --wearables wearables.json [--hci-port N] [--control-port N]
 
 prints `READY hci=<port> control=<port>` once the air is up. A gateway configured with
-`[ble] backend = "drivers.ble.sim.backend:factory"` and
+`[ble] backend = "sim"` and
 `[ble.options] hci = "tcp-client:127.0.0.1:<port>"` then sees the wearables over HCI.
 The wearables outlive the gateway (kill it and they advertise again), as real ones do.
 
