@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.base.errors import AuthRejected, BrokerUnavailable
+from edge.base.errors import AuthRejected, BrokerUnavailable, PermanentError
 from edge.base.messages import Incoming
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class TlsSettings:
     ca: str
     cert: str | None = None
     key: str | None = None
+
+
+class TlsUnusable(PermanentError):
+    """The TLS files the config names cannot be read or do not make a TLS context."""
 
 
 class MqttConnection:
@@ -102,13 +106,21 @@ class MqttConnection:
         if will is not None:
             c.will_set(will.topic, will.payload, qos=1, retain=will.retain)
         if tls is not None:
-            c.tls_set(
-                ca_certs=tls.ca,
-                certfile=tls.cert,
-                keyfile=tls.key,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                c.tls_set(
+                    ca_certs=tls.ca,
+                    certfile=tls.cert,
+                    keyfile=tls.key,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                # A missing or unreadable key is the uplink's problem alone: it is retried
+                # at the longest backoff while everything else keeps working and storing.
+                files = ", ".join(f for f in (tls.ca, tls.cert, tls.key) if f)
+                raise TlsUnusable(
+                    f"TLS: cannot use {files}: {getattr(exc, 'strerror', None) or exc}"
+                ) from exc
         c.on_connect = self._cb_connect
         c.on_disconnect = self._cb_disconnect
         c.on_publish = self._cb_publish
