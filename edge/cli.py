@@ -232,6 +232,7 @@ def write_csr(out: Path, gw_id: str) -> tuple[Path, Path]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from edge.mqtt import TlsSettings
     from edge.verify import run_verify
 
     summary = asyncio.run(
@@ -244,6 +245,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             until_idle=args.until_idle,
             client_id=args.client_id,
+            tls=None if args.tls_ca is None else TlsSettings(args.tls_ca, args.tls_cert, args.tls_key),
         )
     )
     return 0 if summary["invalid"] == 0 and summary["missing"] == 0 else 1
@@ -303,8 +305,17 @@ def _verify_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=1883)
     sp.add_argument(
-        "--pubkey", type=Path, action="append", required=True, help="gateway public key (PEM); repeatable"
+        "--pubkey",
+        action="append",
+        required=True,
+        metavar="[GW=]PATH",
+        help="a gateway's public key (PEM), bound to gateway GW; repeatable (several keys must be bound)",
     )
+    sp.add_argument(
+        "--tls-ca", default=None, help="the broker's CA (TLS); with --tls-cert/--tls-key: mutual TLS"
+    )
+    sp.add_argument("--tls-cert", default=None, help="this client's certificate")
+    sp.add_argument("--tls-key", default=None, help="this client's key")
     sp.add_argument("--topic-prefix", default="gridedge/v1")
     sp.add_argument("--count", type=int, default=None, help="stop after N messages")
     sp.add_argument("--timeout", type=float, default=None, help="stop after S seconds")

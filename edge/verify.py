@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import sys
 import uuid
@@ -14,10 +15,11 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.base.config import valid_id
 from edge.base.envelope import check_gateway_payload, keyring, load_public_key, verify
-from edge.base.errors import EdgeError, EnvelopeError
+from edge.base.errors import ConfigError, EdgeError, EnvelopeError
 from edge.base.messages import Incoming
-from edge.mqtt import MqttConnection
+from edge.mqtt import MqttConnection, TlsSettings
 
 
 def missing_seqs(seqs: Iterable[int], lo: int | None = None, hi: int | None = None) -> list[int]:
@@ -30,6 +32,28 @@ def missing_seqs(seqs: Iterable[int], lo: int | None = None, hi: int | None = No
     return [s for s in range(start, end + 1) if s not in have]
 
 
+def load_keys(specs: list[str]) -> tuple[dict[bytes, Ed25519PublicKey], dict[bytes, str]]:
+    """`GW=PATH` (the key speaks for gateway GW only) or, when it is the only key, `PATH`.
+    The keyring, and each key's gateway."""
+    keys: dict[bytes, Ed25519PublicKey] = {}
+    gateways: dict[bytes, str] = {}
+    for spec in specs:
+        gw, sep, path = spec.partition("=")
+        if not (sep and valid_id(gw)):
+            gw, path = "", spec
+        if not gw and len(specs) > 1:
+            raise ConfigError("--pubkey", f"{spec}: with several keys, bind each to its gateway: GW=PATH")
+        try:
+            key = load_public_key(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError("--pubkey", f"cannot load {path}: {exc}") from None
+        kid = next(iter(keyring(key)))
+        keys[kid] = key
+        if gw:
+            gateways[kid] = gw
+    return keys, gateways
+
+
 def _dropped_ranges(payload: dict[str, Any]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for rec in payload.get("recs", []):
@@ -38,6 +62,54 @@ def _dropped_ranges(payload: dict[str, Any]) -> list[tuple[int, int]]:
             if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
                 out.append((r[0], r[1]))
     return out
+
+
+def _merged(ranges: Iterable[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The ranges clipped to [lo, hi], sorted and merged."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((max(a, lo), min(b, hi)) for a, b in ranges if b >= lo and a <= hi and a <= b):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def covered(ranges: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
+    """How many seqs of [lo, hi] the ranges cover."""
+    return sum(b - a + 1 for a, b in _merged(ranges, lo, hi))
+
+
+def gaps(
+    have: set[int], lo: int, hi: int, reported: Iterable[tuple[int, int]], limit: int = 100
+) -> tuple[int, list[int]]:
+    """How many seqs of [lo, hi] are neither received nor reported dropped, and the first
+    `limit` of them, by arithmetic and by walking only what was received."""
+    if hi < lo:
+        return 0, []
+    merged = _merged(reported, lo, hi)
+    inside = sorted(x for x in have if lo <= x <= hi)
+    starts = [a for a, _ in merged]
+
+    def is_reported(x: int) -> bool:
+        i = bisect.bisect_right(starts, x) - 1
+        return i >= 0 and merged[i][1] >= x
+
+    both = sum(1 for x in inside if is_reported(x))
+    count = (hi - lo + 1) - len(inside) - sum(b - a + 1 for a, b in merged) + both
+    first: list[int] = []
+    received = set(inside)
+    x, i = lo, 0
+    while x <= hi and len(first) < limit:  # each step passes a received seq or a range
+        while i < len(merged) and merged[i][1] < x:
+            i += 1
+        if i < len(merged) and merged[i][0] <= x:
+            x = merged[i][1] + 1
+            continue
+        if x not in received:
+            first.append(x)
+        x += 1
+    return count, first
 
 
 @dataclass
@@ -52,12 +124,15 @@ class Tally:
         default_factory=lambda: defaultdict(lambda: defaultdict(set))
     )
     hw: dict[str, int] = field(default_factory=dict)
-    dropped: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    dropped: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    prefix: str = "gridedge/v1"
+    gateways: dict[bytes, str] = field(default_factory=dict)  # kid -> the gateway it may sign for
 
     def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
         try:
-            p = check_gateway_payload(verify(payload_bytes, keys).payload)
+            verified = verify(payload_bytes, keys)
+            p = check_gateway_payload(verified.payload)
         except EnvelopeError as exc:
             self.invalid += 1
             self.reasons[exc.reason.value] += 1
@@ -73,12 +148,16 @@ class Tally:
             "recs": p["recs"],
             "ok": True,
         }
-        if f"/{gw}/" not in f"/{topic}/":
-            self.invalid += 1
-            self.reasons["topic_mismatch"] += 1
-            return {**line, "ok": False, "error": "topic_mismatch"}
+        bound = self.gateways.get(verified.kid)
+        if bound is not None and bound != gw:
+            # a gateway's key speaks only for that gateway: A cannot sign as B
+            return self._invalid(line, "key_not_for_gateway")
+        status = p["kind"] == "gateway.status"
+        expected = f"{self.prefix}/{gw}/status" if status else f"{self.prefix}/{gw}/up/{p['kind']}"
+        if topic != expected:
+            return self._invalid(line, "topic_mismatch")
         self.valid += 1
-        if p["kind"] == "gateway.status":
+        if status:
             recs = p["recs"]
             d = recs[0].get("d", {}) if recs and isinstance(recs[0], dict) else {}
             if isinstance(d, dict) and isinstance(d.get("hw"), int):
@@ -91,34 +170,37 @@ class Tally:
         self.seen.add(key)
         self.seqs[gw][(ep[0], ep[1])].add(seq)
         if p["kind"] == "outbox.dropped":
-            for lo, hi in _dropped_ranges(p):
-                self.dropped[gw].update(range(lo, hi + 1))
+            self.dropped[gw].extend(_dropped_ranges(p))
         return line
 
+    def _invalid(self, line: dict[str, Any], reason: str) -> dict[str, Any]:
+        self.invalid += 1
+        self.reasons[reason] += 1
+        return {**line, "ok": False, "error": reason}
+
     def summary(self) -> dict[str, Any]:
+        """Every loop here runs over what was received, never over a range a message claims
+        (a signed `hw` or drop range of 2**62 is just two numbers)."""
         gateways: dict[str, Any] = {}
         for gw, eps in self.seqs.items():
             all_seqs: set[int] = set().union(*eps.values()) if eps else set()
-            reported = self.dropped.get(gw, set())
-            gaps = [
-                s
-                for s in missing_seqs(all_seqs, hi=max(all_seqs | {self.hw.get(gw, 0)}))
-                if s not in reported
-            ]
+            reported = self.dropped.get(gw, [])
+            lo, hi = min(all_seqs), max(all_seqs | {self.hw.get(gw, 0)})
+            count, first = gaps(all_seqs, lo, hi, reported)
             gateways[gw] = {
                 "epochs": {
                     f"{c}:{n.hex()}": {
                         "count": len(s),
                         "first": min(s),
                         "last": max(s),
-                        "missing": len(missing_seqs(s)),
+                        "missing": max(s) - min(s) + 1 - len(s),
                     }
                     for (c, n), s in sorted(eps.items())
                 },
                 "messages": len(all_seqs),
-                "missing": len(gaps),
-                "missing_seqs": gaps[:100],
-                "dropped_reported": len(reported),
+                "missing": count,
+                "missing_seqs": first,
+                "dropped_reported": covered(reported, lo, hi),
                 "hw": self.hw.get(gw),
             }
         return {
@@ -136,12 +218,13 @@ async def run_verify(
     *,
     host: str,
     port: int,
-    pubkeys: list[Path],
+    pubkeys: list[str],
     prefix: str,
     count: int | None,
     timeout: float | None,
     until_idle: float | None = None,
     client_id: str | None = None,
+    tls: TlsSettings | None = None,
     out: TextIO = sys.stdout,
 ) -> dict[str, Any]:
     """Verify until `count` messages, `timeout` seconds, or `until_idle` seconds of quiet.
@@ -149,8 +232,8 @@ async def run_verify(
     With a `client_id` the subscription is a persistent session that survives broker
     restarts (the verifier reconnects), so nothing published meanwhile is missed.
     """
-    keys = keyring(*(load_public_key(p.read_bytes()) for p in pubkeys))
-    tally = Tally()
+    keys, gateways = load_keys(pubkeys)
+    tally = Tally(prefix=prefix, gateways=gateways)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     counted = 0
@@ -174,7 +257,9 @@ async def run_verify(
                 return
 
     async def session_loop() -> None:
-        await _sessions(host, port, prefix=prefix, client_id=client_id, on_message=on_message, done=done)
+        await _sessions(
+            host, port, prefix=prefix, client_id=client_id, on_message=on_message, done=done, tls=tls
+        )
 
     watcher = asyncio.ensure_future(idle_watch())
     sessions = asyncio.ensure_future(session_loop())
@@ -201,6 +286,7 @@ async def _sessions(
     client_id: str | None,
     on_message: Callable[[Incoming], None],
     done: asyncio.Event,
+    tls: TlsSettings | None,
 ) -> None:
     """Subscribe until `done`; with a client id, a persistent session, reconnected."""
     persistent = client_id is not None
@@ -208,7 +294,12 @@ async def _sessions(
     while not done.is_set():
         try:
             async with MqttConnection(
-                host=host, port=port, client_id=cid, clean_session=not persistent, on_message=on_message
+                host=host,
+                port=port,
+                client_id=cid,
+                clean_session=not persistent,
+                on_message=on_message,
+                tls=tls,
             ) as conn:
                 await conn.subscribe([f"{prefix}/+/up/#", f"{prefix}/+/status"])
                 await conn.closed

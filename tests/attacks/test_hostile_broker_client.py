@@ -5,14 +5,18 @@ rejection, fast."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cbor2
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.base.cbor_guard import CborRefused, check
-from edge.base.envelope import COSE_SIGN1_TAG, Signer, keyring, verify
-from edge.base.errors import EnvelopeError, EnvelopeReason
+from edge.base.envelope import COSE_SIGN1_TAG, Signer, keyring, public_pem, verify
+from edge.base.errors import ConfigError, EnvelopeError, EnvelopeReason
+from edge.verify import Tally, load_keys
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = keyring(KEY.public_key())
@@ -90,3 +94,66 @@ def test_any_cose_shaped_message_verifies_or_is_refused_with_a_reason(
         assert isinstance(exc.reason, EnvelopeReason)
     else:
         raise AssertionError("an unsigned message verified")
+
+
+def _gateway_msg(
+    signer: Signer, gw: str, seq: int, kind: str = "gnss.fix", d: dict[str, object] | None = None
+) -> bytes:
+    return signer.sign(
+        {
+            "v": 1,
+            "gw": gw,
+            "ep": [1, b"\0" * 8],
+            "seq": seq,
+            "kind": kind,
+            "src": "x",
+            "prio": 2,
+            "tq": "none",
+            "recs": [{"tb": 0, "tu": None, "d": d or {}}],
+        }
+    )
+
+
+def test_verify_binds_each_key_to_its_gateway_and_topics_exactly(tmp_path: Path) -> None:
+    """Gateway A (its own key, its own certificate) publishing as gateway B."""
+    a, b = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
+    for name, s in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.pub").write_bytes(public_pem(s.public_key))
+    keys, gateways = load_keys([f"gw-a={tmp_path / 'a.pub'}", f"gw-b={tmp_path / 'b.pub'}"])
+    t = Tally(gateways=gateways)
+    assert t.add("gridedge/v1/gw-a/up/gnss.fix", _gateway_msg(a, "gw-a", 1), keys)["ok"]  # the control
+    assert (
+        t.add("gridedge/v1/gw-b/up/gnss.fix", _gateway_msg(a, "gw-b", 1), keys)["error"]
+        == "key_not_for_gateway"
+    )
+    # substrings are not topics
+    for topic in (
+        "gridedge/v1/gw-a/up/gnss.fix/x",
+        "x/gridedge/v1/gw-a/up/gnss.fix",
+        "gridedge/v1/gw-a/up/other",
+    ):
+        assert t.add(topic, _gateway_msg(a, "gw-a", 2), keys)["error"] == "topic_mismatch", topic
+    with pytest.raises(ConfigError):
+        load_keys([str(tmp_path / "a.pub"), str(tmp_path / "b.pub")])  # several keys, none bound
+
+
+def test_verify_summary_is_bounded_by_what_it_received() -> None:
+    """A signed hw of 2**62 and a drop range as wide: two numbers, not four quintillion."""
+    s = Signer(Ed25519PrivateKey.generate())
+    keys = keyring(s.public_key)
+    t = Tally()
+    for seq in (1, 2, 5):
+        t.add("gridedge/v1/g/up/gnss.fix", _gateway_msg(s, "g", seq), keys)
+    t.add(
+        "gridedge/v1/g/up/outbox.dropped",
+        _gateway_msg(s, "g", 6, "outbox.dropped", {"ranges": [[7, 2**61]]}),
+        keys,
+    )
+    t.add(
+        "gridedge/v1/g/status",
+        _gateway_msg(s, "g", 0, "gateway.status", {"state": "online", "hw": 2**62}),
+        keys,
+    )
+    g = t.summary()["gateways"]["g"]
+    assert g["missing_seqs"][:2] == [3, 4] and g["missing_seqs"][2] == 2**61 + 1
+    assert g["missing"] == 2 + (2**62 - 2**61)
