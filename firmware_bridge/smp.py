@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -74,11 +75,14 @@ def _unsupported(response: Any) -> bool:
     return code is not None and int(code) == ENOTSUP
 
 
+_SEMVER = re.compile(r"\s*(\d+)\.(\d+)\.(\d+)")
+
+
 def _triple(text: str) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(x) for x in text.replace("-build", ".").split(".")[:3])
-    except ValueError:
-        return None
+    """major.minor.patch of a reported version (`1.5.0`, `1.5.0.0`, `1.5.0-build0`,
+    `1.6.0-rc1`), or None when it has none."""
+    m = _SEMVER.match(text)
+    return None if m is None else tuple(int(x) for x in m.groups())
 
 
 def _newer(version: str, running: str) -> bool | None:
@@ -196,6 +200,10 @@ class Flasher:
             return FlashResult(False, FwReason.TIMEOUT, f"device not answering: {exc!r}"[:300])
         if running is not None:
             newer = _newer(version, running)
+            if newer is None:
+                # never flash what might be a downgrade: an unreadable version is a refusal
+                detail = f"the device reports version {running[:40]!r}: cannot tell {version} is newer"
+                return FlashResult(False, FwReason.ROLLBACK, detail, running)
             if newer is False:
                 same = same_version(running, version)
                 what = "the same version as" if same else "older than"

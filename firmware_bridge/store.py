@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -31,6 +32,9 @@ from firmware_bridge.reasons import FwReason
 
 _IMAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_CHUNK = 64 * 1024
+
+
+log = logging.getLogger(__name__)
 
 
 class ChunkRejected(Exception):
@@ -151,9 +155,14 @@ class Floors:
         seen: list[dict[str, Version]] = []
         for path in self.paths:
             found: dict[str, Version] = {}
-            with contextlib.suppress(FileNotFoundError, ValueError, TypeError, AttributeError):
+            try:
                 for cls, text in json.loads(path.read_text(encoding="utf-8")).items():
                     found[str(cls)] = parse_version(text)
+            except FileNotFoundError:
+                pass  # a first start, or a mirror not written yet: healed below
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                # the other copy (and the max of both) still holds; this one is rewritten
+                log.error("firmware: the security floor %s is unreadable (%s); rewriting it", path, exc)
             seen.append(found)
             for cls, v in found.items():
                 if v > self.floors.get(cls, (0, 0, 0)):
