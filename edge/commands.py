@@ -202,15 +202,20 @@ class CommandHandler:
         return cmd, target
 
     def _reject(self, exc: Rejected) -> None:
+        """Count every rejection; report it (and log it) within the rate limit, except a
+        decision on a fresh signed command, which the platform is waiting for. A replayed
+        or queued-out copy of a valid command is as cheap to send as junk (issue 15)."""
         self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
-        log.warning("commands: rejected: %s", exc)
         now = time.monotonic()
         self._reject_tokens = min(
             REJECT_REPORTS_PER_S, self._reject_tokens + (now - self._reject_tb) * REJECT_REPORTS_PER_S
         )
         self._reject_tb = now
-        if self._reject_tokens >= 1 or exc.command_id is not None:
-            self._reject_tokens -= 1
+        decided = exc.command_id is not None and exc.code not in (CommandError.REPLAY, CommandError.BUSY)
+        if decided or self._reject_tokens >= 1:
+            if not decided:
+                self._reject_tokens -= 1
+            log.warning("commands: rejected: %s", exc)
             self._report("cmd.result", {"id": exc.command_id, "ok": False, "error": exc.code})
 
     async def run(self) -> None:
