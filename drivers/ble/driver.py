@@ -45,6 +45,7 @@ from edge.base.supervisor import Backoff
 
 log = logging.getLogger(__name__)
 
+SESSION_QUEUE = 64  # notifications waiting per connected wearable
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
 ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
 BLE_ERRORS = (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
@@ -89,6 +90,7 @@ class WearableStats:
     last_error: str = ""
     rssi: int | None = None
     battery: int | None = None
+    flooded: int = 0  # notifications dropped: more than SESSION_QUEUE waiting
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -104,7 +106,9 @@ class _Session:
     lost: asyncio.Event
     timeout_s: float
     stats: WearableStats
-    queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=asyncio.Queue)
+    # bounded: a peripheral that notifies faster than its events can be handled loses
+    # the surplus (counted); a real button resends an unanswered event anyway
+    queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=lambda: asyncio.Queue(SESSION_QUEUE))
 
     async def read(self, char: str) -> bytes:
         async with asyncio.timeout(self.timeout_s):
@@ -115,7 +119,13 @@ class _Session:
             await self.client.write_gatt_char(char, data, response=True)
 
     async def subscribe(self, char: str, tag: str) -> None:
-        await self.client.start_notify(char, lambda _c, v: self.queue.put_nowait((tag, bytes(v))))
+        await self.client.start_notify(char, lambda _c, v: self._notified(tag, v))
+
+    def _notified(self, tag: str, value: bytearray) -> None:
+        try:
+            self.queue.put_nowait((tag, bytes(value)))
+        except asyncio.QueueFull:
+            self.stats.flooded += 1
 
     def reject(self, detail: str) -> None:
         self.stats.rejected += 1
@@ -491,5 +501,6 @@ class BleManager:
             "backend": None if self.backend is None else self.backend.name,
             "unknown_adverts": self.sightings.unknown_adverts,
             "unknown_reported": self.sightings.unknown_reported,
+            "unknown_suppressed": self.sightings.unknown_suppressed,
             "wearables": {k: s.snapshot() for k, s in self.stats.items()},
         }

@@ -20,6 +20,9 @@ SEEN_FRESH_S = 30.0  # an advert older than this does not count as "in range"
 STALE_RETRY_S = 15.0  # with no fresh advert for this long, try the last known device anyway
 MAX_STRANGERS = 1024  # strangers remembered for rate limiting (oldest forgotten first)
 MAX_RESOLVED = 4096  # advertised addresses remembered with what they resolved to
+# device.unknown reports per unknown_report_s, all strangers together: rotating addresses
+# (each new to the per-address limit) cannot flood the outbox
+MAX_UNKNOWN_REPORTS = 16
 
 
 class Sightings:
@@ -36,6 +39,9 @@ class Sightings:
         self._submit = submit
         self.unknown_adverts = 0
         self.unknown_reported = 0
+        self.unknown_suppressed = 0  # reports the overall limit held back (counted in the status)
+        self._tokens = float(MAX_UNKNOWN_REPORTS)
+        self._tokens_at = time.monotonic()
         self._strangers: OrderedDict[str, tuple[float, int]] = (
             OrderedDict()
         )  # address -> (last report, count)
@@ -43,6 +49,19 @@ class Sightings:
         self._known: dict[str, tuple[BLEDevice, int]] = {}  # the last advert ever seen, kept
         self._seen_events: dict[str, asyncio.Event] = {}
         self._resolved: dict[str, str] = {}  # advertised address -> wearable id resolved by IRK, or ""
+
+    def _report_budget(self, now: float) -> bool:
+        """A token for one more device.unknown (MAX_UNKNOWN_REPORTS per unknown_report_s)."""
+        window = max(self.cfg.unknown_report_s, 1.0)
+        self._tokens = min(
+            float(MAX_UNKNOWN_REPORTS), self._tokens + (now - self._tokens_at) * MAX_UNKNOWN_REPORTS / window
+        )
+        self._tokens_at = now
+        if self._tokens < 1:
+            self.unknown_suppressed += 1
+            return False
+        self._tokens -= 1
+        return True
 
     def forget_resolved(self) -> None:
         """The registry changed: resolve every address again."""
@@ -90,7 +109,7 @@ class Sightings:
         address = device.address.upper()
         last, count = self._strangers.pop(address, (float("-inf"), 0))
         count += 1
-        if now - last >= self.cfg.unknown_report_s:
+        if now - last >= self.cfg.unknown_report_s and self._report_budget(now):
             self.unknown_reported += 1
             self._submit(
                 "device.unknown",
