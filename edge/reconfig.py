@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,18 @@ log = logging.getLogger(__name__)
 
 PENDING = "config-pending.json"
 DEFAULT_ROLLBACK_S = 60.0
+
+
+# What a bundle may not change without a rotation statement (besides [trust] itself);
+# gateway.id and gateway.state_dir it may not change at all. Everything else it may.
+ANCHORS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("gateway.key", lambda c: c.gateway.key),
+    ("mqtt.tls_ca", lambda c: c.mqtt.tls_ca),
+    ("mqtt.tls_cert", lambda c: c.mqtt.tls_cert),
+    ("mqtt.tls_key", lambda c: c.mqtt.tls_key),
+    ("mqtt.insecure", lambda c: c.mqtt.insecure),
+    ("firmware.floor_mirror", lambda c: c.firmware.floor_mirror),
+)
 
 
 class BundleError(Exception):
@@ -96,6 +109,11 @@ def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     if new.gateway.state_dir != current.gateway.state_dir:
         # the applied config, the outbox and the replay state live there
         raise BundleError(CommandError.BAD_CONFIG, "gateway.state_dir cannot be changed by a bundle")
+    moved = [name for name, get in ANCHORS if get(new) != get(current)]
+    if moved and rotation_pem is None:
+        # who the gateway is, whom it trusts on the wire, and where its floor is kept
+        why = f"{', '.join(moved)} changed: that needs a rotation signed by the current key"
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
     new_trust = new.trust
     rotated = current.trust.command_key
     in_applied = rotated is not None and rotated.parent == applied_dir(current.gateway.state_dir)

@@ -8,10 +8,14 @@ import logging
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.ble.transport import resolve_factory
 from edge.base.config import parse
+from edge.base.envelope import Signer, public_pem
 from edge.base.errors import ConfigError
+from edge.commands import CommandError
+from edge.reconfig import BundleError, open_bundle
 from firmware_bridge.store import Floors
 
 
@@ -44,3 +48,49 @@ def test_a_corrupt_security_floor_is_said_and_healed_from_its_mirror(
     assert floors.get("sos-button-v2") == (1, 6, 0)
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert json.loads(main.read_text()) == {"sos-button-v2": "1.6.0"}
+
+
+BASE = (
+    '[gateway]\nid = "gw-1"\nkey = "gateway.key"\nstate_dir = "state"\n'
+    '[mqtt]\nhost = "broker.example"\nport = 8883\ntls_ca = "ca.crt"\ntls_cert = "gw.crt"\n'
+    'tls_key = "gw.tls.key"\n[outbox]\nbatch_ms = 250\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('tls_ca = "ca.crt"', 'tls_ca = "attacker-ca.crt"'),  # trust the attacker's broker
+        ('tls_key = "gw.tls.key"', 'tls_key = "other.key"'),
+        ('key = "gateway.key"', 'key = "other.key"'),  # sign as another identity
+        ("port = 8883", "port = 8883\ninsecure = true"),
+        ("batch_ms = 250", 'batch_ms = 250\n[firmware]\nfloor_mirror = "/tmp/floor.json"'),
+    ],
+)
+def test_a_bundle_cannot_move_a_trust_anchor_without_a_rotation(tmp_path: Path, old: str, new: str) -> None:
+    platform = Signer(Ed25519PrivateKey.generate())
+    (tmp_path / "platform.pub").write_bytes(public_pem(platform.public_key))
+    here = str(tmp_path / "gateway.toml")
+    trust = '[trust]\ncommand_key = "platform.pub"\n'
+    current = parse(BASE + trust, file=here, base=tmp_path, check_files=False)
+    text = (BASE + trust).replace(old, new)
+    assert text != BASE
+
+    def bundle(config: str, rotation: bytes | None = None) -> bytes:
+        return platform.sign({"v": 1, "gw": "gw-1", "config": config, "rotation": rotation})
+
+    with pytest.raises(BundleError) as err:
+        open_bundle(bundle(text), platform.public_key, current)
+    assert err.value.code == CommandError.TRUST_CHANGE_REFUSED
+    # the control: a harmless change passes, and the same change with a rotation statement
+    harmless = (BASE + '[trust]\ncommand_key = "platform.pub"\n').replace("batch_ms = 250", "batch_ms = 100")
+    assert open_bundle(bundle(harmless), platform.public_key, current).cfg.outbox.batch_ms == 100
+    rotation = platform.sign(
+        {
+            "v": 1,
+            "type": "trust.rotation",
+            "gw": "gw-1",
+            "command_key": public_pem(platform.public_key).decode(),
+        }
+    )
+    assert open_bundle(bundle(text, rotation), platform.public_key, current)
