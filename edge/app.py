@@ -54,6 +54,7 @@ from firmware_bridge.bridge import FirmwareBridge
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_S = 5.0
+CLOCK_CHECK_S = 30.0
 SEQ_FLOOR_EVERY_S = 10.0
 # After a corrupt outbox is quarantined, seqs restart this far above the last recorded
 # high-water mark (written every 10 s), so no seq the lost file held is ever reused.
@@ -207,8 +208,24 @@ class Gateway:
         return await self.ble.client_for(dev_id, timeout)
 
     def _on_time(self, utc_ms: int, tb: int) -> None:
+        refused = self.clock.gnss_disagreements
         if self.clock.observe_gnss(utc_ms, tb) and not self._anchored:
             self._anchor()
+        elif self.clock.gnss_disagreements > refused and refused % 600 == 0:
+            log.warning(
+                "clock: GNSS time %+d ms from the NTP-synchronised clock: not taken (%d so far)",
+                self.clock.gnss_disagreement_ms,
+                refused + 1,
+            )
+
+    async def _clock_watch(self) -> None:
+        """Ask the system about NTP again every CLOCK_CHECK_S: a gateway that booted
+        before its NTP client synchronised trusts its clock as soon as it does."""
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            if self.clock.refresh():
+                log.info("clock: NTP synchronised the system clock; trusted now")
+                self._anchor()
 
     def _anchor(self) -> None:
         """time.anchor: one instant on both clocks, so the platform can re-date earlier records."""
@@ -341,6 +358,7 @@ class Gateway:
             tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
         tg.create_task(serve_status(cfg.gateway.status_socket, self.snapshot), name="status")
         tg.create_task(watchdog(), name="watchdog")
+        tg.create_task(self._clock_watch(), name="clock.watch")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:

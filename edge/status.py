@@ -19,7 +19,11 @@ def status_document(gw: Gateway) -> dict[str, Any]:
         "version": __version__,
         "pid": os.getpid(),
         "epoch": None if gw.ingest is None else gw.ingest.epoch.counter,
-        "clock": {"tq": gw.clock.quality},
+        "clock": {
+            "tq": gw.clock.quality,
+            "gnss_disagreements": gw.clock.gnss_disagreements,  # GNSS times refused (NTP says otherwise)
+            "gnss_disagreement_ms": gw.clock.gnss_disagreement_ms,
+        },
         "link": None
         if pub is None
         else {

@@ -18,6 +18,9 @@ from pathlib import Path
 # floor or more than a year past the best clock we know (docs/envelope-and-topics.md, time).
 GNSS_DATE_FLOOR_MS = int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 YEAR_MS = 366 * 86_400_000
+# How far a GNSS time may stray from an NTP-synchronised clock and still be taken: an
+# NMEA time is stamped when its sentence arrives, hundreds of ms after the second began.
+GNSS_NTP_BOUND_MS = 2_000
 
 
 class TimeQuality(enum.StrEnum):
@@ -73,14 +76,31 @@ class Stamp:
 class Clock:
     """Maps boot time to unix time and knows how much to trust the mapping."""
 
-    def __init__(self, *, synced: bool | None = None, wall_ms: int | None = None) -> None:
+    def __init__(
+        self, *, synced: bool | None = None, wall_ms: int | None = None, sync_flag: Path = TIMESYNC_FLAG
+    ) -> None:
         self._offset: int | None = None  # tu = tb + offset
         self._quality = TimeQuality.NONE
+        self._synced_given = synced  # tests and benchmarks say; a gateway asks the system
+        self._sync_flag = sync_flag
+        self.gnss_disagreements = 0  # GNSS times refused for straying from an NTP-synced clock
+        self.gnss_disagreement_ms = 0  # the last one's difference
         wall = wall_ms if wall_ms is not None else time.time_ns() // 1_000_000
-        if synced if synced is not None else kernel_clock_synced():
+        if self._system_synced():
             self._set(wall, boottime_ms(), TimeQuality.NTP)
         elif wall >= GNSS_DATE_FLOOR_MS:
             self._set(wall, boottime_ms(), TimeQuality.PERSISTED)
+
+    def _system_synced(self) -> bool:
+        return self._synced_given if self._synced_given is not None else kernel_clock_synced(self._sync_flag)
+
+    def refresh(self) -> bool:
+        """Ask the system again (a Pi without an RTC syncs minutes after boot); True when
+        that made the clock trusted just now."""
+        if self._quality in (TimeQuality.NONE, TimeQuality.PERSISTED) and self._system_synced():
+            self._set(time.time_ns() // 1_000_000, boottime_ms(), TimeQuality.NTP)
+            return True
+        return False
 
     def _set(self, unix_ms: int, tb: int, quality: TimeQuality) -> None:
         self._offset = unix_ms - tb
@@ -113,8 +133,19 @@ class Clock:
         return utc_ms <= known + YEAR_MS
 
     def observe_gnss(self, utc_ms: int, tb: int) -> bool:
-        """Take a GNSS time observed at boot time `tb`; True if it set the clock."""
+        """Take a GNSS time observed at boot time `tb`; True if it set the clock.
+
+        GNSS time is not authenticated: while the system says NTP synchronised the
+        clock, a GNSS time further than GNSS_NTP_BOUND_MS from it is refused and
+        counted (a spoofer moving the gateway's clock could expire every command, or
+        make an expired one valid), never taken."""
         if not self.plausible_gnss(utc_ms):
             return False
+        if self._quality == TimeQuality.NTP or (self._quality == TimeQuality.GNSS and self._system_synced()):
+            ntp_at_tb = time.time_ns() // 1_000_000 - (boottime_ms() - tb)
+            if abs(utc_ms - ntp_at_tb) > GNSS_NTP_BOUND_MS:
+                self.gnss_disagreements += 1
+                self.gnss_disagreement_ms = utc_ms - ntp_at_tb
+                return False
         self._set(utc_ms, tb, TimeQuality.GNSS)
         return True
