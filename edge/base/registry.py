@@ -1,10 +1,9 @@
 """The wearable registry: which devices this gateway may connect to and believe.
 
-Seeded from the config's `[[devices]]` wearables and persisted in the state directory
-(`devices.json`, written atomically) so `device.pair`/`device.unpair` change it at
-run time and the change survives restarts. A wearable unpaired at run time stays
-unpaired even though the config still lists it (`unpaired` in the file), until it is
-paired again.
+The config's `[[devices]]` wearables, with `device.pair`/`device.unpair` layered on top
+and persisted in the state directory (`devices.json`, written atomically), so a
+change survives restarts. A wearable unpaired at run time stays unpaired even though
+the config still lists it (`unpaired` in the file), until it is paired again.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,41 +49,61 @@ def wearable_from(args: Any) -> Wearable:
 
 
 class Registry:
-    """Paired wearables, persisted."""
+    """Paired wearables: the config's, with the run-time pairings and unpairings on top.
+
+    The config stays the technician's truth for what it lists (an edit to it takes
+    effect; its fw_class and smp_port, which a `device.pair` does not carry, are kept);
+    `devices.json` holds only what changed at run time: `paired` (on top of, or beside,
+    the config's) and `unpaired`."""
 
     def __init__(self, path: Path, seed: Iterable[Wearable] = ()) -> None:
         self.path = path
-        self.devices: dict[str, Wearable] = {}
+        self.config = {w.id: w for w in seed}
+        self.paired: dict[str, Wearable] = {}
         self.unpaired: set[str] = set()
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            for entry in raw.get("devices", []):
+            # "devices" is this file before the split: what it held beyond the config was paired
+            for entry in raw.get("paired", raw.get("devices", [])):
                 w = wearable_from(entry)
-                self.devices[w.id] = w
+                if "paired" in raw or w.id not in self.config:
+                    self.paired[w.id] = w
             self.unpaired = {str(x) for x in raw.get("unpaired", [])}
         except FileNotFoundError:
             pass
         except (ValueError, AttributeError, TypeError) as exc:
             log.error("registry: %s is unreadable (%s); using the config's wearables only", path, exc)
-        for w in seed:
-            if w.id not in self.unpaired and w.id not in self.devices:
-                self.devices[w.id] = w
+        self.devices: dict[str, Wearable] = {}
+        self._layer()
+
+    def _layer(self) -> None:
+        devices = {k: w for k, w in self.config.items() if k not in self.unpaired}
+        for dev_id, pair in self.paired.items():
+            listed = self.config.get(dev_id)
+            # what the pairing cannot say (fw_class, smp_port), the config still does
+            devices[dev_id] = (
+                pair if listed is None else replace(pair, fw_class=listed.fw_class, smp_port=listed.smp_port)
+            )
+        self.devices = devices
 
     def _save(self) -> None:
         doc = {
-            "devices": [{k: v for k, v in asdict(w).items() if v is not None} for w in self.devices.values()],
+            "paired": [{k: v for k, v in asdict(w).items() if v is not None} for w in self.paired.values()],
             "unpaired": sorted(self.unpaired),
         }
         write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
 
     def pair(self, w: Wearable) -> None:
-        self.devices[w.id] = w
+        self.paired[w.id] = w
         self.unpaired.discard(w.id)
+        self._layer()
         self._save()
 
     def unpair(self, dev_id: str) -> bool:
-        if self.devices.pop(dev_id, None) is None:
+        if dev_id not in self.devices:
             return False
+        self.paired.pop(dev_id, None)
         self.unpaired.add(dev_id)
+        self._layer()
         self._save()
         return True

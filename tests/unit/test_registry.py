@@ -49,3 +49,38 @@ def test_unreadable_file_falls_back_to_the_config(tmp_path: Path) -> None:
 def test_bad_pairings(args: object) -> None:
     with pytest.raises(BadEntry):
         wearable_from(args)
+
+
+def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
+    """A run-time pairing used to write every device into devices.json, which then
+    overrode the config for good (its edits ignored, fw_class and smp_port lost)."""
+    path = tmp_path / "devices.json"
+    listed = Wearable(
+        id="btn-fw",
+        kind="sos_button",
+        worker="w-1",
+        address="F0:00:00:00:00:07",
+        fw_class="c",
+        smp_port="/dev/x",
+    )
+    reg = Registry(path, (listed,))
+    reg.pair(
+        wearable_from({"id": "sos-9", "kind": "sos_button", "worker": "w-9", "address": "F0:00:00:00:00:09"})
+    )
+    edited = Wearable(
+        id="btn-fw",
+        kind="sos_button",
+        worker="w-2",
+        address="F0:00:00:00:00:07",
+        fw_class="c",
+        smp_port="/dev/x",
+    )
+    again = Registry(path, (edited,))  # the technician reassigned the button to w-2
+    assert again.devices["btn-fw"] == edited and "sos-9" in again.devices
+    # a run-time pairing of a listed id layers on top, keeping what only the config says
+    again.pair(
+        wearable_from({"id": "btn-fw", "kind": "sos_button", "worker": "w-3", "address": "F0:00:00:00:00:08"})
+    )
+    third = Registry(path, (edited,)).devices["btn-fw"]
+    assert third.worker == "w-3" and third.address == "F0:00:00:00:00:08"
+    assert third.fw_class == "c" and third.smp_port == "/dev/x"
