@@ -333,6 +333,10 @@ class FirmwareBridge:
             else:
                 res = FlashResult(False, FwReason.NO_TRANSPORT, "no smp_port and no BLE radio")
             job.results[dev] = res.ok
+            if res.ok:
+                # a device confirmed this version: nothing older may follow it (the floor
+                # rose only from manifests' min_version before)
+                self.floors.raise_to(job.manifest.device_class, job.manifest.version)
             self._result(
                 dev, job.image_id, res.ok, res.reason, res.detail, version=res.version, resumed=res.resumed
             )

@@ -56,12 +56,22 @@ class Download:
         self.chunk_size = chunk_size
         self.part = directory / f"{image_id}.part"
         self.final = directory / f"{image_id}.bin"
+        self.tag = directory / f"{image_id}.part.for"  # the digest the .part is being filled for
         self._hash = hashlib.sha256()
         self.received = 0
         if self.final.exists() and _digest(self.final) == manifest.sha256:
             self.received = manifest.size
             self._hash = hashlib.sha256(self.final.read_bytes())
             return
+        # A .part is the image of the manifest it was started for: one left by another
+        # update of the same image_id (another digest) is not resumed from.
+        expected = manifest.sha256.hex()
+        with contextlib.suppress(FileNotFoundError):
+            if self.tag.read_text(encoding="ascii").strip() != expected:
+                self.part.unlink(missing_ok=True)
+        if self.part.exists() and not self.tag.exists():
+            self.part.unlink()
+        write_atomic(self.tag, expected.encode())
         with contextlib.suppress(FileNotFoundError):
             data = self.part.read_bytes()
             whole = len(data) - len(data) % chunk_size if len(data) < manifest.size else 0
@@ -106,10 +116,11 @@ class Download:
             self.discard()
             raise ChunkRejected(FwReason.DIGEST, "the image's SHA-256 does not match the manifest")
         os.replace(self.part, self.final)
+        self.tag.unlink(missing_ok=True)
         return True
 
     def discard(self) -> None:
-        for f in (self.part, self.final):
+        for f in (self.part, self.final, self.tag):
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
         self.received = 0

@@ -109,6 +109,8 @@ def test_update_end_to_end_with_progress(rig: Rig) -> None:
     assert any(p["phase"] == "upload" and p["done"] == len(data) for p in progress)
     assert all(m.payload["prio"] == 3 for m in rig.col.up("fw.progress"))
     assert rig.col.up("fw.result")[0].payload["prio"] == 1
+    # a confirmed version is a floor: nothing older may follow it (min_version was 1.0.0)
+    assert rig.gw.status()["firmware"]["floors"] == {"sos-button-v2": "1.5.0"}
 
 
 def test_download_resumes_after_a_gateway_kill(rig: Rig) -> None:

@@ -162,3 +162,20 @@ def test_versions() -> None:
     for bad in ("1.2", "01.2.3", "1.2.3.4", "v1.2.3", 123, None):
         with pytest.raises(ValueError):
             parse_version(bad)
+
+
+def test_a_partial_image_resumes_only_for_the_manifest_it_was_started_for(tmp_path: Path) -> None:
+    """The same image_id reused for another image (or a stale .part from an old job):
+    its bytes are not the start of the new one."""
+    store = ImageStore(tmp_path / "firmware", max_bytes=1 << 20)
+    parts = chunks(IMAGE, 1024)
+    first = store.begin("img", ok(manifest()), 1024)
+    for n in range(3):
+        first.put(n, parts[n])
+    assert store.begin("img", ok(manifest()), 1024).next_chunk == 3  # the same manifest: resumed
+    other = os.urandom(len(IMAGE))
+    again = store.begin("img", ok(manifest(image=other)), 1024)
+    assert again.next_chunk == 0  # another digest: started over
+    for n, piece in enumerate(chunks(other, 1024)):
+        done = again.put(n, piece)
+    assert done and again.final.read_bytes() == other
