@@ -16,7 +16,7 @@ def fixes_at(col: Collector) -> set[int]:
 
 
 def states(col: Collector) -> list[str]:
-    return [m.payload["recs"][0]["d"]["state"] for m in col.up("device.state")]
+    return [m.payload["recs"][0]["d"]["state"] for m in col.in_seq_order("device.state")]
 
 
 def test_unplug_and_replug(broker: Mosquitto, tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ def wait_rec(col: Collector, kind: str, pred: Any = lambda d: True, timeout: flo
 
 
 def states(col: Collector, dev: str) -> list[str]:
-    return [d["state"] for d in recs(col, "device.state", dev)]
+    msgs = [m for m in col.in_seq_order("device.state") if m.payload["src"] == dev]
+    return [r["d"]["state"] for m in msgs for r in m.payload["recs"]]
 
 
 class Rig:

@@ -147,6 +147,13 @@ class Collector:
                 if m.payload["seq"] != 0 and (kind is None or m.payload["kind"] == kind)
             ]
 
+    def in_seq_order(self, kind: str | None = None) -> list[Message]:
+        """Each outbox message once, in seq order: the gateway's own order, as a platform
+        that drops resends and sorts by seq reads it (a resend after a reconnect may
+        arrive after newer messages; delivery is at least once, not in arrival order)."""
+        by_seq = {m.payload["seq"]: m for m in self.up(kind)}
+        return [by_seq[s] for s in sorted(by_seq)]
+
     def seqs(self, kind: str | None = None) -> set[int]:
         return {m.payload["seq"] for m in self.up(kind)}
 
