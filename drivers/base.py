@@ -78,6 +78,13 @@ class StreamDriver(abc.ABC):
     def _ignored(self) -> int:
         return 0
 
+    def _refused_datagram(self, why: str, sender: str) -> None:
+        """A UDP datagram turned away: from a sender not in `allow`, or in a flood."""
+        n = self.counters.rejected[why] = self.counters.rejected[why] + 1
+        if n == 1 or n % 1000 == 0:
+            what = "a sender not in its allow list" if why == "source" else "a flood (queue full)"
+            log.warning("%s: %d datagrams refused from %s (latest from %s)", self.name, n, what, sender)
+
     def _rejected(self, ev: Rejected) -> None:
         self.counters.rejected[ev.reason.value] += 1
         log.debug("%s: rejected %s %s: %r", self.name, ev.reason.value, ev.detail, ev.raw[:80])
@@ -86,7 +93,7 @@ class StreamDriver(abc.ABC):
         self._new_stream()
         ignored_before = self._ignored()
         try:
-            async with open_link(self.name, self._source) as link:
+            async with open_link(self.name, self._source, self._refused_datagram) as link:
                 self.counters.opened += 1
                 self._opened(link)
                 self._state(DeviceState.CONNECTED)

@@ -17,9 +17,11 @@ class DriverCounters:
     ignored: int = 0  # well-formed input the driver has no use for
     published: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    incidents: dict[str, int] | None = None  # a radio's folding of repeated calls (drivers/incidents.py)
 
     def snapshot(self) -> dict[str, object]:
-        return {
+        extra: dict[str, object] = {} if self.incidents is None else {"incidents": self.incidents}
+        return extra | {
             "state": self.state,
             "opened": self.opened,
             "gone": self.gone,

@@ -21,6 +21,7 @@ from edge.base.config import MqttConfig, OutboxConfig, default_path, load, valid
 from edge.base.envelope import private_pem, public_pem
 from edge.base.errors import EdgeError
 from edge.base.fsutil import write_atomic, write_private
+from edge.checks import SERVICE_USER, examine
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
 log = logging.getLogger("gridedge")
@@ -49,18 +50,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_forever  # the CLI is the one place that wires the app
 
     cfg = start_config(args.config)
+    found = examine(cfg, None)
+    for w in (*found.uplink, *found.warnings):
+        logging.getLogger("gridedge").warning("%s", w)  # runs anyway; `gridedge status` shows the link
     return _run_until_signal(run_forever(cfg))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from drivers.ble.transport import resolve_factory
+    from edge.checks import service_user
 
     cfg = start_config(args.config)  # as `run` would start (the unit runs this first)
     resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
+    user = service_user(args.user)
+    found = examine(cfg, user)
+    for w in found.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    # At the unit's start a broken uplink only warns: the gateway runs, stores every alarm
+    # and retries the broker; a technician's check fails on it.
+    uplink_fatal = not args.starting
+    for u in found.uplink:
+        print(f"{'error' if uplink_fatal else 'warning'}: {u} (the uplink cannot start)", file=sys.stderr)
+    for e in found.errors:
+        print(f"error: {e}", file=sys.stderr)
+    if found.errors or (uplink_fatal and found.uplink):
+        who = f" for user {user}" if user else ""
+        print(f"{args.config}: not ok{who}", file=sys.stderr)
+        return 1
     applied = f", the platform's {cfg.applied} in effect" if cfg.applied else ""
+    who = f", files readable by {user}" if user else ""
     print(
         f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices,"
-        f" {len(cfg.wearables)} wearables{applied})"
+        f" {len(cfg.wearables)} wearables{applied}{who})"
     )
     return 0
 
@@ -128,7 +149,6 @@ TLS_ON = """\
 # tls_key = "gateway.tls.key"  # made by provision --csr, mode 0600
 """
 SYSTEM_DIR = Path("/etc/gridedge")
-SERVICE_USER = "gridedge"
 
 
 def _system_layout(out: Path) -> bool:
@@ -339,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     _with_config(sub.add_parser("run", help="run the gateway")).set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate a config; exit 0 if good, 1 if not")
     _with_config(check).set_defaults(func=cmd_check)
+    check.add_argument(
+        "--user",
+        help="check that this user can read the key and TLS files (default: as root, the "
+        f"service user {SERVICE_USER!r} when it exists; otherwise yourself)",
+    )
+    check.add_argument(
+        "--starting",
+        action="store_true",
+        help="as the unit starts: TLS file problems warn (the gateway runs with its uplink down)",
+    )
     sp = sub.add_parser("provision", help="make a gateway key pair and a starter config")
     _provision_args(sp)
     sp.set_defaults(func=cmd_provision)

@@ -56,7 +56,11 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "degraded": ob.degraded or "",
         },
         "devices": {k: d.counters.snapshot() for k, d in gw.drivers.items()},
-        "ais": {"duplicates": gw.tracker.duplicates, "shaped": gw.tracker.shaped},
+        "ais": {
+            "duplicates": gw.tracker.duplicates,
+            "shaped": gw.tracker.shaped,
+            "beacons": gw.tracker.beacons.snapshot(),
+        },
         "commands": None
         if gw.commands is None
         else {

@@ -10,6 +10,7 @@ import pytest
 from tests.support.bluezoo import BlueZoo
 from tests.support.broker import Mosquitto, mosquitto_bin
 from tests.support.gateway import CORPORA
+from tests.support.smallfs import mount_tmpfs, umount
 
 
 @pytest.fixture
@@ -35,6 +36,17 @@ def fast_broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a real ENOSPC, not a simulated one."""
+    mnt = tmp_path / "small"
+    mount_tmpfs(mnt, "4m")
+    try:
+        yield mnt
+    finally:
+        umount(mnt)
 
 
 @pytest.fixture

@@ -34,11 +34,22 @@ class AisDriver(StreamDriver):
     def _ignored(self) -> int:
         return self._parser.ignored
 
+    def _poll_after(self) -> float | None:
+        # beacon reports held back by their incident's gap or this receiver's budget
+        return 1.0 if self._tracker.pending(self.dev_id) else None
+
     def _feed(self, data: bytes, now: int) -> None:
         self._handle(self._parser.feed(data, now=now))
+        self._due(now)
 
     def _flush(self, now: int) -> None:
         self._handle(self._parser.expire(now))
+        self._due(now)
+
+    def _due(self, now: int) -> None:
+        for kind, data in self._tracker.due(self.dev_id, now):
+            self.counters.published += 1
+            self._emit(kind, self.dev_id, data)
 
     def _handle(self, events: Sequence[AisReport | Rejected]) -> None:
         for ev in events:

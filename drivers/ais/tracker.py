@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.ais.parse import POSITION_TYPES, AisReport
+from drivers.incidents import IncidentShaper
 from edge.base.config import AisConfig, Geofence
 
 # MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
@@ -61,6 +62,8 @@ class VesselTracker:
         self._vessels: OrderedDict[int, Vessel] = OrderedDict()
         self._outside_dirty = bool(geofences)
         self._outside_tb = -(10**12)
+        # a beacon is one incident however often (and from however many receivers) heard
+        self.beacons = IncidentShaper(repeat_s=cfg.beacon_repeat_s, move_m=cfg.beacon_move_m)
         self.duplicates = 0
         self.shaped = 0
 
@@ -126,7 +129,7 @@ class VesselTracker:
         if beacon is not None:
             rec = self._record(rep, station) | {"device": beacon}
             kind = "ais.beacon_test" if status == NAV_STATUS_SART_TEST else "ais.distress"
-            out.append((kind, rec))
+            out += self.beacons.offer(rep.mmsi, station, kind, rec, state=kind, now=rep.tb)
         else:
             turned = (
                 self._cfg.min_course_change_deg > 0
@@ -161,10 +164,19 @@ class VesselTracker:
         if v.lat is not None:
             rec["lat"], rec["lon"] = v.lat, v.lon
         if "TEST" in text:
-            return [("ais.beacon_test", rec)]
-        if "ACTIVE" in text:
-            return [("ais.distress", rec)]
-        return []
+            kind = "ais.beacon_test"
+        elif "ACTIVE" in text:
+            kind = "ais.distress"
+        else:
+            return []
+        return self.beacons.offer(rep.mmsi, station, kind, rec, state=kind, now=rep.tb)
+
+    def due(self, station: str, now: int) -> list[Output]:
+        """Beacon reports of `station` held back by a gap or a budget that may go up now."""
+        return self.beacons.due(station, now)
+
+    def pending(self, station: str) -> bool:
+        return self.beacons.pending(station)
 
     def _static(self, rep: AisReport) -> list[Output]:
         v = self._vessel(rep.mmsi)

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from drivers.base import Emit, StreamDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
+from drivers.incidents import IncidentShaper
 from drivers.nmea0183 import Rejected
 from edge.base.config import DscDevice
 
@@ -20,6 +21,10 @@ class DscDriver(StreamDriver):
     ) -> None:
         super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self._parser = DscParser()
+        # A ship's distress is one incident however often its radio repeats it (every
+        # few minutes) and however many stations relay it; each repeat of a routine
+        # call is folded the same way. A source that floods is bounded, never believed more.
+        self.calls = IncidentShaper(repeat_s=60.0, move_m=50.0)
 
     def _new_stream(self) -> None:
         self._parser = DscParser()
@@ -29,16 +34,25 @@ class DscDriver(StreamDriver):
 
     def _poll_after(self) -> float | None:
         # a call with the expansion flag waits briefly for its DSE, never longer
-        return DSE_WAIT_MS / 1000 / 5 if self._parser.waiting else None
+        if self._parser.waiting:
+            return DSE_WAIT_MS / 1000 / 5
+        return 1.0 if self.calls.pending(self.dev_id) else None
 
     def _feed(self, data: bytes, now: int) -> None:
         self._handle(self._parser.feed(data, now=now))
+        self._due(now)
 
     def _flush(self, now: int) -> None:
         self._handle(self._parser.poll(now))
+        self._due(now)
 
     def _drain(self, now: int) -> None:
         self._handle(self._parser.flush())
+
+    def _due(self, now: int) -> None:
+        for kind, data in self.calls.due(self.dev_id, now):
+            self.counters.published += 1
+            self._emit(kind, self.dev_id, data)
 
     def _handle(self, events: Sequence[DscCall | Rejected]) -> None:
         for ev in events:
@@ -46,5 +60,12 @@ class DscDriver(StreamDriver):
             if isinstance(ev, Rejected):
                 self._rejected(ev)
                 continue
-            self.counters.published += 1
-            self._emit("dsc.distress" if ev.distress else "dsc.call", self.dev_id, ev.data)
+            d = ev.data
+            kind = "dsc.distress" if ev.distress else "dsc.call"
+            # who is in distress, and what was said about it (a cancel is a new state)
+            key = (kind, d["mmsi"], d.get("call"), d.get("relay_of"), d.get("ack_of"), d.get("telecommand"))
+            state = (d.get("nature"), d.get("cancel", False), d.get("format"), d.get("category"))
+            for k, data in self.calls.offer(key, self.dev_id, kind, d, state=state, now=ev.tb):
+                self.counters.published += 1
+                self._emit(k, self.dev_id, data)
+        self.counters.incidents = self.calls.snapshot()

@@ -311,6 +311,13 @@ class NetSource:
     host: str
     port: int
     silence_s: float = 60.0
+    # udp: the senders taken (addresses or networks); empty takes any sender
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @property
+    def wildcard(self) -> bool:
+        """A UDP listener on every interface."""
+        return self.scheme == "udp" and self.host in ("0.0.0.0", "::", "[::]", "*")
 
     @property
     def url(self) -> str:
@@ -350,6 +357,8 @@ class AisConfig:
     dedup_window_s: float = 30.0
     max_vessels: int = 20_000
     outside_min_interval_s: float = 5.0
+    beacon_repeat_s: float = 60.0  # a beacon still transmitting goes up again this often
+    beacon_move_m: float = 50.0  # or sooner when it has moved this far (or changed state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -463,8 +472,31 @@ def _source(sec: Section, *, default_baud: int, default_silence: float) -> Sourc
     except ValueError as exc:
         raise sec.error("url", str(exc)) from None
     return NetSource(
-        scheme=scheme, host=host, port=port, silence_s=sec.number("silence_s", default_silence, lo=0.1)
+        scheme=scheme,
+        host=host,
+        port=port,
+        silence_s=sec.number("silence_s", default_silence, lo=0.1),
+        allow=_allow(sec, scheme),
     )
+
+
+def _allow(sec: Section, scheme: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`allow = ["192.168.4.20", "10.1.0.0/24"]`: who a UDP listener takes datagrams from."""
+    if not sec.has("allow"):
+        return ()
+    if scheme != "udp":
+        raise sec.error("allow", "applies to udp:// listeners only (tcp:// is a server we connect to)")
+    nets = []
+    for entry in sec.str_list("allow"):
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise sec.error(
+                "allow", f"{entry!r} is not an IP address or network (a.b.c.d, a.b.c.0/24)"
+            ) from None
+    if not nets:
+        raise sec.error("allow", "is empty: it would refuse every sender (leave it out to take any)")
+    return tuple(nets)
 
 
 def _ais(sec: Section, dev_id: str) -> AisDevice:
@@ -544,7 +576,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     ctx = _Ctx(file=file, base=base or Path.cwd(), lines=line_index(text))
     root = Section(data, "", ctx)
     gateway = _gateway(root.table("gateway", required=True), check_files)
-    mqtt = _mqtt(root.table("mqtt"), check_files)
+    mqtt = _mqtt(root.table("mqtt"))
     outbox = _outbox(root.table("outbox"))
     devices, wearables = _devices(root)
     ble = _ble(root.table("ble"))
@@ -594,7 +626,7 @@ def _gateway(g: Section, check_files: bool) -> GatewayConfig:
     return gateway
 
 
-def _mqtt(m: Section, check_files: bool) -> MqttConfig:
+def _mqtt(m: Section) -> MqttConfig:
     d = _MQTT
     mqtt = MqttConfig(
         host=m.text("host", d.host),
@@ -622,8 +654,8 @@ def _mqtt(m: Section, check_files: bool) -> MqttConfig:
             "host",
             f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true",
         )
-    if check_files and mqtt.tls_key is not None:
-        _private_file_ok(m, "tls_key", mqtt.tls_key)
+    # The TLS files are not checked here: a gateway whose uplink cannot start still
+    # stores and works locally (edge/checks.py tells, `gridedge check` fails on them).
     m.done()
     return mqtt
 
@@ -706,6 +738,8 @@ def _ais_station(a: Section) -> AisConfig:
         dedup_window_s=a.number("dedup_window_s", d.dedup_window_s, lo=0.0),
         max_vessels=a.integer("max_vessels", d.max_vessels, lo=10, hi=1_000_000),
         outside_min_interval_s=a.number("outside_min_interval_s", d.outside_min_interval_s, lo=0.0),
+        beacon_repeat_s=a.number("beacon_repeat_s", d.beacon_repeat_s, lo=5.0),
+        beacon_move_m=a.number("beacon_move_m", d.beacon_move_m, lo=1.0),
     )
     a.done()
     return ais

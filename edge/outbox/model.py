@@ -37,6 +37,7 @@ MAX_RANGES_PER_REPORT = 500
 SWEEP_S = 30.0  # TTL and disk-recovery checks
 FULL_SWEEP_S = 2.0  # ...every 2 s while the disk is full, so telemetry resumes soon after
 RESERVE_STEPS = 8  # the disk reserve is given up an eighth at a time, as alarms need it
+MAX_HELD = 4096  # protected messages held in memory on a full disk, at most (see Outbox._hold)
 HELD = "disk full and its reserve used up: life-safety held in memory until there is room"
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02

@@ -19,6 +19,7 @@ from edge.outbox.model import (
     DELETE_GATHER_S,
     FULL_SWEEP_S,
     HELD,
+    MAX_HELD,
     QUEUE_HIGH,
     ROW_OVERHEAD,
     SQLITE_CORRUPT,
@@ -392,8 +393,12 @@ class Outbox:
         self._hold(keep)
 
     def _hold(self, items: list[Pending]) -> None:
-        """Keep protected messages the full disk refused, to retry with every flush."""
+        """Keep protected messages the full disk refused, to retry with every flush.
+        At most MAX_HELD: past it, the source holding the most gives up its newest, so
+        one source flooding alarms can neither exhaust memory nor crowd out another's."""
         self._held[:0] = items  # they were first in the flush that failed; they stay first
+        if len(self._held) > MAX_HELD:
+            self._shed_held()
         self._set_degraded(HELD)
         if len(self._held) > self._held_logged:
             log.critical(
@@ -403,6 +408,24 @@ class Outbox:
                 ", ".join(sorted({it.kind for it in self._held})),
             )
         self._held_logged = len(self._held)
+
+    def _shed_held(self) -> None:
+        by_src: dict[str, list[int]] = {}
+        for i, it in enumerate(self._held):
+            by_src.setdefault(it.src, []).append(i)
+        gone: set[int] = set()
+        for _ in range(len(self._held) - MAX_HELD):
+            biggest = max(by_src.values(), key=len)
+            gone.add(biggest.pop())  # that source's newest
+        kept = []
+        for i, it in enumerate(self._held):
+            if i in gone:
+                self.stats.refused += 1
+                fail(it, OutboxFull(f"disk full, {MAX_HELD} alarms held; {it.kind} from {it.src} refused"))
+            else:
+                kept.append(it)
+        self._held = kept
+        log.critical("outbox: %d held messages refused from the sources holding the most", len(gone))
 
     def _keep_protected(self, items: list[Pending], why: str) -> list[Pending]:
         """Refuse what may be lost (counted; logged once until the next commit); the rest."""

@@ -51,15 +51,30 @@ def test_sart_active_is_distress_and_test_mode_is_not() -> None:
     ((kind, rec),) = t.offer(pos(0, 970012345, status=14), "s")
     assert kind == "ais.distress" and rec["device"] == "sart" and rec["lat"] == 21.5
     assert kinds(t.offer(pos(1, 972012345, status=15), "s")) == ["ais.beacon_test"]
-    # every active report passes shaping: a beacon is never rate-limited
-    assert kinds(t.offer(pos(2, 970012345, status=14), "s")) == ["ais.distress"]
     text = AisReport(3, 14, 974012345, "B", {"text": "EPIRB ACTIVE"}, "t1")
     ((kind, rec),) = t.offer(text, "s")
     assert kind == "ais.distress" and rec["device"] == "epirb"
-    assert kinds(t.offer(AisReport(4, 14, 970012345, "B", {"text": "SART TEST"}, "t2"), "s")) == [
-        "ais.beacon_test"
-    ]
+    assert kinds(t.offer(AisReport(4, 14, 973012345, "B", {"text": "SART TEST"}, "t2"), "s")) == []
     assert t.offer(AisReport(5, 14, 412000000, "B", {"text": "SART ACTIVE"}, "t3"), "s") == []
+
+
+def test_a_beacon_is_one_incident_its_repeats_folded() -> None:
+    """Its first report at once; a repeat in place waits for `beacon_repeat_s`; a move or a
+    change of state goes up after the incident's minimum gap, carrying the count folded."""
+    t = VesselTracker(AisConfig(beacon_repeat_s=60.0, beacon_move_m=50.0))
+    m = 970012345
+    assert kinds(t.offer(pos(0, m, status=14), "s")) == ["ais.distress"]
+    assert t.offer(pos(1_000, m, status=14), "s") == []  # the same place: folded
+    assert t.offer(pos(2_000, m, 21.51, status=14), "s") == []  # moved 1.1 km, but within the gap
+    assert t.pending("s")
+    ((kind, rec),) = t.due("s", 6_000)  # the gap has passed: the move goes up
+    assert kind == "ais.distress" and rec["lat"] == 21.51 and rec["folded"] == 1
+    assert t.offer(pos(12_000, m, 21.51, status=14), "s") == []
+    assert t.due("s", 30_000) == []
+    ((_, rec),) = t.due("s", 66_000)  # still transmitting: a reminder once a minute
+    assert "folded" not in rec  # the one report heard since is the one that goes up
+    ((kind, _),) = t.offer(pos(80_000, m, 21.51, status=15), "s")  # switched to test mode
+    assert kind == "ais.beacon_test"
 
 
 def test_static_data_on_change_with_type24_halves_joined() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from edge.base.kinds import Prio
 from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
 from edge.outbox.model import HELD
-from tests.support.smallfs import fill_disk, mount_tmpfs, umount
+from tests.support.smallfs import fill_disk
 
 BODY = 400  # bytes per message, about a signed batch of a few fixes
 
@@ -128,17 +127,6 @@ def test_ranges_and_report_splitting() -> None:
     reps = drop_reports(dropped, "full")
     assert len(reps) == 3 and sum(r["count"] for r in reps) == 1500
     assert covered(reps) == {s for s, _ in dropped}
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs: a real ENOSPC, not a simulated one."""
-    mnt = tmp_path / "small"
-    mount_tmpfs(mnt, "4m")
-    try:
-        yield mnt
-    finally:
-        umount(mnt)
 
 
 def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> None:

@@ -1,0 +1,142 @@
+"""What `gridedge check` looks at beyond "the config parses": the files the service user
+must read, and listeners open to the whole LAN.
+
+Problems with the uplink's TLS files are kept apart from the rest: a technician's
+`gridedge check` fails on them, but the unit's start (`check --starting`) only warns,
+since a gateway with its uplink down still stores every alarm and works locally (the
+publisher retries and says why in the status).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.base.config import Config, NetSource
+
+SERVICE_USER = "gridedge"  # the user the packaged unit runs as
+
+
+@dataclass(slots=True)
+class Findings:
+    errors: list[str] = field(default_factory=list)  # the gateway cannot run
+    uplink: list[str] = field(default_factory=list)  # it runs, but cannot reach the broker
+    warnings: list[str] = field(default_factory=list)  # it runs, but something is unwise
+
+
+def service_user(requested: str | None) -> str | None:
+    """Whose access to check: `requested`; else, for root, the packaged service user
+    when it exists (root reads anything, the service does not); else None (ourselves)."""
+    if requested:
+        return requested
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            return None
+        return SERVICE_USER
+    return None
+
+
+def unreadable(path: Path, user: str | None) -> str | None:
+    """Why `user` (None: this process) cannot read `path`, or None when it can."""
+    if user is None:
+        if not path.exists():
+            return f"{path} does not exist"
+        if not os.access(path, os.R_OK):
+            return f"{path} is not readable by this user"
+        return None
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return f"no user {user!r} on this machine"
+    if pw.pw_uid == 0:
+        return None if path.exists() else f"{path} does not exist"
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    # every directory on the way needs search (x), the file itself read (r)
+    p = path.absolute()
+    chain = [*reversed(p.parents), p]
+    for i, step in enumerate(chain):
+        try:
+            st = step.stat()
+        except OSError as exc:
+            return f"{step}: {exc.strerror}"
+        last = i == len(chain) - 1
+        if last:
+            what, by_owner, by_group, by_other = "r", stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH
+        else:
+            what, by_owner, by_group, by_other = "x", stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH
+        if st.st_uid == pw.pw_uid:
+            ok = bool(st.st_mode & by_owner)
+        elif st.st_gid in groups:
+            ok = bool(st.st_mode & by_group)
+        else:
+            ok = bool(st.st_mode & by_other)
+        if not ok:
+            owner, group = _owner(st.st_uid), _group(st.st_gid)
+            verb = "read" if what == "r" else "enter"
+            return (
+                f"{user} cannot {verb} {step} (owner {owner}, group {group}, mode "
+                f"{stat.filemode(st.st_mode)}); chown {user} it, or chgrp {user} and chmod g+{what}"
+            )
+    return None
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _private(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # told as unreadable
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is readable by group or others (mode {stat.filemode(mode)}); chmod 600 it"
+    return None
+
+
+def examine(cfg: Config, user: str | None) -> Findings:
+    """Everything `gridedge check` reports about `cfg` for `user` (see `service_user`)."""
+    f = Findings()
+    files = [("gateway.key", cfg.gateway.key, f.errors, True)]
+    t, m = cfg.trust, cfg.mqtt
+    for name, path in (("trust.command_key", t.command_key), ("trust.firmware_key", t.firmware_key)):
+        if path is not None:
+            files.append((name, path, f.errors, False))
+    tls = (
+        ("mqtt.tls_ca", m.tls_ca, False),
+        ("mqtt.tls_cert", m.tls_cert, False),
+        ("mqtt.tls_key", m.tls_key, True),
+    )
+    for name, path, private in tls:
+        if path is not None:
+            files.append((name, path, f.uplink, private))
+    for name, path, into, private in files:
+        why = unreadable(path, user)
+        if why is None and private:
+            why = _private(path)
+        if why is not None:
+            into.append(f"{name}: {why}")
+    for dev in cfg.devices:
+        src = getattr(dev, "source", None)
+        if isinstance(src, NetSource) and src.wildcard and not src.allow:
+            f.warnings.append(
+                f"devices[{dev.id}]: {src.url} takes datagrams from anyone on every network it is "
+                'on; set allow = ["<receiver address>"] to the senders it should believe'
+            )
+    return f
