@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -156,7 +157,8 @@ async def run(n: int, rate: int) -> None:
         write_private(wd / "gateway.key", private_pem(Ed25519PrivateKey.generate()))
         air = SimAir()
         hci = await air.serve_hci()
-        button = await air.add(SimSosButton("sos-1", "F0:00:00:00:00:01"))
+        key = secrets.token_bytes(16)  # its events are authenticated, as in the field
+        button = await air.add(SimSosButton("sos-1", "F0:00:00:00:00:01", key=key))
         load = Load(rate)
         (wd / "gateway.toml").write_text(
             f'[gateway]\nid = "bench-gw"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
@@ -164,7 +166,7 @@ async def run(n: int, rate: int) -> None:
             f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{os.ttyname(load.slave)}"\n'
             "baudrate = 115200\nmin_interval_s = 0.0\n\n"
             '[[devices]]\nid = "sos-1"\nkind = "sos_button"\nworker = "w-1"\n'
-            'address = "F0:00:00:00:00:01"\n\n[ble]\nbackend = "sim"\n'
+            f'address = "F0:00:00:00:00:01"\nkey = "{key.hex()}"\n\n[ble]\nbackend = "sim"\n'
             f'[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n'
         )
         sub = Arrivals(port)

@@ -27,6 +27,7 @@ class Reason(enum.StrEnum):
     TRUNCATED = "truncated"
     FRAGMENT = "fragment"
     UNSUPPORTED = "unsupported"
+    FORGED = "forged"  # an authenticated value whose authentication failed
 
 
 @dataclass(frozen=True, slots=True)

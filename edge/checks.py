@@ -139,4 +139,10 @@ def examine(cfg: Config, user: str | None) -> Findings:
                 f"devices[{dev.id}]: {src.url} takes datagrams from anyone on every network it is "
                 'on; set allow = ["<receiver address>"] to the senders it should believe'
             )
+    for w in cfg.wearables:
+        if w.insecure:
+            f.warnings.append(
+                f"devices[{w.id}]: insecure = true: its alarms are believed on its address alone; "
+                "anyone copying that address can raise or cancel them (docs/ble-profiles.md)"
+            )
     return f

@@ -85,6 +85,7 @@ class Rejected(Exception):
         super().__init__(f"{code}{': ' + detail if detail else ''}")
         self.code = code
         self.command_id = command_id
+        self.detail = detail
 
 
 Handler = Callable[[Command], Awaitable[dict[str, Any] | None]]
@@ -216,7 +217,10 @@ class CommandHandler:
             if not decided:
                 self._reject_tokens -= 1
             log.warning("commands: rejected: %s", exc)
-            self._report("cmd.result", {"id": exc.command_id, "ok": False, "error": exc.code})
+            result: dict[str, Any] = {"id": exc.command_id, "ok": False, "error": exc.code}
+            if decided and exc.detail:
+                result["detail"] = exc.detail[:200]  # our own words about a verified command
+            self._report("cmd.result", result)
 
     async def run(self) -> None:
         """Report a command a crash interrupted, then run commands one at a time."""
@@ -259,6 +263,8 @@ class CommandHandler:
                 result.update(extra)
         except Rejected as exc:
             result.update(ok=False, error=exc.code)
+            if exc.detail:
+                result["detail"] = exc.detail[:200]
         except Exception:  # a failing command must not stop the gateway
             log.exception("commands: %s %s failed", cmd.type, cmd.id)
             result.update(ok=False, error=CommandError.FAILED)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -112,10 +113,15 @@ async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None 
     stack.push_async_callback(stop)
 
 
+# Each wearable that raises alarms is enrolled with its own event key (docs/ble-profiles.md);
+# the demo makes fresh ones each run, as a factory would per device.
+KEYS = {"sos-w042": secrets.token_hex(16), "tag-w043": secrets.token_hex(16)}
 WEARABLES = (
-    '[[devices]]\nid = "sos-w042"\nkind = "sos_button"\nworker = "w-042"\naddress = "F0:00:00:00:00:42"\n\n'
+    '[[devices]]\nid = "sos-w042"\nkind = "sos_button"\nworker = "w-042"\naddress = "F0:00:00:00:00:42"\n'
+    f'key = "{KEYS["sos-w042"]}"\n\n'
     '[[devices]]\nid = "cam-w042"\nkind = "body_camera"\nworker = "w-042"\naddress = "F1:00:00:00:00:42"\n\n'
-    '[[devices]]\nid = "tag-w043"\nkind = "man_down"\nworker = "w-043"\naddress = "F2:00:00:00:00:43"\n\n'
+    '[[devices]]\nid = "tag-w043"\nkind = "man_down"\nworker = "w-043"\naddress = "F2:00:00:00:00:43"\n'
+    f'key = "{KEYS["tag-w043"]}"\n\n'
 )
 
 
@@ -129,9 +135,10 @@ async def _wearables(stack: contextlib.AsyncExitStack) -> tuple[str, Any, Any]:
     air = SimAir()
     stack.push_async_callback(air.close)
     hci = await air.serve_hci()
-    button = await air.add(SimSosButton("sos-w042", "F0:00:00:00:00:42"))
+    key = {k: bytes.fromhex(v) for k, v in KEYS.items()}
+    button = await air.add(SimSosButton("sos-w042", "F0:00:00:00:00:42", key=key["sos-w042"]))
     await air.add(SimBodyCamera("cam-w042", "F1:00:00:00:00:42"))
-    tag = await air.add(SimManDownTag("tag-w043", "F2:00:00:00:00:43", interval_s=30))
+    tag = await air.add(SimManDownTag("tag-w043", "F2:00:00:00:00:43", key=key["tag-w043"], interval_s=30))
     toml = WEARABLES + (f'[ble]\nbackend = "sim"\n[ble.options]\nhci = "tcp-client:127.0.0.1:{hci}"\n')
     return toml, button, tag
 

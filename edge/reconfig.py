@@ -90,7 +90,11 @@ def open_bundle(data: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
     """Verify and validate a bundle against the running config; nothing is written."""
     if not isinstance(data, bytes):
         raise BundleError(CommandError.BAD_ARGS, "bundle must be bytes")
-    payload = _signed_payload(data, trust, CommandError.BAD_BUNDLE)
+    return bundle_from(_signed_payload(data, trust, CommandError.BAD_BUNDLE), trust, current)
+
+
+def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundle:
+    """A verified bundle's payload, validated against the running config."""
     if not isinstance(payload, dict) or payload.get("v") != 1 or not isinstance(payload.get("config"), str):
         raise BundleError(CommandError.BAD_BUNDLE, "payload")
     if payload.get("gw") != current.gateway.id:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -63,6 +64,7 @@ class Job:
     download: Download
     results: dict[str, bool] = field(default_factory=dict)
     last_chunk: float = field(default_factory=time.monotonic)
+    refused: ChunkRejected | None = None  # the last chunk refused while the job went on
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -267,14 +269,19 @@ class FirmwareBridge:
                 complete = await asyncio.to_thread(job.download.put, n, data)
             except ChunkRejected as exc:
                 self.rejected_chunks += 1
-                if exc.reason in (FwReason.DIGEST, FwReason.SIZE):
+                if exc.ends_job:
                     # Not the image the manifest declared (altered, mixed, or longer than
                     # declared): nothing of it will reach a device.
                     await self._fail(job, exc.reason, str(exc))
                 else:
+                    # this chunk only (a gap, a wrong size): the job waits for it again, and
+                    # says why if the download then stops
+                    if job.refused is None or exc.reason != FwReason.GAP:
+                        job.refused = exc  # a gap follows from a chunk refused before it
                     self._progress(job, error=exc.reason, force=True)
                 continue
             job.last_chunk = time.monotonic()
+            job.refused = None
             if complete:
                 self._progress(job, force=True)
                 self._ready.put_nowait(image_id)
@@ -288,10 +295,14 @@ class FirmwareBridge:
             now = time.monotonic()
             for job in list(self.jobs.values()):
                 if not job.download.done() and now - job.last_chunk > self.cfg.download_timeout_s:
-                    idle = self.cfg.download_timeout_s
-                    await self._fail(
-                        job, FwReason.TIMEOUT, f"no chunk for {idle:.0f} s at {job.download.received} bytes"
+                    idle = (
+                        f"no chunk for {self.cfg.download_timeout_s:.0f} s at {job.download.received} bytes"
                     )
+                    if job.refused is not None and job.refused.reason == FwReason.SIZE:
+                        # it stopped at a chunk that did not fit: the declared size lied
+                        await self._fail(job, FwReason.SIZE, f"{job.refused.detail}; then {idle}")
+                    else:
+                        await self._fail(job, FwReason.TIMEOUT, idle)
 
     async def _fail(self, job: Job, reason: FwReason, detail: str) -> None:
         for dev in job.devices:
@@ -359,7 +370,10 @@ class FirmwareBridge:
             progress=progress,
         )
         try:
-            return await flasher.flash(job.download.final, version)
+            image = await asyncio.to_thread(job.download.final.read_bytes)
+            if hashlib.sha256(image).digest() != job.manifest.sha256:  # checked as read, once
+                return FlashResult(False, FwReason.DIGEST, "the stored image no longer matches its manifest")
+            return await flasher.flash(image, version)
         except Exception as exc:  # a device answering nonsense must not stall the queue of updates
             log.exception("firmware: %s: flashing failed", dev)
             return FlashResult(False, FwReason.DEVICE_REFUSED, f"unexpected answer: {exc!r}"[:300])

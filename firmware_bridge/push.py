@@ -97,7 +97,7 @@ def push(cfg: Config, manifest_path: Path, image_path: Path, device: str, out: T
         reboot_wait_s=cfg.firmware.reboot_wait_s,
         progress=Bar(),
     )
-    res = asyncio.run(flasher.flash(image_path, version))
+    res = asyncio.run(flasher.flash(image, version))  # the bytes checked above, not the file again
     if res.ok:
         floors.raise_to(m.device_class, m.min_version)
         print(f"firmware push: ok, {device} runs {res.version} (confirmed)", file=out)

@@ -16,13 +16,14 @@ import hashlib
 import logging
 import re
 import struct
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from smpclient import SMPClient
-from smpclient.exceptions import SMPClientException, SMPUploadError
+from smpclient.exceptions import SMPClientException, SMPUploadError, SMPValidationException
 from smpclient.generics import error, success
 from smpclient.mcuboot import IMAGE_TLV, ImageInfo, MCUBootImageError
 from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite
@@ -33,10 +34,27 @@ from edge.base.supervisor import Backoff, retry
 from firmware_bridge.reasons import FwReason
 
 log = logging.getLogger(__name__)
+# smpclient logs every malformed response in full (the device's bytes, dumped): a hostile
+# device would fill the journal. Our own one-line reason is logged instead.
+logging.getLogger("smpclient").setLevel(logging.CRITICAL)
 
 ENOTSUP = 8  # MGMT_ERR.ENOTSUP
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 2.0  # a dropped cable or BLE link: back soon, or not at all
 LINK_ERRORS = (TimeoutError, OSError, SMPClientException, SMPTransportDisconnected, ConnectionError, EOFError)
+
+
+class _CheckedClient(SMPClient):
+    """SMPClient whose responses, the device's bytes, fail only as SMPClientException: the
+    library lets a malformed frame escape as ValueError, TypeError, AssertionError or a
+    CBOR error (found by bench/fuzz.py), which no caller could tell from a bug of ours."""
+
+    async def request(self, request: Any, timeout_s: float | None = None) -> Any:
+        try:
+            return await super().request(request, timeout_s)
+        except LINK_ERRORS:
+            raise
+        except Exception as exc:
+            raise SMPValidationException(f"malformed SMP response: {type(exc).__name__}", "") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +70,17 @@ class UploadRefused(Exception):
     pass
 
 
-def slot_hash(path: Path) -> bytes:
+def slot_hash(image: bytes) -> bytes:
     """What the device will report as the image's hash: MCUboot's SHA-256 TLV for a signed
-    MCUboot image, else the SHA-256 of the file."""
-    try:
-        return bytes(ImageInfo.load_file(str(path)).get_tlv(IMAGE_TLV.SHA256).value)
-    except (MCUBootImageError, ValueError, OSError, struct.error, KeyError):
-        return hashlib.sha256(path.read_bytes()).digest()
+    MCUboot image, else the SHA-256 of the bytes. (smpclient parses only files: the bytes,
+    already checked, go to a private temporary file for it, never read back to flash.)"""
+    with tempfile.TemporaryDirectory(prefix="gridedge-fw-") as d:
+        path = Path(d) / "image.bin"
+        path.write_bytes(image)
+        try:
+            return bytes(ImageInfo.load_file(str(path)).get_tlv(IMAGE_TLV.SHA256).value)
+        except (MCUBootImageError, ValueError, OSError, struct.error, KeyError):
+            return hashlib.sha256(image).digest()
 
 
 def _running(states: list[Any]) -> Any | None:
@@ -118,7 +140,7 @@ class Flasher:
         self.progress = progress
 
     async def client(self, connect_timeout: float | None = None) -> SMPClient:
-        client = SMPClient(self._transport(), self.address, timeout_s=self.timeout_s)
+        client = _CheckedClient(self._transport(), self.address, timeout_s=self.timeout_s)
         await client.connect(connect_timeout if connect_timeout is not None else self.timeout_s)
         return client
 
@@ -190,10 +212,10 @@ class Flasher:
             with contextlib.suppress(*LINK_ERRORS):
                 await client.disconnect()
 
-    async def flash(self, path: Path, version: str) -> FlashResult:
-        """Upload the image at `path` (declared `version`), test it, reset, confirm."""
-        image = await asyncio.to_thread(path.read_bytes)
-        expected = await asyncio.to_thread(slot_hash, path)
+    async def flash(self, image: bytes, version: str) -> FlashResult:
+        """Upload `image` (declared `version`; the very bytes the caller checked against
+        its manifest, never read again from a file), test it, reset, confirm."""
+        expected = await asyncio.to_thread(slot_hash, image)
         try:
             running = await self.running_version()
         except (*LINK_ERRORS, UploadRefused) as exc:

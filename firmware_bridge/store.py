@@ -38,9 +38,15 @@ log = logging.getLogger(__name__)
 
 
 class ChunkRejected(Exception):
-    def __init__(self, reason: FwReason, detail: str) -> None:
+    """A chunk not written. `ends_job`: the image itself is wrong (its digest, or more of it
+    than declared once complete); otherwise only this chunk is refused and the platform
+    may send it again."""
+
+    def __init__(self, reason: FwReason, detail: str, *, ends_job: bool = True) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.detail = detail
+        self.ends_job = ends_job
 
 
 class Download:
@@ -96,11 +102,17 @@ class Download:
         if n < self.next_chunk:
             return False  # a repeat (after a resume or a QoS 1 redelivery)
         if n > self.next_chunk:
-            raise ChunkRejected(FwReason.GAP, f"chunk {n} while waiting for {self.next_chunk}")
+            raise ChunkRejected(
+                FwReason.GAP, f"chunk {n} while waiting for {self.next_chunk}", ends_job=False
+            )
         room = self.manifest.size - self.received
         if len(data) > room or (len(data) != self.chunk_size and len(data) != room):
+            # one bad chunk is refused, not the job: the platform can send it again
             raise ChunkRejected(
-                FwReason.SIZE, f"chunk {n} of {len(data)} bytes does not fit the declared size"
+                FwReason.SIZE,
+                f"chunk {n} of {len(data)} bytes does not fit the declared size "
+                f"({self.chunk_size}-byte chunks, {room} bytes to go)",
+                ends_job=False,
             )
         fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -64,7 +64,18 @@ class Commit(Protocol):
 
 
 GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per button
-_GUARD = struct.Struct("<HI")  # counter, uptime_ms
+_GUARD = struct.Struct("<HIIB")  # counter, uptime_ms, boot, 1 when the event carried a boot count
+_GUARD_V1 = struct.Struct("<HI")  # counter, uptime_ms: as written before authenticated events
+
+
+def _guard_record(raw: bytes) -> p.Last | None:
+    if len(raw) == _GUARD.size:
+        counter, uptime, boot, has_boot = _GUARD.unpack(raw)
+        return counter, uptime, boot if has_boot else None
+    if len(raw) == _GUARD_V1.size:
+        counter, uptime = _GUARD_V1.unpack(raw)
+        return counter, uptime, None
+    return None
 
 
 class End(enum.StrEnum):
@@ -74,6 +85,8 @@ class End(enum.StrEnum):
     SILENT = "silent"  # it stopped answering the liveness read
     ERROR = "error"
     PROFILE = "profile"  # not the gridedge profile of its kind: retried at the longest backoff
+    SECURITY = "security"  # it sent an event its enrolled key does not verify: not believed,
+    # dropped and retried at the longest backoff (whoever has its address lacks its key)
 
 
 @dataclass
@@ -91,6 +104,7 @@ class WearableStats:
     rssi: int | None = None
     battery: int | None = None
     flooded: int = 0  # notifications dropped: more than SESSION_QUEUE waiting
+    forged: int = 0  # events whose authentication failed (docs/ble-profiles.md)
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,6 +123,7 @@ class _Session:
     # bounded: a peripheral that notifies faster than its events can be handled loses
     # the surplus (counted); a real button resends an unanswered event anyway
     queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=lambda: asyncio.Queue(SESSION_QUEUE))
+    untrusted: str | None = None  # why the session is to end for security
 
     async def read(self, char: str) -> bytes:
         async with asyncio.timeout(self.timeout_s):
@@ -130,6 +145,11 @@ class _Session:
     def reject(self, detail: str) -> None:
         self.stats.rejected += 1
         log.warning("ble: %s: %s", self.w.id, detail)
+
+    def forged(self, detail: str) -> None:
+        self.stats.forged += 1
+        self.untrusted = detail
+        log.error("ble: %s: %s: not believed; dropping the connection", self.w.id, detail)
 
 
 class BleManager:
@@ -190,9 +210,8 @@ class BleManager:
             await self._changed.wait()
         if self.guard is None:
             stored = await self._read_state(GUARD_KEY)
-            self.guard = p.SosCounterGuard(
-                {k[len(GUARD_KEY) :]: _GUARD.unpack(v) for k, v in stored.items() if len(v) == _GUARD.size}
-            )
+            records = {k[len(GUARD_KEY) :]: _guard_record(v) for k, v in stored.items()}
+            self.guard = p.SosCounterGuard({k: r for k, r in records.items() if r is not None})
         backend = await self._factory(dict(self.cfg.options))
         self.backend = backend
         scanner = backend.make_scanner(self.sightings.on_advert)
@@ -262,7 +281,7 @@ class BleManager:
                 reason = End.ERROR
             if time.monotonic() - started > 30.0:
                 backoff.reset()
-            delay = backoff.longest() if reason == End.PROFILE else backoff.next()
+            delay = backoff.longest() if reason in (End.PROFILE, End.SECURITY) else backoff.next()
             self.sightings.forget_seen(w.id)  # wait for a fresh advert before trying again
             await asyncio.sleep(delay)
 
@@ -311,7 +330,12 @@ class BleManager:
             if self.sessions.get(w.id) is sess:
                 del self.sessions[w.id]
                 self._session_events.setdefault(w.id, asyncio.Event()).clear()
-            if st.state == DeviceState.CONNECTED:
+            if reason == End.SECURITY:
+                st.disconnects += st.state == DeviceState.CONNECTED
+                st.state = DeviceState.REJECTED
+                st.last_error = sess.untrusted or ""
+                self._emit_state(w.id, DeviceState.REJECTED, reason=End.SECURITY)
+            elif st.state == DeviceState.CONNECTED:
                 st.disconnects += 1
                 st.state = DeviceState.DISCONNECTED
                 self._emit_state(w.id, DeviceState.DISCONNECTED, reason=reason)
@@ -334,6 +358,8 @@ class BleManager:
                 if getter in done:
                     what, raw = getter.result()
                     await self._handle(sess, what, raw)
+                    if sess.untrusted is not None:
+                        return End.SECURITY
                     continue
                 getter.cancel()
                 if lost in done:
@@ -403,15 +429,17 @@ class BleManager:
             raise TransientError("counter guard not restored yet")  # restored before any session
         if not guard.fresh(w.id, ev, record=False):
             st.repeats += 1
-            if guard.last(w.id) == (ev.counter, ev.uptime_ms):
+            if guard.same(w.id, ev):
                 # The device did not hear our answer (it resends until it does): answer again.
                 await self._feedback(link, feedback, answer, ev.counter)
             return None
         st.events += 1
         data |= {"counter": ev.counter, "uptime_ms": ev.uptime_ms}
+        if ev.boot is not None:
+            data |= {"boot": ev.boot, "authenticated": True}
         # Committed (fsync) together with the event's counter, in one transaction: after any
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
-        state = (GUARD_KEY + w.id, _GUARD.pack(ev.counter, ev.uptime_ms))
+        state = (GUARD_KEY + w.id, _GUARD.pack(ev.counter, ev.uptime_ms, ev.boot or 0, ev.boot is not None))
         seq = await self._commit(kind, w.id, data, state=state)
         guard.record(w.id, ev)
         await self._feedback(link, feedback, answer, ev.counter)

@@ -4,18 +4,30 @@ All multi-byte fields are little-endian, as everywhere in GATT. A value that doe
 decode is a `Rejected`, never an exception (a stranger's or a broken device's bytes
 are data). `SosCounterGuard` is why a replayed or repeated notification is never a
 second alarm: every event carries a 16-bit counter compared in serial-number
-arithmetic (RFC 1982), and a device reboot is recognised by its uptime going back.
+arithmetic (RFC 1982) within a boot, and an authenticated event (version 2) also its
+device's boot count, so an old event replayed is never new; a version 1 event's
+reboot is recognised by its uptime going back.
+
+Counted events (an SOS button's, a man-down tag's) are authenticated: version 2 carries
+an 8-byte tag, HMAC-SHA256 under the wearable's enrolled 16-byte key over a label and
+the event's first 12 bytes, so a device with the right address but not the key can
+neither raise nor cancel an alarm (`Reason.FORGED`).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 
 from drivers.nmea0183 import Reason, Rejected
 
 PROFILE_VERSION = 1
+AUTH_VERSION = 2  # a counted event with its boot count and tag
+KEY_BYTES = 16
+TAG_LABEL = b"gridedge/event/v2"
 
 
 class SosEventType(enum.IntEnum):
@@ -57,6 +69,7 @@ class SosEvent:
     type: SosEventType
     counter: int  # 0..65535, +1 per event, wraps
     uptime_ms: int  # device time since its last boot
+    boot: int | None = None  # version 2: the device's boot count (kept in its flash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,8 @@ class ClipMark:
 
 
 _SOS = struct.Struct("<BBHI")  # version, type, counter, uptime_ms
+_SOS2 = struct.Struct("<BBHII8s")  # version 2, type, counter, uptime_ms, boot, tag
+_SOS2_HEAD = _SOS2.size - 8
 _FEEDBACK = struct.Struct("<BBHH")  # pattern, repeat, duration_ms, counter of the event answered
 _CAM_STATE = struct.Struct("<BBBB")  # version, state, storage %, battery %
 _MARK = struct.Struct("<II32sI")  # clip id, offset ms, sha256, reserved
@@ -84,33 +99,70 @@ def _reject(detail: str, raw: bytes) -> Rejected:
     return Rejected(Reason.BAD_VALUE, bytes(raw[:64]), detail)
 
 
-def parse_counted(raw: bytes, what: str) -> tuple[int, int, int, int] | Rejected:
-    """A counted event's 8 bytes (version, type, counter, uptime_ms), version checked."""
-    if len(raw) != _SOS.size:
-        return Rejected(Reason.MALFORMED, bytes(raw[:64]), f"{what} is {_SOS.size} bytes, got {len(raw)}")
-    version, kind, counter, uptime = _SOS.unpack(raw)
-    if version != PROFILE_VERSION:
-        return _reject(f"{what} profile version {version}", raw)
-    return version, kind, counter, uptime
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """A counted event's fields, whatever its version."""
+
+    kind: int
+    counter: int
+    uptime_ms: int
+    boot: int | None  # None: version 1 (unauthenticated)
 
 
-def encode_counted(kind: int, counter: int, uptime_ms: int) -> bytes:
-    return _SOS.pack(PROFILE_VERSION, kind, counter & 0xFFFF, uptime_ms & 0xFFFFFFFF)
+def event_tag(key: bytes, head: bytes) -> bytes:
+    """The 8-byte tag of a version 2 event's first 12 bytes under the wearable's key."""
+    return hmac.new(key, TAG_LABEL + head, hashlib.sha256).digest()[:8]
 
 
-def parse_sos_event(raw: bytes) -> SosEvent | Rejected:
-    fields = parse_counted(raw, "SOS event")
+def parse_counted(raw: bytes, what: str, key: bytes | None = None) -> Counted | Rejected:
+    """A counted event: with `key`, only an authenticated one (version 2, its tag checked
+    in constant time); without (a wearable enrolled `insecure`), only version 1."""
+    raw = bytes(raw)
+    if key is None:
+        if len(raw) != _SOS.size:
+            return Rejected(Reason.MALFORMED, raw[:64], f"{what} is {_SOS.size} bytes, got {len(raw)}")
+        version, kind, counter, uptime = _SOS.unpack(raw)
+        if version != PROFILE_VERSION:
+            return _reject(f"{what} profile version {version} (no key enrolled for it)", raw)
+        return Counted(kind, counter, uptime, None)
+    if len(raw) == _SOS.size and raw[0] == PROFILE_VERSION:
+        # a well-formed unauthenticated event: a keyed wearable never sends one, so whoever
+        # sent it lacks the key (or is downgrading)
+        return Rejected(
+            Reason.FORGED, raw[:64], f"{what} not authenticated (version 1 from a keyed wearable)"
+        )
+    if len(raw) != _SOS2.size or raw[0] != AUTH_VERSION:
+        return Rejected(
+            Reason.MALFORMED, raw[:64], f"{what} is {_SOS2.size} bytes of version 2, got {len(raw)}"
+        )
+    version, kind, counter, uptime, boot, tag = _SOS2.unpack(raw)
+    if not hmac.compare_digest(tag, event_tag(key, raw[:_SOS2_HEAD])):
+        return Rejected(Reason.FORGED, raw[:64], f"{what} tag does not verify under the enrolled key")
+    return Counted(kind, counter, uptime, boot)
+
+
+def encode_counted(
+    kind: int, counter: int, uptime_ms: int, *, key: bytes | None = None, boot: int = 0
+) -> bytes:
+    """A counted event as a wearable sends it: version 2 with its tag when it has a key."""
+    if key is None:
+        return _SOS.pack(PROFILE_VERSION, kind, counter & 0xFFFF, uptime_ms & 0xFFFFFFFF)
+    head = _SOS2.pack(AUTH_VERSION, kind, counter & 0xFFFF, uptime_ms & 0xFFFFFFFF, boot & 0xFFFFFFFF, b"")
+    return head[:_SOS2_HEAD] + event_tag(key, head[:_SOS2_HEAD])
+
+
+def parse_sos_event(raw: bytes, key: bytes | None = None) -> SosEvent | Rejected:
+    fields = parse_counted(raw, "SOS event", key)
     if isinstance(fields, Rejected):
         return fields
-    _version, kind, counter, uptime = fields
     try:
-        return SosEvent(SosEventType(kind), counter, uptime)
+        return SosEvent(SosEventType(fields.kind), fields.counter, fields.uptime_ms, fields.boot)
     except ValueError:
-        return _reject(f"SOS event type {kind}", raw)
+        return _reject(f"SOS event type {fields.kind}", raw)
 
 
-def encode_sos_event(event: SosEvent) -> bytes:
-    return encode_counted(event.type, event.counter, event.uptime_ms)
+def encode_sos_event(event: SosEvent, key: bytes | None = None) -> bytes:
+    return encode_counted(event.type, event.counter, event.uptime_ms, key=key, boot=event.boot or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,31 +222,46 @@ def encode_camera_control(command: CameraCommand, reason: CameraReason) -> bytes
     return _CONTROL.pack(command, reason)
 
 
+Last = tuple[int, int, int | None]  # counter, uptime_ms, boot (None: a version 1 event)
+
+
 class SosCounterGuard:
     """Accepts each event once: a replay, a repeat or an old counter is not a new event."""
 
-    def __init__(self, last: dict[str, tuple[int, int]] | None = None) -> None:
-        self._last: dict[str, tuple[int, int]] = dict(last or {})  # device -> (counter, uptime_ms)
+    def __init__(self, last: dict[str, Last] | None = None) -> None:
+        self._last: dict[str, Last] = dict(last or {})  # device -> its last event committed
 
     def fresh(self, device: str, event: SosEvent, *, record: bool = True) -> bool:
         """Whether the event is new; `record=False` asks without remembering it (the gateway
         remembers an alarm only once it is committed, so a failed commit is retried)."""
         last = self._last.get(device)
         if last is not None:
-            counter, uptime = last
-            rebooted = event.uptime_ms < uptime  # its clock went back: a new boot, counters restart
+            counter, uptime, boot = last
+            if event.boot is not None and boot is not None:
+                # authenticated: the boot count only goes forward; an older boot is a replay
+                new_boot = event.boot > boot
+                if event.boot < boot:
+                    return False
+            elif event.boot is not None:
+                new_boot = True  # its first authenticated event after version 1 ones
+            else:
+                new_boot = event.uptime_ms < uptime  # its clock went back: a new boot
             ahead = (event.counter - counter) % 65536
-            if not rebooted and not 0 < ahead < 32768:  # RFC 1982 serial number arithmetic
+            if not new_boot and not 0 < ahead < 32768:  # RFC 1982 serial number arithmetic
                 return False
         if record:
             self.record(device, event)
         return True
 
-    def record(self, device: str, event: SosEvent) -> None:
-        self._last[device] = (event.counter, event.uptime_ms)
+    def same(self, device: str, event: SosEvent) -> bool:
+        """Whether `event` is the last one committed (a resend: answer it again)."""
+        return self._last.get(device) == (event.counter, event.uptime_ms, event.boot)
 
-    def last(self, device: str) -> tuple[int, int] | None:
+    def record(self, device: str, event: SosEvent) -> None:
+        self._last[device] = (event.counter, event.uptime_ms, event.boot)
+
+    def last(self, device: str) -> Last | None:
         return self._last.get(device)
 
-    def snapshot(self) -> dict[str, tuple[int, int]]:
+    def snapshot(self) -> dict[str, Last]:
         return dict(self._last)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from drivers.ble.kinds import KEYED as KEYED_WEARABLE_KINDS
 from drivers.ble.kinds import NAMES as WEARABLE_KIND_NAMES
 from edge.base.errors import ConfigError
 from edge.base.kinds import Prio, prio_of
@@ -400,6 +401,12 @@ class WearableConfig:
     irk: str | None = None
     fw_class: str | None = None  # firmware device class (manifests name it), e.g. "sos-button-v2"
     smp_port: str | None = None  # a serial port with the device's MCUmgr SMP console (else BLE)
+    key: str | None = field(default=None, repr=False)  # 32 hex digits: its events are authenticated with it
+    insecure: bool = False  # a wearable that cannot authenticate its events, believed anyway
+
+    @property
+    def event_key(self) -> bytes | None:
+        return None if self.key is None else bytes.fromhex(self.key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -762,7 +769,9 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IRK = re.compile(r"[0-9A-Fa-f]{32}")
 
 
-def wearable_problem(kind: Any, worker: Any, address: Any, irk: Any) -> tuple[str, str] | None:
+def wearable_problem(
+    kind: Any, worker: Any, address: Any, irk: Any, *, key: Any = None, insecure: Any = False
+) -> tuple[str, str] | None:
     """(key, message) for what is wrong with a wearable's description, or None."""
     if kind not in WEARABLE_KINDS:
         return "kind", f"must be one of {', '.join(WEARABLE_KINDS)}"
@@ -774,13 +783,27 @@ def wearable_problem(kind: Any, worker: Any, address: Any, irk: Any) -> tuple[st
         return "address", "must be AA:BB:CC:DD:EE:FF"
     if irk is not None and (not isinstance(irk, str) or not _IRK.fullmatch(irk)):
         return "irk", "must be 32 hex digits (the identity resolving key, most significant byte first)"
+    if not isinstance(insecure, bool):
+        return "insecure", "must be true or false"
+    if key is not None and (not isinstance(key, str) or not _IRK.fullmatch(key)):
+        return "key", "must be 32 hex digits (the wearable's event key, docs/ble-profiles.md)"
+    if key is not None and insecure:
+        return "insecure", "a wearable with a key authenticates its events; drop insecure"
+    if kind in KEYED_WEARABLE_KINDS and key is None and not insecure:
+        return "key", (
+            "is required: the 32-hex-digit key its events are authenticated with (without it "
+            "anyone copying its address could raise or cancel its alarms); insecure = true "
+            "believes a wearable that cannot authenticate"
+        )
     return None
 
 
 def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
     worker = sec.raw("worker")
     address, irk = sec.raw("address"), sec.raw("irk")
-    problem = wearable_problem(kind, worker, address, irk)
+    key, insecure = sec.raw("key"), sec.raw("insecure")
+    insecure = False if insecure is None else insecure
+    problem = wearable_problem(kind, worker, address, irk, key=key, insecure=insecure)
     if problem is not None:
         raise sec.error(*problem)
     fw_class = sec.text("fw_class", None)
@@ -794,6 +817,8 @@ def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
         irk=irk.lower() if isinstance(irk, str) else None,
         fw_class=fw_class,
         smp_port=sec.text("smp_port", None),
+        key=key.lower() if isinstance(key, str) else None,
+        insecure=bool(insecure),
     )
 
 

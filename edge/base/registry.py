@@ -36,7 +36,8 @@ def wearable_from(args: Any) -> Wearable:
     if not isinstance(dev_id, str) or not valid_id(dev_id):
         raise BadEntry("id must match [A-Za-z0-9._-]{1,64}")
     kind, worker, address, irk = args.get("kind"), args.get("worker"), args.get("address"), args.get("irk")
-    problem = wearable_problem(kind, worker, address, irk)
+    key, insecure = args.get("key"), args.get("insecure", False)
+    problem = wearable_problem(kind, worker, address, irk, key=key, insecure=insecure)
     if problem is not None:
         raise BadEntry(f"{problem[0]} {problem[1]}")
     return Wearable(
@@ -45,6 +46,8 @@ def wearable_from(args: Any) -> Wearable:
         worker=str(worker),
         address=address.upper() if isinstance(address, str) else None,
         irk=irk.lower() if isinstance(irk, str) else None,
+        key=key.lower() if isinstance(key, str) else None,
+        insecure=bool(insecure),
     )
 
 
@@ -65,7 +68,13 @@ class Registry:
             raw = json.loads(path.read_text(encoding="utf-8"))
             # "devices" is this file before the split: what it held beyond the config was paired
             for entry in raw.get("paired", raw.get("devices", [])):
-                w = wearable_from(entry)
+                try:
+                    w = wearable_from(entry)
+                except BadEntry as exc:
+                    # one entry (say, paired before event keys were required) costs only itself
+                    name = entry.get("id") if isinstance(entry, dict) else entry
+                    log.error("registry: %s: pairing of %r dropped: %s; pair it again", path, name, exc)
+                    continue
                 if "paired" in raw or w.id not in self.config:
                     self.paired[w.id] = w
             self.unpaired = {str(x) for x in raw.get("unpaired", [])}
@@ -88,7 +97,11 @@ class Registry:
 
     def _save(self) -> None:
         doc = {
-            "paired": [{k: v for k, v in asdict(w).items() if v is not None} for w in self.paired.values()],
+            # keys included: the file is the gateway's own (state_dir is 0700, the file 0600)
+            "paired": [
+                {k: v for k, v in asdict(w).items() if v is not None and v is not False}
+                for w in self.paired.values()
+            ],
             "unpaired": sorted(self.unpaired),
         }
         write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())

@@ -5,6 +5,7 @@ rejection, fast."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cbor2
@@ -14,9 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.base.cbor_guard import CborRefused, check
+from edge.base.config import load
 from edge.base.envelope import COSE_SIGN1_TAG, Signer, keyring, public_pem, verify
 from edge.base.errors import ConfigError, EnvelopeError, EnvelopeReason
 from edge.verify import Tally, load_keys
+from tests.integration.test_firmware_update import CHUNK, GW
+from tests.integration.test_firmware_update import Rig as FwRig
+from tests.integration.test_firmware_update import image as fw_image
+from tests.support.broker import Mosquitto
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = keyring(KEY.public_key())
@@ -157,3 +163,53 @@ def test_verify_summary_is_bounded_by_what_it_received() -> None:
     g = t.summary()["gateways"]["g"]
     assert g["missing_seqs"][:2] == [3, 4] and g["missing_seqs"][2] == 2**61 + 1
     assert g["missing"] == 2 + (2**62 - 2**61)
+
+
+def test_one_wrong_size_chunk_is_refused_and_the_job_goes_on(broker: Mosquitto, tmp_path: Path) -> None:
+    """A chunk of the wrong size (a hostile client on the fw topic, or a broken resend)
+    is refused and counted; the platform sends it again and the update completes."""
+    rig = FwRig(broker, tmp_path)
+    rig.start()
+    try:
+        data = fw_image("1.5.0")
+        assert rig.update(rig.platform.manifest(data), "img-150")["ok"]
+        rig.platform.chunks(GW, "img-150", data, CHUNK, stop=3)
+        bad = rig.platform.client.publish(
+            f"{rig.platform.prefix}/{GW}/fw/img-150/3", data[3 * CHUNK : 3 * CHUNK + 100], qos=1
+        )
+        bad.wait_for_publish(10)
+        rig.gw.wait_status(lambda d: d["firmware"]["rejected_chunks"] >= 1)
+        rig.platform.chunks(GW, "img-150", data, CHUNK, start=3)  # the platform resends from there
+        result = rig.result("img-150")
+    finally:
+        rig.stop()
+    assert result["ok"] is True and rig.device.slots[0].version == "1.5.0", result
+
+
+def test_firmware_push_flashes_the_bytes_it_checked_not_the_file_again(tmp_path: Path) -> None:
+    """The image file is swapped after `firmware push` checked it against its manifest
+    (a race with another writer): what reaches the device is what was checked."""
+    from firmware_bridge.push import push as fw_push
+    from tests.integration.test_firmware_push import manifest, setup
+
+    cfg_path, signer, dev = setup(tmp_path)
+    good = b"VER=1.5.0;" + bytes(20_000)
+    evil = b"VER=6.6.6;" + bytes(20_000)
+
+    class Racing(type(Path())):  # type: ignore[misc]
+        reads = 0
+
+        def read_bytes(self) -> bytes:
+            Racing.reads += 1
+            return good if Racing.reads == 1 else evil
+
+    (tmp_path / "m.cose").write_bytes(manifest(signer, good))
+    (tmp_path / "fw.bin").write_bytes(good)
+    try:
+        rc = fw_push(
+            load(cfg_path), tmp_path / "m.cose", Racing(tmp_path / "fw.bin"), "btn-9", out=io.StringIO()
+        )
+    finally:
+        dev.stop()
+    assert rc == 0 and Racing.reads == 1
+    assert dev.slots[0].version == "1.5.0"  # not the 6.6.6 swapped in after the check

@@ -175,6 +175,7 @@ def gateway_config(provisioned: str, *, tls_port: int, udp_port: int) -> str:
         f'[[devices]]\nid = "ais-udp"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp_port}"\n\n'
         '[[devices]]\nid = "btn-fw"\nkind = "sos_button"\nworker = "w-1"\n'
         'address = "F0:00:00:00:00:77"\nfw_class = "sos-button-v2"\nsmp_port = "/dev/ttySMP0"\n'
+        'key = "0123456789abcdef0123456789abcdef"\n'
     )
 
 

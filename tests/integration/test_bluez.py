@@ -22,11 +22,13 @@ from tests.support.broker import Mosquitto
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc
 
+KEY = "5ec0ffee5ec0ffee5ec0ffee5ec0ffee"  # the button's event key, enrolled in the gateway
+
 
 def test_bleak_bluez_backend_scan_connect_read_notify_write(
     zoo: BlueZoo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    button = BluezButton(zoo, "hci1")
+    button = BluezButton(zoo, "hci1", key=KEY)
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", zoo.address)
     target = zoo.adapter_address(1)
 
@@ -53,7 +55,7 @@ def test_bleak_bluez_backend_scan_connect_read_notify_write(
             events: asyncio.Queue[bytes] = asyncio.Queue()
             await client.start_notify(u.SOS_EVENT, lambda _c, v: events.put_nowait(bytes(v)))
             counter = await asyncio.to_thread(button.press)
-            ev = p.parse_sos_event(await asyncio.wait_for(events.get(), 10))
+            ev = p.parse_sos_event(await asyncio.wait_for(events.get(), 10), bytes.fromhex(KEY))
             assert isinstance(ev, p.SosEvent) and ev.counter == counter
             await client.write_gatt_char(
                 u.SOS_FEEDBACK, p.encode_feedback(p.Feedback.RECEIVED, counter), True
@@ -71,13 +73,13 @@ def test_bleak_bluez_backend_scan_connect_read_notify_write(
 @pytest.mark.slow
 def test_gateway_on_bluez_sos_end_to_end(zoo: BlueZoo, broker: Mosquitto, tmp_path: Path) -> None:
     """The gateway process with its default backend ("bleak"), as on a Pi."""
-    button = BluezButton(zoo, "hci1")
+    button = BluezButton(zoo, "hci1", key=KEY)
     gw = GatewayProc(
         tmp_path / "gw",
         port=broker.port,
         devices=(
             '[[devices]]\nid = "sos-bz"\nkind = "sos_button"\nworker = "w-9"\n'
-            f'address = "{zoo.adapter_address(1)}"\n'
+            f'address = "{zoo.adapter_address(1)}"\nkey = "{KEY}"\n'
         ),
         extra='[ble]\nprobe_s = 2.0\n[ble.options]\nadapter = "hci0"\n',
         env={"DBUS_SYSTEM_BUS_ADDRESS": zoo.address},

@@ -17,7 +17,13 @@ from tests.support.platform import Platform, bundle, other_signer
 from tests.support.pty import Pty
 
 GW = "gw-test-1"
-PAIR = {"id": "sos-7", "kind": "sos_button", "address": "C0:FF:EE:00:00:07", "worker": "w-42"}
+PAIR = {
+    "id": "sos-7",
+    "kind": "sos_button",
+    "address": "C0:FF:EE:00:00:07",
+    "worker": "w-42",
+    "key": "0123456789abcdef0123456789abcdef",
+}
 
 
 def results(col: Collector) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def setup(tmp_path: Path) -> tuple[Path, Signer, SmpDevice]:
         f'[gateway]\nid = "gw-site"\nkey = "{gw_key}"\nstate_dir = "state"\n'
         f'[trust]\nfirmware_key = "{fw_pub}"\n[firmware]\nsmp_timeout_s = 2.0\nreboot_wait_s = 10.0\n'
         '[[devices]]\nid = "btn-9"\nkind = "sos_button"\nworker = "w-9"\naddress = "F0:00:00:00:00:09"\n'
-        f'fw_class = "sos-button-v2"\nsmp_port = "{dev.link}"\n'
+        f'fw_class = "sos-button-v2"\nsmp_port = "{dev.link}"\nkey = "0123456789abcdef0123456789abcdef"\n'
     )
     return cfg, Signer(load_private_key(fw_key.read_bytes())), dev
 

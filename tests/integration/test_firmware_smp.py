@@ -28,7 +28,7 @@ def flash(dev: SmpDevice, data: bytes, version: str) -> tuple[FlashResult, list[
         reboot_wait_s=5.0,
         progress=lambda o, _n: offsets.append(o),
     )
-    return asyncio.run(flasher.flash(path, version)), offsets
+    return asyncio.run(flasher.flash(path.read_bytes(), version)), offsets
 
 
 def test_full_update(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ class Rig:
             + (
                 '[[devices]]\nid = "btn-fw"\nkind = "sos_button"\nworker = "w-1"\n'
                 'address = "F0:00:00:00:00:77"\nfw_class = "sos-button-v2"\n'
+                'key = "0123456789abcdef0123456789abcdef"\n'
                 f'smp_port = "{self.device.link}"\n'
             ),
         )

@@ -12,7 +12,7 @@ import pytest
 from drivers.ble import profiles as p
 from tests.integration.test_wearables import Rig, recs, wait_rec
 from tests.support.broker import Mosquitto
-from tests.support.wearables import camera, tag
+from tests.support.wearables import camera, event_key, tag
 
 
 @pytest.fixture
@@ -41,7 +41,8 @@ def test_a_fall_is_a_life_safety_alarm_answered_after_commit(rig: Rig) -> None:
     cancel = wait_rec(rig.col, "worker.down", lambda d: d.get("cancel"))
     assert cancel["counter"] == ok and cancel["event"] == "ok"
     # the same event resent is answered again, never a second alarm
-    rig.sim.call("replay", device="tag-1", hex=p.encode_counted(3, counter, 0).hex())
+    key = bytes.fromhex(event_key("tag-1"))
+    rig.sim.call("replay", device="tag-1", hex=p.encode_counted(3, counter, 0, key=key, boot=1).hex())
     assert len(recs(rig.col, "worker.down")) == 2
 
 

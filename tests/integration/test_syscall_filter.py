@@ -60,7 +60,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
         ),
     )
     broker.start()
-    button = BluezButton(zoo, "hci1")
+    button = BluezButton(zoo, "hci1", key="5ec0ffee5ec0ffee5ec0ffee5ec0ffee")
     gnss, dsc = Pty(tmp_path / "ttyGNSS"), Pty(tmp_path / "ttyDSC")
     udp_port = free_port()
     aggregator = socket.create_server(("127.0.0.1", 0))
@@ -71,7 +71,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
         f'[[devices]]\nid = "ais-udp"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp_port}"\n'
         f'[[devices]]\nid = "ais-tcp"\nkind = "ais"\nurl = "tcp://127.0.0.1:{aggregator.getsockname()[1]}"\n'
         f'[[devices]]\nid = "sos-bz"\nkind = "sos_button"\nworker = "w-9"\n'
-        f'address = "{zoo.adapter_address(1)}"\n'
+        f'address = "{zoo.adapter_address(1)}"\nkey = "{button.key}"\n'
     )
     gw = GatewayProc(
         tmp_path / "gw",

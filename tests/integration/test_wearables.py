@@ -18,7 +18,7 @@ from tests.support.collector import Collector, Message
 from tests.support.gateway import GatewayProc
 from tests.support.platform import Platform
 from tests.support.prefill import prefill
-from tests.support.wearables import SimProc, button, camera, devices_toml
+from tests.support.wearables import SimProc, button, camera, devices_toml, event_key
 
 GW = "gw-test-1"
 IRK = "ec0234a357c8ad05341010a60a397d9b"
@@ -121,11 +121,16 @@ def test_sos_press_to_signed_alarm_to_feedback_and_camera_starts(rig: Rig) -> No
 def test_replayed_or_repeated_event_is_not_a_second_alarm(rig: Rig) -> None:
     counter, _ = rig.press("btn-1")
     uptime = wait_rec(rig.col, "sos.alarm")["uptime_ms"]
-    replay = p.encode_sos_event(p.SosEvent(p.SosEventType.LONG_PRESS, counter, uptime))  # the same bytes
-    older = p.encode_sos_event(p.SosEvent(p.SosEventType.LONG_PRESS, (counter - 1) & 0xFFFF, uptime + 5))
+    key = bytes.fromhex(event_key("btn-1"))  # what the button signs with (its first boot)
+    replay = p.encode_sos_event(
+        p.SosEvent(p.SosEventType.LONG_PRESS, counter, uptime, boot=1), key
+    )  # same bytes
+    older = p.encode_sos_event(
+        p.SosEvent(p.SosEventType.LONG_PRESS, (counter - 1) & 0xFFFF, uptime + 5, boot=1), key
+    )
     for raw in (replay, replay, older):
         rig.sim.call("replay", device="btn-1", hex=raw.hex())
-    garbage = b"\x02\x02\x00\x00\x00\x00\x00\x00"  # profile version 2
+    garbage = b"\x03\x02\x00\x00\x00\x00\x00\x00"  # profile version 3
     rig.sim.call("replay", device="btn-1", hex=garbage.hex())
     rig.sim.call("replay", device="btn-1", hex="0102")  # too short
     doc = rig.gw.wait_status(lambda d: d["ble"]["wearables"]["btn-1"]["repeats"] >= 3)
@@ -234,7 +239,15 @@ def test_strangers_are_reported_never_believed(broker: Mosquitto, tmp_path: Path
 
 def test_device_paired_at_run_time_by_irk(broker: Mosquitto, tmp_path: Path) -> None:
     """A wearable with a resolvable private address is recognised by its IRK."""
-    w = {"id": "btn-rpa", "kind": "sos_button", "address": "F2:00:00:00:00:01", "irk": IRK, "worker": "w-3"}
+    key = event_key("btn-rpa")
+    w = {
+        "id": "btn-rpa",
+        "kind": "sos_button",
+        "address": "F2:00:00:00:00:01",
+        "irk": IRK,
+        "worker": "w-3",
+        "key": key,
+    }
     r = Rig(broker, tmp_path, [button("btn-1", 1), {**w, "stranger": True}], commands=True)
     r.gw.start()
     try:
@@ -243,7 +256,10 @@ def test_device_paired_at_run_time_by_irk(broker: Mosquitto, tmp_path: Path) -> 
         seen = wait_rec(r.col, "device.unknown")["address"]
         assert seen != w["address"] and resolves(bytes.fromhex(IRK), seen)
         assert r.sim.call("connected", device="btn-rpa", timeout=1.0)["connected"] is False
-        res = r.command("device.pair", {"id": "btn-rpa", "kind": "sos_button", "irk": IRK, "worker": "w-3"})
+        pair = {"id": "btn-rpa", "kind": "sos_button", "irk": IRK, "worker": "w-3"}
+        refused = r.command("device.pair", pair)  # an SOS button is believed only with its key
+        assert not refused["ok"] and "key" in refused["detail"]
+        res = r.command("device.pair", {**pair, "key": key})
         assert res["ok"]
         r.connected("btn-rpa")
         counter, _ = r.press("btn-rpa")

@@ -151,7 +151,7 @@ class Adapter(sdbus.DbusInterfaceCommonAsync, interface_name="org.bluez.Adapter1
         raise NotImplementedError
 
 
-async def serve(adapter: str) -> None:
+async def serve(adapter: str, key: bytes | None) -> None:
     bus = sdbus.sd_bus_open_system()
     sdbus.set_default_bus(bus)
     manager = sdbus.DbusObjectManagerInterfaceAsync()
@@ -187,7 +187,8 @@ async def serve(adapter: str) -> None:
         if line == "press":
             counter += 1
             raw = p.encode_sos_event(
-                p.SosEvent(p.SosEventType.LONG_PRESS, counter, int((time.monotonic() - boot) * 1000))
+                p.SosEvent(p.SosEventType.LONG_PRESS, counter, int((time.monotonic() - boot) * 1000), boot=1),
+                key,
             )
             await event.Value.set_async(raw)
             print(f"PRESSED {counter}", flush=True)
@@ -208,7 +209,9 @@ async def resend(event: Characteristic, feedback: Characteristic, counter: int, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", default="hci1")
-    asyncio.run(serve(ap.parse_args().adapter))
+    ap.add_argument("--key", help="its event key (32 hex digits); without, version 1 events")
+    args = ap.parse_args()
+    asyncio.run(serve(args.adapter, bytes.fromhex(args.key) if args.key else None))
 
 
 if __name__ == "__main__":

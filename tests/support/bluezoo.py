@@ -97,9 +97,17 @@ class BlueZoo:
 class BluezButton:
     """tests/support/bluez_button.py in a subprocess on one BlueZoo adapter."""
 
-    def __init__(self, zoo: BlueZoo, adapter: str = "hci1") -> None:
+    def __init__(self, zoo: BlueZoo, adapter: str = "hci1", key: str | None = None) -> None:
+        self.key = key
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.bluez_button", "--adapter", adapter],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.bluez_button",
+                "--adapter",
+                adapter,
+                *(["--key", key] if key else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

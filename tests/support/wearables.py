@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,12 +14,18 @@ from drivers.ble.sim.control import SimClient
 from tests.support.gateway import REPO
 
 
+def event_key(dev_id: str) -> str:
+    """The key a simulated wearable is enrolled with (docs/ble-profiles.md): its own, per device."""
+    return hashlib.sha256(b"sim-key:" + dev_id.encode()).hexdigest()[:32]
+
+
 def button(dev_id: str, n: int, worker: str = "w1") -> dict[str, Any]:
     return {
         "id": dev_id,
         "kind": "sos_button",
         "address": f"F0:00:00:00:{n // 256:02X}:{n % 256:02X}",
         "worker": worker,
+        "key": event_key(dev_id),
     }
 
 
@@ -39,6 +46,7 @@ def tag(dev_id: str, n: int, worker: str = "w1", interval_s: int = 60) -> dict[s
         "address": f"F2:00:00:00:{n // 256:02X}:{n % 256:02X}",
         "worker": worker,
         "interval_s": interval_s,
+        "key": event_key(dev_id),
     }
 
 
@@ -93,6 +101,10 @@ def devices_toml(wearables: list[dict[str, Any]]) -> str:
         where = f'irk = "{w["irk"]}"' if w.get("irk") else f'address = "{w["address"]}"'
         if w.get("fw_class"):
             where += f'\nfw_class = "{w["fw_class"]}"'
+        if w.get("key"):
+            where += f'\nkey = "{w["key"]}"'
+        elif w.get("insecure"):
+            where += "\ninsecure = true"
         out.append(
             f'[[devices]]\nid = "{w["id"]}"\nkind = "{w["kind"]}"\nworker = "{w["worker"]}"\n{where}\n'
         )

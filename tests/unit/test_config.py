@@ -170,6 +170,7 @@ id = "sos-1"
 kind = "sos_button"
 worker = "w-42"
 address = "f0:12:34:56:78:9a"
+key = "00112233445566778899AABBCCDDEEFF"
 
 [[devices]]
 id = "cam-1"
@@ -191,6 +192,8 @@ def test_wearables_and_ble(confdir: Path) -> None:
     assert [d.id for d in cfg.devices] == ["gnss0"]  # wearables are not serial drivers
     sos, cam = cfg.wearables
     assert (sos.kind, sos.worker, sos.address, sos.irk) == ("sos_button", "w-42", "F0:12:34:56:78:9A", None)
+    assert sos.event_key == bytes.fromhex("00112233445566778899aabbccddeeff") and not sos.insecure
+    assert "00112233" not in repr(sos)  # a key is never printed with its wearable
     assert cam.irk == "ec0234a357c8ad05341010a60a397d9b" and cam.address is None
     assert cfg.ble.backend == "sim" and cfg.ble.probe_s == 2.5
     assert dict(cfg.ble.options) == {"hci": "tcp-client:127.0.0.1:7020"}
@@ -204,6 +207,13 @@ def test_wearables_and_ble(confdir: Path) -> None:
         ('address = "f0:12:34:56:78:9a"', 'address = "f0:12:34"', "devices[1].address: must be AA:BB"),
         ('address = "f0:12:34:56:78:9a"', "", "devices[1].address: give exactly one of address or irk"),
         ('irk = "EC0234A357C8AD05341010A60A397D9B"', 'irk = "ec02"', "devices[2].irk: must be 32 hex digits"),
+        ('key = "00112233445566778899AABBCCDDEEFF"\n', "", "devices[1].key: is required"),
+        ('key = "00112233445566778899AABBCCDDEEFF"', 'key = "0011"', "devices[1].key: must be 32 hex digits"),
+        (
+            'key = "00112233445566778899AABBCCDDEEFF"',
+            'key = "00112233445566778899AABBCCDDEEFF"\ninsecure = true',
+            "devices[1].insecure: a wearable with a key authenticates its events",
+        ),
         (
             'backend = "sim"',
             'backend = "bluez"',
@@ -219,3 +229,10 @@ def test_wearable_mistakes(confdir: Path, old: str, new: str, message: str) -> N
     with pytest.raises(ConfigError) as err:
         load(write(confdir, text.replace(old, new, 1)))
     assert message in str(err.value)
+
+
+def test_a_wearable_that_cannot_authenticate_is_believed_only_when_marked_insecure(confdir: Path) -> None:
+    text = GOOD + WEARABLES.replace('key = "00112233445566778899AABBCCDDEEFF"', "insecure = true")
+    sos, cam = load(write(confdir, text)).wearables
+    assert sos.insecure and sos.event_key is None
+    assert cam.event_key is None and not cam.insecure  # a camera raises no alarm: no key needed

@@ -8,8 +8,10 @@ import pytest
 
 from edge.base.registry import BadEntry, Registry, Wearable, wearable_from
 
+KEY = "0f" * 16
+
 SEED = (
-    Wearable(id="sos-1", kind="sos_button", worker="w-1", address="F0:00:00:00:00:01"),
+    Wearable(id="sos-1", kind="sos_button", worker="w-1", address="F0:00:00:00:00:01", key=KEY),
     Wearable(id="cam-1", kind="body_camera", worker="w-1", irk="00" * 16),
 )
 
@@ -19,7 +21,9 @@ def test_seeded_paired_unpaired_and_persisted(tmp_path: Path) -> None:
     reg = Registry(path, SEED)
     assert sorted(reg.devices) == ["cam-1", "sos-1"]
     reg.pair(
-        wearable_from({"id": "sos-2", "kind": "sos_button", "worker": "w-2", "address": "f0:00:00:00:00:02"})
+        wearable_from(
+            {"id": "sos-2", "kind": "sos_button", "worker": "w-2", "address": "f0:00:00:00:00:02", "key": KEY}
+        )
     )
     assert reg.unpair("sos-1") and not reg.unpair("nope")
     again = Registry(path, SEED)  # a restart: the config still lists sos-1, but it was unpaired
@@ -65,7 +69,9 @@ def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
     )
     reg = Registry(path, (listed,))
     reg.pair(
-        wearable_from({"id": "sos-9", "kind": "sos_button", "worker": "w-9", "address": "F0:00:00:00:00:09"})
+        wearable_from(
+            {"id": "sos-9", "kind": "sos_button", "worker": "w-9", "address": "F0:00:00:00:00:09", "key": KEY}
+        )
     )
     edited = Wearable(
         id="btn-fw",
@@ -79,7 +85,15 @@ def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
     assert again.devices["btn-fw"] == edited and "sos-9" in again.devices
     # a run-time pairing of a listed id layers on top, keeping what only the config says
     again.pair(
-        wearable_from({"id": "btn-fw", "kind": "sos_button", "worker": "w-3", "address": "F0:00:00:00:00:08"})
+        wearable_from(
+            {
+                "id": "btn-fw",
+                "kind": "sos_button",
+                "worker": "w-3",
+                "address": "F0:00:00:00:00:08",
+                "key": KEY,
+            }
+        )
     )
     third = Registry(path, (edited,)).devices["btn-fw"]
     assert third.worker == "w-3" and third.address == "F0:00:00:00:00:08"

@@ -16,3 +16,4 @@ for _info in pkgutil.iter_modules(__path__):
         KINDS[_kind.name] = _kind
 
 NAMES = tuple(sorted(KINDS))
+KEYED = tuple(sorted(name for name, kind in KINDS.items() if kind.counted))  # need an event key

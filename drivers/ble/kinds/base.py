@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from drivers.ble import profiles as p
+from drivers.nmea0183 import Reason, Rejected
 from edge.base.kinds import Prio
 
 if TYPE_CHECKING:
@@ -34,6 +35,18 @@ class Link(Protocol):
 
     def reject(self, detail: str) -> None:
         """Count (and log) a value that did not decode; it is dropped, never guessed at."""
+
+    def forged(self, detail: str) -> None:
+        """An event the wearable's enrolled key does not verify: counted, reported
+        (`device.state` `rejected`, reason `security`) and the connection dropped."""
+
+
+def refuse(link: Link, why: Rejected) -> None:
+    """A value that is not believed: forged (the session ends) or merely malformed."""
+    if why.reason == Reason.FORGED:
+        link.forged(why.detail)
+    else:
+        link.reject(why.detail)
 
 
 class Host(Protocol):
@@ -80,6 +93,9 @@ class WearableKind:
     name: ClassVar[str]  # the config's `kind`
     service: ClassVar[str]  # the GATT service a device of this kind must have
     label: ClassVar[str]  # its short name in `device.unknown` reports
+    # Its events raise or cancel alarms: they are authenticated with the wearable's
+    # enrolled key (docs/ble-profiles.md), which the config then requires.
+    counted: ClassVar[bool] = False
 
     async def start(self, link: Link, host: Host) -> None:
         """Subscribe to the kind's characteristics (the link reports `connected` after this)."""

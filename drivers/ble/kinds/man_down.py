@@ -20,7 +20,7 @@ from typing import Any
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
-from drivers.ble.kinds.base import Host, Link, ProfileMismatch, WearableKind
+from drivers.ble.kinds.base import Host, Link, ProfileMismatch, WearableKind, refuse
 from drivers.nmea0183 import Reason, Rejected
 
 SERVICE = u.vendor(0x0300)
@@ -45,22 +45,23 @@ class ManDownEventType(enum.IntEnum):
 DOWN = {ManDownEventType.NO_MOTION: "no_motion", ManDownEventType.FALL: "fall"}
 
 
-def parse_event(raw: bytes) -> tuple[ManDownEventType, p.SosEvent] | Rejected:
-    """A man-down event: the SOS event's 8 bytes (version, type, counter, uptime)."""
-    ev = p.parse_counted(raw, "man-down event")
+def parse_event(raw: bytes, key: bytes | None = None) -> tuple[ManDownEventType, p.SosEvent] | Rejected:
+    """A man-down event: the SOS event's layout (version, type, counter, uptime[, boot, tag])."""
+    ev = p.parse_counted(raw, "man-down event", key)
     if isinstance(ev, Rejected):
         return ev
-    _version, kind, counter, uptime = ev
     try:
-        kind_ = ManDownEventType(kind)
+        kind_ = ManDownEventType(ev.kind)
     except ValueError:
-        return Rejected(Reason.BAD_VALUE, bytes(raw[:64]), f"man-down event type {kind}")
-    # the counter guard compares counters and uptimes only; the SOS type is a stand-in
-    return kind_, p.SosEvent(p.SosEventType.PRESS, counter, uptime)
+        return Rejected(Reason.BAD_VALUE, bytes(raw[:64]), f"man-down event type {ev.kind}")
+    # the counter guard compares counters, uptimes and boots only; the SOS type is a stand-in
+    return kind_, p.SosEvent(p.SosEventType.PRESS, ev.counter, ev.uptime_ms, ev.boot)
 
 
-def encode_event(kind: ManDownEventType, counter: int, uptime_ms: int) -> bytes:
-    return p.encode_counted(int(kind), counter, uptime_ms)
+def encode_event(
+    kind: ManDownEventType, counter: int, uptime_ms: int, *, key: bytes | None = None, boot: int = 0
+) -> bytes:
+    return p.encode_counted(int(kind), counter, uptime_ms, key=key, boot=boot)
 
 
 def parse_interval(raw: bytes) -> int | Rejected:
@@ -85,6 +86,7 @@ class _Watch:
 
 class ManDownTag(WearableKind):
     name = "man_down"
+    counted = True
     service = SERVICE
     label = "man_down"
 
@@ -119,9 +121,9 @@ class ManDownTag(WearableKind):
             )
 
     async def handle(self, link: Link, host: Host, tag: str, raw: bytes) -> None:
-        got = parse_event(raw)
+        got = parse_event(raw, link.w.event_key)
         if isinstance(got, Rejected):
-            link.reject(got.detail)
+            refuse(link, got)  # a forged check-in resets no clock either
             return
         kind, ev = got
         self._heard(link, host, time.monotonic())

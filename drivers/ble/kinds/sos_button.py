@@ -11,7 +11,7 @@ from typing import Any
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
-from drivers.ble.kinds.base import Host, Link, WearableKind
+from drivers.ble.kinds.base import Host, Link, WearableKind, refuse
 
 EVENTS = {
     p.SosEventType.LONG_PRESS: ("sos.alarm", p.Feedback.RECEIVED),
@@ -23,6 +23,7 @@ EVENTS = {
 
 class SosButton(WearableKind):
     name = "sos_button"
+    counted = True
     service = u.SOS_SERVICE
     label = "sos"
 
@@ -30,9 +31,9 @@ class SosButton(WearableKind):
         await link.subscribe(u.SOS_EVENT, "sos")
 
     async def handle(self, link: Link, host: Host, tag: str, raw: bytes) -> None:
-        ev = p.parse_sos_event(raw)
+        ev = p.parse_sos_event(raw, link.w.event_key)
         if not isinstance(ev, p.SosEvent):
-            link.reject(ev.detail)
+            refuse(link, ev)
             return
         kind, answer = EVENTS[ev.type]
         data: dict[str, Any] = {"device": link.w.id, "worker": link.w.worker}

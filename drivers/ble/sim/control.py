@@ -51,12 +51,15 @@ def wearable(spec: dict[str, Any]) -> SimWearable:
     smp = spec.get("smp")
     server = SimSmpServer(**smp) if isinstance(smp, dict) else None
     common: dict[str, Any] = {"id": spec["id"], "address": spec["address"], "irk": irk, "smp": server}
+    # the key it was enrolled with ("key"); a forger's "sim_key" is a key of its own
+    hexkey = spec.get("sim_key", spec.get("key"))
+    key = bytes.fromhex(hexkey) if hexkey else None
     if kind == "sos_button":
-        return SimSosButton(**common)
+        return SimSosButton(**common, key=key)
     if kind == "body_camera":
         return SimBodyCamera(**common)
     if kind == "man_down":
-        return SimManDownTag(**common, interval_s=int(spec.get("interval_s", 60)))
+        return SimManDownTag(**common, key=key, interval_s=int(spec.get("interval_s", 60)))
     raise ValueError(f"unknown simulated wearable kind {kind!r}")
 
 

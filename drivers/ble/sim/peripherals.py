@@ -336,6 +336,8 @@ class SimSosButton(SimWearable):
     """An SOS button: events notified and resent until the gateway answers with feedback."""
 
     advertise_services: tuple[str, ...] = (u.SOS_SERVICE,)
+    key: bytes | None = None  # its event key (docs/ble-profiles.md); None: version 1 events
+    boots: int = 1  # its boot count, kept "in flash": goes up at every reboot
     counter: int = 0
     boot: float = field(default_factory=time.monotonic)
     feedback: list[FeedbackSeen] = field(default_factory=list)
@@ -383,7 +385,7 @@ class SimSosButton(SimWearable):
         """A counted event of type `kind`, resent until the gateway answers it."""
         self.counter = (self.counter + 1) & 0xFFFF
         uptime = int((time.monotonic() - self.boot) * 1000)
-        raw = p.encode_counted(kind, self.counter, uptime)
+        raw = p.encode_counted(kind, self.counter, uptime, key=self.key, boot=self.boots)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pending[self.counter] = (raw, fut)
         self._last = raw
@@ -404,8 +406,10 @@ class SimSosButton(SimWearable):
                     await self.notify(self._event_char, raw)
 
     def reboot(self) -> None:
-        """Counters live in RAM: a reboot restarts them (uptime goes back, which the gateway sees)."""
+        """Counters live in RAM: a reboot restarts them (the boot count goes up and the uptime
+        back, which the gateway sees)."""
         self.counter = 0
+        self.boots += 1
         self.boot = time.monotonic()
         self._pending.clear()
 

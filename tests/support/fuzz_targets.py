@@ -1,0 +1,248 @@
+"""The fuzz targets: every parser and decoder of untrusted input, as a harness that takes
+bytes and either handles them or raises (a finding). `bench/fuzz.py` runs them
+coverage-guided for a million inputs each; `tests/attacks/test_fuzz_targets.py` keeps a
+short Hypothesis run of each in the suite.
+
+A target's contract: any input is handled (an event, a counted `Rejected`, or the typed
+refusal its boundary defines: EnvelopeError, ConfigError, ManifestRejected, BundleError,
+an SMP link error...), never another exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+Harness = Callable[[bytes], object]
+
+
+def targets() -> dict[str, tuple[Harness, list[bytes]]]:
+    """name -> (harness, seeds). Import-time work is kept here, so a fuzzer can instrument it."""
+    import cbor2
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from drivers.ais.parse import AisParser
+    from drivers.ais.tracker import VesselTracker
+    from drivers.ble import profiles as p
+    from drivers.ble.kinds import man_down
+    from drivers.dsc.parse import DscParser
+    from drivers.gnss.parse import NmeaParser
+    from drivers.gnss.sim import sentence
+    from edge.base import config as config_mod
+    from edge.base.cbor_guard import CborRefused
+    from edge.base.cbor_guard import check as guard
+    from edge.base.config import AisConfig
+    from edge.base.envelope import Signer, keyring, verify
+    from edge.base.errors import ConfigError, EnvelopeError
+    from edge.commands import Rejected as CommandRejected
+    from edge.commands import parse_command
+    from edge.reconfig import BundleError, bundle_from
+    from firmware_bridge.manifest import ManifestRejected, _payload
+    from firmware_bridge.manifest import check as manifest_check
+
+    platform = Ed25519PrivateKey.generate()
+    signer = Signer(platform)
+    keys = keyring(platform.public_key())
+    key16 = bytes(range(16))
+
+    def nmea(data: bytes) -> None:
+        parser = NmeaParser()
+        parser.feed(data, now=0)
+        parser.flush()
+
+    def ais(data: bytes) -> None:
+        parser, tracker = AisParser(), VesselTracker(AisConfig())
+        for ev in parser.feed(data, now=0) + parser.expire(10**9):
+            if not hasattr(ev, "reason"):
+                tracker.offer(ev, "fuzz")
+
+    def dsc(data: bytes) -> None:
+        parser = DscParser()
+        parser.feed(data, now=0)
+        parser.poll(10**6)
+        parser.flush()
+
+    def envelope(data: bytes) -> None:
+        with contextlib.suppress(EnvelopeError):
+            verify(data, keys)
+
+    def command(data: bytes) -> None:
+        # what the gateway does with a verified payload (a stolen key's worst)
+        try:
+            guard(data)
+            parse_command(cbor2.loads(data))
+        except (CborRefused, CommandRejected, cbor2.CBORDecodeError):
+            pass
+
+    gw_dir = Path(tempfile.mkdtemp(prefix="fuzz-gw-"))
+    (gw_dir / "gateway.key").write_bytes(b"")
+    current = config_mod.parse(
+        '[gateway]\nid = "gw-f"\nkey = "gateway.key"\nstate_dir = "state"\n',
+        file=str(gw_dir / "gateway.toml"),
+        base=gw_dir,
+        check_files=False,
+    )
+
+    def bundle(data: bytes) -> None:
+        # a verified bundle's payload (what a stolen command key could send): the input as
+        # CBOR when it decodes, else as the config text of a well-formed payload
+        try:
+            guard(data)
+            payload = cbor2.loads(data)
+        except (CborRefused, cbor2.CBORDecodeError):
+            payload = {"v": 1, "gw": "gw-f", "config": data.decode("utf-8", "replace")}
+        with contextlib.suppress(BundleError):
+            bundle_from(payload, platform.public_key(), current)
+
+    def manifest(data: bytes) -> None:
+        # unsigned bytes at the verifier, and the same bytes as a verified payload
+        with contextlib.suppress(ManifestRejected):
+            manifest_check(
+                data,
+                firmware_key=platform.public_key(),
+                device_class="sos-button-v2",
+                running=(1, 4, 2),
+                floor=None,
+                now_ms=1_790_000_000_000,
+                max_size=1 << 26,
+            )
+        try:
+            guard(data)
+            _payload(cbor2.loads(data))
+        except (CborRefused, cbor2.CBORDecodeError, ManifestRejected):
+            pass
+
+    def ble(data: bytes) -> None:
+        body = data[1:]
+        which = data[:1]
+        if which == b"\x00":
+            p.parse_sos_event(body)
+        elif which == b"\x01":
+            p.parse_sos_event(body, key16)
+        elif which == b"\x02":
+            p.parse_camera_state(body)
+        elif which == b"\x03":
+            p.parse_clip_mark(body)
+        elif which == b"\x04":
+            p.parse_feedback(body)
+        elif which == b"\x05":
+            man_down.parse_event(body, key16)
+        else:
+            man_down.parse_interval(body)
+
+    from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite, ImageUploadWrite
+    from smpclient.requests.os_management import ResetWrite
+    from smpclient.transport import SMPTransport
+
+    from firmware_bridge.smp import LINK_ERRORS, _CheckedClient
+
+    class Wire(SMPTransport):
+        """The device's side of the link: it answers every request with the input."""
+
+        frame = b""
+
+        async def connect(self, address: str, timeout_s: float) -> None:
+            return None
+
+        async def disconnect(self) -> None:
+            return None
+
+        async def send(self, data: bytes) -> None:
+            return None
+
+        async def receive(self) -> bytes:
+            return self.frame
+
+        async def send_and_receive(self, data: bytes) -> bytes:
+            # the input, with the request's sequence number, so decoding goes past that check
+            frame = bytearray(self.frame)
+            if len(frame) > 6:
+                frame[6] = data[6]
+            return bytes(frame)
+
+        @property
+        def mtu(self) -> int:
+            return 252
+
+        def initialize(self, smp_server_transport_buffer_size: int) -> None:
+            return None
+
+    wire = Wire()
+    client = _CheckedClient(wire, "fuzz", timeout_s=1.0)
+    requests: list[Any] = [
+        ImageStatesRead(),
+        ImageStatesWrite(confirm=True),
+        ResetWrite(),
+        ImageUploadWrite(off=0, data=b"x", image=0, len=1),
+    ]
+    loop = asyncio.new_event_loop()
+
+    def smp(data: bytes) -> None:
+        # what the flasher does with a device's answer to each of its requests
+        wire.frame = data[1:]
+        with contextlib.suppress(*LINK_ERRORS):
+            loop.run_until_complete(
+                client.request(requests[data[0] % len(requests)] if data else requests[0])
+            )
+
+    def toml(data: bytes) -> None:
+        with contextlib.suppress(ConfigError):
+            config_mod.parse(
+                data.decode("utf-8", "replace"), file="fuzz.toml", base=gw_dir, check_files=False
+            )
+
+    examples = ROOT / "config"
+    gnss_seed = b"".join(
+        sentence(s)
+        for s in (
+            "GPRMC,123519.00,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W",
+            "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,",
+            "GNGSA,A,3,01,02,03,,,,,,,,,,1.5,0.9,1.2",
+            "GPZDA,123519.00,23,03,1994,00,00",
+        )
+    )
+    gpsd_seed = (
+        b'{"class":"TPV","mode":3,"time":"2026-11-30T01:02:03.000Z","lat":21.9,"lon":112.8,"alt":5.0,'
+        b'"speed":1.2,"track":90.0}\r\n'
+    )
+    ais_seed = (
+        b"!AIVDM,1,1,,A,15M67FC000G?ufbE`FepT@3n00Sa,0*5C\r\n"
+        b"!AIVDM,2,1,3,B,55P5TL01VIaAL@7WKO@mBplU@<PDhh000000001S;AJ::4A80?4i@E53,0*3E\r\n"
+        b"!AIVDM,2,2,3,B,1@0000000000000,2*55\r\n"
+    )
+    dsc_seed = (
+        b"$CDDSC,12,3380400790,12,06,00,1423108312,2019,,,S,E*6A\r\n"
+        b"$CDDSE,1,1,A,3380400790,00,45894494*1B\r\n"
+    )
+    cmd = {"v": 1, "id": "c1", "type": "sos.ack", "to": "gw-f", "cseq": 5, "iat": 0, "exp": 1, "args": {}}
+    cmd_seed = cbor2.dumps(cmd)
+    manifest_seed = cbor2.dumps(
+        {"v": 1, "device_class": "sos-button-v2", "version": "1.5.0", "size": 100, "sha256": bytes(32)}
+    )
+    sos = p.encode_sos_event(p.SosEvent(p.SosEventType.LONG_PRESS, 7, 1000, 1), key16)
+    return {
+        "nmea_gnss": (nmea, [gnss_seed]),
+        "gpsd_json": (nmea, [gpsd_seed]),
+        "ais": (ais, [ais_seed]),
+        "dsc": (dsc, [dsc_seed]),
+        "envelope_cbor": (envelope, [signer.sign({"v": 1, "id": "c1"}), cmd_seed]),
+        "command_cbor": (command, [cmd_seed]),
+        "bundle": (bundle, [(examples / "gateway.toml").read_bytes()[:600]]),
+        "fw_manifest": (manifest, [manifest_seed]),
+        "ble_profiles": (ble, [b"\x00" + p.encode_counted(2, 1, 5), b"\x01" + sos, b"\x03" + bytes(44)]),
+        "smp_frames": (smp, [b"\x00" + _smp_states_seed(), b"\x03" + _smp_states_seed()]),
+        "toml_config": (toml, [(examples / "maritime-station.toml").read_bytes()[:800]]),
+    }
+
+
+def _smp_states_seed() -> bytes:
+    """A well-formed image-states response (the flasher's first question)."""
+    import cbor2
+
+    body = cbor2.dumps({"images": [{"slot": 0, "version": "1.4.2", "hash": bytes(32), "active": True}]})
+    return bytes([1, 0, len(body) >> 8, len(body) & 0xFF, 0, 1, 0, 0]) + body
