@@ -18,6 +18,12 @@ from edge.base.kinds import DeviceState
 
 log = logging.getLogger(__name__)
 
+# A busy feed is read at most this often: what arrives meanwhile waits in the link's buffer
+# (the kernel's, for a serial port or a socket) and is parsed in one go, one wake-up per
+# read instead of one per sentence. An isolated sentence is read at once; the next read
+# after it waits out the rest of this.
+COALESCE_S = 0.05
+
 
 class Emit(Protocol):
     """Accept one reading; unbatched kinds get a future resolving with the committed seq."""
@@ -78,11 +84,14 @@ class StreamDriver(abc.ABC):
     def _ignored(self) -> int:
         return 0
 
-    def _refused_datagram(self, why: str, sender: str) -> None:
-        """A UDP datagram turned away: from a sender not in `allow`, or in a flood."""
-        n = self.counters.rejected[why] = self.counters.rejected[why] + 1
-        if n == 1 or n % 1000 == 0:
-            what = "a sender not in its allow list" if why == "source" else "a flood (queue full)"
+    def _refused_datagram(self, why: str, sender: str, count: int = 1) -> None:
+        """UDP datagrams turned away: from a sender not in `allow`, or lost in a flood."""
+        before = self.counters.rejected[why]
+        n = self.counters.rejected[why] = before + count
+        if before == 0 or n // 1000 > before // 1000:
+            what = (
+                "a sender not in its allow list" if why == "source" else "a flood (the socket's buffer full)"
+            )
             log.warning("%s: %d datagrams refused from %s (latest from %s)", self.name, n, what, sender)
 
     def _rejected(self, ev: Rejected) -> None:
@@ -97,7 +106,11 @@ class StreamDriver(abc.ABC):
                 self.counters.opened += 1
                 self._opened(link)
                 self._state(DeviceState.CONNECTED)
+                loop = asyncio.get_running_loop()
+                next_read = 0.0
                 while True:
+                    if (pause := next_read - loop.time()) > 0:
+                        await asyncio.sleep(pause)
                     if self._room is not None:
                         await self._room()
                     wait = self._poll_after()
@@ -109,6 +122,7 @@ class StreamDriver(abc.ABC):
                         except TimeoutError:
                             self._flush(boottime_ms())
                             continue
+                    next_read = loop.time() + COALESCE_S
                     self.counters.bytes += len(data)
                     self._feed(data, boottime_ms())
         except DeviceSilent:

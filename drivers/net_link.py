@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from types import TracebackType
 
@@ -14,8 +17,6 @@ from edge.base.config import SerialPort, Source
 from edge.base.errors import DeviceGone, DeviceSilent
 
 log = logging.getLogger(__name__)
-
-MAX_QUEUED_DATAGRAMS = 1024  # a flood is dropped at the socket, not buffered without bound
 
 
 class TcpLink(StreamLink):
@@ -38,19 +39,21 @@ class TcpLink(StreamLink):
         return self
 
 
-Refused = Callable[[str, str], None]  # (why: "source" or "flood", sender address)
+Refused = Callable[[str, str, int], None]  # (why: "source" or "flood", sender address, how many)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_KNOWN_SENDERS = 256  # verdicts remembered per listener (a spoofing flood only evicts)
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: datagrams the kernel dropped, per read
+_OVFL = struct.Struct("=I")
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, allow: tuple[Network, ...], refused: Refused | None) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED_DATAGRAMS)
+class _Senders:
+    """Which senders a listener takes (`allow`), remembered per address."""
+
+    def __init__(self, allow: tuple[Network, ...]) -> None:
         self._allow = allow
-        self._refused = refused
         self._verdict: dict[str, bool] = {}
 
-    def _allowed(self, host: str) -> bool:
+    def allowed(self, host: str) -> bool:
         if not self._allow:
             return True
         ok = self._verdict.get(host)
@@ -67,22 +70,16 @@ class _Datagrams(asyncio.DatagramProtocol):
             self._verdict[host] = ok
         return ok
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        host = str(addr[0])
-        if not self._allowed(host):
-            if self._refused is not None:
-                self._refused("source", host)
-            return
-        try:
-            # one datagram may end without a newline; frame it as a line of its own
-            self.queue.put_nowait(data if data.endswith(b"\n") else data + b"\r\n")
-        except asyncio.QueueFull:
-            if self._refused is not None:
-                self._refused("flood", host)
-
 
 class UdpLink:
-    """A UDP listener (receivers broadcast NMEA on port 10110 and similar)."""
+    """A UDP listener (receivers broadcast NMEA on port 10110 and similar).
+
+    A raw non-blocking socket, drained a burst at a time: every datagram waiting is read
+    in one go (the kernel's buffer holds them meanwhile), so a busy feed costs one wake-up
+    per read of the driver, not one per datagram. Datagrams the kernel had to drop (its
+    buffer full: a flood) are counted from SO_RXQ_OVFL, never silent."""
+
+    MAX_BATCH = 1024  # datagrams per read, at most (bounded memory and time per read)
 
     def __init__(
         self,
@@ -97,42 +94,97 @@ class UdpLink:
         self.name = name
         self._addr = (host, port)
         self._silence = silence_s
-        self._transport: asyncio.DatagramTransport | None = None
-        self._proto = _Datagrams(allow, refused)
+        self._senders = _Senders(allow)
+        self._refused = refused
+        self._sock: socket.socket | None = None
+        self._dropped = 0  # the kernel's running count of dropped datagrams
 
     async def __aenter__(self) -> UdpLink:
-        loop = asyncio.get_running_loop()
+        host, port = self._addr
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: self._proto, local_addr=self._addr
-            )
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with contextlib.suppress(OSError):  # not Linux: floods are then not counted
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+            sock.bind((host, port))
         except OSError as exc:
-            raise DeviceGone(
-                self.name, f"cannot listen on udp {self._addr[0]}:{self._addr[1]}: {exc}"
-            ) from exc
-        log.info("%s: listening on udp %s:%d", self.name, *self._addr)
+            sock.close()
+            raise DeviceGone(self.name, f"cannot listen on udp {host}:{port}: {exc}") from exc
+        self._sock = sock
+        log.info("%s: listening on udp %s:%d", self.name, host, port)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     @property
     def local_port(self) -> int:
-        if self._transport is None:
+        if self._sock is None:
             return self._addr[1]
-        port: int = self._transport.get_extra_info("sockname")[1]
+        port: int = self._sock.getsockname()[1]
         return port
 
-    async def read(self) -> bytes:
+    def _drain(self) -> list[bytes]:
+        sock = self._sock
+        if sock is None:
+            raise DeviceGone(self.name, "not open")
+        out: list[bytes] = []
+        space = socket.CMSG_SPACE(_OVFL.size)
+        for _ in range(self.MAX_BATCH):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(65535, space)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                raise DeviceGone(self.name, f"udp: {exc}") from exc
+            for level, kind, value in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= _OVFL.size:
+                    (total,) = _OVFL.unpack_from(value)
+                    if total > self._dropped and self._refused is not None:
+                        self._refused("flood", "(dropped by the kernel)", total - self._dropped)
+                    self._dropped = total
+            host = str(addr[0])
+            if not self._senders.allowed(host):
+                if self._refused is not None:
+                    self._refused("source", host, 1)
+                continue
+            # one datagram may end without a newline; frame it as a line of its own
+            out.append(data if data.endswith(b"\n") else data + b"\r\n")
+        return out
+
+    async def _readable(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = self._sock.fileno()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
-            async with asyncio.timeout(self._silence):
-                return await self._proto.queue.get()
-        except TimeoutError:
-            raise DeviceSilent(self.name, self._silence) from None
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+    async def read(self) -> bytes:
+        """Every datagram waiting (at least one), as lines."""
+        chunks = self._drain()
+        while not chunks:
+            try:
+                async with asyncio.timeout(self._silence):
+                    await self._readable()
+            except TimeoutError:
+                raise DeviceSilent(self.name, self._silence) from None
+            chunks = self._drain()
+        return b"".join(chunks)
 
 
 Link = SerialLink | TcpLink | UdpLink

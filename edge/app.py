@@ -105,7 +105,9 @@ async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIt
     """Open the outbox; a corrupt one is moved aside (and reported) and a fresh one started."""
     state_dir = cfg.gateway.state_dir
     path = state_dir / "outbox.sqlite"
-    limits = Limits(max_bytes=cfg.outbox.max_bytes, ttl_s=cfg.outbox.ttl_s)
+    limits = Limits(
+        max_bytes=cfg.outbox.max_bytes, ttl_s=cfg.outbox.ttl_s, group_commit_s=cfg.outbox.commit_ms / 1000
+    )
     floor = read_seq_floor(state_dir) + 1
     try:
         outbox = await Outbox(path, limits=limits, seq_floor=floor).__aenter__()

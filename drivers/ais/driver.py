@@ -26,10 +26,10 @@ class AisDriver(StreamDriver):
     ) -> None:
         super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self._tracker = tracker
-        self._parser = AisParser()
+        self._parser = AisParser(seen=tracker.seen)
 
     def _new_stream(self) -> None:
-        self._parser = AisParser()
+        self._parser = AisParser(seen=self._tracker.seen)
 
     def _ignored(self) -> int:
         return self._parser.ignored
@@ -57,6 +57,6 @@ class AisDriver(StreamDriver):
             if isinstance(ev, Rejected):
                 self._rejected(ev)
                 continue
-            for kind, data in self._tracker.offer(ev, self.dev_id):
+            for kind, data in self._tracker.offer(ev, self.dev_id, deduped=True):
                 self.counters.published += 1
                 self._emit(kind, self.dev_id, data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,7 +179,15 @@ def normalise(msg_type: int, d: dict[str, Any]) -> dict[str, Any]:
 class AisParser:
     """Feed bytes from an AIS receiver; get decoded reports and counted rejections."""
 
-    def __init__(self, *, fragment_timeout_ms: int = FRAGMENT_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        *,
+        fragment_timeout_ms: int = FRAGMENT_TIMEOUT_MS,
+        seen: Callable[[int, str, int], bool] | None = None,
+    ) -> None:
+        # `seen(msg_type, payload, now)`: True for a report already heard (another receiver,
+        # a relay): it is dropped before the costly decode (the station's dedup, asked first)
+        self._seen = seen
         self._framer = LineFramer()
         self._timeout = fragment_timeout_ms
         self._pending: dict[tuple[str, str, str], _Pending] = {}
@@ -272,6 +281,8 @@ class AisParser:
             out.append(
                 Rejected(Reason.TRUNCATED, raw[:200], f"type {msg_type}: {bits} bits, need {lo}-{MAX_BITS}")
             )
+            return
+        if self._seen is not None and self._seen(msg_type, payload, now):
             return
         try:
             bv = pyais.bit_vector(payload.encode("ascii"), fill)

@@ -77,26 +77,37 @@ class VesselTracker:
             self._vessels.move_to_end(mmsi)
         return v
 
+    def seen(self, msg_type: int, payload: str, tb: int) -> bool:
+        """Whether this report was heard within the dedup window (counted); remembers it.
+        A driver asks before decoding (`AisParser(seen=...)`), then offers with `deduped`."""
+        if self._duplicate_key(f"{msg_type}:{payload}", tb):
+            self.duplicates += 1
+            return True
+        return False
+
     def _duplicate(self, rep: AisReport) -> bool:
+        return self._duplicate_key(f"{rep.msg_type}:{rep.payload}", rep.tb)
+
+    def _duplicate_key(self, key: str, tb: int) -> bool:
         window = self._cfg.dedup_window_s * 1000
         if window <= 0:
             return False  # dedup off
         seen = self._seen
         while seen:
-            oldest, tb = next(iter(seen.items()))
-            if rep.tb - tb <= window and len(seen) < MAX_DEDUP:
+            oldest, first = next(iter(seen.items()))
+            if tb - first <= window and len(seen) < MAX_DEDUP:
                 break
             seen.popitem(last=False)
             del oldest
-        key = f"{rep.msg_type}:{rep.payload}"
         if key in seen:
             return True
-        seen[key] = rep.tb
+        seen[key] = tb
         return False
 
-    def offer(self, rep: AisReport, station: str) -> list[Output]:
-        """One decoded report from receiver `station`; what to publish about it."""
-        if self._duplicate(rep):
+    def offer(self, rep: AisReport, station: str, *, deduped: bool = False) -> list[Output]:
+        """One decoded report from receiver `station`; what to publish about it
+        (`deduped`: `seen` was already asked for it)."""
+        if not deduped and self._duplicate(rep):
             self.duplicates += 1
             return []
         beacon = BEACONS.get(str(rep.mmsi)[:3]) if len(str(rep.mmsi)) == 9 else None

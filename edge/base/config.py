@@ -281,6 +281,7 @@ class MqttConfig:
 class OutboxConfig:
     max_bytes: int = 256 * 1024 * 1024
     batch_ms: int = 250
+    commit_ms: int = 1000  # telemetry shares a durable commit this long (alarms never wait)
     ttl_s: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -677,6 +678,7 @@ def _outbox(o: Section) -> OutboxConfig:
     outbox = OutboxConfig(
         max_bytes=o.integer("max_bytes", _OUTBOX.max_bytes, lo=1024 * 1024),
         batch_ms=o.integer("batch_ms", _OUTBOX.batch_ms, lo=0, hi=10_000),
+        commit_ms=o.integer("commit_ms", _OUTBOX.commit_ms, lo=0, hi=10_000),
         ttl_s=ttl_map,
     )
     o.done()

@@ -8,17 +8,21 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.outbox.model import CHECKPOINT_S, Limits
+from edge.outbox.model import CHECKPOINT_MAX_S, CHECKPOINT_ROWS, CHECKPOINT_S, Limits
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
 
 
 async def checkpoint_loop(path: Path, limits: Limits, activity: Callable[[], tuple[int, int]]) -> None:
-    """Every CHECKPOINT_S when something was written (`activity` changed, or the WAL did)."""
+    """Copy the WAL back when CHECKPOINT_ROWS rows were written or deleted since the last
+    time, or CHECKPOINT_MAX_S passed with any: on an SD card every page a checkpoint writes
+    is wear, and a page rewritten by many commits (the table's last leaf, the lane index,
+    the sequence) is written to the database once per checkpoint, not once per commit."""
+    loop = asyncio.get_running_loop()
     async with await SqliteThread.open(path, name="outbox-checkpoint") as db:
         await db.execute("PRAGMA busy_timeout=1000")
-        last: tuple[int, ...] = (-1, -1, -1)
+        last, last_at = sum(activity()), loop.time()
         while True:
             await asyncio.sleep(CHECKPOINT_S)
             wal = path.with_name(path.name + "-wal")
@@ -26,13 +30,15 @@ async def checkpoint_loop(path: Path, limits: Limits, activity: Callable[[], tup
                 size = wal.stat().st_size
             except OSError:
                 continue
-            now = (size, *activity())
-            if now == last:
-                continue  # nothing written since the last checkpoint
-            last = now
-            # PASSIVE never blocks the writer; the WAL then restarts from its start and
-            # journal_size_limit trims it. Only a WAL past its allowance gets a TRUNCATE,
-            # which briefly holds the writer, to keep the disk within max_bytes.
+            now = sum(activity())
+            due = now - last >= CHECKPOINT_ROWS or (now != last and loop.time() - last_at >= CHECKPOINT_MAX_S)
+            if not due and size <= limits.wal_allowance:
+                continue
+            last, last_at = now, loop.time()
+            # PASSIVE never blocks the writer; the WAL then restarts from its start (its
+            # file keeps its length, so the next commits write over it without growing it).
+            # Only a WAL past its allowance gets a TRUNCATE, which briefly holds the
+            # writer, to keep the disk within max_bytes.
             mode = "TRUNCATE" if size > limits.wal_allowance else "PASSIVE"
             try:
                 await db.execute(f"PRAGMA wal_checkpoint({mode})")

@@ -42,7 +42,12 @@ HELD = "disk full and its reserve used up: life-safety held in memory until ther
 DELETE_BATCH = 512  # acknowledged deletes worth a transaction at once
 DELETE_GATHER_S = 0.02
 DELETE_CHUNK = 64  # rows per delete transaction
-CHECKPOINT_S = 0.5  # small and often: a big checkpoint's fsync stalls an alarm's commit behind it
+CHECKPOINT_S = 0.5  # how often the checkpointer looks at the WAL
+CHECKPOINT_ROWS = 1000  # rows written or deleted since the last checkpoint: copy the WAL back...
+CHECKPOINT_MAX_S = 60.0  # ...and a smaller one after this long: a page rewritten many times
+# (the last leaf, the lane index, the sequence) reaches the database file once, not each time
+GROUP_MAX = 64  # queued messages that commit at once, whatever their age (a busy pipeline)
+DELETE_LINGER_S = 5.0  # acknowledged deletes wait this long for a commit to ride along with
 QUEUE_HIGH = 128  # queued messages before producers are made to wait (bounds memory)
 SQLITE_IOERR = 10
 SQLITE_CORRUPT = 11
@@ -106,6 +111,7 @@ class OutboxStats:
     committed: int = 0
     acked: int = 0
     commits: int = 0
+    delete_commits: int = 0  # transactions of deletes alone (not folded into a commit)
     dropped: int = 0
     refused: int = 0
     lanes: dict[int, LaneStats] = field(default_factory=lambda: {p: LaneStats() for p in Prio})
@@ -117,6 +123,9 @@ class Limits:
 
     max_bytes: int = 256 * 1024 * 1024
     ttl_s: Mapping[str, int] = field(default_factory=dict)
+    # Telemetry waits up to this long to share one durable commit (one fsync, the pages
+    # written once) with what else arrives meanwhile; alarms and events never wait.
+    group_commit_s: float = 0.0
 
     @property
     def wal_allowance(self) -> int:

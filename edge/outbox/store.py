@@ -12,12 +12,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from edge.base.kinds import Prio
 from edge.outbox.checkpoint import checkpoint_loop
 from edge.outbox.model import (
     DELETE_BATCH,
     DELETE_CHUNK,
     DELETE_GATHER_S,
+    DELETE_LINGER_S,
     FULL_SWEEP_S,
+    GROUP_MAX,
     HELD,
     MAX_HELD,
     QUEUE_HIGH,
@@ -81,6 +84,9 @@ class Outbox:
         self._acks: list[int] = []
         self._wake = asyncio.Event()
         self._items = asyncio.Event()  # a message (not only a delete) is waiting
+        self._urgent = False  # a queued message may not wait for a group commit
+        self._queued_at = 0.0  # loop time the oldest queued message arrived
+        self._acked_at = 0.0  # loop time the oldest waiting delete arrived
         self._drained = asyncio.Event()  # the writer took the queue (see room())
         self._lock = asyncio.Lock()  # one flush at a time, even across cancellation
         self._page_size = 4096
@@ -172,7 +178,7 @@ class Outbox:
     ) -> None:
         if self._db is not None:
             try:
-                await self._flush()  # what producers queued before we closed
+                await self._flush(final=True)  # what producers queued before we closed
                 if self._held:
                     log.critical(
                         "outbox: closing with %d protected messages never stored (disk full): lost",
@@ -191,8 +197,13 @@ class Outbox:
 
     def submit(self, item: Pending) -> asyncio.Future[int]:
         """Queue a message; the future resolves with its seq once it is committed."""
+        loop = asyncio.get_running_loop()
         if item.done is None:
-            item.done = asyncio.get_running_loop().create_future()
+            item.done = loop.create_future()
+        if not self._queue:
+            self._queued_at = loop.time()
+        if item.prio < Prio.TELEMETRY or item.protected:
+            self._urgent = True
         self._queue.append(item)
         self._wake.set()
         self._items.set()
@@ -210,6 +221,8 @@ class Outbox:
 
     def ack(self, seqs: Iterable[int]) -> None:
         """The broker has these: delete them with the next commit."""
+        if not self._acks:
+            self._acked_at = asyncio.get_running_loop().time()
         self._acks.extend(seqs)
         self._wake.set()
 
@@ -220,7 +233,7 @@ class Outbox:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._write_loop(), name="outbox.write")
             tg.create_task(
-                checkpoint_loop(self.path, self.limits, lambda: (self.stats.commits, self.stats.acked)),
+                checkpoint_loop(self.path, self.limits, lambda: (self.stats.committed, self.stats.acked)),
                 name="outbox.checkpoint",
             )
 
@@ -234,13 +247,7 @@ class Outbox:
                 async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
-            if not self._queue and len(self._acks) < DELETE_BATCH:
-                # Only deletes to do: they are never urgent, so let them gather for a
-                # moment (one transaction instead of many); a new message cuts it short.
-                self._items.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(DELETE_GATHER_S):
-                        await self._items.wait()
+            await self._linger()
             # Shielded: a cancelled commit would leave the transaction open and the
             # producers' futures unresolved; closing waits for it on the lock instead.
             await asyncio.shield(self._flush())
@@ -248,17 +255,63 @@ class Outbox:
                 last_sweep = loop.time()
                 await asyncio.shield(self.sweep())
 
-    async def _flush(self) -> None:
+    async def _linger(self) -> None:
+        """Wait for what is queued to be worth a commit. An alarm or an event commits at
+        once (taking everything queued with it); telemetry waits up to group_commit_s
+        for company, or until GROUP_MAX messages are queued; acknowledged deletes wait up
+        to DELETE_LINGER_S to ride along with a commit (a lost delete is only a resend)."""
+        loop = asyncio.get_running_loop()
+        group = self.limits.group_commit_s
+        while True:
+            if self._urgent or self._held or len(self._queue) >= GROUP_MAX:
+                return
+            if self._queue:
+                if group <= 0:
+                    return
+                deadline = self._queued_at + group
+            elif self._acks and len(self._acks) < DELETE_BATCH:
+                # only deletes: let them gather (one transaction instead of many)
+                deadline = self._acked_at + (DELETE_LINGER_S if group > 0 else DELETE_GATHER_S)
+            else:
+                return
+            if loop.time() >= deadline:
+                return
+            self._items.clear()
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._items.wait()
+            except TimeoutError:
+                return
+
+    async def _flush(self, *, final: bool = False) -> None:
         async with self._lock:
             items, self._queue = self._queue, []
             if self._held:
                 items[:0], self._held = self._held, []
-            acks, self._acks = self._acks, []
+            self._urgent = False
+            # Deletes alone wait for a commit to ride along with (see _linger), unless
+            # there are many, or they have waited long enough, or the outbox is closing.
+            lingered = asyncio.get_running_loop().time() >= self._acked_at + DELETE_LINGER_S
+            if (
+                items
+                or final
+                or self.limits.group_commit_s <= 0
+                or lingered
+                or len(self._acks) >= DELETE_BATCH
+            ):
+                acks, self._acks = self._acks, []
+            else:
+                acks = []
             self._drained.set()
-            # Inserts commit first and on their own, so an alarm never waits behind a
-            # batch of deletes; producers are told as soon as their rows are durable.
+            # An alarm's commit is its own, so it never waits behind a batch of deletes;
+            # any other commit takes the waiting deletes into its transaction (one fsync,
+            # the pages written once). Producers are told once their rows are durable.
             if items:
-                await self._insert(items)
+                alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
+                fold = [] if alarm else acks[:DELETE_BATCH]
+                acks = acks[len(fold) :]
+                unfolded = await self._insert(items, fold)
+                acks[:0] = unfolded
             # Deletes go in small transactions, and stop as soon as a new message is
             # queued: an alarm waits for at most one small delete, never for a drain's worth.
             if acks:
@@ -302,8 +355,11 @@ class Outbox:
             fail(it, exc)
         return rows, made
 
-    async def _insert(self, items: list[Pending]) -> None:
+    async def _insert(self, items: list[Pending], deletes: list[int]) -> list[int]:
+        """Commit the items, and `deletes` in the same transaction when it goes through on
+        the first try; the deletes not made (to be made on their own)."""
         room = self.limits.budget - self.limits.reserve
+        gone: list[Deleted] = []
 
         def build_and_commit(conn: sqlite3.Connection) -> tuple[*Built, BaseException | bool]:
             # Signing (Ed25519 releases the GIL) happens here, off the event loop, in the
@@ -313,7 +369,7 @@ class Outbox:
             if not rows or self.usage + incoming > room or self._disk_full:
                 return rows, made, failed, False
             try:
-                self._txn.commit(conn, rows, made)
+                gone.extend(self._txn.commit(conn, rows, made, deletes))
             except (sqlite3.Error, OSError) as exc:
                 return rows, made, failed, exc
             return rows, made, failed, True
@@ -321,8 +377,12 @@ class Outbox:
         rows, made, failed, outcome = await self._in_db_thread(build_and_commit)
         for it, exc in failed:
             fail(it, exc)
+        if outcome is True:
+            self._account(gone)
+            self.stats.acked += len(deletes)
+            deletes = []
         if not rows:
-            return
+            return deletes
         if outcome is False:
             incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
             if self.usage + incoming > room:
@@ -333,7 +393,7 @@ class Outbox:
                 keep = self._keep_protected(made, "disk full" if self._disk_full else "outbox full")
                 rows, made = self._build_here(keep)
                 if not rows:
-                    return
+                    return deletes
             try:
                 await self._commit_rows(rows, made)
             except (sqlite3.Error, OSError) as exc:
@@ -344,10 +404,11 @@ class Outbox:
             if not is_full(outcome):
                 log.error("outbox: commit of %d messages failed: %s", len(rows), outcome)
                 fail_all(made, outcome)
-                return
+                return deletes
             await self._insert_when_full(made, outcome)
-            return
+            return deletes
         self._committed(rows, made)
+        return deletes
 
     async def _in_db_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the writer's thread in one hop.
@@ -481,6 +542,7 @@ class Outbox:
             return found, done, None
 
         found, done, exc = await self._in_db_thread(delete)
+        self.stats.delete_commits += 1
         self._account(found)
         self.stats.acked += done
         if done < len(acks):

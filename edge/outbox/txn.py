@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from edge.outbox.model import Deleted, Pending, Row
 
@@ -22,8 +23,11 @@ class Transactions:
             conn.execute(f"PRAGMA synchronous={mode}")
             self.sync_mode = mode
 
-    def commit(self, conn: sqlite3.Connection, rows: list[Row], made: list[Pending]) -> None:
-        """Insert the rows and their state records in one durable transaction."""
+    def commit(
+        self, conn: sqlite3.Connection, rows: list[Row], made: list[Pending], deletes: Sequence[int] = ()
+    ) -> list[Deleted]:
+        """Insert the rows and their state records, and delete the acknowledged `deletes`,
+        in one durable transaction; the rows deleted."""
         at = time.time_ns() // 1_000_000
         params = [
             (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
@@ -38,11 +42,25 @@ class Transactions:
             )
             if states:
                 conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
+            found = self._delete(conn, list(deletes))
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # nothing to roll back
                 conn.execute("ROLLBACK")
             raise
+        return found
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:
+        found: list[Deleted] = []
+        for i in range(0, len(seqs), 500):
+            chunk = seqs[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            cur = conn.execute(
+                f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind", chunk
+            )
+            found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
+        return found
 
     def delete(self, conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:
         """Delete rows by seq in one transaction; the rows found.
@@ -51,16 +69,8 @@ class Transactions:
         pay for an fsync; the next durable insert commit syncs them anyway."""
         self.set_sync(conn, "NORMAL")
         conn.execute("BEGIN IMMEDIATE")
-        found: list[Deleted] = []
         try:
-            for i in range(0, len(seqs), 500):
-                chunk = seqs[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                cur = conn.execute(
-                    f"DELETE FROM msgs WHERE seq IN ({marks}) RETURNING seq, prio, LENGTH(body), kind",
-                    chunk,
-                )
-                found.extend((int(a), int(b), int(c), str(d)) for a, b, c, d in cur.fetchall())
+            found = self._delete(conn, seqs)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

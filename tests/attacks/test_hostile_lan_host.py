@@ -10,6 +10,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyais
@@ -167,6 +168,9 @@ def test_a_udp_flood_raises_one_incident_and_the_serial_receiver_is_not_delayed(
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
             for i in range(2000):  # one MMSI, every report different, as fast as it goes
                 tx.sendto(sart(970000001, i), ("127.0.0.1", port))
+            time.sleep(0.2)
+            # what the kernel dropped (its buffer full) is told with the next datagram read
+            tx.sendto(b"probe\r\n", ("127.0.0.1", port))
         pty.write(sart(970777777, 0))  # a real SART heard by the station's own receiver
         col.wait_for(
             lambda ms: any(

@@ -51,8 +51,10 @@ class GatewayProc:
         extra: str = "",
         env: dict[str, str] | None = None,
         launcher: tuple[str, ...] = (),
+        verbose: bool = True,
     ) -> None:
         self.dir = workdir
+        self.verbose = verbose  # -v (info logging); the benchmarks run as deployed, without
         self.launcher = launcher  # a command prefix the gateway runs under (e.g. a seccomp filter)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key, self.pub = write_keypair(self.dir)
@@ -74,7 +76,16 @@ class GatewayProc:
         env = {**inherited, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.launcher, sys.executable, "-m", "edge.cli", "-v", "run", "-c", str(self.config)],
+                [
+                    *self.launcher,
+                    sys.executable,
+                    "-m",
+                    "edge.cli",
+                    *(["-v"] if self.verbose else []),
+                    "run",
+                    "-c",
+                    str(self.config),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

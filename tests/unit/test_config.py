@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,27 @@ def test_a_wearable_that_cannot_authenticate_is_believed_only_when_marked_insecu
     sos, cam = load(write(confdir, text)).wearables
     assert sos.insecure and sos.event_key is None
     assert cam.event_key is None and not cam.insecure  # a camera raises no alarm: no key needed
+
+
+@pytest.mark.parametrize(
+    ("allow", "message"),
+    [
+        ('allow = ["10.0.0.300"]', "'10.0.0.300' is not an IP address or network"),
+        ("allow = []", "is empty: it would refuse every sender"),
+        ('allow = "10.0.0.1"', "expected an array of strings"),
+    ],
+)
+def test_a_udp_allow_list_names_what_is_wrong(confdir: Path, allow: str, message: str) -> None:
+    dev = f'\n[[devices]]\nid = "ais-lan"\nkind = "ais"\nurl = "udp://0.0.0.0:10110"\n{allow}\n'
+    with pytest.raises(ConfigError, match=re.escape(f"devices[1].allow: {message}")):
+        load(write(confdir, GOOD + dev))
+
+
+def test_an_allow_list_is_for_listeners_only(confdir: Path) -> None:
+    dev = '\n[[devices]]\nid = "ais-tcp"\nkind = "ais"\nurl = "tcp://10.0.0.9:2000"\nallow = ["10.0.0.9"]\n'
+    with pytest.raises(ConfigError, match=r"devices\[1\].allow: applies to udp:// listeners only"):
+        load(write(confdir, GOOD + dev))
+    ok = '\n[[devices]]\nid = "ais-lan"\nkind = "ais"\nurl = "udp://[::]:10110"\n'
+    ok += 'allow = ["fd00::/8", "10.1.0.0/24"]\n'
+    (dev_cfg,) = [d for d in load(write(confdir, GOOD + ok)).devices if d.id == "ais-lan"]
+    assert [str(n) for n in dev_cfg.source.allow] == ["fd00::/8", "10.1.0.0/24"]  # type: ignore[union-attr]

@@ -187,3 +187,33 @@ def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
         threading.excepthook = hook
     assert not errors
     assert not [t for t in threading.enumerate() if t.name.startswith("outbox-")]
+
+
+def test_telemetry_waits_for_a_group_commit_an_alarm_does_not_and_deletes_ride_along(tmp_path: Path) -> None:
+    """On an SD card every commit is an fsync and a few pages: telemetry lingers up to
+    group_commit_s for company; an alarm commits at once and takes what is queued with it;
+    acknowledged deletes go in the next commit's transaction, not one of their own."""
+    from edge.outbox import Limits
+
+    async def go() -> None:
+        async with Outbox(tmp_path / "o.sqlite", limits=Limits(group_commit_s=30.0)) as ob:
+            writer = asyncio.create_task(ob.run())
+            try:
+                first = ob.submit(pending(Prio.TELEMETRY))
+                await asyncio.sleep(0.3)
+                assert not first.done()  # lingering: nothing else has come yet
+                alarm = await asyncio.wait_for(ob.append(pending(Prio.LIFE_SAFETY)), 10)
+                assert first.done() and first.result() == alarm - 1  # one commit, both
+                assert ob.stats.commits == 1
+                ob.ack([first.result(), alarm])
+                await asyncio.sleep(0.3)
+                assert ob.depth() == 2  # the deletes wait for a commit to ride along with
+                await asyncio.wait_for(ob.append(pending(Prio.EVENT)), 10)
+                assert ob.depth() == 1 and ob.stats.acked == 2
+                assert ob.stats.delete_commits == 0 and ob.stats.commits == 2
+            finally:
+                writer.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await writer
+
+    asyncio.run(go())
