@@ -17,9 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
-
-from bleak import BleakClient
+from typing import TYPE_CHECKING, Any
 
 from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
@@ -50,6 +48,9 @@ from edge.reconfig import (
 from edge.status import status_document
 from edge.trust import TrustKeys
 from firmware_bridge.bridge import FirmwareBridge
+
+if TYPE_CHECKING:
+    from bleak import BleakClient
 
 log = logging.getLogger(__name__)
 

@@ -22,22 +22,19 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from smpclient.transport.serial import SMPSerialTransport
 
 from edge.base.clock import Clock
 from edge.base.config import FirmwareConfig, WearableConfig
 from edge.base.fsutil import write_atomic
 from edge.base.messages import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
-from firmware_bridge.reasons import FwReason
-from firmware_bridge.smp import Flasher, FlashResult
-from firmware_bridge.smp_ble import ClientFor, SessionSMPTransport
+from firmware_bridge.reasons import FlashResult, FwReason
 from firmware_bridge.store import ChunkRejected, Download, ImageStore, floors_for
 
 log = logging.getLogger(__name__)
@@ -93,8 +90,8 @@ class FirmwareBridge:
         clock: Clock,
         wearables: Callable[[], Mapping[str, WearableConfig]],
         report: Report,
-        transport: Callable[[], Any] = SMPSerialTransport,
-        ble_client: ClientFor | None = None,
+        transport: Callable[[], Any] | None = None,  # default: SMP over the serial port
+        ble_client: Callable[[str, float], Awaitable[Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.dir = state_dir / "firmware"
@@ -337,8 +334,10 @@ class FirmwareBridge:
             if w is None:
                 res = FlashResult(False, FwReason.UNKNOWN_DEVICE, "unpaired since the update was accepted")
             elif w.smp_port is not None:
-                res = await self._flash_one(job, dev, self._transport, w.smp_port, version)
+                res = await self._flash_one(job, dev, self._serial_transport(), w.smp_port, version)
             elif self._ble_client is not None:
+                from firmware_bridge.smp_ble import SessionSMPTransport  # the SMP stack: on first use
+
                 over_ble = functools.partial(SessionSMPTransport, self._ble_client)
                 res = await self._flash_one(job, dev, over_ble, dev, version)
             else:
@@ -356,11 +355,20 @@ class FirmwareBridge:
         await asyncio.to_thread(job.download.discard)
         await asyncio.to_thread(self._save)
 
+    def _serial_transport(self) -> Callable[[], Any]:
+        if self._transport is not None:
+            return self._transport
+        from smpclient.transport.serial import SMPSerialTransport  # on first use
+
+        return SMPSerialTransport
+
     async def _flash_one(
         self, job: Job, dev: str, transport: Callable[[], Any], address: str, version: str
     ) -> FlashResult:
         def progress(off: int, size: int) -> None:
             self._progress(job, device=dev, done=off, force=off >= size)
+
+        from firmware_bridge.smp import Flasher  # smpclient and pydantic load only to flash
 
         flasher = Flasher(
             transport,

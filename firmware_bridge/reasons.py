@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class FwReason(enum.StrEnum):
@@ -23,3 +24,12 @@ class FwReason(enum.StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     UNSUPPORTED = "unsupported"
     WRONG_CLASS = "wrong_class"
+
+
+@dataclass(frozen=True, slots=True)
+class FlashResult:
+    ok: bool
+    reason: FwReason | None = None
+    detail: str = ""
+    version: str | None = None  # what the device runs afterwards, when known
+    resumed: int = 0  # how many times the upload resumed after a broken link

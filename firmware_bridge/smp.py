@@ -18,7 +18,6 @@ import re
 import struct
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
 from edge.base.supervisor import Backoff, retry
-from firmware_bridge.reasons import FwReason
+from firmware_bridge.reasons import FlashResult, FwReason
 
 log = logging.getLogger(__name__)
 # smpclient logs every malformed response in full (the device's bytes, dumped): a hostile
@@ -55,15 +54,6 @@ class _CheckedClient(SMPClient):
             raise
         except Exception as exc:
             raise SMPValidationException(f"malformed SMP response: {type(exc).__name__}", "") from None
-
-
-@dataclass(frozen=True, slots=True)
-class FlashResult:
-    ok: bool
-    reason: FwReason | None = None
-    detail: str = ""
-    version: str | None = None  # what the device runs afterwards, when known
-    resumed: int = 0  # how many times the upload resumed after a broken link
 
 
 class UploadRefused(Exception):

@@ -20,17 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from bleak import BleakClient
-from bleak.backends.device import BLEDevice
-from bleak.exc import BleakError
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
@@ -43,12 +40,22 @@ from edge.base.errors import TransientError
 from edge.base.kinds import DeviceState, Prio
 from edge.base.supervisor import Backoff
 
+if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable is paired
+    from bleak import BleakClient
+    from bleak.backends.device import BLEDevice
+
 log = logging.getLogger(__name__)
 
 SESSION_QUEUE = 64  # notifications waiting per connected wearable
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
 ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
-BLE_ERRORS = (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
+@functools.cache
+def ble_errors() -> tuple[type[BaseException], ...]:
+    """What a radio, a link or a misbehaving peripheral may raise (bleak's BleakError among
+    them: imported here, on first use, so a station without wearables never loads bleak)."""
+    from bleak.exc import BleakError
+
+    return (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
 
 
 class Submit(Protocol):
@@ -215,10 +222,11 @@ class BleManager:
         backend = await self._factory(dict(self.cfg.options))
         self.backend = backend
         scanner = backend.make_scanner(self.sightings.on_advert)
+        radio_errors: tuple[type[BaseException], ...] = (ble_errors()[0], OSError, EOFError)
         try:
             try:
                 await scanner.start()
-            except (BleakError, OSError, EOFError) as exc:  # no adapter, no BlueZ, radio unplugged
+            except radio_errors as exc:  # no adapter, no BlueZ, radio unplugged
                 raise TransientError(f"BLE adapter unavailable ({backend.name}): {exc!r}") from None
             log.info("ble: scanning on %s", backend.name)
             while backend.alive():
@@ -269,7 +277,7 @@ class BleManager:
             reason = End.LOST
             try:
                 reason = await self._session(w, device, rssi)
-            except BLE_ERRORS as exc:
+            except ble_errors() as exc:
                 st.errors += 1
                 st.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 log.info("ble: %s: %s", w.id, st.last_error)
@@ -303,7 +311,7 @@ class BleManager:
                 return End.PROFILE
             battery = await sess.read(u.BATTERY_LEVEL)
             firmware = None
-            with contextlib.suppress(*BLE_ERRORS, UnicodeDecodeError):
+            with contextlib.suppress(*ble_errors(), UnicodeDecodeError):
                 firmware = (await sess.read(u.FIRMWARE_REVISION)).decode()[:32]
             await sess.subscribe(u.BATTERY_LEVEL, "battery")
             try:
@@ -339,7 +347,7 @@ class BleManager:
                 st.disconnects += 1
                 st.state = DeviceState.DISCONNECTED
                 self._emit_state(w.id, DeviceState.DISCONNECTED, reason=reason)
-            with contextlib.suppress(*BLE_ERRORS):
+            with contextlib.suppress(*ble_errors()):
                 async with asyncio.timeout(self.cfg.probe_timeout_s):
                     await client.disconnect()
 
@@ -366,7 +374,7 @@ class BleManager:
                     break
                 try:
                     level = await sess.read(u.BATTERY_LEVEL)
-                except BLE_ERRORS:
+                except ble_errors():
                     st.silent += 1
                     log.warning("ble: %s stopped answering; reconnecting", sess.w.id)
                     return End.SILENT
@@ -455,7 +463,7 @@ class BleManager:
         try:
             await link.write(char, p.encode_feedback(pattern, counter))
             return True
-        except BLE_ERRORS as exc:
+        except ble_errors() as exc:
             log.warning("ble: %s: feedback not written: %r", link.w.id, exc)
             return False
 
@@ -473,7 +481,7 @@ class BleManager:
     async def _react(self, sess: _Session) -> None:
         try:
             await sess.kind.worker_alarm(sess)
-        except BLE_ERRORS as exc:
+        except ble_errors() as exc:
             log.warning("ble: %s: did not react to the alarm: %r", sess.w.id, exc)
             self._alarm_wanted[sess.w.id] = time.monotonic() + ALARM_REACTION_S
 
@@ -499,7 +507,7 @@ class BleManager:
             return Delivery.NOT_CONNECTED
         try:
             await sess.kind.alert(sess, pattern, counter)
-        except BLE_ERRORS as exc:
+        except ble_errors() as exc:
             log.info("ble: %s: alert not written: %r", dev_id, exc)
             return Delivery.WRITE_FAILED
         return Delivery.DELIVERED

@@ -9,12 +9,14 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-
-from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData
+from typing import TYPE_CHECKING
 
 from drivers.ble.rpa import resolves
 from edge.base.config import BleConfig, WearableConfig
+
+if TYPE_CHECKING:
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData
 
 SEEN_FRESH_S = 30.0  # an advert older than this does not count as "in range"
 STALE_RETRY_S = 15.0  # with no fresh advert for this long, try the last known device anyway

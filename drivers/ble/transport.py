@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from bleak import BleakClient, BleakScanner
-from bleak.backends.client import BaseBleakClient
-from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementDataCallback, BaseBleakScanner
+from typing import TYPE_CHECKING, Any
 
 from edge.base.errors import ConfigError
+
+if TYPE_CHECKING:  # bleak loads when a radio is made (the first wearable), not at start
+    from bleak import BleakClient, BleakScanner
+    from bleak.backends.client import BaseBleakClient
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementDataCallback, BaseBleakScanner
 
 
 async def _nothing() -> None:
@@ -39,12 +40,16 @@ class BleBackend:
     alive: Callable[[], bool] = lambda: True  # False once the radio is gone for good: reopen it
 
     def make_scanner(self, callback: AdvertisementDataCallback) -> BleakScanner:
+        from bleak import BleakScanner
+
         bluez: Any = {"adapter": self.adapter} if self.adapter else {}
         return BleakScanner(detection_callback=callback, backend=self.scanner, bluez=bluez)
 
     def make_client(
         self, device: BLEDevice, on_disconnect: Callable[[BleakClient], None], timeout: float
     ) -> BleakClient:
+        from bleak import BleakClient
+
         return BleakClient(device, disconnected_callback=on_disconnect, timeout=timeout, backend=self.client)
 
 

@@ -385,7 +385,12 @@ def test_config_adding_a_trust_key_without_rotation_is_refused(rig: Rig) -> None
     evil = good.replace(f'command_key = "{rig.platform.pub_path}"', f'command_key = "{rig.gw.pub}"')
     assert evil != good
     _, res = apply(rig, evil)
-    assert res == {"id": res["id"], "ok": False, "error": "trust_change_refused"}
+    assert res == {
+        "id": res["id"],
+        "ok": False,
+        "error": "trust_change_refused",
+        "detail": "[trust] changes need a rotation signed by the current key",
+    }
     _, res = apply(rig, good.replace("batch_ms = 50", "batch_ms = 60"), signer=other_signer())
     assert res["ok"] is False and res["error"] == "bad_bundle"
     assert rig.gw.config.read_text() == good and applied_text(rig) is None

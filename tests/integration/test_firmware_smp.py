@@ -9,7 +9,8 @@ from pathlib import Path
 
 from smpclient.transport.serial import SMPSerialTransport
 
-from firmware_bridge.smp import Flasher, FlashResult
+from firmware_bridge.reasons import FlashResult
+from firmware_bridge.smp import Flasher
 from tests.support.smp_device import SmpDevice
 
 
