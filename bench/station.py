@@ -26,6 +26,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -41,7 +42,6 @@ from bench.harness import free_port, mosquitto
 from bench.idle import cpu_seconds, rss_mb
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, gnss_device
-from tests.support.prefill import prefill
 from tests.support.pty import Pty
 
 CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
@@ -194,9 +194,30 @@ def first_message_s(gw: GatewayProc, col: Collector) -> float:
     return msgs[0].arrived - t0
 
 
+def fill_backlog(state: Path, n: int) -> None:
+    """An outbox holding n telemetry messages of a real one's size, written straight into
+    SQLite (signing a million would take minutes; a start reads no signature back). The
+    gateway drains them as gnss.fix, which the collector takes unverified."""
+    from edge.outbox.model import SCHEMA
+
+    state.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state / "outbox.sqlite")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    body = bytes(200)
+    with conn:
+        conn.executemany(
+            "INSERT INTO msgs (seq, prio, kind, src, tb, body, at)"
+            " VALUES (?, 2, 'gnss.fix', 'backlog', ?, ?, 0)",
+            ((i, i, body) for i in range(1, n + 1)),
+        )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
 def cold_start_with_backlog(work: Path, port: int) -> float:
     gw = GatewayProc(work, port=port, outbox="batch_ms = 250", verbose=False)
-    prefill(gw.state, gw.key, gw.gw_id, BACKLOG)
+    fill_backlog(gw.state, BACKLOG)
     col = Collector(port, gw.pub, unverified_kinds=frozenset({"gnss.fix"})).start()
     try:
         return first_message_s(gw, col)
