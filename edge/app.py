@@ -114,7 +114,7 @@ async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIt
         outbox = await Outbox(path, limits=limits, seq_floor=floor).__aenter__()
     except CorruptOutbox as exc:
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".suspect"):
             src = path.with_name(path.name + suffix)
             if src.exists():
                 src.rename(path.with_name(f"{path.name}{suffix}.corrupt-{stamp}"))
@@ -163,7 +163,8 @@ async def run_forever(cfg: Config) -> None:
 
 
 async def _run_once(cfg: Config) -> Config | None:
-    """Run one gateway until it stops (None) or asks to be reloaded (the new config)."""
+    """Run one gateway until it stops (None) or asks to be reloaded (the new config); an
+    outbox found corrupt after the start is reopened (checked in full, quarantined)."""
     reload: Config | None = None
     try:
         await Gateway(cfg).run()
@@ -171,6 +172,9 @@ async def _run_once(cfg: Config) -> Config | None:
         last = group.exceptions[-1]
         if isinstance(last, ReloadRequested):
             reload = last.cfg
+    except* CorruptOutbox:
+        log.critical("gateway: restarting on a checked outbox")
+        reload = cfg
     return reload
 
 

@@ -14,14 +14,29 @@ from edge.sqlite_thread import SqliteThread
 class Opened:
     page_size: int
     hw: int  # the highest seq ever committed (sqlite_sequence)
-    lanes: dict[int, tuple[int, int]]  # prio -> (rows, body bytes)
+    rows: int  # rows in the outbox (their lanes and bytes are counted after the start)
+    used_bytes: int  # the pages in use: what the rows cost until they are counted
 
 
-async def check_integrity(db: SqliteThread, path: Path) -> None:
-    """CorruptOutbox unless SQLite's quick check passes and the file is as long as it says."""
+def suspect_marker(path: Path) -> Path:
+    """Left by a check that failed while running: the next open checks in full first."""
+    return path.with_name(path.name + ".suspect")
+
+
+async def quick_check(db: SqliteThread, path: Path) -> None:
+    """CorruptOutbox unless SQLite's quick check passes (it reads the whole file)."""
     (verdict,) = await db.fetchone("PRAGMA quick_check(1)") or ("no answer",)
     if verdict != "ok":
         raise CorruptOutbox(f"{path}: integrity check: {verdict}")
+
+
+async def check_integrity(db: SqliteThread, path: Path, *, full: bool) -> None:
+    """CorruptOutbox unless the file is as long as it says and (with `full`) SQLite's quick
+    check passes. The full check reads the whole file, seconds for a big backlog on an SD
+    card: a start does it only after a check found something (the suspect marker); the
+    outbox otherwise runs it just after starting (Outbox.run), beside live traffic."""
+    if full:
+        await quick_check(db, path)
     (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
     (size,) = await db.fetchone("PRAGMA page_size") or (4096,)
     on_disk, wal = _sizes(path)
@@ -38,7 +53,7 @@ def _sizes(path: Path) -> tuple[int, int]:
 async def prepare(db: SqliteThread, path: Path, limits: Limits, *, durable: str, check: bool) -> Opened:
     """Set the connection up (sqlite3.Error/OSError when the disk or the file says no)."""
     if check:
-        await check_integrity(db, path)
+        await check_integrity(db, path, full=suspect_marker(path).exists())
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute(f"PRAGMA synchronous={durable}")
     # Some builds default to secure_delete=ON, which rewrites every freed page: a
@@ -56,6 +71,15 @@ async def prepare(db: SqliteThread, path: Path, limits: Limits, *, durable: str,
     if "at" not in {r[1] for r in await db.fetchall("PRAGMA table_info(msgs)")}:  # from before `at`
         await db.execute("ALTER TABLE msgs ADD COLUMN at INTEGER NOT NULL DEFAULT 0")
     row = await db.fetchone("SELECT seq FROM sqlite_sequence WHERE name = 'msgs'")
-    lanes_sql = "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
-    lanes = {int(p): (int(n), int(b)) for p, n, b in await db.fetchall(lanes_sql)}
-    return Opened(page_size, int(row[0]) if row else 0, lanes)
+    # COUNT(*) of a whole table walks pages, not rows: milliseconds for a million. The
+    # lanes (a full scan) are counted after the start (Outbox.run).
+    (rows,) = await db.fetchone("SELECT COUNT(*) FROM msgs") or (0,)
+    (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
+    (free,) = await db.fetchone("PRAGMA freelist_count") or (0,)
+    return Opened(page_size, int(row[0]) if row else 0, int(rows), (int(pages) - int(free)) * page_size)
+
+
+async def count_lanes(db: SqliteThread) -> dict[int, tuple[int, int]]:
+    """prio -> (rows, body bytes): a scan of every row."""
+    sql = "SELECT prio, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM msgs GROUP BY prio"
+    return {int(p): (int(n), int(b)) for p, n, b in await db.fetchall(sql)}

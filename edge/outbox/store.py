@@ -45,7 +45,7 @@ from edge.outbox.model import (
     is_full,
     sqlite_code,
 )
-from edge.outbox.opening import prepare
+from edge.outbox.opening import count_lanes, prepare, quick_check, suspect_marker
 from edge.outbox.prune import Pruner
 from edge.outbox.reserve import DiskReserve
 from edge.outbox.txn import Transactions
@@ -105,6 +105,7 @@ class Outbox:
         # kept here, unnumbered, and retried with every flush until the disk has room.
         self._held: list[Pending] = []
         self._held_logged = 0
+        self._uncounted = (0, 0)  # rows and bytes found at open, not yet counted by lane
         self.next_seq = 1
         self.hw = 0  # highest seq ever committed
         self.stats = OutboxStats()
@@ -118,7 +119,8 @@ class Outbox:
     @property
     def usage(self) -> int:
         """Estimated bytes the rows use (bodies plus per-row overhead)."""
-        return sum(lane.bytes + lane.rows * ROW_OVERHEAD for lane in self.stats.lanes.values())
+        lanes = sum(lane.bytes + lane.rows * ROW_OVERHEAD for lane in self.stats.lanes.values())
+        return lanes + self._uncounted[1]
 
     async def __aenter__(self) -> Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,9 +171,11 @@ class Outbox:
         self._page_size = opened.page_size
         self.hw = opened.hw
         self.next_seq = max(self.hw + 1, self._floor)
-        for prio, (n, nbytes) in opened.lanes.items():
-            lane = self.stats.lanes.setdefault(prio, LaneStats())
-            lane.rows, lane.bytes = n, nbytes
+        # Until the lanes are counted (just after the start, Outbox.run), the rows are known
+        # by number and their cost by the pages they fill.
+        self._uncounted = (opened.rows, opened.used_bytes)
+        with contextlib.suppress(FileNotFoundError):
+            suspect_marker(self.path).unlink()  # prepare() checked it in full: it passed
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -229,13 +233,42 @@ class Outbox:
     # the writer --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The single writer, and beside it the checkpointer."""
+        """The single writer, and beside it the checkpointer; first, what the start left
+        for later so as not to delay the first message: the lanes counted, the file checked."""
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._after_start(), name="outbox.check")
             tg.create_task(self._write_loop(), name="outbox.write")
             tg.create_task(
                 checkpoint_loop(self.path, self.limits, lambda: (self.stats.committed, self.stats.acked)),
                 name="outbox.checkpoint",
             )
+
+    async def _after_start(self) -> None:
+        """Count the lanes (a scan of every row: commits wait for it, once, so the figures
+        are exact from then on), then run SQLite's quick check on a connection of its own,
+        beside live traffic. A check that fails leaves the suspect marker and raises
+        CorruptOutbox: the gateway reopens the outbox, checks it in full and quarantines it."""
+        try:
+            if self._uncounted[0]:
+                async with self._lock:  # the scan is the database's truth, commits included
+                    counted = await count_lanes(self.db)
+                    for prio, lane in self.stats.lanes.items():
+                        lane.rows, lane.bytes = counted.get(prio, (0, 0))
+                    for prio, (n, nbytes) in counted.items():
+                        self.stats.lanes.setdefault(prio, LaneStats(n, nbytes))
+                    self._uncounted = (0, 0)
+            if self._check:
+                async with await SqliteThread.open(self.path, name="outbox-check") as db:
+                    await quick_check(db, self.path)
+        except (CorruptOutbox, sqlite3.DatabaseError) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and sqlite_code(exc) not in (
+                SQLITE_CORRUPT,
+                SQLITE_NOTADB,
+            ):
+                raise
+            await asyncio.to_thread(suspect_marker(self.path).touch)
+            log.critical("outbox: the check after the start failed: %s; reopening it", exc)
+            raise CorruptOutbox(f"{self.path}: {exc}") from exc
 
     async def _write_loop(self) -> None:
         """Group-commits queued messages and acknowledged deletes."""
@@ -625,5 +658,5 @@ class Outbox:
 
     def depth(self, prio: int | None = None) -> int:
         if prio is None:
-            return sum(lane.rows for lane in self.stats.lanes.values())
+            return sum(lane.rows for lane in self.stats.lanes.values()) + self._uncounted[0]
         return self.stats.lanes[prio].rows

@@ -25,12 +25,23 @@ def corrupt_middle(db: Path) -> None:
     db.write_bytes(bytes(data))
 
 
+def corrupt_deep(db: Path) -> None:
+    """Garbage in data pages near the end: the schema reads fine, so the start does not see
+    it; the quick check run just after the start does."""
+    data = bytearray(db.read_bytes())
+    for i in range(len(data) - 4096 * 4, len(data) - 4096 * 2):
+        data[i] = 0x5A
+    db.write_bytes(bytes(data))
+
+
 def truncate(db: Path) -> None:
     with open(db, "r+b") as f:
         f.truncate(db.stat().st_size // 2 + 100)
 
 
-@pytest.mark.parametrize("damage", [corrupt_middle, truncate], ids=["corrupt", "truncated"])
+@pytest.mark.parametrize(
+    "damage", [corrupt_middle, corrupt_deep, truncate], ids=["corrupt", "corrupt-deep", "truncated"]
+)
 def test_broken_outbox_is_quarantined_and_reported(damage: object, broker: Mosquitto, tmp_path: Path) -> None:
     gw = GatewayProc(tmp_path / "gw", port=broker.port)
     gw.state.mkdir(parents=True)
