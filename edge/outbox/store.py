@@ -140,7 +140,7 @@ class Outbox:
     async def _connect(self) -> SqliteThread:
         while True:
             try:
-                db = await SqliteThread.open(self.path, name="outbox-writer")
+                db = await SqliteThread.open(self.path, name="outbox-writer", cache_kib=1024)
             except sqlite3.Error as exc:
                 raise OutboxUnavailable(f"cannot open the outbox {self.path}: {exc}") from exc
             try:
