@@ -52,7 +52,9 @@ class SqliteThread:
 
         def connect() -> sqlite3.Connection:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA cache_size=-{cache_kib}")
+            # not a database, or a corrupt one: said by the first real statement, not here
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.execute(f"PRAGMA cache_size=-{cache_kib}")
             return conn
 
         try:
