@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 # A busy feed is read at most this often: what arrives meanwhile waits in the link's buffer
 # (the kernel's, for a serial port or a socket) and is parsed in one go, one wake-up per
 # read instead of one per sentence. An isolated sentence is read at once; the next read
-# after it waits out the rest of this.
-COALESCE_S = 0.05
+# after it waits out the rest of this. A read that filled its buffer is followed by
+# another at once: a fast feed is never held to a buffer's worth per interval.
+COALESCE_S = 0.1
 
 
 class Emit(Protocol):
@@ -122,7 +123,7 @@ class StreamDriver(abc.ABC):
                         except TimeoutError:
                             self._flush(boottime_ms())
                             continue
-                    next_read = loop.time() + COALESCE_S
+                    next_read = loop.time() + COALESCE_S if link.drained else 0.0
                     self.counters.bytes += len(data)
                     self._feed(data, boottime_ms())
         except DeviceSilent:

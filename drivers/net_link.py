@@ -98,6 +98,7 @@ class UdpLink:
         self._refused = refused
         self._sock: socket.socket | None = None
         self._dropped = 0  # the kernel's running count of dropped datagrams
+        self.drained = True  # the last read took every datagram there was
 
     async def __aenter__(self) -> UdpLink:
         host, port = self._addr
@@ -184,6 +185,7 @@ class UdpLink:
             except TimeoutError:
                 raise DeviceSilent(self.name, self._silence) from None
             chunks = self._drain()
+        self.drained = len(chunks) < self.MAX_BATCH
         return b"".join(chunks)
 
 

@@ -19,6 +19,7 @@ class StreamLink:
     EOF = "end of file"
 
     def __init__(self, name: str, silence_s: float) -> None:
+        self.drained = True  # the last read took everything there was (a short read)
         self.name = name
         self._silence = silence_s
         self._reader: asyncio.StreamReader | None = None
@@ -47,6 +48,7 @@ class StreamLink:
             raise DeviceGone(self.name, str(exc)) from exc
         if not data:
             raise DeviceGone(self.name, self.EOF)
+        self.drained = len(data) < self.READ_SIZE
         return data
 
     def write(self, data: bytes) -> None:
