@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.base.clock import Clock
-from edge.base.config import MqttConfig
+from edge.base.config import MqttConfig, OutboxConfig
 from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Limits, Outbox
@@ -103,9 +103,11 @@ async def pipeline(
     max_bytes: int = 2 * 1024**3,
     inflight: int = 64,
     backlog_queue_ms: float = 5.0,  # the gateway's default ([mqtt] backlog_queue_ms)
+    commit_ms: int = OutboxConfig().commit_ms,  # the gateway's default ([outbox] commit_ms)
 ) -> AsyncIterator[Pipeline]:
     """Outbox + ingest + publisher, running, as the gateway wires them."""
-    async with Outbox(state / "outbox.sqlite", limits=Limits(max_bytes=max_bytes)) as outbox:
+    limits = Limits(max_bytes=max_bytes, group_commit_s=commit_ms / 1000)
+    async with Outbox(state / "outbox.sqlite", limits=limits) as outbox:
         ingest = Ingest(
             gw="bench-gw",
             epoch=Epoch(1, os.urandom(8)),
