@@ -147,5 +147,15 @@ async def wait_drained(p: Pipeline, timeout: float = 3600) -> None:
         await asyncio.sleep(0.01)
 
 
+async def wait_delivered(p: Pipeline, timeout: float = 3600) -> None:
+    """Until the broker has acknowledged every message committed (deleting them is the
+    outbox's business afterwards: it may let a few deletes wait to share a commit)."""
+    deadline = time.monotonic() + timeout
+    while p.outbox._queue or p.publisher.acked < p.outbox.stats.committed:
+        if time.monotonic() > deadline:
+            raise TimeoutError("outbox did not deliver")
+        await asyncio.sleep(0.01)
+
+
 def disk_bytes(state: Path) -> int:
     return sum(f.stat().st_size for f in state.glob("outbox.sqlite*") if not f.name.endswith(".reserve"))

@@ -85,6 +85,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._items = asyncio.Event()  # a message (not only a delete) is waiting
         self._urgent = False  # a queued message may not wait for a group commit
+        self._busy = False  # the last flush was a full one: a busy stream needs no lingering
         self._queued_at = 0.0  # loop time the oldest queued message arrived
         self._acked_at = 0.0  # loop time the oldest waiting delete arrived
         self._drained = asyncio.Event()  # the writer took the queue (see room())
@@ -294,7 +295,9 @@ class Outbox:
         for company, or until GROUP_MAX messages are queued; acknowledged deletes wait up
         to DELETE_LINGER_S to ride along with a commit (a lost delete is only a resend)."""
         loop = asyncio.get_running_loop()
-        group = self.limits.group_commit_s
+        # Lingering is for a trickle: when the last flush was full, commits are big enough
+        # already, and the end of a burst should not wait for company that is not coming.
+        group = 0.0 if self._busy else self.limits.group_commit_s
         while True:
             if self._urgent or self._held or len(self._queue) >= GROUP_MAX:
                 return
@@ -329,12 +332,14 @@ class Outbox:
                 items
                 or final
                 or self.limits.group_commit_s <= 0
+                or self._busy
                 or lingered
                 or len(self._acks) >= DELETE_BATCH
             ):
                 acks, self._acks = self._acks, []
             else:
                 acks = []
+            self._busy = len(items) >= GROUP_MAX or len(acks) >= DELETE_BATCH
             self._drained.set()
             # An alarm's commit is its own, so it never waits behind a batch of deletes;
             # any other commit takes the waiting deletes into its transaction (one fsync,
