@@ -346,7 +346,7 @@ class Outbox:
             # the pages written once). Producers are told once their rows are durable.
             if items:
                 alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
-                fold = [] if alarm else acks[:DELETE_BATCH]
+                fold = [] if alarm else acks[:DELETE_CHUNK]  # small: an alarm may be next
                 acks = acks[len(fold) :]
                 unfolded = await self._insert(items, fold)
                 acks[:0] = unfolded
