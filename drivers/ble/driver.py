@@ -71,18 +71,25 @@ class Commit(Protocol):
 
 
 GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per button
-_GUARD = struct.Struct("<HIIB")  # counter, uptime_ms, boot, 1 when the event carried a boot count
+# counter, uptime_ms, boot, 1 when the event carried a boot count, the window of committed
+# counters behind it (profiles.SosCounterGuard)
+_GUARD = struct.Struct("<HIIBQ")
 _GUARD_V1 = struct.Struct("<HI")  # counter, uptime_ms: as written before authenticated events
 
 
 def _guard_record(raw: bytes) -> p.Last | None:
     if len(raw) == _GUARD.size:
-        counter, uptime, boot, has_boot = _GUARD.unpack(raw)
-        return counter, uptime, boot if has_boot else None
+        counter, uptime, boot, has_boot, window = _GUARD.unpack(raw)
+        return counter, uptime, boot if has_boot else None, window
     if len(raw) == _GUARD_V1.size:
         counter, uptime = _GUARD_V1.unpack(raw)
-        return counter, uptime, None
+        return counter, uptime, None, 0
     return None
+
+
+def _guard_bytes(last: p.Last) -> bytes:
+    counter, uptime, boot, window = last
+    return _GUARD.pack(counter, uptime, boot or 0, boot is not None, window)
 
 
 class End(enum.StrEnum):
@@ -447,7 +454,13 @@ class BleManager:
             data |= {"boot": ev.boot, "authenticated": True}
         # Committed (fsync) together with the event's counter, in one transaction: after any
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
-        state = (GUARD_KEY + w.id, _GUARD.pack(ev.counter, ev.uptime_ms, ev.boot or 0, ev.boot is not None))
+        # what the guard will hold once this is committed, committed with it
+        last = guard.state(w.id)
+        after = p.SosCounterGuard({w.id: last} if last is not None else None)
+        after.record(w.id, ev)
+        projected = after.state(w.id)
+        assert projected is not None  # record() just set it
+        state = (GUARD_KEY + w.id, _guard_bytes(projected))
         seq = await self._commit(kind, w.id, data, state=state)
         guard.record(w.id, ev)
         await self._feedback(link, feedback, answer, ev.counter)

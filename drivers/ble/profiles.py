@@ -222,45 +222,77 @@ def encode_camera_control(command: CameraCommand, reason: CameraReason) -> bytes
     return _CONTROL.pack(command, reason)
 
 
-Last = tuple[int, int, int | None]  # counter, uptime_ms, boot (None: a version 1 event)
+Last = tuple[int, int, int | None, int]  # counter, uptime_ms, boot (None: version 1), window
+WINDOW = 64  # counters behind the last one whose fate is remembered (a bit each)
 
 
 class SosCounterGuard:
-    """Accepts each event once: a replay, a repeat or an old counter is not a new event."""
+    """Accepts each event once: a replay, a repeat or an old counter is not a new event.
+
+    Within a boot (an authenticated event's boot count), the counters of the WINDOW
+    events before the last committed one are remembered as committed or not, as in
+    IPsec's anti-replay window: a button resends every event until it is answered, so
+    an event whose notification was lost may come back after a newer one was committed.
+    It is new if it was never committed (a press that must not be lost), a repeat to
+    answer again if it was, and stale beyond the window."""
 
     def __init__(self, last: dict[str, Last] | None = None) -> None:
         self._last: dict[str, Last] = dict(last or {})  # device -> its last event committed
 
+    def _verdict(self, device: str, event: SosEvent) -> str:
+        """"new", "repeat" (committed: answer it again) or "stale"."""
+        last = self._last.get(device)
+        if last is None:
+            return "new"
+        counter, uptime, boot, window = last
+        if event.boot is not None and boot is not None:
+            # authenticated: the boot count only goes forward; an older boot is a replay
+            if event.boot != boot:
+                return "new" if event.boot > boot else "stale"
+        elif event.boot is not None:
+            return "new"  # its first authenticated event after version 1 ones
+        elif event.uptime_ms < uptime:
+            return "new"  # version 1: its clock went back, a new boot
+        ahead = (event.counter - counter) % 65536
+        if 0 < ahead < 32768:  # RFC 1982 serial number arithmetic
+            return "new"
+        if ahead == 0:
+            return "repeat" if (event.uptime_ms, event.boot) == (uptime, boot) else "stale"
+        behind = (counter - event.counter) % 65536
+        if event.boot is None or behind > WINDOW:
+            return "stale"
+        return "repeat" if window >> (behind - 1) & 1 else "new"
+
     def fresh(self, device: str, event: SosEvent, *, record: bool = True) -> bool:
         """Whether the event is new; `record=False` asks without remembering it (the gateway
         remembers an alarm only once it is committed, so a failed commit is retried)."""
-        last = self._last.get(device)
-        if last is not None:
-            counter, uptime, boot = last
-            if event.boot is not None and boot is not None:
-                # authenticated: the boot count only goes forward; an older boot is a replay
-                new_boot = event.boot > boot
-                if event.boot < boot:
-                    return False
-            elif event.boot is not None:
-                new_boot = True  # its first authenticated event after version 1 ones
-            else:
-                new_boot = event.uptime_ms < uptime  # its clock went back: a new boot
-            ahead = (event.counter - counter) % 65536
-            if not new_boot and not 0 < ahead < 32768:  # RFC 1982 serial number arithmetic
-                return False
+        if self._verdict(device, event) != "new":
+            return False
         if record:
             self.record(device, event)
         return True
 
     def same(self, device: str, event: SosEvent) -> bool:
-        """Whether `event` is the last one committed (a resend: answer it again)."""
-        return self._last.get(device) == (event.counter, event.uptime_ms, event.boot)
+        """Whether `event` was committed already (a resend: answer it again)."""
+        return self._verdict(device, event) == "repeat"
 
     def record(self, device: str, event: SosEvent) -> None:
-        self._last[device] = (event.counter, event.uptime_ms, event.boot)
+        """`event` is committed (it was new)."""
+        last = self._last.get(device)
+        if last is None or event.boot is None or last[2] != event.boot:
+            self._last[device] = (event.counter, event.uptime_ms, event.boot, 0)
+            return
+        counter, uptime, boot, window = last
+        ahead = (event.counter - counter) % 65536
+        if 0 < ahead < 32768:
+            # the previous last is committed: bit 0 is now the one just behind the new last
+            window = ((window << ahead) | (1 << (ahead - 1))) & ((1 << WINDOW) - 1)
+            self._last[device] = (event.counter, event.uptime_ms, event.boot, window)
+        else:
+            behind = (counter - event.counter) % 65536
+            self._last[device] = (counter, uptime, boot, window | (1 << (behind - 1)))
 
-    def last(self, device: str) -> Last | None:
+    def state(self, device: str) -> Last | None:
         return self._last.get(device)
 
     def snapshot(self) -> dict[str, Last]:

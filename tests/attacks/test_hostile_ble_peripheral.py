@@ -79,7 +79,9 @@ def test_a_notification_flood_is_bounded_and_counted() -> None:
 
 def test_an_authentic_event_replayed_from_an_earlier_boot_or_with_its_uptime_wound_back_is_not_new() -> None:
     """The old rule took any event whose uptime went back as a reboot. An authenticated
-    event carries the device's boot count: only a later boot restarts the counter."""
+    event carries the device's boot count: only a later boot restarts the counter, and
+    within a boot the last 64 counters are remembered as committed or not (a resend of a
+    press whose notification was lost is still new; a replay of a committed one is not)."""
     key = bytes(range(16))
     g = p.SosCounterGuard()
 
@@ -90,8 +92,13 @@ def test_an_authentic_event_replayed_from_an_earlier_boot_or_with_its_uptime_wou
         assert isinstance(parsed, p.SosEvent)
         return parsed
 
+    assert g.fresh("b", ev(39, 80_000, boot=7))
     assert g.fresh("b", ev(40, 90_000, boot=7))
-    assert not g.fresh("b", ev(39, 10, boot=7))  # uptime went back, same boot: a replay
+    assert not g.fresh("b", ev(39, 80_000, boot=7))  # committed already: a replay, answered again
+    assert g.same("b", ev(39, 80_000, boot=7))
+    assert g.fresh("b", ev(38, 70_000, boot=7))  # never committed (its notification was lost)
+    assert not g.fresh("b", ev(38, 70_000, boot=7))
+    assert not g.fresh("b", ev(40 - 65, 10, boot=7))  # beyond the window: stale
     assert not g.fresh("b", ev(900, 50, boot=6))  # an earlier boot's event: a replay
     assert g.same("b", ev(40, 90_000, boot=7))  # a resend: answered again, no second alarm
     assert g.fresh("b", ev(1, 50, boot=8))  # a real reboot: its counter starts again

@@ -125,8 +125,9 @@ def test_replayed_or_repeated_event_is_not_a_second_alarm(rig: Rig) -> None:
     replay = p.encode_sos_event(
         p.SosEvent(p.SosEventType.LONG_PRESS, counter, uptime, boot=1), key
     )  # same bytes
+    # far behind the last committed counter (beyond the 64 remembered): stale, not a press
     older = p.encode_sos_event(
-        p.SosEvent(p.SosEventType.LONG_PRESS, (counter - 1) & 0xFFFF, uptime + 5, boot=1), key
+        p.SosEvent(p.SosEventType.LONG_PRESS, (counter - 100) & 0xFFFF, uptime + 5, boot=1), key
     )
     for raw in (replay, replay, older):
         rig.sim.call("replay", device="btn-1", hex=raw.hex())
