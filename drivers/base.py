@@ -95,6 +95,17 @@ class StreamDriver(abc.ABC):
             )
             log.warning("%s: %d datagrams refused from %s (latest from %s)", self.name, n, what, sender)
 
+    def _last_read(self, link: Link) -> None:
+        """What the link holds already (read without waiting), fed and reported."""
+        try:
+            data = link.read_now()
+        except (DeviceGone, OSError):
+            return
+        if data:
+            self.counters.bytes += len(data)
+            self._feed(data, boottime_ms())
+        self._drain(boottime_ms())
+
     def _rejected(self, ev: Rejected) -> None:
         self.counters.rejected[ev.reason.value] += 1
         log.debug("%s: rejected %s %s: %r", self.name, ev.reason.value, ev.detail, ev.raw[:80])
@@ -111,7 +122,12 @@ class StreamDriver(abc.ABC):
                 next_read = 0.0
                 while True:
                     if (pause := next_read - loop.time()) > 0:
-                        await asyncio.sleep(pause)
+                        try:
+                            await asyncio.sleep(pause)
+                        except asyncio.CancelledError:
+                            # stopping: what already reached the link is parsed, not dropped
+                            self._last_read(link)
+                            raise
                     if self._room is not None:
                         await self._room()
                     wait = self._poll_after()

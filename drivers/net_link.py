@@ -175,6 +175,10 @@ class UdpLink:
         finally:
             loop.remove_reader(fd)
 
+    def read_now(self) -> bytes:
+        """Every datagram waiting, without waiting for one (a stop's last read)."""
+        return b"".join(self._drain())
+
     async def read(self) -> bytes:
         """Every datagram waiting (at least one), as lines."""
         chunks = self._drain()

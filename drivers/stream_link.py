@@ -51,6 +51,11 @@ class StreamLink:
         self.drained = len(data) < self.READ_SIZE
         return data
 
+    def read_now(self) -> bytes:
+        """Nothing: a stream's pause between reads is short next to a device's own
+        buffering, and asyncio's reader cannot be read without waiting."""
+        return b""
+
     def write(self, data: bytes) -> None:
         if self._writer is None:
             raise DeviceGone(self.name, "not open")

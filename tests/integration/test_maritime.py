@@ -222,3 +222,31 @@ def test_ais_from_a_tcp_feed_that_drops_and_comes_back(broker: Mosquitto, tmp_pa
         gw.stop()
         col.stop()
         server.close()
+
+
+def test_datagrams_received_before_a_stop_are_kept(broker: Mosquitto, tmp_path: Path) -> None:
+    """A busy feed is read every 0.1 s; what reached the socket when the gateway is told
+    to stop is still read, committed and sent after the restart."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gw = GatewayProc(
+        tmp_path / "gw",
+        port=broker.port,
+        devices=AIS_OFF + device("ais-udp", "ais", f"udp://127.0.0.1:{port}"),
+        outbox="batch_ms = 1500",
+    )
+    col = Collector(broker.port, gw.pub).start()
+    gw.start()
+    mmsis = set(range(412440400, 412440410))
+    try:
+        gw.wait_device_open("ais-udp")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for m in sorted(mmsis):
+                tx.sendto(ais_sentence(mmsi=m, lat=21.9, lon=112.8, status=0), ("127.0.0.1", port))
+        assert gw.stop() == 0
+        gw.start()
+        col.wait_for(lambda ms: mmsis <= ais_mmsis(ms), timeout=30)
+    finally:
+        gw.stop()
+        col.stop()
