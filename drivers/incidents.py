@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.gnss.report import distance_m
+from edge.base.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,6 @@ REPEAT_EVERY_MS = 2_000  # and one more per this
 MAX_INCIDENTS = 1024
 
 Output = tuple[str, dict[str, Any]]  # (kind, record data)
-
-
-class _Bucket:
-    """A token bucket on boot-time ms."""
-
-    __slots__ = ("burst", "every", "tb", "tokens")
-
-    def __init__(self, burst: int, every_ms: int, now: int) -> None:
-        self.burst, self.every = burst, every_ms
-        self.tokens, self.tb = float(burst), now
-
-    def take(self, now: int) -> bool:
-        self.tokens = min(float(self.burst), self.tokens + max(0, now - self.tb) / self.every)
-        self.tb = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass(slots=True)
@@ -76,8 +59,8 @@ class IncidentShaper:
         self._move = move_m
         self._max = max_incidents
         self._table: OrderedDict[Hashable, Incident] = OrderedDict()
-        self._new: dict[str, _Bucket] = {}
-        self._again: dict[str, _Bucket] = {}
+        self._new: dict[str, TokenBucket] = {}
+        self._again: dict[str, TokenBucket] = {}
         self.folded = 0  # reports that went up only as a count
         self.deferred = 0  # new incidents held back by their source's budget
         self.evicted = 0  # incidents dropped from a full table before they went up
@@ -141,10 +124,10 @@ class IncidentShaper:
         return distance_m(then[0], then[1], here[0], here[1]) >= self._move
 
     @staticmethod
-    def _bucket(buckets: dict[str, _Bucket], src: str, burst: int, every: int, now: int) -> bool:
+    def _bucket(buckets: dict[str, TokenBucket], src: str, burst: int, every: int, now: int) -> bool:
         b = buckets.get(src)
         if b is None:
-            b = buckets[src] = _Bucket(burst, every, now)
+            b = buckets[src] = TokenBucket(burst, every, now)
         return b.take(now)
 
     def _publish(self, inc: Incident, now: int) -> Output:

@@ -33,6 +33,7 @@ from edge.base.envelope import keyring, verify
 from edge.base.errors import EnvelopeError
 from edge.base.fsutil import write_atomic
 from edge.base.messages import Incoming
+from edge.base.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,7 @@ class CommandHandler:
         self._report = report
         self._handlers = handlers
         self._queue: asyncio.Queue[tuple[Command, str]] = asyncio.Queue(MAX_QUEUED)
-        self._reject_tokens = REJECT_REPORTS_PER_S
-        self._reject_tb = time.monotonic()
+        self._reject_reports = TokenBucket(REJECT_REPORTS_PER_S, 1 / REJECT_REPORTS_PER_S, time.monotonic())
         self.accepted = 0
         self.rejected: dict[str, int] = {}
 
@@ -207,15 +207,8 @@ class CommandHandler:
         decision on a fresh signed command, which the platform is waiting for. A replayed
         or queued-out copy of a valid command is as cheap to send as junk (issue 15)."""
         self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
-        now = time.monotonic()
-        self._reject_tokens = min(
-            REJECT_REPORTS_PER_S, self._reject_tokens + (now - self._reject_tb) * REJECT_REPORTS_PER_S
-        )
-        self._reject_tb = now
         decided = exc.command_id is not None and exc.code not in (CommandError.REPLAY, CommandError.BUSY)
-        if decided or self._reject_tokens >= 1:
-            if not decided:
-                self._reject_tokens -= 1
+        if decided or self._reject_reports.take(time.monotonic()):
             log.warning("commands: rejected: %s", exc)
             result: dict[str, Any] = {"id": exc.command_id, "ok": False, "error": exc.code}
             if decided and exc.detail:

@@ -455,12 +455,7 @@ class BleManager:
         # Committed (fsync) together with the event's counter, in one transaction: after any
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
         # what the guard will hold once this is committed, committed with it
-        last = guard.state(w.id)
-        after = p.SosCounterGuard({w.id: last} if last is not None else None)
-        after.record(w.id, ev)
-        projected = after.state(w.id)
-        assert projected is not None  # record() just set it
-        state = (GUARD_KEY + w.id, _guard_bytes(projected))
+        state = (GUARD_KEY + w.id, _guard_bytes(guard.after(w.id, ev)))
         seq = await self._commit(kind, w.id, data, state=state)
         guard.record(w.id, ev)
         await self._feedback(link, feedback, answer, ev.counter)

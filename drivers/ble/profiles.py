@@ -278,22 +278,22 @@ class SosCounterGuard:
 
     def record(self, device: str, event: SosEvent) -> None:
         """`event` is committed (it was new)."""
+        self._last[device] = self.after(device, event)
+
+    def after(self, device: str, event: SosEvent) -> Last:
+        """What the guard holds for `device` once `event` (a new one) is committed: stored
+        with the event, in its transaction, so a restart finds the same."""
         last = self._last.get(device)
         if last is None or event.boot is None or last[2] != event.boot:
-            self._last[device] = (event.counter, event.uptime_ms, event.boot, 0)
-            return
+            return event.counter, event.uptime_ms, event.boot, 0
         counter, uptime, boot, window = last
         ahead = (event.counter - counter) % 65536
         if 0 < ahead < 32768:
             # the previous last is committed: bit 0 is now the one just behind the new last
             window = ((window << ahead) | (1 << (ahead - 1))) & ((1 << WINDOW) - 1)
-            self._last[device] = (event.counter, event.uptime_ms, event.boot, window)
-        else:
-            behind = (counter - event.counter) % 65536
-            self._last[device] = (counter, uptime, boot, window | (1 << (behind - 1)))
-
-    def state(self, device: str) -> Last | None:
-        return self._last.get(device)
+            return event.counter, event.uptime_ms, event.boot, window
+        behind = (counter - event.counter) % 65536
+        return counter, uptime, boot, window | (1 << (behind - 1))
 
     def snapshot(self) -> dict[str, Last]:
         return dict(self._last)

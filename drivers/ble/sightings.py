@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from drivers.ble.rpa import resolves
 from edge.base.config import BleConfig, WearableConfig
+from edge.base.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice
@@ -42,8 +43,9 @@ class Sightings:
         self.unknown_adverts = 0
         self.unknown_reported = 0
         self.unknown_suppressed = 0  # reports the overall limit held back (counted in the status)
-        self._tokens = float(MAX_UNKNOWN_REPORTS)
-        self._tokens_at = time.monotonic()
+        self._reports = TokenBucket(
+            MAX_UNKNOWN_REPORTS, max(cfg.unknown_report_s, 1.0) / MAX_UNKNOWN_REPORTS, time.monotonic()
+        )
         self._strangers: OrderedDict[str, tuple[float, int]] = (
             OrderedDict()
         )  # address -> (last report, count)
@@ -54,16 +56,10 @@ class Sightings:
 
     def _report_budget(self, now: float) -> bool:
         """A token for one more device.unknown (MAX_UNKNOWN_REPORTS per unknown_report_s)."""
-        window = max(self.cfg.unknown_report_s, 1.0)
-        self._tokens = min(
-            float(MAX_UNKNOWN_REPORTS), self._tokens + (now - self._tokens_at) * MAX_UNKNOWN_REPORTS / window
-        )
-        self._tokens_at = now
-        if self._tokens < 1:
-            self.unknown_suppressed += 1
-            return False
-        self._tokens -= 1
-        return True
+        if self._reports.take(now):
+            return True
+        self.unknown_suppressed += 1
+        return False
 
     def forget_resolved(self) -> None:
         """The registry changed: resolve every address again."""

@@ -22,7 +22,7 @@ from edge.base.config import AisConfig
 from edge.base.kinds import Prio
 from edge.outbox import Outbox, OutboxFull, Pending
 from edge.outbox.model import HELD, MAX_HELD, Limits
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc
 from tests.support.pty import Pty
@@ -123,9 +123,7 @@ def test_held_alarms_are_bounded_and_a_flooding_source_gives_up_its_own(small_di
 
 
 def test_a_udp_listener_takes_only_its_allowed_senders(broker: Mosquitto, tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM)
     dev = (
         f'[[devices]]\nid = "ais-udp"\nkind = "ais"\nurl = "udp://127.0.0.1:{port}"\nallow = ["127.0.0.1"]\n'
     )
@@ -151,9 +149,7 @@ def test_a_udp_listener_takes_only_its_allowed_senders(broker: Mosquitto, tmp_pa
 def test_a_udp_flood_raises_one_incident_and_the_serial_receiver_is_not_delayed(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM)
     pty = Pty(tmp_path / "ttyAIS")
     devs = (
         f'[[devices]]\nid = "ais-udp"\nkind = "ais"\nurl = "udp://127.0.0.1:{port}"\n'
@@ -189,7 +185,7 @@ def test_a_udp_flood_raises_one_incident_and_the_serial_receiver_is_not_delayed(
         col.stop()
         pty.unplug()
     flood = [m for m in col.up("ais.distress") if m.payload["recs"][0]["d"]["mmsi"] == 970000001]
-    assert 1 <= len(flood) <= 3, len(flood)  # one incident, not 2,000 alarms
+    assert 0 < len(flood) <= 3, len(flood)  # one incident, not 2,000 alarms
     assert doc["ais"]["beacons"]["incidents"] == 2
 
 

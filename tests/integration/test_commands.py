@@ -10,7 +10,7 @@ import cbor2
 import pytest
 
 from edge.base.envelope import Signer, load_private_key
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, gnss_device, trust_clock
 from tests.support.platform import Platform, bundle, other_signer
@@ -266,9 +266,7 @@ def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosqui
 
     from tests.integration.test_maritime import ais_sentence
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        udp = probe.getsockname()[1]
+    udp = free_port(socket.SOCK_DGRAM)
     station = (
         "[ais]\nmin_interval_s = 0.0\noutside_min_interval_s = 0.0\n"
         '[[geofences]]\nid = "harbour"\n'

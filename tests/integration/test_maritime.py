@@ -12,7 +12,7 @@ import pytest
 
 from drivers.dsc.parse import DscCall, DscParser
 from drivers.gnss.sim import sentence
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector, Message
 from tests.support.gateway import GatewayProc
 from tests.support.prefill import prefill
@@ -80,9 +80,7 @@ def test_ais_through_pty_matches_gpsd(corpora: Path, broker: Mosquitto, tmp_path
 
 
 def test_ais_over_udp_with_duplicates_collapsed(broker: Mosquitto, tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM)
     gw = GatewayProc(
         tmp_path / "gw", port=broker.port, devices=device("ais-udp", "ais", f"udp://127.0.0.1:{port}")
     )
@@ -227,9 +225,7 @@ def test_ais_from_a_tcp_feed_that_drops_and_comes_back(broker: Mosquitto, tmp_pa
 def test_datagrams_received_before_a_stop_are_kept(broker: Mosquitto, tmp_path: Path) -> None:
     """A busy feed is read every 0.1 s; what reached the socket when the gateway is told
     to stop is still read, committed and sent after the restart."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM)
     gw = GatewayProc(
         tmp_path / "gw",
         port=broker.port,
