@@ -37,6 +37,7 @@ from edge.base.registry import Registry
 from edge.base.supervisor import Backoff, supervise
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
+from edge.deliveries import Deliveries, through
 from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
@@ -208,6 +209,12 @@ class Gateway:
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
         self.ready = asyncio.Event()
+        self.deliveries = Deliveries(
+            cfg.gateway.state_dir / "deliveries.json",
+            show=through(lambda: self.ble),
+            connected=lambda: set() if self.ble is None else set(self.ble.sessions),
+            report=lambda rec: self.ingest and self.ingest.submit("alert.delivery", "gw", rec),
+        )
 
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
         if self.ble is None:
@@ -252,6 +259,10 @@ class Gateway:
             return None
         return {**fix.record(), "age_ms": max(0, boottime_ms() - fix.tb)}
 
+    def clock_ms(self) -> int:
+        tu = self.clock.now().tu
+        return tu if tu is not None else time.time_ns() // 1_000_000
+
     def snapshot(self) -> dict[str, Any]:
         return status_document(self)
 
@@ -283,6 +294,10 @@ class Gateway:
                         await stack.aclose()
                 write_seq_floor(state_dir, outbox.hw)
 
+    def _worker_of(self, device: str) -> str | None:
+        w = self.registry.devices.get(device)
+        return None if w is None else w.worker
+
     def _ingest(self, epoch: Epoch, outbox: Outbox, quarantined: list[dict[str, Any]]) -> Ingest:
         """The ingest in front of the outbox; what the outbox reports goes through it."""
         ingest = Ingest(
@@ -294,6 +309,7 @@ class Gateway:
             batch_ms=self.cfg.outbox.batch_ms,
         )
         self.ingest = ingest
+        ingest.worker_of = self._worker_of
         outbox.on_dropped = lambda rec: ingest.submit("outbox.dropped", "gw", rec)
         outbox.on_health = lambda rec: ingest.submit("gateway.health", "gw", rec)
         for rec in quarantined:
@@ -356,6 +372,8 @@ class Gateway:
             last_fix=self.fix_record,
             read_state=outbox.read_state,
         )
+        self.ble.on_connected = self.deliveries.connected
+        tg.create_task(self.deliveries.run(), name="deliveries")
         tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
         if self.firmware is not None:
             tg.create_task(

@@ -70,6 +70,7 @@ class CommandError(enum.StrEnum):
     BUSY = "busy"
     BAD_ARGS = "bad_args"
     UNKNOWN_DEVICE = "unknown_device"
+    UNKNOWN_ALARM = "unknown_alarm"  # sos.ack: no alarm of that wearable at that seq is known
     UNSUPPORTED = "unsupported"
     STATE_UNWRITABLE = "state_unwritable"
     INTERRUPTED = "interrupted"

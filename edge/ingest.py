@@ -91,6 +91,9 @@ class Ingest:
         self._batch_s = batch_ms / 1000.0
         self._batches: dict[tuple[str, str], _Batch] = {}
         self.records = 0
+        # The worker a device is bound to now (edge/base/registry.py), or None: every record
+        # about a worker's kit carries it as it was when the record was made.
+        self.worker_of: Callable[[str], str | None] = lambda _device: None
 
     def payload(
         self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
@@ -138,24 +141,40 @@ class Ingest:
         stamp: Stamp | None = None,
         prio: Prio | None = None,
         state: tuple[str, bytes] | None = None,
+        seq_state: tuple[str, bytes] | None = None,
     ) -> asyncio.Future[int] | None:
         """Accept one reading. Unbatched kinds return a future that resolves with the seq
         once the message is committed; batched telemetry returns None. `prio` raises a
         reading above its kind's lane (a battery level that changed is an event); `state`
-        is committed with an unbatched message, in the same transaction."""
+        and `seq_state` (a record keyed by the message's seq, Pending.seq_state) are committed
+        with an unbatched message, in the same transaction."""
         st = stamp or self._clock.now()
-        rec = {"tb": st.tb, "tu": st.tu, "d": dict(data)}
+        d = dict(data)
+        # the worker the wearable is bound to now, which a later re-bind does not rewrite; the
+        # gateway's own reports (src gw) about a wearable name it as `device`
+        subject = d.get("device") if src == "gw" else src
+        if isinstance(subject, str) and (worker := self.worker_of(subject)) is not None:
+            d["worker"] = worker
+        rec = {"tb": st.tb, "tu": st.tu, "d": d}
         self.records += 1
         base = prio_of(kind)
         lane = base if prio is None else prio
         if lane < Prio.TELEMETRY or self._batch_s <= 0:
             over = None if lane == base else lane
             fut = self._outbox.submit(
-                Pending(lane, kind, src, st.tb, self._maker(kind, src, st.tq, [rec], over), state=state)
+                Pending(
+                    lane,
+                    kind,
+                    src,
+                    st.tb,
+                    self._maker(kind, src, st.tq, [rec], over),
+                    state=state,
+                    seq_state=seq_state,
+                )
             )
             fut.add_done_callback(_log_failure)  # many reports are submitted and not awaited
             return fut
-        if state is not None:
+        if state is not None or seq_state is not None:
             raise ValueError("state goes only with unbatched messages")
         key = (kind, src)
         batch = self._batches.get(key)
@@ -179,9 +198,10 @@ class Ingest:
         stamp: Stamp | None = None,
         prio: Prio | None = None,
         state: tuple[str, bytes] | None = None,
+        seq_state: tuple[str, bytes] | None = None,
     ) -> int | None:
         """Like submit, but waits for the commit of unbatched kinds."""
-        fut = self.submit(kind, src, data, stamp=stamp, prio=prio, state=state)
+        fut = self.submit(kind, src, data, stamp=stamp, prio=prio, state=state, seq_state=seq_state)
         return None if fut is None else await fut
 
     def _flush(self, key: tuple[str, str]) -> None:

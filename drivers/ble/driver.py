@@ -38,6 +38,7 @@ from drivers.ble.transport import BleBackend, Factory
 from edge.base.config import BleConfig, WearableConfig
 from edge.base.errors import TransientError
 from edge.base.kinds import DeviceState, Prio
+from edge.base.seqkey import seq_key
 from edge.base.supervisor import Backoff
 
 if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable is paired
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 SESSION_QUEUE = 64  # notifications waiting per connected wearable
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
 ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
+
+
 @functools.cache
 def ble_errors() -> tuple[type[BaseException], ...]:
     """What a radio, a link or a misbehaving peripheral may raise (bleak's BleakError among
@@ -66,7 +69,13 @@ class Submit(Protocol):
 
 class Commit(Protocol):
     def __call__(
-        self, kind: str, src: str, data: Mapping[str, Any], *, state: tuple[str, bytes] | None = None
+        self,
+        kind: str,
+        src: str,
+        data: Mapping[str, Any],
+        *,
+        state: tuple[str, bytes] | None = None,
+        seq_state: tuple[str, bytes] | None = None,
     ) -> Awaitable[int | None]: ...
 
 
@@ -75,6 +84,28 @@ GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per
 # counters behind it (profiles.SosCounterGuard)
 _GUARD = struct.Struct("<HIIBQ")
 _GUARD_V1 = struct.Struct("<HI")  # counter, uptime_ms: as written before authenticated events
+# An alarm's record, committed with it and keyed by its seq (Pending.seq_state): what an
+# sos.ack for it needs after any restart: the counter to answer, on which wearable
+ALARM_KEY = "ble.alarm/"
+_ALARM = struct.Struct("<H")  # counter, then the wearable's id (utf-8)
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    device: str
+    counter: int
+
+    def encode(self) -> bytes:
+        return _ALARM.pack(self.counter) + self.device.encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Alarm | None:
+        if len(raw) <= _ALARM.size:
+            return None
+        try:
+            return cls(raw[_ALARM.size :].decode(), _ALARM.unpack_from(raw)[0])
+        except UnicodeDecodeError:
+            return None
 
 
 def _guard_record(raw: bytes) -> p.Last | None:
@@ -147,6 +178,9 @@ class _Session:
         async with asyncio.timeout(self.timeout_s):
             await self.client.write_gatt_char(char, data, response=True)
 
+    def has(self, char: str) -> bool:
+        return self.client.services.get_characteristic(char) is not None
+
     async def subscribe(self, char: str, tag: str) -> None:
         await self.client.start_notify(char, lambda _c, v: self._notified(tag, v))
 
@@ -199,10 +233,13 @@ class BleManager:
         self.backend: BleBackend | None = None
         self._session_events: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._task_cfg: dict[str, WearableConfig] = {}  # what each task was started with
         self._changed = asyncio.Event()
-        self._alarms: OrderedDict[int, tuple[str, int]] = OrderedDict()  # alarm seq -> (device, counter)
+        self._alarms: OrderedDict[int, Alarm] = OrderedDict()  # this run's alarms by seq (the rest on disk)
         self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
         self._last_battery: dict[str, tuple[int, float]] = {}
+        # told each time a wearable is connected and subscribed (deliveries waiting for it)
+        self.on_connected: Callable[[str], None] = lambda _dev: None
         self.kinds = {name: cls() for name, cls in KINDS.items()}
         self.sightings = Sightings(
             cfg, wearables, {k.service: k.label for k in self.kinds.values()}, self._submit
@@ -262,7 +299,11 @@ class BleManager:
             self._emit_state(dev_id, DeviceState.UNPAIRED)
         for dev_id, w in devices.items():
             task = self._tasks.get(dev_id)
+            if task is not None and self._task_cfg.get(dev_id) != w:
+                task.cancel()  # re-paired (another worker, key or address): a session on the new terms
+                task = None
             if task is None or task.done():
+                self._task_cfg[dev_id] = w
                 self.stats.setdefault(dev_id, WearableStats())
                 self._tasks[dev_id] = asyncio.get_running_loop().create_task(
                     self._device_loop(w), name=f"ble.{dev_id}"
@@ -337,6 +378,7 @@ class BleManager:
             self._emit_state(w.id, DeviceState.CONNECTED, rssi=rssi, firmware=firmware)
             self._battery(w.id, battery[:1])
             kind.connected(sess, self, time.monotonic())
+            self.on_connected(w.id)
             if kind.reacts_to_alarm and self._alarm_wanted.pop(w.id, 0.0) > time.monotonic():
                 asyncio.get_running_loop().create_task(self._react(sess))
             reason = await self._serve(sess)
@@ -456,13 +498,15 @@ class BleManager:
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
         # what the guard will hold once this is committed, committed with it
         state = (GUARD_KEY + w.id, _guard_bytes(guard.after(w.id, ev)))
-        seq = await self._commit(kind, w.id, data, state=state)
+        alarm = kind in ALARM_KINDS and not data.get("cancel")
+        by_seq = (ALARM_KEY, Alarm(w.id, ev.counter).encode()) if alarm else None
+        seq = await self._commit(kind, w.id, data, state=state, seq_state=by_seq)
         guard.record(w.id, ev)
         await self._feedback(link, feedback, answer, ev.counter)
-        if kind in ALARM_KINDS and not data.get("cancel"):
+        if alarm:
             st.alarms += 1
             if seq is not None:
-                self._alarms[seq] = (w.id, ev.counter)
+                self._alarms[seq] = Alarm(w.id, ev.counter)
                 while len(self._alarms) > 256:
                     self._alarms.popitem(last=False)
         return seq if seq is not None else 0
@@ -504,21 +548,32 @@ class BleManager:
 
     # -- commands: deliveries to wearables ------------------------------------------------------
 
-    def alarm_counter(self, alarm_seq: Any) -> int:
-        hit = self._alarms.get(alarm_seq) if isinstance(alarm_seq, int) else None
-        return hit[1] if hit is not None else 0
+    async def alarm(self, alarm_seq: int) -> Alarm | None:
+        """The alarm committed as `alarm_seq` (this run's, or one kept on disk), or None."""
+        hit = self._alarms.get(alarm_seq)
+        if hit is not None:
+            return hit
+        raw = (await self._read_state(seq_key(ALARM_KEY, alarm_seq))).get(seq_key(ALARM_KEY, alarm_seq))
+        return None if raw is None else Alarm.decode(raw)
 
     async def deliver(self, dev_id: str, pattern: p.Feedback, counter: int = 0) -> Delivery:
-        """Show a pattern on a wearable (an acknowledgement, an alert)."""
+        """Show a feedback pattern on a wearable (an acknowledgement)."""
+        return await self._show(dev_id, lambda sess: sess.kind.alert(sess, pattern, counter))
+
+    async def show_alert(self, dev_id: str, level: p.AlertLevel, text: str) -> Delivery:
+        """Show a broadcast alert on a wearable, as well as its kind can."""
+        return await self._show(dev_id, lambda sess: sess.kind.show_alert(sess, level, text))
+
+    async def _show(self, dev_id: str, write: Callable[[_Session], Awaitable[bool | None]]) -> Delivery:
         sess = self.sessions.get(dev_id)
         if sess is None:
             return Delivery.NOT_CONNECTED
         try:
-            await sess.kind.alert(sess, pattern, counter)
+            shown = await write(sess)
         except ble_errors() as exc:
-            log.info("ble: %s: alert not written: %r", dev_id, exc)
+            log.info("ble: %s: not written: %r", dev_id, exc)
             return Delivery.WRITE_FAILED
-        return Delivery.DELIVERED
+        return Delivery.UNSUPPORTED if shown is False else Delivery.DELIVERED
 
     # -- reports --------------------------------------------------------------------------------
 

@@ -45,6 +45,49 @@ class Feedback(enum.IntEnum):
     CANCELLED = 4
 
 
+class AlertLevel(enum.IntEnum):
+    """An `alert.broadcast`'s level: how insistently a wearable shows it."""
+
+    INFO = 1
+    WARNING = 2
+    EMERGENCY = 3
+
+    @classmethod
+    def named(cls, name: object) -> AlertLevel | None:
+        return cls.__members__.get(name.upper()) if isinstance(name, str) else None
+
+
+# The *alert* feedback pattern per level (repeat, duration_ms): a button or tag has no
+# screen, so the level is in how long and how often it buzzes.
+ALERT_PATTERN = {
+    AlertLevel.INFO: (1, 300),
+    AlertLevel.WARNING: (3, 600),
+    AlertLevel.EMERGENCY: (10, 1000),
+}
+ALERT_TEXT_MAX = 180  # bytes of UTF-8 an alert's text may take on a camera's screen
+
+
+def encode_alert_feedback(level: AlertLevel) -> bytes:
+    """The *alert* feedback a button or tag shows for an alert of `level`."""
+    repeat, duration_ms = ALERT_PATTERN[level]
+    return encode_feedback(Feedback.ALERT, repeat=repeat, duration_ms=duration_ms)
+
+
+def encode_alert_text(level: AlertLevel, text: str) -> bytes:
+    """Camera Alert Text: u8 level, then the text in UTF-8, cut on a character boundary."""
+    raw = text.encode()[:ALERT_TEXT_MAX]
+    return bytes([level]) + raw.decode(errors="ignore").encode()
+
+
+def parse_alert_text(raw: bytes) -> tuple[AlertLevel, str] | Rejected:
+    if not 1 <= len(raw) <= ALERT_TEXT_MAX + 1:
+        return _reject(f"alert text is 1..{ALERT_TEXT_MAX + 1} bytes, got {len(raw)}", raw)
+    try:
+        return AlertLevel(raw[0]), raw[1:].decode()
+    except (ValueError, UnicodeDecodeError):
+        return _reject("alert text: bad level or not UTF-8", raw)
+
+
 class CameraState(enum.IntEnum):
     IDLE = 0
     RECORDING = 1
@@ -240,7 +283,7 @@ class SosCounterGuard:
         self._last: dict[str, Last] = dict(last or {})  # device -> its last event committed
 
     def _verdict(self, device: str, event: SosEvent) -> str:
-        """"new", "repeat" (committed: answer it again) or "stale"."""
+        """ "new", "repeat" (committed: answer it again) or "stale"."""
         last = self._last.get(device)
         if last is None:
             return "new"

@@ -29,6 +29,7 @@ CAMERA_SERVICE = _BASE.format(0x0200)
 CAMERA_STATE = _BASE.format(0x0201)  # notify, read: recording state and storage (4 bytes)
 CAMERA_MARK = _BASE.format(0x0202)  # notify: a clip mark with its SHA-256 (44 bytes)
 CAMERA_CONTROL = _BASE.format(0x0203)  # write with response: start/stop recording, mark (2 bytes)
+CAMERA_TEXT = _BASE.format(0x0204)  # optional, write with response: an alert's level and text (screen)
 
 # MCUmgr SMP over BLE (Zephyr's and MCUboot's SMP transport): firmware updates.
 SMP_SERVICE = "8d53dc1d-1db7-4cd3-868b-8a527460aa84"

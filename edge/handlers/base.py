@@ -1,4 +1,4 @@
-"""What a command handler sees of the running gateway, and the delivery report they share.
+"""What a command handler sees of the running gateway.
 
 A handler is `async def handle(gw: GatewayView, cmd: Command) -> dict`: the extra fields
 of its `cmd.result`, or `commands.Rejected(code)`. It runs after the command verified
@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.ble.kinds.base import Delivery
-from drivers.ble.profiles import Feedback
 from edge.base.config import Config
 from edge.base.registry import Registry
 from edge.commands import Command
@@ -21,6 +19,7 @@ if TYPE_CHECKING:
     from drivers.base import StreamDriver
     from drivers.ble.driver import BleManager
     from edge.commands import CommandHandler
+    from edge.deliveries import Deliveries
     from edge.ingest import Ingest
     from edge.publisher import Publisher
     from firmware_bridge.bridge import FirmwareBridge
@@ -56,6 +55,12 @@ class GatewayView(Protocol):
     @property
     def tracker(self) -> VesselTracker: ...
 
+    @property
+    def deliveries(self) -> Deliveries: ...
+
+    def clock_ms(self) -> int:
+        """Unix ms by the gateway's clock (expiries are judged by it)."""
+
     def snapshot(self) -> dict[str, Any]: ...
 
     def vessels_outside(self) -> None: ...
@@ -64,18 +69,3 @@ class GatewayView(Protocol):
 
 
 Handle = Callable[[GatewayView, Command], Awaitable[dict[str, Any]]]
-
-
-async def deliver(
-    gw: GatewayView, wearable: str, what: dict[str, Any], pattern: Feedback, counter: int = 0
-) -> bool:
-    """Show a pattern on one wearable and report in `alert.delivery` whether it got there."""
-    ble = gw.ble
-    got = Delivery.NOT_CONNECTED if ble is None else await ble.deliver(wearable, pattern, counter)
-    ok = got == Delivery.DELIVERED
-    if gw.ingest is not None:
-        rec = {**what, "device": wearable, "ok": ok}
-        if not ok:
-            rec["error"] = got.value
-        gw.ingest.submit("alert.delivery", "gw", rec)
-    return ok

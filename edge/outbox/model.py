@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS state (
     value BLOB NOT NULL
 );
 """
+SEQ_STATE_KEEP = 256  # records keyed by seq kept per prefix (Pending.seq_state)
 ROW_OVERHEAD = 64  # bytes a row costs beyond its body (row header, kind, src, index entry)
 # Never thinned, and admitted into the reserve: a gap or a full disk must never be silent.
 PROTECTED_KINDS = frozenset({"outbox.dropped", "gateway.health"})
@@ -81,6 +82,10 @@ class Pending:
     # A small record committed in the same transaction as the message (key, value): what a
     # driver must remember exactly when the message is durable (an SOS event's counter).
     state: tuple[str, bytes] | None = None
+    # A record keyed by the message's own seq (prefix, value), committed with it under
+    # `seq_key(prefix, seq)`: what a later command naming that seq needs (an sos.ack needs
+    # the alarm's wearable and counter). The newest SEQ_STATE_KEEP of a prefix are kept.
+    seq_state: tuple[str, bytes] | None = None
 
     @property
     def protected(self) -> bool:

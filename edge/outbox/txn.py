@@ -8,7 +8,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from edge.outbox.model import Deleted, Pending, Row
+from edge.base.seqkey import seq_key
+from edge.outbox.model import SEQ_STATE_KEEP, Deleted, Pending, Row
 
 
 class Transactions:
@@ -33,6 +34,8 @@ class Transactions:
             (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
         ]
         states = [it.state for it in made if it.state is not None]
+        by_seq = [(r.seq, it.seq_state) for r, it in zip(rows, made, strict=True) if it.seq_state is not None]
+        states += [(seq_key(prefix, seq), value) for seq, (prefix, value) in by_seq]
         self.set_sync(conn, self.durable)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -42,6 +45,8 @@ class Transactions:
             )
             if states:
                 conn.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", states)
+            for prefix in {prefix for _seq, (prefix, _v) in by_seq}:
+                self._keep_newest(conn, prefix)
             found = self._delete(conn, list(deletes))
             conn.execute("COMMIT")
         except BaseException:
@@ -49,6 +54,15 @@ class Transactions:
                 conn.execute("ROLLBACK")
             raise
         return found
+
+    @staticmethod
+    def _keep_newest(conn: sqlite3.Connection, prefix: str) -> None:
+        """Bound the records keyed by seq under `prefix` to the newest SEQ_STATE_KEEP."""
+        conn.execute(
+            "DELETE FROM state WHERE substr(key, 1, ?1) = ?2 AND key < COALESCE("
+            "(SELECT key FROM state WHERE substr(key, 1, ?1) = ?2 ORDER BY key DESC LIMIT 1 OFFSET ?3), '')",
+            (len(prefix), prefix, SEQ_STATE_KEEP - 1),
+        )
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, seqs: list[int]) -> list[Deleted]:

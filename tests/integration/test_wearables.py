@@ -146,7 +146,7 @@ def test_replayed_or_repeated_event_is_not_a_second_alarm(rig: Rig) -> None:
 def test_battery_marks_and_link_faults(rig: Rig) -> None:
     rig.sim.call("battery", device="btn-2", pct=14)
     batt = wait_rec(rig.col, "device.battery", lambda d: d["pct"] == 14)
-    assert batt == {"pct": 14}
+    assert batt == {"pct": 14, "worker": "w-8"}  # the worker it is bound to
     assert (
         next(m for m in rig.col.up("device.battery") if m.payload["recs"][0]["d"]["pct"] == 14).payload[
             "prio"

@@ -33,6 +33,9 @@ class Link(Protocol):
     async def subscribe(self, char: str, tag: str) -> None:
         """Notifications of `char` arrive at the kind's `handle` as (`tag`, value), in order."""
 
+    def has(self, char: str) -> bool:
+        """Whether the device offers `char` (an optional characteristic of its profile)."""
+
     def reject(self, detail: str) -> None:
         """Count (and log) a value that did not decode; it is dropped, never guessed at."""
 
@@ -83,8 +86,9 @@ class Delivery(enum.StrEnum):
     """What became of an alert sent to one wearable."""
 
     DELIVERED = "delivered"
-    NOT_CONNECTED = "not_connected"
-    WRITE_FAILED = "write_failed"
+    UNSUPPORTED = "unsupported"  # its kind cannot show it: final, never retried
+    NOT_CONNECTED = "not_connected"  # tried again when it connects
+    WRITE_FAILED = "write_failed"  # tried again while it stays connected
 
 
 class WearableKind:
@@ -106,6 +110,10 @@ class WearableKind:
     async def alert(self, link: Link, pattern: p.Feedback, counter: int) -> None:
         """Show a feedback pattern (an acknowledgement, a broadcast alert) on the device."""
         raise NotImplementedError
+
+    async def show_alert(self, link: Link, level: p.AlertLevel, text: str) -> bool:
+        """Show a broadcast alert as well as the device can; False if it cannot at all."""
+        return False
 
     async def worker_alarm(self, link: Link) -> bool:
         """The wearer raised an alarm; True if this device acted on it (else it is asked

@@ -62,6 +62,13 @@ class BodyCamera(WearableKind):
         command = p.encode_camera_control(p.CameraCommand.ALERT, p.CameraReason.PLATFORM)
         await link.write(u.CAMERA_CONTROL, command)
 
+    async def show_alert(self, link: Link, level: p.AlertLevel, text: str) -> bool:
+        """The LED/buzzer, and the text where the camera has a screen (Alert Text)."""
+        if link.has(u.CAMERA_TEXT):
+            await link.write(u.CAMERA_TEXT, p.encode_alert_text(level, text))
+        await self.alert(link, p.Feedback.ALERT, 0)
+        return True
+
     async def worker_alarm(self, link: Link) -> bool:
         await link.write(u.CAMERA_CONTROL, p.encode_camera_control(p.CameraCommand.START, p.CameraReason.SOS))
         return True

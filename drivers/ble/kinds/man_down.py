@@ -153,6 +153,10 @@ class ManDownTag(WearableKind):
     async def alert(self, link: Link, pattern: p.Feedback, counter: int) -> None:
         await link.write(FEEDBACK, p.encode_feedback(pattern, counter))
 
+    async def show_alert(self, link: Link, level: p.AlertLevel, text: str) -> bool:
+        await link.write(FEEDBACK, p.encode_alert_feedback(level))
+        return True
+
     def tick(self, host: Host, now: float, workers: Mapping[str, str]) -> None:
         for dev_id in [d for d in self._watch if d not in workers]:
             del self._watch[dev_id]  # unpaired

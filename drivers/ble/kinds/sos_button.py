@@ -48,5 +48,9 @@ class SosButton(WearableKind):
     async def alert(self, link: Link, pattern: p.Feedback, counter: int) -> None:
         await link.write(u.SOS_FEEDBACK, p.encode_feedback(pattern, counter))
 
+    async def show_alert(self, link: Link, level: p.AlertLevel, text: str) -> bool:
+        await link.write(u.SOS_FEEDBACK, p.encode_alert_feedback(level))
+        return True
+
 
 KIND = SosButton

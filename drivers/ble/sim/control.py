@@ -57,7 +57,7 @@ def wearable(spec: dict[str, Any]) -> SimWearable:
     if kind == "sos_button":
         return SimSosButton(**common, key=key)
     if kind == "body_camera":
-        return SimBodyCamera(**common)
+        return SimBodyCamera(**common, screen=bool(spec.get("screen", True)))
     if kind == "man_down":
         return SimManDownTag(**common, key=key, interval_s=int(spec.get("interval_s", 60)))
     raise ValueError(f"unknown simulated wearable kind {kind!r}")
@@ -106,6 +106,10 @@ class Controller:
             w.set_muted(op == "mute")
         elif op == "drop":
             await w.drop_link()
+        elif op == "away":
+            await w.away()
+        elif op == "back":
+            await w.back()
         elif op == "reboot" and isinstance(w, SimSosButton):
             w.reboot()
         elif op == "battery":

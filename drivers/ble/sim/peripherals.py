@@ -142,6 +142,8 @@ class FeedbackSeen:
     at: float  # time.monotonic()
     pattern: p.Feedback
     counter: int
+    repeat: int = 0
+    duration_ms: int = 0
 
 
 @dataclass
@@ -304,6 +306,16 @@ class SimWearable:
                 with contextlib.suppress(Exception):
                     await conn.disconnect()
 
+    async def away(self) -> None:
+        """Out of range: no adverts, no link, until `back`."""
+        await self.stop()
+
+    async def back(self) -> None:
+        if self.device is not None and not self.device.is_advertising:
+            await self.device.start_advertising(
+                auto_restart=True, advertising_interval_min=100, advertising_interval_max=100
+            )
+
     async def notify(self, char: Characteristic[Any] | None, value: bytes) -> None:
         if self.device is None or char is None or self.muted or not self.device.connections:
             return
@@ -371,7 +383,9 @@ class SimSosButton(SimWearable):
         if not isinstance(fb, p.FeedbackWrite):
             self.rejected_writes += 1
             return
-        self.feedback.append(FeedbackSeen(time.monotonic(), fb.pattern, fb.counter))
+        self.feedback.append(
+            FeedbackSeen(time.monotonic(), fb.pattern, fb.counter, fb.repeat, fb.duration_ms)
+        )
         if fb.pattern in (p.Feedback.RECEIVED, p.Feedback.CANCELLED):
             pending = self._pending.pop(fb.counter, None)
             if pending is not None and not pending[1].done():
@@ -419,6 +433,10 @@ class SimSosButton(SimWearable):
             "counter": self.counter,
             "pending": sorted(self._pending),
             "feedback": [[f.pattern.name.lower(), f.counter] for f in self.feedback[-20:]],
+            # how each alert was shown: the level is in the repeat and the duration
+            "alerts": [
+                [f.repeat, f.duration_ms] for f in self.feedback[-20:] if f.pattern == p.Feedback.ALERT
+            ],
         }
 
 
@@ -466,6 +484,8 @@ class SimBodyCamera(SimWearable):
     recording: p.CameraState = p.CameraState.IDLE
     storage_pct: int = 64
     controls: list[tuple[int, int]] = field(default_factory=list)
+    screen: bool = True  # it has the optional Alert Text characteristic
+    texts: list[tuple[int, str]] = field(default_factory=list)  # alerts shown on its screen (level, text)
     clip: int = 0
     _state_char: Characteristic[bytes] | None = None
     _mark_char: Characteristic[bytes] | None = None
@@ -489,7 +509,22 @@ class SimBodyCamera(SimWearable):
             Characteristic.WRITEABLE,
             CharacteristicValue(write=self._gated_write(self._on_control)),
         )
-        return [*super().services(), Service(u.CAMERA_SERVICE, [self._state_char, self._mark_char, control])]
+        chars = [self._state_char, self._mark_char, control]
+        if self.screen:
+            chars.append(
+                Characteristic(
+                    u.CAMERA_TEXT,
+                    Characteristic.Properties.WRITE,
+                    Characteristic.WRITEABLE,
+                    CharacteristicValue(write=self._gated_write(self._on_text)),
+                )
+            )
+        return [*super().services(), Service(u.CAMERA_SERVICE, chars)]
+
+    def _on_text(self, raw: bytes) -> None:
+        got = p.parse_alert_text(raw)
+        if isinstance(got, tuple):
+            self.texts.append((int(got[0]), got[1]))
 
     def _on_control(self, raw: bytes) -> None:
         if len(raw) != 2:
@@ -511,4 +546,9 @@ class SimBodyCamera(SimWearable):
         return digest
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "recording": self.recording.name.lower(), "controls": self.controls}
+        return {
+            **super().state(),
+            "recording": self.recording.name.lower(),
+            "controls": self.controls,
+            "texts": self.texts,
+        }
