@@ -27,6 +27,7 @@ from drivers.ble.transport import resolve_factory
 from drivers.dsc.driver import DscDriver
 from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
+from edge import harbour
 from edge.base.clock import Clock, TimeQuality, boottime_ms
 from edge.base.config import AisDevice, Config, DeviceConfig, GnssDevice
 from edge.base.envelope import Signer, load_private_key
@@ -354,6 +355,8 @@ class Gateway:
     ) -> None:
         """Every long-lived task of the gateway, in one task group."""
         cfg = self.cfg
+        if cfg.geofences:  # before the first report is heard
+            harbour.load(self.tracker, cfg.gateway.state_dir)
         tg.create_task(outbox.run(), name="outbox.writer")
         if self.publisher is not None:
             tg.create_task(self.publisher.run(), name="publisher")
@@ -379,8 +382,9 @@ class Gateway:
             tg.create_task(
                 supervise("firmware", self.firmware.run, Backoff(0.5, 30.0)), name="firmware.supervise"
             )
-        if any(isinstance(d, AisDevice) for d in cfg.devices) and cfg.geofences:
-            tg.create_task(self._fleet_ticks(ingest), name="ais.geofence")
+        if cfg.geofences:
+            submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
+            tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
         tg.create_task(serve_status(cfg.gateway.status_socket, self.snapshot), name="status")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self._clock_watch(), name="clock.watch")
@@ -427,13 +431,6 @@ class Gateway:
     async def outbox_room(self) -> None:
         if self.outbox is not None:
             await self.outbox.room()
-
-    async def _fleet_ticks(self, ingest: Ingest) -> None:
-        """Publish `vessels.outside` when the set of vessels outside a geofence changes."""
-        while True:
-            for kind, data in self.tracker.tick(boottime_ms()):
-                ingest.submit(kind, "gw", data)
-            await asyncio.sleep(1.0)
 
     def vessels_outside(self) -> None:
         """Publish the current `vessels.outside` snapshot now (a typhoon recall asks for it)."""

@@ -177,8 +177,14 @@ class Deliveries:
 
 
 def alert_level(value: object) -> p.AlertLevel | None:
-    """An alert's level by name (`info`, `warning`, `emergency`); absent means warning."""
-    return p.AlertLevel.WARNING if value is None else p.AlertLevel.named(value)
+    """How insistently to show an alert of level `value`: `info`, `warning` or
+    `emergency`; absent, or a level of the platform's own (`recall`), is a warning.
+    None when it is not text."""
+    if value is None:
+        return p.AlertLevel.WARNING
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    return p.AlertLevel.named(value) or p.AlertLevel.WARNING
 
 
 def through(ble: Callable[[], BleManager | None]) -> Callable[[str, Delivery], Awaitable[Outcome]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from drivers.ais.parse import POSITION_TYPES, AisReport
 from drivers.incidents import IncidentShaper
-from edge.base.config import AisConfig, Geofence
+from edge.base.config import AisConfig, Geofence, fleet_problem
 
 # MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
 # 970 AIS-SART, 972 man-overboard devices, 974 EPIRB-AIS.
@@ -52,6 +52,9 @@ class Vessel:
     home: set[str] = field(default_factory=set)  # geofences it has been seen inside
 
 
+MAX_HARBOUR = 4096  # vessels whose harbour state is kept across restarts
+
+
 class VesselTracker:
     """Decides what of the AIS traffic goes up, and keeps who is outside each geofence."""
 
@@ -62,6 +65,8 @@ class VesselTracker:
         self._vessels: OrderedDict[int, Vessel] = OrderedDict()
         self._outside_dirty = bool(geofences)
         self._outside_tb = -(10**12)
+        self.fleets: dict[str, frozenset[int]] = {g.id: frozenset(g.fleet) for g in geofences}
+        self.harbour_dirty = False  # who is inside which geofence changed since harbour() was saved
         # a beacon is one incident however often (and from however many receivers) heard
         self.beacons = IncidentShaper(repeat_s=cfg.beacon_repeat_s, move_m=cfg.beacon_move_m)
         self.duplicates = 0
@@ -207,26 +212,95 @@ class VesselTracker:
                 v.home.add(g.id)
             if v.inside.get(g.id) != now_in:
                 v.inside[g.id] = now_in
-                if g.id in v.home:
+                self.harbour_dirty = True
+                if g.id in v.home or v.mmsi in self.fleets[g.id]:
                     self._outside_dirty = True
 
     def outside(self) -> list[dict[str, Any]]:
-        """Per geofence: the vessels seen inside it that are now outside, with last positions."""
+        """Per geofence, who is not in: each vessel seen inside it that is now outside
+        (`left`), and each of its home fleet that is outside without having been seen
+        inside (`outside`) or has not been heard at all (`unheard`), with last positions."""
         snaps = []
         for g in self._fences:
-            vessels = [
+            fleet = self.fleets[g.id]
+            vessels = []
+            for v in self._vessels.values():
+                if v.inside.get(g.id) is False and (g.id in v.home or v.mmsi in fleet):
+                    vessels.append(self._listed(v, "left" if g.id in v.home else "outside"))
+            heard = {v.mmsi for v in self._vessels.values() if g.id in v.inside}
+            vessels += [{"mmsi": m, "state": "unheard"} for m in fleet if m not in heard]
+            vessels.sort(key=lambda x: x["mmsi"])
+            inside = sum(1 for v in self._vessels.values() if v.inside.get(g.id))
+            snap = {"geofence": g.id, "count": len(vessels), "vessels": vessels, "inside": inside}
+            if fleet:
+                snap["fleet"] = len(fleet)
+            snaps.append(snap)
+        return snaps
+
+    @staticmethod
+    def _listed(v: Vessel, state: str) -> dict[str, Any]:
+        out = {"mmsi": v.mmsi, "lat": v.lat, "lon": v.lon, "state": state}
+        if "name" in v.static:
+            out["name"] = v.static["name"]
+        return out
+
+    def set_fleet(self, geofence: str, mmsis: list[int]) -> bool:
+        """The platform names a geofence's home fleet; False for a geofence not configured."""
+        if geofence not in self.fleets:
+            return False
+        self.fleets[geofence] = frozenset(mmsis)
+        self._outside_dirty = self.harbour_dirty = True
+        return True
+
+    def harbour(self) -> dict[str, Any]:
+        """What must survive a restart (bounded): the fleets, and where each vessel that
+        was ever inside a geofence, or belongs to a fleet, was last known to be."""
+        fleet: set[int] = set()
+        for members in self.fleets.values():
+            fleet |= members
+        kept = [v for v in self._vessels.values() if v.inside and (v.home or v.mmsi in fleet)]
+        self.harbour_dirty = False
+        return {
+            "fleets": {g: sorted(m) for g, m in self.fleets.items()},
+            "vessels": [
                 {
                     "mmsi": v.mmsi,
                     "lat": v.lat,
                     "lon": v.lon,
+                    "inside": v.inside,
+                    "home": sorted(v.home),
                     **({"name": v.static["name"]} if "name" in v.static else {}),
                 }
-                for v in self._vessels.values()
-                if g.id in v.home and v.inside.get(g.id) is False
-            ]
-            vessels.sort(key=lambda x: x["mmsi"])
-            snaps.append({"geofence": g.id, "count": len(vessels), "vessels": vessels})
-        return snaps
+                for v in kept[-MAX_HARBOUR:]
+            ],
+        }
+
+    def restore(self, doc: Any) -> int:
+        """Take back what harbour() saved (before any report is heard); the vessels restored.
+        What does not fit the configured geofences, or is not well formed, is left out."""
+        if not isinstance(doc, dict):
+            return 0
+        fleets = doc.get("fleets")
+        for g, mmsis in fleets.items() if isinstance(fleets, dict) else ():
+            if g in self.fleets and fleet_problem(mmsis) is None:
+                self.fleets[g] = frozenset(mmsis)
+        n = 0
+        vessels = doc.get("vessels")
+        for rec in (vessels if isinstance(vessels, list) else [])[-MAX_HARBOUR:]:
+            try:
+                mmsi, lat, lon = int(rec["mmsi"]), float(rec["lat"]), float(rec["lon"])
+                inside = {g: bool(x) for g, x in rec["inside"].items() if g in self.fleets}
+                home = {g for g in rec["home"] if g in self.fleets}
+                name = rec.get("name")
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            v = self._vessel(mmsi)
+            v.lat, v.lon, v.inside, v.home = lat, lon, inside, home
+            if isinstance(name, str):
+                v.static["name"] = name
+            n += 1
+        self._outside_dirty = bool(self._fences)
+        return n
 
     def tick(self, now: int, *, force: bool = False) -> list[Output]:
         """A `vessels.outside` snapshot when the set changed (rate-limited), or on request."""

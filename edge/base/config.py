@@ -367,6 +367,22 @@ class AisConfig:
 class Geofence:
     id: str
     polygon: tuple[tuple[float, float], ...]  # (lat, lon) vertices
+    fleet: tuple[int, ...] = ()  # the home fleet's MMSIs: a recall lists those not inside
+
+
+MAX_FLEET = 4096  # MMSIs in one geofence's home fleet
+
+
+def fleet_problem(raw: Any) -> str | None:
+    """Why `raw` is not a home fleet (a list of distinct 9-digit MMSIs), or None."""
+    if not isinstance(raw, list) or len(raw) > MAX_FLEET:
+        return f"expected an array of at most {MAX_FLEET} MMSIs"
+    bad = [
+        m for m in raw if isinstance(m, bool) or not isinstance(m, int) or not 100_000_000 <= m <= 999_999_999
+    ]
+    if bad:
+        return f"not a 9-digit MMSI: {bad[0]!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -547,8 +563,11 @@ def _geofence(sec: Section) -> Geofence:
         if not ok:
             raise sec.error("polygon", f"point {i} is not a [lat, lon] pair in range: {pt!r}")
         pts.append((float(pt[0]), float(pt[1])))
+    fleet = sec.raw("fleet") if sec.has("fleet") else []
+    if (problem := fleet_problem(fleet)) is not None:
+        raise sec.error("fleet", problem)
     sec.done()
-    return Geofence(id=gid, polygon=tuple(pts))
+    return Geofence(id=gid, polygon=tuple(pts), fleet=tuple(sorted(set(fleet))))
 
 
 def _private_file_ok(sec: Section, key: str, path: Path) -> None:

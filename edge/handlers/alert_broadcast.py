@@ -21,7 +21,7 @@ async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
         raise Rejected(CommandError.BAD_ARGS, cmd.id, "text must be a string of at most 1000 characters")
     level = alert_level(a.get("level"))
     if level is None:
-        raise Rejected(CommandError.BAD_ARGS, cmd.id, "level must be info, warning or emergency")
+        raise Rejected(CommandError.BAD_ARGS, cmd.id, "level must be text (info, warning, emergency...)")
     expires = a.get("expires")
     now_ms = gw.clock_ms()
     if not expires:  # absent, null or 0: the default lifetime
@@ -35,6 +35,6 @@ async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
         gw.vessels_outside()
     if expires <= now_ms:
         raise Rejected(CommandError.EXPIRED, cmd.id, "the alert's expires has passed")
-    report = {"alert": a["id"], "level": level.name.lower()}
+    report = {"alert": a["id"], "level": a.get("level") or level.name.lower()}
     d = Delivery(f"alert:{a['id']}", report, expires, sorted(set(devices)), level=int(level), text=a["text"])
     return await gw.deliveries.add(d)

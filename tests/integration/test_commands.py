@@ -392,3 +392,80 @@ def test_config_adding_a_trust_key_without_rotation_is_refused(rig: Rig) -> None
     _, res = apply(rig, good.replace("batch_ms = 50", "batch_ms = 60"), signer=other_signer())
     assert res["ok"] is False and res["error"] == "bad_bundle"
     assert rig.gw.config.read_text() == good and applied_text(rig) is None
+
+
+def test_a_recall_after_a_power_cut_lists_the_whole_home_fleet(broker: Mosquitto, tmp_path: Path) -> None:
+    """Harbour state and the home fleet survive a SIGKILL in the middle of a recall."""
+    import json
+    import socket
+
+    from tests.integration.test_maritime import ais_sentence
+
+    udp = free_port(socket.SOCK_DGRAM)
+    fleet = [412000001, 412000002, 412000003, 412000004]
+    station = (
+        "[ais]\nmin_interval_s = 0.0\noutside_min_interval_s = 0.0\n"
+        f'[[geofences]]\nid = "harbour"\nfleet = {fleet}\n'
+        "polygon = [[21.0, 112.0], [21.0, 113.0], [22.0, 113.0], [22.0, 112.0]]\n"
+        f'[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp}"\n'
+    )
+    platform = Platform(tmp_path / "platform", broker.port)
+    gw = GatewayProc(
+        tmp_path / "gw",
+        port=broker.port,
+        gw_id=GW,
+        devices=station,
+        extra=f'[trust]\ncommand_key = "{platform.pub_path}"\n',
+    )
+    col = Collector(broker.port, gw.pub).start()
+
+    def command(type_: str, args: dict[str, Any]) -> dict[str, Any]:
+        cid, data = platform.command(GW, type_, args)
+        platform.send(GW, data)
+        return wait_result(col, lambda d: d["id"] == cid)
+
+    def harbour() -> dict[str, Any]:
+        try:
+            return dict(json.loads((gw.state / "harbour.json").read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    gw.start()
+    try:
+        gw.wait_device_open("ais0")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for mmsi in (412000001, 412000002, 412000009):  # moored in the harbour (9: a visitor)
+                tx.sendto(ais_sentence(mmsi=mmsi, lat=21.5, lon=112.5, status=5), ("127.0.0.1", udp))
+            time.sleep(0.5)
+            for mmsi, lat in ((412000002, 20.5), (412000009, 20.6), (412000003, 20.7)):  # at sea
+                tx.sendto(
+                    ais_sentence(mmsi=mmsi, lat=lat, lon=112.5, status=0, speed=6.0), ("127.0.0.1", udp)
+                )
+        deadline = time.monotonic() + 15
+        while len(harbour().get("vessels", [])) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert command("alert.broadcast", {"id": "typhoon-8", "level": "recall", "text": "Return"})["ok"]
+        gw.kill()  # the power cut, in the middle of the recall
+        before = len(col.up("vessels.outside"))
+        gw.start()
+        gw.wait_device_open("ais0")
+        # the platform adds a boat to the home fleet: a fresh list comes at once
+        res = command("fleet.set", {"geofence": "harbour", "mmsi": [*fleet, 412000005]})
+        assert res["ok"] and res["fleet"] == 5
+        msgs = col.wait_for(lambda ms: sum(1 for m in ms if m.payload["kind"] == "vessels.outside") > before)
+        refused = command("fleet.set", {"geofence": "nowhere", "mmsi": fleet})
+        assert not refused["ok"] and refused["error"] == "bad_args"
+    finally:
+        gw.stop()
+        col.stop()
+        platform.stop()
+    snap = [m for m in msgs if m.payload["kind"] == "vessels.outside"][-1].payload["recs"][0]["d"]
+    listed = {v["mmsi"]: (v["state"], v.get("lat")) for v in snap["vessels"]}
+    assert listed == {
+        412000002: ("left", 20.5),
+        412000003: ("outside", 20.7),
+        412000004: ("unheard", None),
+        412000005: ("unheard", None),
+        412000009: ("left", 20.6),
+    }
+    assert snap["inside"] == 1 and snap["fleet"] == 5 and snap["count"] == 5

@@ -113,3 +113,22 @@ def test_vessel_table_is_bounded() -> None:
     for i in range(1000):
         t.offer(pos(i, 412100000 + i), "s")
     assert len(t._vessels) == 100
+
+
+def test_harbour_state_round_trips_and_a_bad_file_is_ignored() -> None:
+    cfg = AisConfig(min_interval_s=0, outside_min_interval_s=0)
+    fence = Geofence(id=HARBOUR.id, polygon=HARBOUR.polygon, fleet=(412000010, 412000020))
+    t = VesselTracker(cfg, (fence,))
+    t.offer(pos(0, 412000010), "s")
+    t.offer(pos(1000, 412000010, lat=20.5), "s")  # left
+    assert t.harbour_dirty
+    saved = t.harbour()
+    assert not t.harbour_dirty
+    again = VesselTracker(cfg, (fence,))
+    assert again.restore(saved) == 1
+    ((_, snap),) = again.tick(0, force=True)
+    assert [(v["mmsi"], v["state"]) for v in snap["vessels"]] == [(412000010, "left"), (412000020, "unheard")]
+    for junk in (None, [], {"fleets": {"harbour": ["x"]}, "vessels": [{"mmsi": "?"}, 7, {"lat": 1}]}):
+        fresh = VesselTracker(cfg, (fence,))
+        assert fresh.restore(junk) == 0
+        assert fresh.fleets["harbour"] == frozenset(fence.fleet)
