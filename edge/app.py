@@ -248,7 +248,8 @@ class Gateway:
             return
         st = self.clock.now()
         self._anchored = True
-        self.ingest.submit("time.anchor", "gw", {"tb": st.tb, "tu": st.tu, "tq": st.tq}, stamp=st)
+        anchor = {"tb": st.tb, "tu": st.tu, "tq": st.tq, "boot": self.ingest.epoch.boot}
+        self.ingest.submit("time.anchor", "gw", anchor, stamp=st)
 
     def _on_fix(self, _dev: str, fix: Fix) -> None:
         self.last_fix = fix

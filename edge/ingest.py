@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 
-from edge.base.clock import Clock, Stamp
+from edge.base.clock import Clock, Stamp, boot_id
 from edge.base.envelope import ENVELOPE_VERSION, Signer
 from edge.base.fsutil import write_atomic
 from edge.base.kinds import Prio, prio_of
@@ -31,10 +31,13 @@ MAX_BATCH_RECORDS = 64  # keeps one message about 10 KiB: small enough not to ho
 
 @dataclass(frozen=True, slots=True)
 class Epoch:
-    """This start of the gateway: persisted counter plus a fresh random nonce."""
+    """This start of the gateway: persisted counter plus a fresh random nonce, and the
+    boot it runs in (the kernel's boot id: every `tb` of the epoch counts from that
+    boot; published in `gateway.status` and `time.anchor`, not in `ep`)."""
 
     counter: int
     nonce: bytes
+    boot: str = ""
 
     def cbor(self) -> list[Any]:
         return [self.counter, self.nonce]
@@ -57,7 +60,7 @@ def start_epoch(state_dir: Path) -> Epoch:
         # A full disk must not stop the gateway: the fresh nonce still makes (ep, seq)
         # unique, and the counter is persisted at the next start that has room.
         log.error("epoch: cannot persist start counter %d in %s: %s", counter, state_dir, exc.strerror)
-    return Epoch(counter, os.urandom(8))
+    return Epoch(counter, os.urandom(8), boot_id())
 
 
 @dataclass(slots=True)

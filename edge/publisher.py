@@ -141,7 +141,8 @@ class Publisher:
         )
 
     def _status(self, state: str) -> bytes:
-        return self._ingest.sign_state("gateway.status", {"state": state, "hw": self._outbox.hw})
+        data = {"state": state, "hw": self._outbox.hw, "boot": self._ingest.epoch.boot}
+        return self._ingest.sign_state("gateway.status", data)
 
     async def run(self) -> None:
         """Connect, pump, reconnect with jittered backoff; forever."""

@@ -20,6 +20,7 @@ from edge.base.envelope import check_gateway_payload, keyring, load_public_key, 
 from edge.base.errors import ConfigError, EdgeError, EnvelopeError
 from edge.base.messages import Incoming
 from edge.mqtt import MqttConnection, TlsSettings
+from edge.redate import Redater
 
 
 def missing_seqs(seqs: Iterable[int], lo: int | None = None, hi: int | None = None) -> list[int]:
@@ -128,6 +129,8 @@ class Tally:
     reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     prefix: str = "gridedge/v1"
     gateways: dict[bytes, str] = field(default_factory=dict)  # kid -> the gateway it may sign for
+    redater: Redater = field(default_factory=Redater)
+    late: list[dict[str, Any]] = field(default_factory=list)  # lines re-dated by an anchor just in
 
     def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
         try:
@@ -157,6 +160,10 @@ class Tally:
         if topic != expected:
             return self._invalid(line, "topic_mismatch")
         self.valid += 1
+        epoch = (gw, ep[0], ep[1])
+        if p["kind"] in ("gateway.status", "time.anchor"):
+            self.late.extend(self.redater.learn(epoch, p["kind"], p["recs"]))
+        self.redater.redate(epoch, line, p["tq"])
         if status:
             recs = p["recs"]
             d = recs[0].get("d", {}) if recs and isinstance(recs[0], dict) else {}
@@ -243,6 +250,9 @@ async def run_verify(
         nonlocal counted, last
         line = tally.add(msg.topic, msg.payload, keys)
         out.write(json.dumps(line, default=_jsonable) + "\n")
+        for late in tally.late:  # records an anchor that just arrived re-dates
+            out.write(json.dumps(late, default=_jsonable) + "\n")
+        tally.late.clear()
         out.flush()
         counted += 1
         last = loop.time()

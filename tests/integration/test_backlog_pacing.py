@@ -61,3 +61,59 @@ def test_the_backlog_gives_way_on_a_thin_link(tmp_path: Path, fast_broker: Mosqu
     assert paced <= 8, f"{paced} backlog messages were on the wire ahead of the alarm"
     assert window < 64
     assert acked > 80  # and the backlog kept draining meanwhile
+
+
+def test_after_an_outage_live_telemetry_goes_out_before_the_backlog(
+    tmp_path: Path, fast_broker: Mosquitto
+) -> None:
+    """The outage's backlog drains oldest first, but what is captured after the link
+    returns is current: it goes ahead of the backlog, not after it."""
+    import threading
+
+    import cbor2
+    import paho.mqtt.client as paho
+
+    arrived: list[str] = []
+    lock = threading.Lock()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        sign1 = cbor2.loads(msg.payload)
+        with lock:
+            arrived.append(cbor2.loads(sign1.value[2])["src"])
+
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="order-watch")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", fast_broker.port)
+    sub.subscribe("gridedge/v1/bench-gw/up/gnss.fix", qos=1)
+    sub.loop_start()
+    proxy = FaultProxy(fast_broker.port).start()
+
+    async def go() -> None:
+        proxy.set_mode("refuse")  # the outage
+        async with pipeline(tmp_path, proxy.port, batch_ms=250) as p:
+            for _ in range(80 * 64):  # 80 messages of 64 fixes, committed during the outage
+                p.ingest.submit("gnss.fix", "backlog", FIX)
+            p.ingest.flush_all()
+            await p.outbox._flush()
+            assert p.outbox.depth(Prio.TELEMETRY) == 80
+            # the link is back, thin: the drain takes some 6 s, telemetry's group commit 1 s
+            proxy.set_mode("slow", rate=RATE // 4)
+            async with asyncio.timeout(60):
+                await until(lambda: p.publisher.sessions >= 1)
+                for _ in range(5):  # now the receiver reports where the boat is
+                    p.ingest.submit("gnss.fix", "live", FIX)
+                    p.ingest.flush_all()
+                    await asyncio.sleep(0.05)
+                await until(lambda: p.outbox.depth(Prio.TELEMETRY) == 0)
+                await until(lambda: len(arrived) >= 85)
+
+    try:
+        asyncio.run(go())
+    finally:
+        proxy.stop()
+        sub.loop_stop()
+        sub.disconnect()
+    live = [i for i, src in enumerate(arrived) if src == "live"]
+    assert len(live) == 5 and arrived.count("backlog") == 80
+    behind = sum(1 for src in arrived[live[-1] :] if src == "backlog")
+    assert behind >= 40, f"live telemetry went out behind the backlog: {arrived}"
