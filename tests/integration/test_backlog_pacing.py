@@ -72,6 +72,7 @@ def test_after_an_outage_live_telemetry_goes_out_before_the_backlog(
 
     import cbor2
     import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
 
     arrived: list[str] = []
     lock = threading.Lock()
@@ -81,7 +82,7 @@ def test_after_an_outage_live_telemetry_goes_out_before_the_backlog(
         with lock:
             arrived.append(cbor2.loads(sign1.value[2])["src"])
 
-    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="order-watch")
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="order-watch")
     sub.on_message = on_message
     sub.connect("127.0.0.1", fast_broker.port)
     sub.subscribe("gridedge/v1/bench-gw/up/gnss.fix", qos=1)
