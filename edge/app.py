@@ -36,6 +36,8 @@ from edge.base.fsutil import write_atomic
 from edge.base.messages import Incoming
 from edge.base.registry import Registry
 from edge.base.supervisor import Backoff, supervise
+from edge.bearers.fallback import SecondBearer
+from edge.bearers.sms import SmsBearer
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, through
@@ -43,7 +45,7 @@ from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox
-from edge.publisher import Publisher
+from edge.publisher import LinkState, Publisher
 from edge.reconfig import (
     rollback,
 )
@@ -209,6 +211,7 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
+        self.second: SecondBearer | None = None  # life-safety by SMS when the uplink is down
         self.ready = asyncio.Event()
         self.deliveries = Deliveries(
             cfg.gateway.state_dir / "deliveries.json",
@@ -383,6 +386,8 @@ class Gateway:
             tg.create_task(
                 supervise("firmware", self.firmware.run, Backoff(0.5, 30.0)), name="firmware.supervise"
             )
+        if cfg.sms.enabled and self.publisher is not None:
+            self._second_bearer(tg, ingest, outbox, self.publisher)
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
@@ -390,6 +395,19 @@ class Gateway:
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self._clock_watch(), name="clock.watch")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")
+
+    def _second_bearer(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, pub: Publisher) -> None:
+        bearer = SmsBearer(self.cfg.sms)
+        self.second = SecondBearer(
+            bearer,
+            self.cfg.sms,
+            outbox=outbox,
+            link_up=lambda: pub.state == LinkState.UP,
+            sign_compact=ingest.sign_compact,
+            state_file=self.cfg.gateway.state_dir / "sms.json",
+        )
+        tg.create_task(supervise("sms", bearer.run, Backoff(1.0, 60.0)), name="sms.modem")
+        tg.create_task(self.second.run(), name="sms.fallback")
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:
         cfg = self.cfg

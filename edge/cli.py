@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -253,8 +254,13 @@ def write_csr(out: Path, gw_id: str) -> tuple[Path, Path]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from edge.mqtt import TlsSettings
-    from edge.verify import run_verify
+    from edge.verify import run_verify, verify_sms
 
+    if args.sms is not None:
+        with contextlib.ExitStack() as stack:
+            src = sys.stdin if args.sms == "-" else stack.enter_context(open(args.sms, encoding="ascii"))
+            summary = verify_sms(src, pubkeys=args.pubkey)
+        return 0 if summary["invalid"] == 0 else 1
     summary = asyncio.run(
         run_verify(
             host=args.host,
@@ -342,6 +348,12 @@ def _verify_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--until-idle", type=float, default=None, help="stop after S quiet seconds")
     sp.add_argument(
         "--client-id", default=None, help="persistent session id: survive broker restarts without gaps"
+    )
+    sp.add_argument(
+        "--sms",
+        default=None,
+        metavar="FILE",
+        help="verify SMS a second bearer carried instead (one SMS's user data in hex a line; - for stdin)",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import cbor2
 
+from edge.base import compact
 from edge.base.clock import Clock, Stamp, boot_id
 from edge.base.envelope import ENVELOPE_VERSION, Signer
 from edge.base.fsutil import write_atomic
@@ -128,6 +129,10 @@ class Ingest:
         prio = prio_of(kind)
         tb = recs[0]["tb"] if recs else 0
         return Pending(prio, kind, src, tb, self._maker(kind, src, tq, recs))
+
+    def sign_compact(self, payload: Mapping[str, Any]) -> bytes:
+        """A message's compact signed form for a second bearer (edge/base/compact.py)."""
+        return self._signer.sign_bytes(cbor2.dumps(compact.pack(payload)))
 
     def sign_state(self, kind: str, data: Mapping[str, Any]) -> bytes:
         """A signed seq-0 state message (gateway.status) that does not go through the outbox."""

@@ -71,4 +71,6 @@ def status_document(gw: Gateway) -> dict[str, Any]:
         "wearables": sorted(gw.registry.devices),
         "ble": None if gw.ble is None else gw.ble.snapshot(),
         "firmware": None if gw.firmware is None else gw.firmware.snapshot(),
+        "deliveries": gw.deliveries.snapshot(),
+        "sms": None if gw.second is None else gw.second.snapshot(),
     }

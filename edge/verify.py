@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivers.modem.pdu import PduError, concat_header, reassemble
+from edge.base import compact
 from edge.base.config import valid_id
 from edge.base.envelope import check_gateway_payload, keyring, load_public_key, verify
 from edge.base.errors import ConfigError, EdgeError, EnvelopeError
@@ -137,34 +139,59 @@ class Tally:
             verified = verify(payload_bytes, keys)
             p = check_gateway_payload(verified.payload)
         except EnvelopeError as exc:
-            self.invalid += 1
-            self.reasons[exc.reason.value] += 1
-            return {"topic": topic, "ok": False, "error": exc.reason.value}
-        gw, ep, seq = p["gw"], p["ep"], p["seq"]
-        line: dict[str, Any] = {
+            return self._refused(topic, exc)
+        line = self._line(p, topic)
+        status = p["kind"] == "gateway.status"
+        expected = f"{self.prefix}/{p['gw']}/status" if status else f"{self.prefix}/{p['gw']}/up/{p['kind']}"
+        if (bad := self._bound(verified.kid, p)) or topic != expected:
+            return self._invalid(line, bad or "topic_mismatch")
+        return self._count(p, line)
+
+    def add_compact(self, data: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
+        """A message in its compact signed form, as a second bearer (SMS) carried it: the
+        same checks, and the same (gw, ep, seq) as its MQTT copy (a duplicate of it)."""
+        try:
+            verified = verify(data, keys)
+            p = check_gateway_payload(compact.unpack(verified.payload))
+        except EnvelopeError as exc:
+            return self._refused("sms", exc)
+        line = self._line(p, "sms") | {"bearer": "sms"}
+        if bad := self._bound(verified.kid, p):
+            return self._invalid(line, bad)
+        return self._count(p, line)
+
+    def _refused(self, topic: str, exc: EnvelopeError) -> dict[str, Any]:
+        self.invalid += 1
+        self.reasons[exc.reason.value] += 1
+        return {"topic": topic, "ok": False, "error": exc.reason.value}
+
+    @staticmethod
+    def _line(p: dict[str, Any], topic: str) -> dict[str, Any]:
+        ep = p["ep"]
+        return {
             "topic": topic,
-            "gw": gw,
+            "gw": p["gw"],
             "ep": [ep[0], ep[1].hex()],
-            "seq": seq,
+            "seq": p["seq"],
             "kind": p["kind"],
             "src": p["src"],
             "recs": p["recs"],
             "ok": True,
         }
-        bound = self.gateways.get(verified.kid)
-        if bound is not None and bound != gw:
-            # a gateway's key speaks only for that gateway: A cannot sign as B
-            return self._invalid(line, "key_not_for_gateway")
-        status = p["kind"] == "gateway.status"
-        expected = f"{self.prefix}/{gw}/status" if status else f"{self.prefix}/{gw}/up/{p['kind']}"
-        if topic != expected:
-            return self._invalid(line, "topic_mismatch")
+
+    def _bound(self, kid: bytes, p: dict[str, Any]) -> str:
+        bound = self.gateways.get(kid)
+        # a gateway's key speaks only for that gateway: A cannot sign as B
+        return "key_not_for_gateway" if bound is not None and bound != p["gw"] else ""
+
+    def _count(self, p: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
+        gw, ep, seq = p["gw"], p["ep"], p["seq"]
         self.valid += 1
         epoch = (gw, ep[0], ep[1])
         if p["kind"] in ("gateway.status", "time.anchor"):
             self.late.extend(self.redater.learn(epoch, p["kind"], p["recs"]))
         self.redater.redate(epoch, line, p["tq"])
-        if status:
+        if p["kind"] == "gateway.status":
             recs = p["recs"]
             d = recs[0].get("d", {}) if recs and isinstance(recs[0], dict) else {}
             if isinstance(d, dict) and isinstance(d.get("hw"), int):
@@ -326,3 +353,50 @@ def _jsonable(o: object) -> object:
     if isinstance(o, bytes):
         return o.hex()
     return str(o)
+
+
+def verify_sms(lines: Iterable[str], *, pubkeys: list[str], out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Verify messages a second bearer carried as SMS, from what an SMS gateway hands
+    over: one line per SMS, the hex of its user data (concatenation header included).
+    The parts of a message are put back together in any order; each message is checked
+    as an MQTT one is, and printed with `"bearer": "sms"`."""
+    keys, gateways = load_keys(pubkeys)
+    tally = Tally(gateways=gateways)
+    groups: dict[tuple[int, int], list[bytes]] = {}
+    messages: list[bytes] = []
+    bad = 0
+    for n, raw in enumerate(lines, 1):
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            ud = bytes.fromhex(text)
+        except ValueError:
+            bad += 1
+            out.write(json.dumps({"line": n, "ok": False, "error": "not_hex"}) + "\n")
+            continue
+        head = concat_header(ud)
+        if head is None:
+            messages.append(ud)
+            continue
+        ref, total, _seq = head
+        part = groups.setdefault((ref, total), [])
+        part.append(ud)
+        if len(part) == total:
+            try:
+                messages.append(reassemble(groups.pop((ref, total))))
+            except PduError as exc:
+                bad += 1
+                out.write(json.dumps({"ref": ref, "ok": False, "error": "parts", "detail": str(exc)}) + "\n")
+    for data in messages:
+        out.write(json.dumps(tally.add_compact(data, keys), default=_jsonable) + "\n")
+    for (ref, total), parts in groups.items():
+        bad += 1
+        out.write(
+            json.dumps({"ref": ref, "ok": False, "error": "incomplete", "parts": f"{len(parts)}/{total}"})
+            + "\n"
+        )
+    summary = tally.summary()
+    summary["invalid"] += bad
+    out.write(json.dumps(summary, default=_jsonable) + "\n")
+    return summary

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from drivers.ble.kinds import KEYED as KEYED_WEARABLE_KINDS
 from drivers.ble.kinds import NAMES as WEARABLE_KIND_NAMES
 from edge.base.errors import ConfigError
-from edge.base.kinds import Prio, prio_of
+from edge.base.kinds import LIFE_SAFETY_KINDS, Prio, prio_of
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_PATH = Path("/etc/gridedge/gateway.toml")
@@ -437,6 +437,26 @@ class FirmwareConfig:
     download_timeout_s: float = 3600.0  # a download with no chunk for this long fails (timeout)
 
 
+SMS_KINDS = LIFE_SAFETY_KINDS  # what may take the SMS bearer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsConfig:
+    """The second bearer: life-safety as SMS through a cellular modem's AT port."""
+
+    port: str = ""  # the modem's AT command port (a Quectel EC25's is /dev/ttyUSB2); empty: off
+    baudrate: int = 115200
+    numbers: tuple[str, ...] = ()  # the platform's SMS numbers, each gets every message
+    after_s: float = 30.0  # the MQTT uplink down this long: life-safety also goes by SMS
+    kinds: tuple[str, ...] = SMS_KINDS
+    max_parts_per_hour: int = 60  # SMS parts sent in any hour, at most: a flood cannot run up a bill
+    timeout_s: float = 30.0  # an AT command unanswered this long: the modem is reopened
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.port)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path  # the technician's file (what `-c` names); relative paths resolve against its folder
@@ -450,6 +470,7 @@ class Config:
     ble: BleConfig = field(default_factory=BleConfig)
     wearables: tuple[WearableConfig, ...] = ()
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
     applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
     def topic(self, *parts: str) -> str:
@@ -610,6 +631,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     firmware = _firmware(root.table("firmware"))
     ais = _ais_station(root.table("ais"))
     trust = _trust(root.table("trust"), check_files)
+    sms = _sms(root.table("sms"))
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
         raise root.error("geofences", "geofence ids must be unique")
@@ -626,16 +648,18 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         ble=ble,
         wearables=tuple(wearables),
         firmware=firmware,
+        sms=sms,
     )
 
 
 # Each default is the dataclass's (one source): the sections read them from these.
-_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS = (
+_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _SMS = (
     MqttConfig(),
     OutboxConfig(),
     BleConfig(),
     FirmwareConfig(),
     AisConfig(),
+    SmsConfig(),
 )
 
 
@@ -743,6 +767,29 @@ def _ble(b: Section) -> BleConfig:
     )
     b.done()
     return ble
+
+
+def _sms(t: Section) -> SmsConfig:
+    d = _SMS
+    sms = SmsConfig(
+        port=t.text("port", d.port),
+        baudrate=t.integer("baudrate", d.baudrate, lo=1200, hi=4_000_000),
+        numbers=t.str_list("numbers", list(d.numbers)),
+        after_s=t.number("after_s", d.after_s, lo=0.0),
+        kinds=t.str_list("kinds", list(d.kinds)),
+        max_parts_per_hour=t.integer("max_parts_per_hour", d.max_parts_per_hour, lo=1, hi=10_000),
+        timeout_s=t.number("timeout_s", d.timeout_s, lo=1.0),
+    )
+    for number in sms.numbers:
+        digits = number.removeprefix("+")
+        if not digits.isdigit() or not 3 <= len(digits) <= 20:
+            raise t.error("numbers", f"{number!r} is not a phone number (digits, with an optional leading +)")
+    if unknown := [k for k in sms.kinds if k not in SMS_KINDS]:
+        raise t.error("kinds", f"{unknown[0]!r} is not a life-safety kind ({', '.join(SMS_KINDS)})")
+    if sms.enabled and not sms.numbers:
+        raise t.error("numbers", "is required when port is set: the platform's SMS number(s)")
+    t.done()
+    return sms
 
 
 def _firmware(f: Section) -> FirmwareConfig:

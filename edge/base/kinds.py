@@ -14,9 +14,15 @@ class Prio(enum.IntEnum):
     BULK = 3
 
 
-_LIFE_SAFETY = frozenset(
-    {"sos.alarm", "sos.cancel", "dsc.distress", "ais.distress", "worker.down", "worker.overdue"}
+LIFE_SAFETY_KINDS = (
+    "sos.alarm",
+    "sos.cancel",
+    "dsc.distress",
+    "ais.distress",
+    "worker.down",
+    "worker.overdue",
 )
+_LIFE_SAFETY = frozenset(LIFE_SAFETY_KINDS)
 _EVENT = frozenset(
     {
         "device.state",

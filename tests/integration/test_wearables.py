@@ -40,7 +40,13 @@ def states(col: Collector, dev: str) -> list[str]:
 
 class Rig:
     def __init__(
-        self, broker: Mosquitto, tmp_path: Path, wearables: list[dict[str, Any]], *, commands: bool = False
+        self,
+        broker: Mosquitto,
+        tmp_path: Path,
+        wearables: list[dict[str, Any]],
+        *,
+        commands: bool = False,
+        extra: str = "",
     ) -> None:
         self.broker = broker
         self.sim = SimProc(tmp_path / "sim", wearables)
@@ -50,7 +56,7 @@ class Rig:
             tmp_path / "gw",
             port=broker.port,
             gw_id=GW,
-            extra=trust + self.sim.ble_config(),
+            extra=trust + self.sim.ble_config() + extra,
             devices=devices_toml(wearables),
         )
         self.col = Collector(broker.port, self.gw.pub).start()

@@ -1,0 +1,206 @@
+"""The SMS bearer's parts: the compact signed form, SMS-SUBMIT PDUs read back with an
+independent decoder (smspdudecoder, from PyPI), and the modem's AT dialogue against a
+simulated modem on a real pty."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tty
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from smspdudecoder.fields import SMSSubmit
+
+from drivers.modem.modem import Modem, ModemError, Reason, State
+from drivers.modem.pdu import MAX_UD, PduError, reassemble, submit
+from drivers.modem.sim import PtyModem, SimModem
+from edge.base import compact
+from edge.base.envelope import Signer, keyring
+from edge.verify import Tally
+
+FIX = {"lat": 21.912345, "lon": 112.812345, "fix": 3, "alt": 12.3, "sats": 11, "hdop": 0.8, "age_ms": 420}
+SAMPLES: dict[str, dict[str, Any]] = {
+    "sos.alarm": {
+        "device": "sos-w042",
+        "worker": "w-042",
+        "counter": 17,
+        "uptime_ms": 3_600_123,
+        "boot": 3,
+        "authenticated": True,
+        "fix": FIX,
+    },
+    "sos.cancel": {
+        "device": "sos-w042",
+        "worker": "w-042",
+        "counter": 18,
+        "uptime_ms": 3_601_000,
+        "cancel": True,
+    },
+    "worker.down": {
+        "device": "tag-w043",
+        "worker": "w-043",
+        "event": "fall",
+        "counter": 5,
+        "uptime_ms": 99_000,
+        "fix": FIX,
+    },
+    "worker.overdue": {
+        "device": "tag-w043",
+        "worker": "w-043",
+        "state": "overdue",
+        "silent_s": 95,
+        "interval_s": 60,
+    },
+    "ais.distress": {
+        "mmsi": 970123456,
+        "lat": 21.8,
+        "lon": 112.7,
+        "sog": 0.1,
+        "cog": 12.0,
+        "nav_status": 14,
+        "msg_type": 1,
+        "channel": "A",
+        "station": "ais0",
+        "device": "sart",
+    },
+    "dsc.distress": {
+        "mmsi": 412345678,
+        "call": "alert",
+        "nature": "sinking",
+        "lat": 21.85,
+        "lon": 112.75,
+        "utc_hhmm": "0412",
+        "format": "distress",
+        "category": "distress",
+    },
+}
+
+
+def payload(kind: str, seq: int = 4711) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "gw": "jm-harbour-01",
+        "ep": [12, bytes(range(8))],
+        "seq": seq,
+        "kind": kind,
+        "src": "sos-w042" if kind.startswith("sos") else "ais0",
+        "prio": 0,
+        "tq": "gnss",
+        "recs": [{"tb": 123_456_789, "tu": 1_795_000_000_123, "d": SAMPLES[kind]}],
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_the_compact_form_is_the_same_message_signed_by_the_same_key(kind: str) -> None:
+    signer = Signer(Ed25519PrivateKey.generate())
+    p = payload(kind)
+    data = signer.sign_bytes(cbor2.dumps(compact.pack(p)))
+    full = signer.sign(p)
+    tally = Tally()
+    line = tally.add_compact(data, keyring(signer.public_key))
+    assert line["ok"] and line["bearer"] == "sms" and line["recs"] == p["recs"] and line["seq"] == 4711
+    # the MQTT copy arriving after it is recognised as the same message
+    again = tally.add(f"gridedge/v1/jm-harbour-01/up/{kind}", full, keyring(signer.public_key))
+    assert again["duplicate"] and tally.duplicates == 1
+    parts = -(-len(data) // (MAX_UD - 6)) if len(data) > MAX_UD else 1
+    print(f"{kind}: compact {len(data)} bytes ({parts} SMS), MQTT envelope {len(full)} bytes")
+    assert len(data) < len(full)
+    # altered in transit: refused
+    bad = bytearray(data)
+    bad[-70] ^= 1
+    assert not tally.add_compact(bytes(bad), keyring(signer.public_key))["ok"]
+
+
+def test_compact_codes_it_does_not_know_are_refused_not_guessed() -> None:
+    signer = Signer(Ed25519PrivateKey.generate())
+    arr = compact.pack(payload("sos.alarm"))
+    arr[4] = 99  # a kind code from the future
+    line = Tally().add_compact(signer.sign_bytes(cbor2.dumps(arr)), keyring(signer.public_key))
+    assert not line["ok"] and line["error"] == "bad_payload"
+
+
+def decoded(part_hex: str) -> dict[str, Any]:
+    return dict(SMSSubmit.decode(io.StringIO(part_hex)))
+
+
+def test_pdus_read_back_with_an_independent_decoder() -> None:
+    data = os.urandom(300)  # three parts
+    parts = submit("+8613800138000", data, ref=0x5A)
+    assert len(parts) == 3
+    got = []
+    for i, part in enumerate(parts, 1):
+        d = decoded(part.hex)
+        assert d["header"]["mti"] == "submit" and d["header"]["udhi"] is True
+        assert d["recipient"]["number"] == "8613800138000" and d["recipient"]["toa"]["ton"] == "international"
+        assert d["dcs"]["encoding"] == "binary" and d["validity-hours"] == 24
+        (ie,) = d["user_data"]["header"]["elements"]
+        assert ie["data"] == {"reference": 0x5A, "parts_count": 3, "part_number": i}
+        got.append(d["user_data"]["data"])
+        assert part.length == len(bytes.fromhex(part.hex)) - 1  # AT+CMGS=<TPDU octets>
+    assert b"".join(got) == data
+    assert reassemble([p.user_data for p in reversed(parts)]) == data
+    (single,) = submit("10086", b"\x01\x02", ref=1)  # a national number, one part, no header
+    d = decoded(single.hex)
+    assert d["header"]["udhi"] is False and d["user_data"]["data"] == b"\x01\x02"
+    assert d["recipient"]["number"] == "10086" and d["recipient"]["toa"]["ton"] == "unknown"
+    for bad in ("", "+86-138", "12a"):
+        with pytest.raises(PduError):
+            submit(bad, b"x", ref=1)
+
+
+def serve(sim: SimModem) -> tuple[PtyModem, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return PtyModem(master, sim).start(), os.ttyname(slave)
+
+
+async def with_modem(sim: SimModem, body: Any) -> Any:
+    server, path = serve(sim)
+    modem = Modem("sms", path, 115200, timeout_s=2.0)
+    task = asyncio.get_running_loop().create_task(modem.run())
+    try:
+        async with asyncio.timeout(5):
+            while modem.state == State.CLOSED and not task.done():  # noqa: ASYNC110 (an observer)
+                await asyncio.sleep(0.02)
+        return await body(modem)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.stop()
+
+
+def test_the_modem_sends_and_counts_what_it_is_told() -> None:
+    sim = SimModem(cmti_every=1, fail_sends=1)
+
+    async def body(modem: Modem) -> None:
+        assert modem.state == State.READY and modem.rssi_dbm == -113 + 2 * 21
+        (part,) = submit("+8613800138000", b"hello", ref=1)
+        with pytest.raises(ModemError) as refused:
+            await modem.send(part)  # +CMS ERROR: 500
+        assert refused.value.reason == Reason.CMS_ERROR
+        assert await modem.send(part) == 1  # +CMGS: 1, then an unsolicited +CMTI
+        assert await modem.send(part) == 2  # ...which did not confuse the next answer
+        assert modem.errors[Reason.CMS_ERROR] == 1 and modem.unsolicited >= 1
+
+    asyncio.run(with_modem(sim, body))
+    assert sim.pdus and not sim.echo and "AT+CMGF=0" in sim.commands
+
+
+@pytest.mark.parametrize(
+    ("sim", "state"),
+    [(SimModem(sim=False), State.NO_SIM), (SimModem(registered=False), State.NO_NETWORK)],
+)
+def test_no_sim_or_no_network_is_a_state_and_a_refusal(sim: SimModem, state: State) -> None:
+    async def body(modem: Modem) -> None:
+        assert modem.state == state and modem.errors[state.value] == 1
+        (part,) = submit("+8613800138000", b"x", ref=1)
+        with pytest.raises(ModemError) as refused:
+            await modem.send(part)
+        assert refused.value.reason == state.value
+
+    asyncio.run(with_modem(sim, body))
+    assert sim.pdus == []
