@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
 from drivers.gnss.sim import sentence, walk
+from drivers.modem.pdu import concat_header, reassemble
+from drivers.modem.sim import SimModem
 from edge.base.envelope import check_gateway_payload, keyring, private_pem, verify
 from edge.base.errors import EdgeError, EnvelopeError
 from edge.base.fsutil import write_private
 from edge.base.messages import Incoming
 from edge.mqtt import MqttConnection
+from edge.verify import Tally
 
 GW_ID = "demo-taishan-001"
 
@@ -63,11 +67,12 @@ def _write_key(workdir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey]) -> str:
+def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey], by_sms: dict[Any, str]) -> str:
     try:
         p = check_gateway_payload(verify(msg.payload, keys).payload)
     except EnvelopeError as exc:
         return f"  ✗ {msg.topic}: REJECTED ({exc})"
+    sms_at = by_sms.get((p["gw"], p["ep"][0], p["ep"][1].hex(), p["seq"]))
     recs = p["recs"]
     d = recs[-1]["d"] if recs else {}
     when = dt.datetime.now().strftime("%H:%M:%S")
@@ -81,8 +86,12 @@ def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey]) -> str:
     else:
         what = ", ".join(f"{k}={v}" for k, v in d.items())
     alarm = "  <<< LIFE-SAFETY" if p["prio"] == 0 else ""
+    if sms_at is not None:
+        alarm += f" (the same message as the SMS at {sms_at}: kept once)"
     return f"{when} ✓ seq={p['seq']:<5} prio={p['prio']} {p['kind']:<16} {p['src']:<8} {what}{alarm}"
 
+
+OUTAGE = (16, 23)  # seconds into the scenario: the broker stops, and starts again
 
 # A distress alert, nature "sinking", from a boat south of the harbour (IEC 61162-1 $CDDSC).
 DSC_DISTRESS = sentence("CDDSC,12,4124401040,12,05,00,0215211248,0610,,,S,") + b"\r\n"
@@ -94,6 +103,26 @@ def _pty(stack: contextlib.AsyncExitStack) -> tuple[int, int]:
     stack.callback(os.close, master)
     stack.callback(os.close, slave)
     return master, slave
+
+
+class _Broker:
+    """The demo's mosquitto, which the scenario stops and starts again (the uplink fails)."""
+
+    def __init__(self, binary: str, conf: Path, port: int) -> None:
+        self.binary, self.conf, self.port = binary, conf, port
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            self.binary, "-c", str(self.conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        await _wait_port(self.port)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()  # a clean stop: it saves the sessions it keeps
+            await self.proc.wait()
+        self.proc = None
 
 
 async def _spawn(stack: contextlib.AsyncExitStack, *argv: str, log: Path | None = None) -> None:
@@ -166,7 +195,51 @@ async def _press(button: Any, kind: str) -> None:
         print("          ◀ sos-w042: no answer yet; it keeps resending until the gateway has it")
 
 
-def _write_config(wd: Path, port: int, *, gnss: str, dsc: str, ais_port: int, ble_toml: str) -> None:
+SMS_NUMBER = "+8613800138000"  # the platform's SMS gateway (the simulated modem keeps what it is sent)
+
+
+class _Sms:
+    """The simulated modem on a pty, and the platform's side of the SMS it is handed."""
+
+    def __init__(self, master: int, keys: dict[bytes, Ed25519PublicKey], tally: Tally) -> None:
+        self.master, self.keys, self.tally = master, keys, tally
+        self.modem = SimModem()
+        self.parts: list[bytes] = []
+        self.seen: dict[tuple[str, int, str, int], str] = {}  # (gw, ep, seq) -> when the SMS came
+
+    def on_readable(self) -> None:
+        with contextlib.suppress(OSError):
+            answer = self.modem.feed(os.read(self.master, 4096))
+            if answer:
+                os.write(self.master, answer)
+        while len(self.modem.user_data) > len(self.parts):
+            self.parts.append(self.modem.user_data[len(self.parts)])
+            self._maybe_whole()
+
+    def _maybe_whole(self) -> None:
+        head = concat_header(self.parts[-1])
+        if head is not None and head[2] < head[1]:
+            return  # more parts to come
+        n = 1 if head is None else head[1]
+        line = self.tally.add_compact(reassemble(self.parts[-n:]), self.keys)
+        when = dt.datetime.now().strftime("%H:%M:%S")
+        if not line["ok"]:
+            print(f"{when} ✗ SMS: REJECTED ({line['error']})", flush=True)
+            return
+        self.seen[(line["gw"], line["ep"][0], line["ep"][1], line["seq"])] = when
+        d = line["recs"][-1]["d"]
+        what = ", ".join(f"{k}={v}" for k, v in d.items() if k != "fix")
+        size = sum(len(x) for x in self.parts[-n:])
+        print(
+            f"{when} ✓ seq={line['seq']:<5} prio=0 {line['kind']:<16} {line['src']:<8} {what}"
+            f"  <<< BY SMS to {SMS_NUMBER} ({n} parts, {size} bytes): the MQTT uplink is down",
+            flush=True,
+        )
+
+
+def _write_config(
+    wd: Path, port: int, *, gnss: str, dsc: str, ais_port: int, ble_toml: str, sms_toml: str
+) -> None:
     polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
     (wd / "gateway.toml").write_text(
         f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
@@ -176,7 +249,7 @@ def _write_config(wd: Path, port: int, *, gnss: str, dsc: str, ais_port: int, bl
         f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{gnss}"\n'
         "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
         f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
-        f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{dsc}"\n\n' + ble_toml
+        f'[[devices]]\nid = "vhf-dsc"\nkind = "dsc"\nport = "{dsc}"\n\n' + ble_toml + sms_toml
     )
 
 
@@ -189,9 +262,17 @@ def _intro(wd: Path, port: int, gnss: str, ais_port: int, *, wearables: bool) ->
         print("gridedge demo: a worker's BLE SOS button and body camera (simulated):", end="")
         print(" SOS at 10 s, cancel at 35 s;")
         print("gridedge demo: a lone worker's man-down tag (simulated) reports a fall at 12 s.")
+        print(
+            f"gridedge demo: the MQTT uplink fails at {OUTAGE[0]} s; an SOS at {OUTAGE[0] + 4} s goes by SMS"
+        )
+        print(
+            f"gridedge demo: (a simulated modem), and by MQTT too once the uplink is back at {OUTAGE[1]} s."
+        )
 
 
-async def _feed(master: int, dsc_master: int, ais_port: int, button: Any, tag: Any) -> None:
+async def _feed(
+    master: int, dsc_master: int, ais_port: int, button: Any, tag: Any, *, broker: _Broker
+) -> None:
     """The scenario: one GNSS epoch a second, the harbour's AIS, a SART, a DSC distress, the wearables."""
     loop = asyncio.get_running_loop()
     presses: set[asyncio.Task[None]] = set()
@@ -209,13 +290,36 @@ async def _feed(master: int, dsc_master: int, ais_port: int, button: Any, tag: A
                 await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
             if tag is not None and t == 12:
                 _fall(tag)
-            if button is not None and t in (10, 35):
-                press = loop.create_task(_press(button, "alarm" if t == 10 else "cancel"))
+            if t == OUTAGE[0]:
+                print("          ▶ the MQTT uplink fails (the demo stops its broker)", flush=True)
+                await broker.stop()
+            if t == OUTAGE[1]:
+                print("          ▶ the MQTT uplink is back", flush=True)
+                await broker.start()
+            if button is not None and t in (10, OUTAGE[0] + 4, 35):
+                press = loop.create_task(_press(button, "cancel" if t == 35 else "alarm"))
                 presses.add(press)
                 press.add_done_callback(presses.discard)
             await asyncio.sleep(1.0)
     finally:
         udp.close()
+
+
+async def _view(port: int, show: Callable[[Incoming], None]) -> None:
+    """The platform's live view: a persistent session, reconnected while the broker is away."""
+    first = True
+    while True:
+        try:
+            async with MqttConnection(
+                host="127.0.0.1", port=port, client_id="demo-view", clean_session=False, on_message=show
+            ) as view:
+                await view.subscribe(["gridedge/v1/+/up/#", "gridedge/v1/+/status"])
+                first = False
+                await view.closed
+        except EdgeError:
+            if first:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
@@ -232,16 +336,26 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         port = _free_port()
         (wd / "mosquitto.conf").write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            f"persistence true\npersistence_location {wd}/\n"
         )
-        await _spawn(stack, binary, "-c", str(wd / "mosquitto.conf"))
-        await _wait_port(port)
+        broker = _Broker(binary, wd / "mosquitto.conf", port)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
         master, slave = _pty(stack)
         dsc_master, dsc_slave = _pty(stack)
+        modem_master, modem_slave = _pty(stack)
         ais_port = _free_port()
         key = _write_key(wd)
+        keys = keyring(key.public_key())
+        tally = Tally()
+        sms = _Sms(modem_master, keys, tally)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(modem_master, sms.on_readable)
+        stack.callback(loop.remove_reader, modem_master)
         ble_toml, button, tag = await _wearables(stack)
         gnss, dsc = os.ttyname(slave), os.ttyname(dsc_slave)
-        _write_config(wd, port, gnss=gnss, dsc=dsc, ais_port=ais_port, ble_toml=ble_toml)
+        sms_toml = f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
+        _write_config(wd, port, gnss=gnss, dsc=dsc, ais_port=ais_port, ble_toml=ble_toml, sms_toml=sms_toml)
         _intro(wd, port, os.ttyname(slave), ais_port, wearables=button is not None)
         print("gridedge demo: Ctrl-C to stop.\n")
         await _spawn(
@@ -254,29 +368,19 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             str(wd / "gateway.toml"),
             log=wd / "gateway.log",
         )
-        keys = keyring(key.public_key())
 
         def show(msg: Incoming) -> None:
-            print(_line(msg, keys), flush=True)
+            print(_line(msg, keys, sms.seen), flush=True)
 
+        view = asyncio.ensure_future(_view(port, show))
+        feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag, broker=broker))
         try:
-            async with MqttConnection(
-                host="127.0.0.1",
-                port=port,
-                client_id="demo-view",
-                clean_session=True,
-                on_message=show,
-            ) as view:
-                await view.subscribe(["gridedge/v1/+/up/#", "gridedge/v1/+/status"])
-                feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag))
-                try:
-                    await asyncio.wait(
-                        (feeder, view.closed), timeout=duration, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    feeder.cancel()
-                    await asyncio.gather(feeder, return_exceptions=True)  # ours still propagates
-        except EdgeError as exc:
-            print(f"gridedge demo: {exc}", file=sys.stderr)
-            return 1
+            await asyncio.wait((feeder, view), timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+            if view.done() and view.exception() is not None:
+                print(f"gridedge demo: {view.exception()}", file=sys.stderr)
+                return 1
+        finally:
+            for task in (feeder, view):
+                task.cancel()
+            await asyncio.gather(feeder, view, return_exceptions=True)  # ours still propagates
     return 0

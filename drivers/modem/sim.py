@@ -25,6 +25,7 @@ class SimModem:
     cmti_every: int = 2  # an unsolicited +CMTI after every Nth send (0: never)
     echo: bool = True
     pdus: list[str] = field(default_factory=list)  # every PDU sent, hex, as written after "> "
+    user_data: list[bytes] = field(default_factory=list)  # each SMS's TP-UD, as an SMS gateway hands it over
     commands: list[str] = field(default_factory=list)
     _line: bytearray = field(default_factory=bytearray)
     _pdu_len: int | None = None  # set while a PDU is awaited after the prompt
@@ -94,11 +95,25 @@ class SimModem:
             self.fail_sends -= 1
             return self._say("+CMS ERROR: 500")
         self.pdus.append(hexpdu)
+        self.user_data.append(_user_data(raw))
         self._mr = (self._mr + 1) % 256
         out = self._say(f"+CMGS: {self._mr}", "OK")
         if self.cmti_every and len(self.pdus) % self.cmti_every == 0:
             out += self._say(f'+CMTI: "SM",{len(self.pdus)}')
         return out
+
+
+def _user_data(raw: bytes) -> bytes:
+    """The TP-UD of an SMS-SUBMIT PDU (service-centre address first)."""
+    at = 1 + raw[0]  # past the SMSC address
+    first = raw[at]
+    at += 2  # first octet, message reference
+    at += 2 + (raw[at] + 1) // 2  # destination: digit count, type, semi-octets
+    at += 2  # PID, DCS
+    vpf = (first >> 3) & 3
+    at += {0: 0, 2: 1}.get(vpf, 7)
+    udl = raw[at]
+    return raw[at + 1 : at + 1 + udl]
 
 
 class PtyModem:
