@@ -261,3 +261,21 @@ def test_an_allow_list_is_for_listeners_only(confdir: Path) -> None:
     ok += 'allow = ["fd00::/8", "10.1.0.0/24"]\n'
     (dev_cfg,) = [d for d in load(write(confdir, GOOD + ok)).devices if d.id == "ais-lan"]
     assert [str(n) for n in dev_cfg.source.allow] == ["fd00::/8", "10.1.0.0/24"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[sms]\nport = "/dev/ttyUSB2"\n', "numbers"),
+        ('[sms]\nport = "/dev/ttyUSB2"\nnumbers = ["+86 138"]\n', "not a phone number"),
+        ('[sms]\nport = "/dev/ttyUSB2"\nnumbers = ["10086"]\nkinds = ["gnss.fix"]\n', "life-safety"),
+        ('[[geofences]]\nid = "h"\npolygon = [[1, 1], [1, 2], [2, 2]]\nfleet = [12]\n', "MMSI"),
+    ],
+)
+def test_sms_and_fleet_mistakes_are_named(section: str, message: str) -> None:
+    from edge.base.config import parse
+
+    text = '[gateway]\nid = "gw-1"\nkey = "k"\nstate_dir = "s"\n' + section
+    with pytest.raises(ConfigError) as err:
+        parse(text, check_files=False)
+    assert message in str(err.value)

@@ -42,6 +42,7 @@ SECTIONS = {
     "firmware": cfg_mod.FirmwareConfig,
     "ais": cfg_mod.AisConfig,
     "trust": cfg_mod.TrustConfig,
+    "sms": cfg_mod.SmsConfig,
 }
 
 
