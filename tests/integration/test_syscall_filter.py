@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from drivers.gnss.sim import epoch_sentences, sentence
+from drivers.modem.sim import PtyModem, SimModem
 from tests.support.bluezoo import BluezButton, BlueZoo
 from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
@@ -62,6 +63,8 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
     broker.start()
     button = BluezButton(zoo, "hci1", key="5ec0ffee5ec0ffee5ec0ffee5ec0ffee")
     gnss, dsc = Pty(tmp_path / "ttyGNSS"), Pty(tmp_path / "ttyDSC")
+    modem_pty = Pty(tmp_path / "ttyModem")
+    modem = PtyModem(modem_pty.master, SimModem()).start()
     udp_port = free_port()
     aggregator = socket.create_server(("127.0.0.1", 0))
     platform = Platform(tmp_path / "platform", broker.port)
@@ -83,6 +86,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             "[ais]\nmin_interval_s = 0.0\ndedup_window_s = 0.0\n"
             f'[trust]\ncommand_key = "{platform.pub_path}"\n'
             '[ble]\nprobe_s = 2.0\n[ble.options]\nadapter = "hci0"\n'
+            f'[sms]\nport = "{modem_pty.link}"\nnumbers = ["+8613800138000"]\nafter_s = 0.5\n'
         ),
         env={"DBUS_SYSTEM_BUS_ADDRESS": zoo.address},
         launcher=FILTER,
@@ -120,8 +124,17 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             ),
             timeout=30,
         )
+        # the uplink fails: the next alarm goes by SMS through the modem, under the filter too
+        gw.wait_status(lambda d: d["sms"]["state"] == "ready")
+        broker.stop()
+        gw.wait_status(lambda d: d["sms"]["active"])
+        counter = button.press()
+        assert button.wait_feedback(counter) == "received"
+        gw.wait_status(lambda d: d["sms"]["sent"] >= 1)
+        assert modem.modem.pdus
         gw.check_alive()
     finally:
+        modem.stop()
         rc = gw.stop()
         col.stop()
         button.stop()
