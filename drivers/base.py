@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ class StreamDriver(abc.ABC):
         self._source = source
         self._emit = emit
         self.counters = DriverCounters()
+        self.tap: Callable[[str, bytes], None] | None = None  # the bytes as read (NMEA forwarding)
 
     def _state(self, state: DeviceState) -> None:
         if state != self.counters.state:
@@ -141,6 +143,9 @@ class StreamDriver(abc.ABC):
                             continue
                     next_read = loop.time() + COALESCE_S if link.drained else 0.0
                     self.counters.bytes += len(data)
+                    self.counters.last_ms = time.time_ns() // 1_000_000
+                    if self.tap is not None:
+                        self.tap(self.dev_id, data)
                     self._feed(data, boottime_ms())
         except DeviceSilent:
             self.counters.silent += 1

@@ -16,6 +16,7 @@ class DriverCounters:
     events: int = 0
     ignored: int = 0  # well-formed input the driver has no use for
     published: int = 0
+    last_ms: int = 0  # unix ms of the last bytes read
     rejected: Counter[str] = field(default_factory=Counter)
     incidents: dict[str, int] | None = None  # a radio's folding of repeated calls (drivers/incidents.py)
 
@@ -30,5 +31,6 @@ class DriverCounters:
             "events": self.events,
             "ignored": self.ignored,
             "published": self.published,
+            "last_ms": self.last_ms,
             "rejected": dict(self.rejected),
         }

@@ -49,7 +49,7 @@ from edge.publisher import LinkState, Publisher
 from edge.reconfig import (
     rollback,
 )
-from edge.status import status_document
+from edge.status import full_status, status_document
 from edge.trust import TrustKeys
 from firmware_bridge.bridge import FirmwareBridge
 
@@ -271,6 +271,9 @@ class Gateway:
     def snapshot(self) -> dict[str, Any]:
         return status_document(self)
 
+    async def full_snapshot(self) -> dict[str, Any]:
+        return await full_status(self)
+
     async def run(self) -> None:
         cfg = self.cfg
         state_dir = cfg.gateway.state_dir
@@ -391,7 +394,11 @@ class Gateway:
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
-        tg.create_task(serve_status(cfg.gateway.status_socket, self.snapshot), name="status")
+        tg.create_task(serve_status(cfg.gateway.status_socket, self.full_snapshot), name="status")
+        if cfg.web.listen:
+            from edge.web.server import serve_site  # aiohttp loads only with a page to serve
+
+            tg.create_task(serve_site(cfg.web, self.full_snapshot), name="web")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self._clock_watch(), name="clock.watch")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")
@@ -406,6 +413,7 @@ class Gateway:
             sign_compact=ingest.sign_compact,
             state_file=self.cfg.gateway.state_dir / "sms.json",
         )
+        self.second.on_sent = lambda _kind, seq, _parts: pub.recent.by_sms(seq)
         tg.create_task(supervise("sms", bearer.run, Backoff(1.0, 60.0)), name="sms.modem")
         tg.create_task(self.second.run(), name="sms.fallback")
 

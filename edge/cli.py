@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from edge.base.envelope import private_pem, public_pem
 from edge.base.errors import EdgeError
 from edge.base.fsutil import write_atomic, write_private
 from edge.checks import SERVICE_USER, examine
+from edge.i18n import from_env, localised, translator
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
 log = logging.getLogger("gridedge")
@@ -65,25 +67,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
     user = service_user(args.user)
     found = examine(cfg, user)
+    _ = translator(from_env()).gettext
     for w in found.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(_("warning: {what}").format(what=w), file=sys.stderr)
     # At the unit's start a broken uplink only warns: the gateway runs, stores every alarm
     # and retries the broker; a technician's check fails on it.
     uplink_fatal = not args.starting
     for u in found.uplink:
-        print(f"{'error' if uplink_fatal else 'warning'}: {u} (the uplink cannot start)", file=sys.stderr)
+        line = (
+            _("error: {what} (the uplink cannot start)")
+            if uplink_fatal
+            else _("warning: {what} (the uplink cannot start)")
+        )
+        print(line.format(what=u), file=sys.stderr)
     for e in found.errors:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {what}").format(what=e), file=sys.stderr)
     if found.errors or (uplink_fatal and found.uplink):
-        who = f" for user {user}" if user else ""
-        print(f"{args.config}: not ok{who}", file=sys.stderr)
+        msg = _("{file}: not ok for user {user}") if user else _("{file}: not ok")
+        print(msg.format(file=args.config, user=user), file=sys.stderr)
         return 1
-    applied = f", the platform's {cfg.applied} in effect" if cfg.applied else ""
-    who = f", files readable by {user}" if user else ""
     print(
-        f"{args.config}: ok (gateway {cfg.gateway.id}, {len(cfg.devices)} devices,"
-        f" {len(cfg.wearables)} wearables{applied}{who})"
+        _("{file}: ok (gateway {gw}, {devices} devices, {wearables} wearables)").format(
+            file=args.config, gw=cfg.gateway.id, devices=len(cfg.devices), wearables=len(cfg.wearables)
+        )
     )
+    if cfg.applied:
+        print(_("the platform's {path} is in effect").format(path=cfg.applied))
+    if user:
+        print(_("its files are readable by {user}").format(user=user))
     return 0
 
 
@@ -182,7 +193,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     key_path, pub_path, cfg_path = out / "gateway.key", out / "gateway.pub", out / "gateway.toml"
     if key_path.exists() and not args.force:
-        print(f"gridedge provision: {key_path} exists; use --force to replace it", file=sys.stderr)
+        msg = translator(from_env()).gettext("gridedge provision: {path} exists; use --force to replace it")
+        print(msg.format(path=key_path), file=sys.stderr)
         return 1
     ids = _service_ids(args.owner)
     key = Ed25519PrivateKey.generate()
@@ -219,7 +231,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         else:
             os.chmod(cfg_path, 0o644)
         written.append(str(cfg_path))
-    print("wrote " + ", ".join(written))
+    print(translator(from_env()).gettext("wrote {files}").format(files=", ".join(written)))
     return 0
 
 
@@ -279,16 +291,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from edge.health import read_status
+    from edge.status_table import render
 
     cfg = load(args.config, check_files=False)
     sock = cfg.gateway.status_socket
-    try:
-        doc = read_status(sock)
-    except OSError as exc:
-        print(f"gridedge status: no running gateway at {sock}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(doc, indent=2))
-    return 0
+    lang = from_env()
+    _ = translator(lang).gettext
+    while True:
+        try:
+            doc = read_status(sock)
+        except OSError as exc:
+            msg = _("gridedge status: no running gateway at {sock}: {why}")
+            print(msg.format(sock=sock, why=exc.strerror or exc), file=sys.stderr)
+            return 1
+        text = json.dumps(doc, indent=2) + "\n" if args.json else render(doc, lang)
+        if args.watch is None:
+            print(text, end="")
+            return 0
+        print("\x1b[H\x1b[2J" + text, end="", flush=True)  # home, clear: a terminal's refresh
+        time.sleep(max(0.2, args.watch))
 
 
 def cmd_firmware_push(args: argparse.Namespace) -> int:
@@ -389,6 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_verify)
     sp = _with_config(sub.add_parser("status", help="queue depth, devices and link of the running gateway"))
     sp.add_argument("--json", action="store_true", help="the status document as JSON (for scripts)")
+    sp.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="S",
+        help="refresh every S seconds (2)",
+    )
     sp.set_defaults(func=cmd_status)
     conf = sub.add_parser("config", help="the config in effect (yours or the platform's)").add_subparsers(
         dest="config_cmd", required=True
@@ -423,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc: int = args.func(args)
     except EdgeError as exc:
-        print(f"gridedge {args.cmd}: {exc}", file=sys.stderr)
+        print(f"gridedge {args.cmd}: {localised(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,12 @@ async def watchdog() -> None:
         await asyncio.sleep(interval)
 
 
-async def serve_status(path: Path, snapshot: Callable[[], dict[str, Any]]) -> None:
+async def serve_status(path: Path, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     """Answer every connection on a unix socket with one JSON status document."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            body = json.dumps(snapshot(), default=str).encode() + b"\n"
+            body = json.dumps(await snapshot(), default=str).encode() + b"\n"
             writer.write(body)
             await writer.drain()
         except (ConnectionError, OSError):

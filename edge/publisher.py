@@ -19,24 +19,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 
 from edge.base.config import MqttConfig
 from edge.base.errors import TransientError
-from edge.base.kinds import Prio
+from edge.base.kinds import LIFE_SAFETY_KINDS, Prio
 from edge.base.messages import Incoming
 from edge.base.supervisor import Backoff, supervise
 from edge.ingest import Ingest
 from edge.mqtt import MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
 from edge.pacing import BacklogWindow
+from edge.recent import RecentAlarms
 
 log = logging.getLogger(__name__)
 
 PAGE = 64  # rows read from SQLite at a time: small reads keep the loop free for an alarm
 LIFE_SAFETY_RESERVE = 8
+_LIFE_SAFETY = frozenset(LIFE_SAFETY_KINDS)
 Lane = tuple[int, bool]  # (prio, True for the pre-session telemetry backlog)
 # Strict order: life-safety, events, live telemetry, backlog telemetry, bulk.
 LANES: tuple[Lane, ...] = (
@@ -86,6 +89,10 @@ class Publisher:
         self.sessions = 0
         self.published = 0
         self.acked = 0
+        self.published_by_kind: Counter[str] = Counter()
+        self.acked_by_kind: Counter[str] = Counter()
+        self.last_ack_ms: int | None = None  # unix ms of the latest PUBACK
+        self.recent = RecentAlarms()  # the latest life-safety messages and their delivery
         self.up = asyncio.Event()
         self._ls_committed: dict[int, int] = {}  # life-safety seq -> `published` at its commit
         self.ls_overtaken_max = 0
@@ -115,6 +122,7 @@ class Publisher:
         for row in rows:
             if row.prio == Prio.LIFE_SAFETY:
                 self._ls_committed[row.seq] = self.published
+                self.recent.committed(row.seq, row.kind, row.body)
             lane: Lane = (row.prio, False)
             buf = buffers.get(lane) if buffers is not None else None
             # A lane being read right now is treated as dirty: its read may or may not
@@ -240,9 +248,14 @@ class Publisher:
                 self.ls_backlog_ahead_max = max(self.ls_backlog_ahead_max, window.in_flight)
             fut = conn.publish_nowait(self.topic(row.kind), row.body)
             self.published += 1
+            self.published_by_kind[row.kind] += 1
+            if row.prio == Prio.LIFE_SAFETY:
+                self.recent.published(row.seq)
             if backlog:
                 window.in_flight += 1
-            fut.add_done_callback(partial(self._done, row.seq, window if backlog else None, loop.time()))
+            fut.add_done_callback(
+                partial(self._done, row.seq, row.kind, window if backlog else None, loop.time())
+            )
         exc = closed.result()
         if exc is not None:
             raise exc
@@ -280,7 +293,9 @@ class Publisher:
         await self._kick.wait()
         self._kick.clear()
 
-    def _done(self, seq: int, backlog: BacklogWindow | None, sent: float, fut: asyncio.Future[None]) -> None:
+    def _done(
+        self, seq: int, kind: str, backlog: BacklogWindow | None, sent: float, fut: asyncio.Future[None]
+    ) -> None:
         if backlog is not None:
             backlog.in_flight -= 1
         if fut.cancelled() or fut.exception() is not None:
@@ -288,6 +303,10 @@ class Publisher:
         now = asyncio.get_running_loop().time()
         self.backlog_window.sample(now - sent, now)
         self.acked += 1
+        self.acked_by_kind[kind] += 1
+        self.last_ack_ms = time.time_ns() // 1_000_000
+        if kind in _LIFE_SAFETY:
+            self.recent.acked(seq)
         self._outbox.ack((seq,))
         if self.on_ack is not None:
             self.on_ack(seq)

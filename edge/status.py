@@ -4,12 +4,24 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from edge.base.clock import boottime_ms
 
 if TYPE_CHECKING:
     from edge.app import Gateway
+
+
+async def full_status(gw: Gateway) -> dict[str, Any]:
+    """The status document, with what must be read from the outbox: each lane's oldest."""
+    doc = status_document(gw)
+    if gw.outbox is not None and doc["outbox"] is not None:
+        now = time.time_ns() // 1_000_000
+        oldest = await gw.outbox.oldest()
+        doc["outbox"]["oldest_age_s"] = {p: max(0, now - at) / 1000 for p, at in oldest.items()}
+    return doc
 
 
 def status_document(gw: Gateway) -> dict[str, Any]:
@@ -39,7 +51,14 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "backlog_window": pub.backlog_window.allowed,
             "backlog_queueing_ms": round(pub.backlog_window.queueing_s * 1000, 1),
             "life_safety_backlog_ahead_max": pub.ls_backlog_ahead_max,
+            "last_ack_ms": pub.last_ack_ms,
+            "published_by_kind": dict(pub.published_by_kind),
+            "acked_by_kind": dict(pub.acked_by_kind),
         },
+        "life_safety": [] if pub is None else pub.recent.snapshot(),
+        "gnss": None
+        if gw.last_fix is None
+        else {**gw.last_fix.record(), "age_ms": boottime_ms() - gw.last_fix.tb},
         "outbox": None
         if ob is None
         else {
@@ -69,6 +88,7 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "last_cseq": dict(gw.commands.state.last),
         },
         "wearables": sorted(gw.registry.devices),
+        "workers": {k: w.worker for k, w in gw.registry.devices.items()},
         "ble": None if gw.ble is None else gw.ble.snapshot(),
         "firmware": None if gw.firmware is None else gw.firmware.snapshot(),
         "deliveries": gw.deliveries.snapshot(),

@@ -150,6 +150,8 @@ class WearableStats:
     battery: int | None = None
     flooded: int = 0  # notifications dropped: more than SESSION_QUEUE waiting
     forged: int = 0  # events whose authentication failed (docs/ble-profiles.md)
+    last_event: str = ""  # the kind of its latest counted event (sos.alarm, device.state...)
+    last_event_ms: int = 0  # and when (unix ms)
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -491,6 +493,7 @@ class BleManager:
                 await self._feedback(link, feedback, answer, ev.counter)
             return None
         st.events += 1
+        st.last_event, st.last_event_ms = data.get("event", kind), time.time_ns() // 1_000_000
         data |= {"counter": ev.counter, "uptime_ms": ev.uptime_ms}
         if ev.boot is not None:
             data |= {"boot": ev.boot, "authenticated": True}

@@ -437,6 +437,26 @@ class FirmwareConfig:
     download_timeout_s: float = 3600.0  # a download with no chunk for this long fails (timeout)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebConfig:
+    """The technician's status page, `/metrics` and the feeds for local tools (edge/web)."""
+
+    listen: str = ""  # host:port of the status page and /metrics; empty: no page
+    token_file: Path | None = None  # the page's access token (gridedge provision writes one)
+    gpsd: str = ""  # host:port of a gpsd-compatible JSON feed (TPV, SKY, AIS); empty: none
+    nmea_udp: tuple[str, ...] = ()  # host:port each: the sentences as heard, forwarded by UDP
+    nmea_ais_only: bool = False  # forward only the AIS sentences (!AIVDM/!AIVDO)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_host_port(self.listen)
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 SMS_KINDS = LIFE_SAFETY_KINDS  # what may take the SMS bearer
 
 
@@ -471,6 +491,7 @@ class Config:
     wearables: tuple[WearableConfig, ...] = ()
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
     def topic(self, *parts: str) -> str:
@@ -632,6 +653,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     ais = _ais_station(root.table("ais"))
     trust = _trust(root.table("trust"), check_files)
     sms = _sms(root.table("sms"))
+    web = _web(root.table("web"), check_files)
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
         raise root.error("geofences", "geofence ids must be unique")
@@ -649,17 +671,19 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         wearables=tuple(wearables),
         firmware=firmware,
         sms=sms,
+        web=web,
     )
 
 
 # Each default is the dataclass's (one source): the sections read them from these.
-_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _SMS = (
+_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _SMS, _WEB = (
     MqttConfig(),
     OutboxConfig(),
     BleConfig(),
     FirmwareConfig(),
     AisConfig(),
     SmsConfig(),
+    WebConfig(),
 )
 
 
@@ -790,6 +814,38 @@ def _sms(t: Section) -> SmsConfig:
         raise t.error("numbers", "is required when port is set: the platform's SMS number(s)")
     t.done()
     return sms
+
+
+def _host_port(sec: Section, key: str, text: str) -> None:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise sec.error(key, f"{_describe(text)} is not host:port (127.0.0.1:8480, [::1]:8480)")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise sec.error(key, f"{host!r} is not an IP address (a listener binds one)") from None
+
+
+def _web(w: Section, check_files: bool) -> WebConfig:
+    d = _WEB
+    web = WebConfig(
+        listen=w.text("listen", d.listen),
+        token_file=w.path("token_file", d.token_file),
+        gpsd=w.text("gpsd", d.gpsd),
+        nmea_udp=w.str_list("nmea_udp", list(d.nmea_udp)),
+        nmea_ais_only=w.flag("nmea_ais_only", d.nmea_ais_only),
+    )
+    for key, value in (("listen", web.listen), ("gpsd", web.gpsd), *(("nmea_udp", t) for t in web.nmea_udp)):
+        if value:
+            _host_port(w, key, value)
+    if web.listen and not _is_loopback(web.host_port[0]) and web.token_file is None:
+        raise w.error(
+            "token_file", "is required when the page listens beyond loopback (gridedge provision writes one)"
+        )
+    if check_files and web.token_file is not None:
+        _private_file_ok(w, "token_file", web.token_file)
+    w.done()
+    return web
 
 
 def _firmware(f: Section) -> FirmwareConfig:

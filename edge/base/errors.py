@@ -54,6 +54,7 @@ class ConfigError(PermanentError):
         self.path = path
         self.line = line
         self.file = file
+        self.message = message
 
 
 class EnvelopeReason(enum.StrEnum):

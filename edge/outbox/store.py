@@ -661,6 +661,18 @@ class Outbox:
         )
         return [Row(int(s), int(p), str(k), bytes(b)) for s, p, k, b in found]
 
+    async def oldest(self) -> dict[int, int]:
+        """Per lane with rows, when its oldest row was committed (unix ms)."""
+        out: dict[int, int] = {}
+        for prio, lane in self.stats.lanes.items():
+            if lane.rows:
+                found = await (self._reader or self.db).fetchall(
+                    "SELECT at FROM msgs WHERE prio = ? ORDER BY seq LIMIT 1", (int(prio),)
+                )
+                if found:
+                    out[int(prio)] = int(found[0][0])
+        return out
+
     def depth(self, prio: int | None = None) -> int:
         if prio is None:
             return sum(lane.rows for lane in self.stats.lanes.values()) + self._uncounted[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -39,7 +40,7 @@ def test_ready_watchdog_stopping_and_status_cli(broker: Mosquitto, tmp_path: Pat
         assert drain(time.monotonic() + 20, "READY=1"), received
         assert drain(time.monotonic() + 5, "WATCHDOG=1"), received
         res = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "status", "-c", str(gw.config)],
+            [sys.executable, "-m", "edge.cli", "status", "--json", "-c", str(gw.config)],
             capture_output=True,
             text=True,
             timeout=20,
@@ -47,6 +48,18 @@ def test_ready_watchdog_stopping_and_status_cli(broker: Mosquitto, tmp_path: Pat
         assert res.returncode == 0, res.stderr
         doc = json.loads(res.stdout)
         assert doc["gw"] == gw.gw_id and "outbox" in doc and "link" in doc
+        # for people: a table, in the language of LANG
+        for lang, words in (("en_GB.UTF-8", ("Uplink", "Outbox")), ("zh_CN.UTF-8", ("上行链路", "发送队列"))):
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))} | {"LANG": lang}
+            table = subprocess.run(
+                [sys.executable, "-m", "edge.cli", "status", "-c", str(gw.config)],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=env,
+            )
+            assert table.returncode == 0 and gw.gw_id in table.stdout, table.stderr
+            assert all(w in table.stdout for w in words), table.stdout
         assert gw.proc is not None
         gw.proc.send_signal(signal.SIGTERM)
         assert drain(time.monotonic() + 10, "STOPPING=1"), received

@@ -1,0 +1,143 @@
+"""Prometheus metrics at `/metrics`, read from the status document at scrape time (nothing
+is counted twice and an idle gateway pays nothing between scrapes). Names and units by
+Prometheus' conventions: `_total` counters, `_seconds`, `_bytes`, base units."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LANES = {0: "life_safety", 1: "event", 2: "telemetry", 3: "bulk"}
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=list(labels))
+
+
+class _Snapshot(Collector):
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.doc
+        info = InfoMetricFamily("gridedge", "the gateway's id and version")
+        info.add_metric([], {"gw": str(d["gw"]), "version": str(d["version"])})
+        yield info
+        yield from _outbox(d.get("outbox"))
+        yield from _link(d.get("link"))
+        yield from _devices(d.get("devices") or {}, (d.get("ble") or {}).get("wearables") or {})
+        yield from _sms(d.get("sms"))
+        yield from _commands(d.get("commands"))
+
+
+def _outbox(ob: Mapping[str, Any] | None) -> Iterator[Metric]:
+    if ob is None:
+        return
+    rows = _gauge("gridedge_outbox_records", "messages waiting for the broker's acknowledgement", ("lane",))
+    size = _gauge("gridedge_outbox_bytes", "bytes of the waiting messages", ("lane",))
+    age = _gauge("gridedge_outbox_oldest_age_seconds", "age of the oldest waiting message", ("lane",))
+    for prio, lane in LANES.items():
+        stats = ob["lanes"].get(prio) or ob["lanes"].get(str(prio)) or {"rows": 0, "bytes": 0}
+        rows.add_metric([lane], stats["rows"])
+        size.add_metric([lane], stats["bytes"])
+        oldest = (ob.get("oldest_age_s") or {}).get(prio)
+        age.add_metric([lane], 0.0 if oldest is None else oldest)
+    yield from (rows, size, age)
+    yield _one("gridedge_outbox_max_bytes", "the outbox's bound", ob["max_bytes"])
+    yield _total(
+        "gridedge_outbox_dropped", "messages thinned or expired to stay within bounds", ob["dropped"]
+    )
+    yield _total("gridedge_outbox_refused", "messages refused by a full outbox", ob["refused"])
+
+
+def _one(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _total(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _link(link: Mapping[str, Any] | None) -> Iterator[Metric]:
+    if link is None:
+        return
+    yield _one("gridedge_uplink_up", "1 while the MQTT session is up", 1.0 if link["state"] == "up" else 0.0)
+    yield _total("gridedge_uplink_sessions", "MQTT sessions established", link["sessions"])
+    if link.get("last_ack_ms"):
+        yield _one(
+            "gridedge_uplink_last_ack_timestamp_seconds", "the latest PUBACK", link["last_ack_ms"] / 1000
+        )
+    for name, key, doc in (
+        ("gridedge_messages_published_total", "published_by_kind", "messages published, by kind"),
+        ("gridedge_messages_acked_total", "acked_by_kind", "messages the broker acknowledged, by kind"),
+    ):
+        fam = _counter(name.removesuffix("_total"), doc, ("kind",))
+        for kind, n in sorted((link.get(key) or {}).items()):
+            fam.add_metric([kind], n)
+        yield fam
+
+
+def _devices(devices: Mapping[str, Any], wearables: Mapping[str, Any]) -> Iterator[Metric]:
+    up = _gauge("gridedge_device_up", "1 while a device is connected", ("device",))
+    opens = _counter("gridedge_device_reconnects", "times a device's link was opened again", ("device",))
+    rejected = _counter("gridedge_rejections", "input refused, by device and reason", ("device", "reason"))
+    battery = _gauge("gridedge_wearable_battery_ratio", "a wearable's battery (0-1)", ("device",))
+    rssi = _gauge("gridedge_wearable_rssi_dbm", "a wearable's signal when it connected", ("device",))
+    for dev, c in sorted(devices.items()):
+        up.add_metric([dev], 1.0 if c["state"] == "connected" else 0.0)
+        opens.add_metric([dev], max(0, c["opened"] - 1))
+        for reason, n in sorted(c["rejected"].items()):
+            rejected.add_metric([dev, reason], n)
+    for dev, w in sorted(wearables.items()):
+        up.add_metric([dev], 1.0 if w["state"] == "connected" else 0.0)
+        opens.add_metric([dev], max(0, w["connects"] - 1))
+        for reason in ("rejected", "forged", "flooded"):
+            if w.get(reason):
+                rejected.add_metric([dev, reason if reason != "rejected" else "malformed"], w[reason])
+        if w.get("battery") is not None:
+            battery.add_metric([dev], w["battery"] / 100)
+        if w.get("rssi") is not None:
+            rssi.add_metric([dev], w["rssi"])
+    yield from (up, opens, rejected, battery, rssi)
+
+
+def _sms(sms: Mapping[str, Any] | None) -> Iterator[Metric]:
+    if sms is None:
+        return
+    yield _total("gridedge_sms_sent", "life-safety messages sent by SMS", sms["sent"])
+    yield _total("gridedge_sms_parts", "SMS parts sent", sms["parts"])
+    yield _total("gridedge_sms_capped", "messages held back by the hourly cap", sms["capped"])
+    errors = _counter("gridedge_sms_errors", "modem refusals and faults, by reason", ("reason",))
+    for reason, n in sorted(sms["errors"].items()):
+        errors.add_metric([reason], n)
+    yield errors
+    yield _one(
+        "gridedge_sms_modem_ready", "1 while the modem can send", 1.0 if sms["state"] == "ready" else 0.0
+    )
+    if sms.get("rssi_dbm") is not None:
+        yield _one("gridedge_sms_signal_dbm", "the modem's signal (AT+CSQ)", sms["rssi_dbm"])
+
+
+def _commands(cmds: Mapping[str, Any] | None) -> Iterator[Metric]:
+    if cmds is None:
+        return
+    fam = _counter("gridedge_commands", "platform commands, by outcome", ("outcome",))
+    fam.add_metric(["accepted"], cmds["accepted"])
+    for code, n in sorted(cmds["rejected"].items()):
+        fam.add_metric([code], n)
+    yield fam
+
+
+def exposition(doc: Mapping[str, Any]) -> bytes:
+    """The text exposition format of the document's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(doc))
+    return generate_latest(registry)

@@ -1,0 +1,182 @@
+"""The technician's status page, live, and `/metrics`, served by the gateway (aiohttp).
+
+Read-only: GET and HEAD only. Access fit for a LAN: on a loopback-only listener (the
+default) anyone on the gateway itself may look; on any other address every request
+needs the token `gridedge provision` wrote (`[web] token_file`): once as `?token=` (the
+page then keeps it in a cookie and drops it from the address), or as `Authorization:
+Bearer`. The page is one template (edge/web/templates) and two static files, all from
+the package (no CDN); it follows the gateway by server-sent events (`/events`: the
+status document when it changed, checked every half second while someone is looking;
+nothing at all when nobody is). Its text is English or Simplified Chinese, as the
+browser asks, switchable on the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from edge.base.config import WebConfig
+from edge.i18n import LANGS, from_accept_language, translator
+from edge.web.metrics import exposition
+from edge.web.strings import PAGE_STRINGS
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+COOKIE = "gridedge_token"
+EVENT_EVERY_S = 0.5
+HEARTBEAT_S = 15.0
+Snapshot = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def load_token(cfg: WebConfig) -> str | None:
+    if cfg.token_file is None:
+        return None
+    token = cfg.token_file.read_text(encoding="utf-8").strip()
+    return token or None
+
+
+class StatusSite:
+    def __init__(self, cfg: WebConfig, snapshot: Snapshot, *, token: str | None) -> None:
+        self.cfg = cfg
+        self._snapshot = snapshot
+        self._token = token
+        self._open = _loopback(cfg.host_port[0]) and token is None  # loopback-only, no token: open
+        self._templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            extensions=["jinja2.ext.i18n"],
+        )
+        self.viewers = 0
+        self.refused = 0
+
+    # -- access -----------------------------------------------------------------------------
+
+    def _allowed(self, request: web.Request) -> bool:
+        if self._open:
+            return True
+        if self._token is None:
+            return False
+        offered = (
+            request.query.get("token")
+            or request.cookies.get(COOKIE)
+            or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        )
+        return bool(offered) and hmac.compare_digest(offered.encode(), self._token.encode())
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        if not self._allowed(request):
+            self.refused += 1
+            lang = from_accept_language(request.headers.get("Accept-Language"))
+            _ = translator(lang).gettext
+            body = _("A token is needed: open the address gridedge provision printed, with ?token=...")
+            raise web.HTTPUnauthorized(
+                text=body + "\n", headers={"WWW-Authenticate": 'Bearer realm="gridedge"'}
+            )
+        if "token" in request.query and request.path == "/":
+            # keep it in a cookie; the address bar (and any screenshot of it) loses it
+            resp = web.HTTPSeeOther("/")
+            resp.set_cookie(COOKIE, request.query["token"], httponly=True, samesite="Strict")
+            raise resp
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        lang = request.query.get("lang") or from_accept_language(request.headers.get("Accept-Language"))
+        lang = lang if lang in LANGS else "en"
+        catalogs = {code: {s: translator(code).gettext(s) for s in PAGE_STRINGS} for code in LANGS}
+        doc = json.dumps(await self._snapshot(), default=str)
+        tmpl = self._templates.get_template("page.html")
+        # no await from here to the render: another request's language cannot come between
+        self._templates.install_gettext_translations(translator(lang), newstyle=True)  # type: ignore[attr-defined]
+        html = tmpl.render(
+            lang=lang,
+            html_lang="zh-CN" if lang == "zh_CN" else "en",
+            catalogs=json.dumps(catalogs, ensure_ascii=False),
+            doc=doc,
+        )
+        return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+    async def status(self, _request: web.Request) -> web.Response:
+        return web.json_response(await self._snapshot(), dumps=lambda o: json.dumps(o, default=str))
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        body = exposition(await self._snapshot())
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        self.viewers += 1
+        last, quiet = "", 0.0
+        try:
+            while True:
+                text = json.dumps(await self._snapshot(), default=str, sort_keys=True)
+                if text != last:
+                    await resp.write(f"data: {text}\n\n".encode())
+                    last, quiet = text, 0.0
+                elif quiet >= HEARTBEAT_S:
+                    await resp.write(b": keepalive\n\n")
+                    quiet = 0.0
+                await asyncio.sleep(EVENT_EVERY_S)
+                quiet += EVENT_EVERY_S
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        finally:
+            self.viewers -= 1
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self.page)
+        app.router.add_get("/events", self.events)
+        app.router.add_get("/api/status", self.status)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_static("/static/", HERE / "static", show_index=False)
+        return app
+
+
+async def serve_site(cfg: WebConfig, snapshot: Snapshot) -> None:
+    """Serve the page until cancelled; a port in use is logged, never the gateway's end."""
+    site = StatusSite(cfg, snapshot, token=load_token(cfg))
+    runner = web.AppRunner(site.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    host, port = cfg.host_port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error("web: cannot listen on %s: %s; no status page", cfg.listen, exc.strerror or exc)
+        await runner.cleanup()
+        return
+    log.info("web: status page on http://%s/%s", cfg.listen, "" if site._open else " (token required)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
