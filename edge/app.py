@@ -41,6 +41,7 @@ from edge.bearers.sms import SmsBearer
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, through
+from edge.feeds import GpsdFeed, NmeaForwarder
 from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
@@ -212,6 +213,11 @@ class Gateway:
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
         self.second: SecondBearer | None = None  # life-safety by SMS when the uplink is down
+        kinds = {d.id: d.kind for d in cfg.devices if d.kind in ("gnss", "ais")}
+        self.gpsd = GpsdFeed(cfg.web.gpsd, kinds) if cfg.web.gpsd else None  # local tools' receivers
+        self.nmea_out = (
+            NmeaForwarder(cfg.web.nmea_udp, ais_only=cfg.web.nmea_ais_only) if cfg.web.nmea_udp else None
+        )
         self.ready = asyncio.Event()
         self.deliveries = Deliveries(
             cfg.gateway.state_dir / "deliveries.json",
@@ -254,8 +260,10 @@ class Gateway:
         anchor = {"tb": st.tb, "tu": st.tu, "tq": st.tq, "boot": self.ingest.epoch.boot}
         self.ingest.submit("time.anchor", "gw", anchor, stamp=st)
 
-    def _on_fix(self, _dev: str, fix: Fix) -> None:
+    def _on_fix(self, dev: str, fix: Fix) -> None:
         self.last_fix = fix
+        if self.gpsd is not None:
+            self.gpsd.fix(dev, fix)
 
     def fix_record(self) -> dict[str, Any] | None:
         """The latest GNSS fix for an alarm, with its age (a stale fix is still worth sending)."""
@@ -395,6 +403,8 @@ class Gateway:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
         tg.create_task(serve_status(cfg.gateway.status_socket, self.full_snapshot), name="status")
+        if self.gpsd is not None:
+            tg.create_task(self.gpsd.serve(), name="gpsd.feed")
         if cfg.web.listen:
             from edge.web.server import serve_site  # aiohttp loads only with a page to serve
 
@@ -481,6 +491,10 @@ class Gateway:
         else:
             driver = DscDriver(dev, emit=ingest.submit, room=self.outbox_room)
         self.drivers[dev.id] = driver
+        if self.nmea_out is not None:
+            driver.tap = self.nmea_out.tap
+        if self.gpsd is not None and isinstance(driver, AisDriver):
+            driver.on_report = self.gpsd.ais
         tg.create_task(
             supervise(driver.name, driver.run, Backoff(0.2, 10.0)), name=f"{driver.name}.supervise"
         )

@@ -93,4 +93,8 @@ def status_document(gw: Gateway) -> dict[str, Any]:
         "firmware": None if gw.firmware is None else gw.firmware.snapshot(),
         "deliveries": gw.deliveries.snapshot(),
         "sms": None if gw.second is None else gw.second.snapshot(),
+        "feeds": {
+            "gpsd": None if gw.gpsd is None else gw.gpsd.snapshot(),
+            "nmea_udp": None if gw.nmea_out is None else gw.nmea_out.snapshot(),
+        },
     }

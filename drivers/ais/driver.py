@@ -27,6 +27,7 @@ class AisDriver(StreamDriver):
         super().__init__(cfg.id, cfg.source, emit=emit, room=room)
         self._tracker = tracker
         self._parser = AisParser(seen=tracker.seen)
+        self.on_report: Callable[[str, AisReport], None] | None = None  # local tools (edge/feeds.py)
 
     def _new_stream(self) -> None:
         self._parser = AisParser(seen=self._tracker.seen)
@@ -57,6 +58,8 @@ class AisDriver(StreamDriver):
             if isinstance(ev, Rejected):
                 self._rejected(ev)
                 continue
+            if self.on_report is not None:
+                self.on_report(self.dev_id, ev)
             for kind, data in self._tracker.offer(ev, self.dev_id, deduped=True):
                 self.counters.published += 1
                 self._emit(kind, self.dev_id, data)

@@ -1,0 +1,249 @@
+"""The gateway's receivers shared with local tools, so a chart plotter, OpenCPN, chrony or
+`gpspipe` need no second reader on the serial port:
+
+- a gpsd-compatible JSON feed (`[web] gpsd`, gpsd's protocol 3: VERSION on connect,
+  `?WATCH={"enable":true,"json":true};` answered with DEVICES and WATCH, then TPV and SKY
+  from each GNSS fix and AIS objects from each decoded AIS report; `?POLL;`, `?DEVICES;`,
+  `?VERSION;` answered; `?WATCH={"enable":false};` stops the stream);
+- NMEA 0183 forwarding by UDP (`[web] nmea_udp`): each sentence as heard, checksum
+  intact, one datagram per sentence; only sentences whose checksum verifies; with
+  `nmea_ais_only`, only AIS (`!AIVDM`, `!AIVDO`).
+
+Both are read-only taps on what the drivers already read; a slow or vanished client is
+dropped, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import socket
+from typing import Any
+
+from drivers.ais.parse import AisReport
+from drivers.gnss.parse import Fix
+from drivers.nmea0183 import LineFramer, Sentence, check
+from edge.base.config import split_host_port
+
+log = logging.getLogger(__name__)
+
+RELEASE = "3.22"  # the gpsd release whose protocol this speaks (Debian 12's)
+MAX_CLIENTS = 16
+MAX_QUEUED = 256  # lines a client may fall behind before it is dropped
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\r\n"
+
+
+class _Client:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.watching = False
+
+    def send(self, data: bytes) -> bool:
+        """False when the client has fallen too far behind (it is then dropped)."""
+        transport = self.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > MAX_QUEUED * 512:
+            return False
+        self.writer.write(data)
+        return True
+
+
+class GpsdFeed:
+    def __init__(self, listen: str, devices: dict[str, str]) -> None:
+        self.listen = listen
+        self.devices = devices  # id -> kind (gnss, ais)
+        self._clients: set[_Client] = set()
+        self._last: dict[str, Fix] = {}  # device -> its latest fix (for ?POLL)
+        self.sent = 0
+        self.dropped = 0
+
+    async def serve(self) -> None:
+        host, port = split_host_port(self.listen)
+        try:
+            server = await asyncio.start_server(self._session, host, port)
+        except OSError as exc:
+            log.error("gpsd feed: cannot listen on %s: %s", self.listen, exc.strerror or exc)
+            return
+        log.info("gpsd feed on %s", self.listen)
+        async with server:
+            await server.serve_forever()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= MAX_CLIENTS:
+            writer.close()
+            return
+        client = _Client(writer)
+        self._clients.add(client)
+        version = {
+            "class": "VERSION",
+            "release": RELEASE,
+            "rev": "gridedge",
+            "proto_major": 3,
+            "proto_minor": 14,
+        }
+        client.send(_line(version))
+        try:
+            while True:
+                line = await reader.readuntil(b";")
+                if len(line) > 1024:
+                    break
+                self._command(client, line.decode("ascii", "replace").strip())
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            self._clients.discard(client)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def _command(self, client: _Client, cmd: str) -> None:
+        verb, _, arg = cmd.rstrip(";").partition("=")
+        if verb == "?WATCH":
+            try:
+                opts = json.loads(arg) if arg else {}
+            except ValueError:
+                opts = {}
+            if not isinstance(opts, dict):
+                opts = {}
+            client.watching = bool(opts.get("enable", True)) and bool(opts.get("json", True))
+            client.send(self._devices())
+            client.send(_line({"class": "WATCH", "enable": client.watching, "json": client.watching}))
+        elif verb == "?POLL":
+            tpv = [_tpv(dev, fix) for dev, fix in sorted(self._last.items())]
+            client.send(
+                _line({"class": "POLL", "time": _iso_now(), "active": len(tpv), "tpv": tpv, "sky": []})
+            )
+        elif verb == "?DEVICES":
+            client.send(self._devices())
+        elif verb == "?VERSION":
+            client.send(_line({"class": "VERSION", "release": RELEASE, "rev": "gridedge", "proto_major": 3}))
+        else:
+            client.send(_line({"class": "ERROR", "message": f"Unrecognized request '{verb[:40]}'"}))
+
+    def _devices(self) -> bytes:
+        devices = [
+            {"class": "DEVICE", "path": dev, "driver": f"gridedge {kind}", "activated": _iso_now()}
+            for dev, kind in sorted(self.devices.items())
+        ]
+        return _line({"class": "DEVICES", "devices": devices})
+
+    def _broadcast(self, data: bytes) -> None:
+        for client in list(self._clients):
+            if client.watching and not client.send(data):
+                self.dropped += 1
+                self._clients.discard(client)
+                client.writer.close()
+        self.sent += 1
+
+    def fix(self, dev: str, fix: Fix) -> None:
+        self._last[dev] = fix
+        if not self._clients:
+            return
+        self._broadcast(_line(_tpv(dev, fix)))
+        sky: dict[str, Any] = {"class": "SKY", "device": dev}
+        if fix.sats is not None:
+            sky["uSat"] = fix.sats
+        if fix.hdop is not None:
+            sky["hdop"] = fix.hdop
+        self._broadcast(_line(sky))
+
+    def ais(self, dev: str, rep: AisReport) -> None:
+        if not self._clients:
+            return
+        d = rep.data
+        obj: dict[str, Any] = {
+            "class": "AIS",
+            "device": dev,
+            "type": rep.msg_type,
+            "repeat": 0,
+            "mmsi": rep.mmsi,
+            "scaled": True,
+        }
+        for ours, theirs in (
+            ("nav_status", "status"),
+            ("sog", "speed"),
+            ("cog", "course"),
+            ("heading", "heading"),
+            ("lat", "lat"),
+            ("lon", "lon"),
+            ("name", "shipname"),
+            ("callsign", "callsign"),
+            ("destination", "destination"),
+            ("ship_type", "shiptype"),
+        ):
+            if ours in d:
+                obj[theirs] = d[ours]
+        self._broadcast(_line(obj))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "listen": self.listen,
+            "clients": len(self._clients),
+            "sent": self.sent,
+            "dropped": self.dropped,
+        }
+
+
+def _tpv(dev: str, fix: Fix) -> dict[str, Any]:
+    tpv: dict[str, Any] = {"class": "TPV", "device": dev, "mode": fix.mode, "lat": fix.lat, "lon": fix.lon}
+    if fix.utc_ms is not None:
+        tpv["time"] = _iso(fix.utc_ms)
+    if fix.alt is not None:
+        tpv["altMSL"] = tpv["alt"] = fix.alt
+    if fix.speed is not None:
+        tpv["speed"] = fix.speed
+    if fix.course is not None:
+        tpv["track"] = fix.course
+    return tpv
+
+
+def _iso(ms: int) -> str:
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _iso_now() -> str:
+    return _iso(int(dt.datetime.now(dt.UTC).timestamp() * 1000))
+
+
+class NmeaForwarder:
+    """Each verified sentence of the tapped devices, as heard, one datagram each."""
+
+    def __init__(self, targets: tuple[str, ...], *, ais_only: bool) -> None:
+        self.targets = [split_host_port(t) for t in targets]
+        self.ais_only = ais_only
+        self._framers: dict[str, LineFramer] = {}
+        family = socket.AF_INET6 if any(":" in h for h, _p in self.targets) else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        self.forwarded = 0
+        self.failed = 0
+
+    def tap(self, dev: str, data: bytes) -> None:
+        framer = self._framers.setdefault(dev, LineFramer())
+        for line in framer.feed(data):
+            if not isinstance(line, bytes):
+                continue
+            checked = check(line)
+            if not isinstance(checked, Sentence):
+                continue
+            if self.ais_only and not (checked.start == "!" and checked.type in ("VDM", "VDO")):
+                continue
+            for target in self.targets:
+                try:
+                    self._sock.sendto(line + b"\r\n", target)
+                    self.forwarded += 1
+                except OSError:
+                    self.failed += 1  # a full buffer or an unreachable host: dropped, never waited for
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"targets": len(self.targets), "forwarded": self.forwarded, "failed": self.failed}
