@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -15,16 +14,12 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from edge import __version__
-from edge.base.config import MqttConfig, OutboxConfig, default_path, load, valid_id
-from edge.base.envelope import private_pem, public_pem
+from edge.base.config import default_path, load
 from edge.base.errors import EdgeError
-from edge.base.fsutil import write_atomic, write_private
 from edge.checks import SERVICE_USER, examine
 from edge.i18n import from_env, localised, translator
+from edge.provision import SYSTEM_DIR
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
 log = logging.getLogger("gridedge")
@@ -123,145 +118,49 @@ def cmd_config_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-STARTER = """\
-# gridedge gateway configuration (see docs/operations.md)
-[gateway]
-id = "{id}"
-key = "gateway.key"          # Ed25519 private key, PEM PKCS8, mode 0600
-state_dir = "{state_dir}"{state_note}
-status_socket = "{status_socket}"  # gridedge status asks here
-
-[mqtt]
-host = "{mqtt.host}"
-port = {mqtt.port}
-topic_prefix = "{mqtt.topic_prefix}"
-{tls}
-[outbox]
-max_bytes = {outbox.max_bytes}
-batch_ms = {outbox.batch_ms}
-
-[[devices]]
-id = "gnss0"
-kind = "gnss"
-port = "/dev/ttyUSB0"        # better: its /dev/serial/by-id/... name, stable across re-plugs
-baudrate = 9600
-min_interval_s = 1.0         # 0 reports every fix epoch
-min_distance_m = 0.0         # 0 disables the distance trigger
-"""
-TLS_OFF = """\
-# tls_ca = "ca.crt"          # plaintext to a non-loopback host needs insecure = true
-# tls_cert = "gateway.crt"
-# tls_key = "gateway.tls.key"
-"""
-TLS_ON = """\
-# Once the fleet's CA has signed gateway.csr into gateway.crt: set host and port to the
-# broker's, and uncomment these three.
-# tls_ca = "ca.crt"
-# tls_cert = "gateway.crt"
-# tls_key = "gateway.tls.key"  # made by provision --csr, mode 0600
-"""
-SYSTEM_DIR = Path("/etc/gridedge")
-
-
-def _system_layout(out: Path) -> bool:
-    """Provisioning the packaged gateway (/etc/gridedge) rather than a directory of one's own."""
-    return out.resolve() == SYSTEM_DIR
-
-
-def _service_ids(user: str) -> tuple[int, int] | None:
-    """(uid, gid) of the service user when we are root and it exists: keys are made its own."""
-    import grp
-    import pwd
-
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid
-    except KeyError:
-        return None
-
-
 def cmd_provision(args: argparse.Namespace) -> int:
-    if not valid_id(args.id):
-        print(
-            f"gridedge provision: --id {args.id!r} is not an id ([A-Za-z0-9._-]{{1,64}})",
-            file=sys.stderr,
-        )
-        return 2
-    out: Path = args.out
-    system = _system_layout(out)
-    out.mkdir(parents=True, exist_ok=True)
-    key_path, pub_path, cfg_path = out / "gateway.key", out / "gateway.pub", out / "gateway.toml"
-    if key_path.exists() and not args.force:
-        msg = translator(from_env()).gettext("gridedge provision: {path} exists; use --force to replace it")
-        print(msg.format(path=key_path), file=sys.stderr)
-        return 1
-    ids = _service_ids(args.owner)
-    key = Ed25519PrivateKey.generate()
-    write_private(key_path, private_pem(key))
-    written = [f"{key_path} (0600)"]
-    private = [key_path]
-    pub_path.write_bytes(public_pem(key.public_key()))
-    written.append(str(pub_path))
-    if args.csr:
-        tls_key, csr = write_csr(out, args.id)
-        private.append(tls_key)
-        written += [f"{tls_key} (0600)", str(csr)]
-    if ids is not None:
-        # the service reads its keys and no one else does; the config is for its group to read
-        for path in private:
-            os.chown(path, *ids)
-        written = [w.replace("(0600)", f"(0600, {args.owner})") for w in written]
-    if not cfg_path.exists() or args.force:
-        state_dir = args.state_dir or ("/var/lib/gridedge" if system else "state")
-        socket_path = "/run/gridedge/gridedge.sock" if system else f"{state_dir}/gridedge.sock"
-        text = STARTER.format(
-            id=args.id,
-            state_dir=state_dir,
-            state_note="" if system else "          # relative to this file",
-            status_socket=socket_path,
-            tls=TLS_ON if args.csr else TLS_OFF,
-            mqtt=MqttConfig(),  # the defaults, from the one place they are written
-            outbox=OutboxConfig(),
-        )
-        write_atomic(cfg_path, text.encode())  # last, whole: a unit waiting for it sees a finished set
-        if ids is not None:
-            os.chown(cfg_path, 0, ids[1])
-            os.chmod(cfg_path, 0o640)
+    from edge.provision import ProvisionError, provision_fleet, provision_one, qr_terminal
+
+    _ = translator(from_env()).gettext
+    try:
+        if args.stations is not None:
+            done = provision_fleet(
+                args.stations,
+                args.out,
+                template=args.template,
+                csr=args.csr,
+                force=args.force,
+                owner=args.owner,
+            )
+        elif args.id is None:
+            print(_("gridedge provision: --id or --from is required"), file=sys.stderr)
+            return 2
         else:
-            os.chmod(cfg_path, 0o644)
-        written.append(str(cfg_path))
-    print(translator(from_env()).gettext("wrote {files}").format(files=", ".join(written)))
+            done = [
+                provision_one(
+                    args.out,
+                    args.id,
+                    csr=args.csr,
+                    force=args.force,
+                    owner=args.owner,
+                    state_dir=args.state_dir,
+                )
+            ]
+    except ProvisionError as exc:
+        print(f"gridedge provision: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        msg = _("gridedge provision: {path} exists; use --force to replace it")
+        print(msg.format(path=exc.args[0]), file=sys.stderr)
+        return 1
+    for p in done:
+        print(_("wrote {files}").format(files=", ".join(p.written)))
+        print(_("gateway {gw}: key fingerprint (SHA-256) {fp}").format(gw=p.gw_id, fp=p.fingerprint))
+        if args.stations is not None or args.qr:
+            print(qr_terminal(p), end="")
+    if args.stations is not None:
+        print(_("registration sheet: {path}").format(path=args.out / "registration.csv"))
     return 0
-
-
-def write_csr(out: Path, gw_id: str) -> tuple[Path, Path]:
-    """A P-256 TLS key (0600) and a CSR with CN = the gateway id, for the private CA to sign.
-
-    The TLS identity is separate from the Ed25519 signing key: the CA and the broker
-    may rotate one without touching the other, and P-256 is what every broker's TLS
-    stack accepts.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_path, csr_path = out / "gateway.tls.key", out / "gateway.csr"
-    write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gw_id)]))
-        .sign(key, hashes.SHA256())
-    )
-    csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
-    return key_path, csr_path
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -330,7 +229,19 @@ def _with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _provision_args(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--id", required=True, help="gateway id ([A-Za-z0-9._-]{1,64})")
+    sp.add_argument("--id", default=None, help="gateway id ([A-Za-z0-9._-]{1,64})")
+    sp.add_argument(
+        "--from",
+        dest="stations",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="a fleet: one directory per gateway of this stations file (docs/operations.md)",
+    )
+    sp.add_argument(
+        "--template", type=Path, default=None, help="with --from: TOML added to every config ({id})"
+    )
+    sp.add_argument("--qr", action="store_true", help="print the key fingerprint's QR code too")
     sp.add_argument(
         "--out", type=Path, default=SYSTEM_DIR, help=f"directory to write into (default {SYSTEM_DIR})"
     )

@@ -1,0 +1,72 @@
+"""Provisioning a fleet from a stations file: one directory per gateway, each config
+loading with its devices, the registration sheet's fingerprints matching the keys."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.base.config import load
+from edge.base.envelope import load_public_key, raw_public
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "00112233445566778899aabbccddeeff"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "provision", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_a_fleet_from_a_stations_file(tmp_path: Path) -> None:
+    stations = tmp_path / "stations.csv"
+    stations.write_text(
+        "gateway,device,kind,worker,address,key,port,url,baudrate\n"
+        "jm-harbour-01,gnss-mast,gnss,,,,/dev/serial/by-id/usb-u-blox_GNSS,,9600\n"
+        f"jm-harbour-01,sos-w042,sos_button,w-042,F0:00:00:00:00:42,{KEY},,,\n"
+        "jm-harbour-01,cam-w042,body_camera,w-042,F1:00:00:00:00:42,,,,\n"
+        "jm-pier-02,ais-mast,ais,,,,,udp://0.0.0.0:10110,\n"
+    )
+    template = tmp_path / "fleet.toml"
+    template.write_text('[trust]\n# command_key = "platform.pub"  # {id} gets the gateway id\n')
+    out = tmp_path / "fleet"
+    res = run(
+        "--from", str(stations), "--out", str(out), "--template", str(template), "--owner", "nobody-here"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "jm-harbour-01" in res.stdout and ("█" in res.stdout or "▀" in res.stdout)  # a QR code each
+    harbour = load(out / "jm-harbour-01" / "gateway.toml")  # keys present and private: it checks
+    assert [d.id for d in harbour.devices] == ["gnss-mast"] and harbour.devices[0].kind == "gnss"
+    assert {w.id: w.worker for w in harbour.wearables} == {"sos-w042": "w-042", "cam-w042": "w-042"}
+    assert harbour.web.listen == "127.0.0.1:8480" and harbour.web.token_file is not None
+    pier = load(out / "jm-pier-02" / "gateway.toml")
+    assert [d.id for d in pier.devices] == ["ais-mast"] and not pier.wearables
+    assert "# jm-pier-02 gets the gateway id" in (out / "jm-pier-02" / "gateway.toml").read_text()
+    with open(out / "registration.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["gateway"] for r in rows] == ["jm-harbour-01", "jm-pier-02"]
+    for r in rows:
+        pub = load_public_key((out / r["gateway"] / "gateway.pub").read_bytes())
+        digest = hashlib.sha256(raw_public(pub)).hexdigest()
+        assert r["sha256"] == digest and r["kid"] == hashlib.sha256(raw_public(pub)).hexdigest()[:16]
+        assert " ".join(digest[i : i + 4] for i in range(0, 64, 4)) in res.stdout
+        assert (out / r["gateway"] / "fingerprint.svg").read_text().startswith("<?xml")
+
+
+def test_a_bad_row_is_named(tmp_path: Path) -> None:
+    stations = tmp_path / "stations.csv"
+    stations.write_text("gateway,device,kind,worker,address\ngw-1,sos-1,sos_button,w-1,F0:00:00:00:00:01\n")
+    res = run("--from", str(stations), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "row 2" in res.stderr and "key" in res.stderr, res.stderr
+    stations.write_text("gateway,colour\ngw-1,blue\n")
+    res = run("--from", str(stations), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "colour" in res.stderr
+    assert not (tmp_path / "out").exists()
