@@ -354,9 +354,16 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         stack.callback(loop.remove_reader, modem_master)
         ble_toml, button, tag = await _wearables(stack)
         gnss, dsc = os.ttyname(slave), os.ttyname(dsc_slave)
-        sms_toml = f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
+        web_port = _free_port()
+        sms_toml = (
+            f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
+            f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n'
+        )
         _write_config(wd, port, gnss=gnss, dsc=dsc, ais_port=ais_port, ble_toml=ble_toml, sms_toml=sms_toml)
         _intro(wd, port, os.ttyname(slave), ais_port, wearables=button is not None)
+        print(
+            f"gridedge demo: status page http://127.0.0.1:{web_port}/ (中文: ?lang=zh_CN), metrics /metrics"
+        )
         print("gridedge demo: Ctrl-C to stop.\n")
         await _spawn(
             stack,

@@ -35,6 +35,7 @@ def test_demo_shows_verified_messages() -> None:
     for kind in kinds:
         assert any(f" {kind} " in ln for ln in verified), f"no verified {kind} in:\n{res.stdout}"
     assert not [ln for ln in lines if " ✗ " in ln]
+    assert any(ln.startswith("gridedge demo: status page http://127.0.0.1:") for ln in lines), res.stdout
     assert any("sos-w042 shows 'received'" in ln for ln in lines), res.stdout
     # the uplink fails: an SOS goes by SMS, and its MQTT copy later is the same message
     sms = [ln for ln in verified if " sos.alarm " in ln and "BY SMS" in ln]
