@@ -191,7 +191,13 @@ def load_signer(cfg: Config) -> Signer:
 
 
 class Gateway:
-    """One running gateway."""
+    """One running gateway.
+
+    Past the project's usual size because it is the wiring: it owns each part's
+    lifetime (outbox, publisher, commands, drivers, wearables, firmware, deliveries,
+    bearers, feeds, the page) and the few callbacks that join them (fixes to the clock
+    and the feeds, wearables to workers, reload and rollback). What any part does is
+    in that part's module; the handlers see it through edge/handlers/base.GatewayView."""
 
     def __init__(self, cfg: Config, *, clock: Clock | None = None) -> None:
         self.cfg = cfg

@@ -59,7 +59,8 @@ class LinkState(enum.StrEnum):
 
 
 class Publisher:
-    """Keeps one MQTT session alive and drains the outbox through it."""
+    """Keeps one MQTT session alive and drains the outbox through it (and counts what
+    went: by kind, the last PUBACK, the latest life-safety messages' delivery)."""
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ from edge.base.clock import boottime_ms
 
 if TYPE_CHECKING:
     from edge.app import Gateway
+    from edge.publisher import Publisher
 
 
 async def full_status(gw: Gateway) -> dict[str, Any]:
@@ -22,6 +23,26 @@ async def full_status(gw: Gateway) -> dict[str, Any]:
         oldest = await gw.outbox.oldest()
         doc["outbox"]["oldest_age_s"] = {p: max(0, now - at) / 1000 for p, at in oldest.items()}
     return doc
+
+
+def _link(pub: Publisher) -> dict[str, Any]:
+    return {
+        "state": pub.state.value,
+        "sessions": pub.sessions,
+        "published": pub.published,
+        "acked": pub.acked,
+        "last_error": pub.last_error,
+        "failures": pub.failed_attempts,  # connection attempts failed since it was last up
+        "life_safety_overtaken_max": pub.ls_overtaken_max,
+        # the backlog's pacing (edge/pacing.py): how much of it may be in flight
+        # now, how much queueing it sees, and the most of it an alarm found ahead
+        "backlog_window": pub.backlog_window.allowed,
+        "backlog_queueing_ms": round(pub.backlog_window.queueing_s * 1000, 1),
+        "life_safety_backlog_ahead_max": pub.ls_backlog_ahead_max,
+        "last_ack_ms": pub.last_ack_ms,
+        "published_by_kind": dict(pub.published_by_kind),
+        "acked_by_kind": dict(pub.acked_by_kind),
+    }
 
 
 def status_document(gw: Gateway) -> dict[str, Any]:
@@ -36,25 +57,7 @@ def status_document(gw: Gateway) -> dict[str, Any]:
             "gnss_disagreements": gw.clock.gnss_disagreements,  # GNSS times refused (NTP says otherwise)
             "gnss_disagreement_ms": gw.clock.gnss_disagreement_ms,
         },
-        "link": None
-        if pub is None
-        else {
-            "state": pub.state.value,
-            "sessions": pub.sessions,
-            "published": pub.published,
-            "acked": pub.acked,
-            "last_error": pub.last_error,
-            "failures": pub.failed_attempts,  # connection attempts failed since it was last up
-            "life_safety_overtaken_max": pub.ls_overtaken_max,
-            # the backlog's pacing (edge/pacing.py): how much of it may be in flight
-            # now, how much queueing it sees, and the most of it an alarm found ahead
-            "backlog_window": pub.backlog_window.allowed,
-            "backlog_queueing_ms": round(pub.backlog_window.queueing_s * 1000, 1),
-            "life_safety_backlog_ahead_max": pub.ls_backlog_ahead_max,
-            "last_ack_ms": pub.last_ack_ms,
-            "published_by_kind": dict(pub.published_by_kind),
-            "acked_by_kind": dict(pub.acked_by_kind),
-        },
+        "link": None if pub is None else _link(pub),
         "life_safety": [] if pub is None else pub.recent.snapshot(),
         "gnss": None
         if gw.last_fix is None

@@ -56,7 +56,11 @@ MAX_HARBOUR = 4096  # vessels whose harbour state is kept across restarts
 
 
 class VesselTracker:
-    """Decides what of the AIS traffic goes up, and keeps who is outside each geofence."""
+    """Decides what of the AIS traffic goes up, and keeps who is outside each geofence.
+
+    A little past the usual size: the vessel table is shared by the rate shaping, the
+    static data and the harbour state (and its persistence), each a few methods; split,
+    each would need the table and its LRU bound passed along."""
 
     def __init__(self, cfg: AisConfig, geofences: tuple[Geofence, ...] = ()) -> None:
         self._cfg = cfg

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
     modem_pty = Pty(tmp_path / "ttyModem")
     modem = PtyModem(modem_pty.master, SimModem()).start()
     udp_port = free_port()
+    web_port, gpsd_port = free_port(), free_port()
     aggregator = socket.create_server(("127.0.0.1", 0))
     platform = Platform(tmp_path / "platform", broker.port)
     devices = (
@@ -87,6 +89,8 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             f'[trust]\ncommand_key = "{platform.pub_path}"\n'
             '[ble]\nprobe_s = 2.0\n[ble.options]\nadapter = "hci0"\n'
             f'[sms]\nport = "{modem_pty.link}"\nnumbers = ["+8613800138000"]\nafter_s = 0.5\n'
+            f'[web]\nlisten = "127.0.0.1:{web_port}"\ngpsd = "127.0.0.1:{gpsd_port}"\n'
+            f'nmea_udp = ["127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]\n'
         ),
         env={"DBUS_SYSTEM_BUS_ADDRESS": zoo.address},
         launcher=FILTER,
@@ -124,6 +128,14 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             ),
             timeout=30,
         )
+        # the status page, /metrics and the gpsd feed, served under the filter too
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as resp:
+            assert b"gridedge_uplink_up 1.0" in resp.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as resp:
+            assert b"gridedge" in resp.read()
+        with socket.create_connection(("127.0.0.1", gpsd_port), timeout=10) as feed:
+            feed.sendall(b'?WATCH={"enable":true,"json":true};')
+            assert b'"class":"VERSION"' in feed.recv(4096)
         # the uplink fails: the next alarm goes by SMS through the modem, under the filter too
         gw.wait_status(lambda d: d["sms"]["state"] == "ready")
         broker.stop()

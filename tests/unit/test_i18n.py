@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from babel.messages.extract import extract_from_dir
@@ -48,7 +49,7 @@ def test_a_config_error_in_chinese_keeps_its_key_path_and_line() -> None:
     assert localised(err.value, "zh_CN") == "gw.toml 第 5 行: gateway.typo：未知的键"
 
 
-DOC = {
+DOC: dict[str, Any] = {
     "gw": "jm-01",
     "version": "0.1.0",
     "epoch": 3,
