@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.common import result, table
 from bench.harness import mosquitto
+from tests.support.broker import free_port
 from tests.support.gateway import GatewayProc, gnss_device
 from tests.support.pty import Pty
 
@@ -38,13 +39,17 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument(
+        "--web", action="store_true", help="serve the status page and /metrics (nobody looking at them)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, mosquitto() as (port, _):
         ptys = [Pty(Path(d) / f"tty{i}") for i in range(DEVICES)]
         devices = "".join(
             gnss_device(p.link, f"gnss{i}", extra="silence_s = 3600.0") for i, p in enumerate(ptys)
         )
-        gw = GatewayProc(Path(d) / "gw", port=port, devices=devices)
+        web = f'[web]\nlisten = "127.0.0.1:{free_port()}"\n' if args.web else ""
+        gw = GatewayProc(Path(d) / "gw", port=port, devices=devices, extra=web)
         gw.start()
         try:
             gw.wait_status(
@@ -64,14 +69,15 @@ def main() -> None:
                 p.unplug()
     pct = (c1 - c0) / (t1 - t0) * 100
     table(
-        f"Idle: gateway with {DEVICES} devices connected and silent, broker connected",
+        f"Idle: gateway with {DEVICES} devices connected and silent, broker connected"
+        + (", status page served" if args.web else ""),
         [
             ("measured over", f"{t1 - t0:.0f} s"),
             ("CPU (of one core)", f"{pct:.2f} %"),
             ("RSS", f"{rss:.1f} MB"),
         ],
     )
-    result("idle", cpu_pct=pct, rss_mb=rss)
+    result("idle_web" if args.web else "idle", cpu_pct=pct, rss_mb=rss)
 
 
 if __name__ == "__main__":
