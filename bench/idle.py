@@ -9,9 +9,13 @@ silence timeout keeps them open); the broker is connected and quiet.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import os
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from bench.common import result, table
@@ -36,19 +40,37 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def follow(port: int) -> http.client.HTTPConnection:
+    """A browser on the page: the page itself, then its live stream (/events), read in a thread."""
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/events")
+    resp = conn.getresponse()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            while resp.read1(65536):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return conn
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument(
         "--web", action="store_true", help="serve the status page and /metrics (nobody looking at them)"
     )
+    ap.add_argument("--look", action="store_true", help="with --web: a browser follows the page meanwhile")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, mosquitto() as (port, _):
         ptys = [Pty(Path(d) / f"tty{i}") for i in range(DEVICES)]
         devices = "".join(
             gnss_device(p.link, f"gnss{i}", extra="silence_s = 3600.0") for i, p in enumerate(ptys)
         )
-        web = f'[web]\nlisten = "127.0.0.1:{free_port()}"\n' if args.web else ""
+        web_port = free_port()
+        web = f'[web]\nlisten = "127.0.0.1:{web_port}"\n' if args.web else ""
         gw = GatewayProc(Path(d) / "gw", port=port, devices=devices, extra=web)
         gw.start()
         try:
@@ -59,9 +81,12 @@ def main() -> None:
             time.sleep(3)  # let start-up work settle
             assert gw.proc is not None
             pid = gw.proc.pid
+            viewer = follow(web_port) if args.web and args.look else None
             c0, t0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.seconds)
             c1, t1 = cpu_seconds(pid), time.monotonic()
+            if viewer is not None:
+                viewer.close()
             rss = rss_mb(pid)
         finally:
             gw.stop()
@@ -70,14 +95,16 @@ def main() -> None:
     pct = (c1 - c0) / (t1 - t0) * 100
     table(
         f"Idle: gateway with {DEVICES} devices connected and silent, broker connected"
-        + (", status page served" if args.web else ""),
+        + (", status page served" if args.web else "")
+        + (" and followed by a browser" if args.web and args.look else ""),
         [
             ("measured over", f"{t1 - t0:.0f} s"),
             ("CPU (of one core)", f"{pct:.2f} %"),
             ("RSS", f"{rss:.1f} MB"),
         ],
     )
-    result("idle_web" if args.web else "idle", cpu_pct=pct, rss_mb=rss)
+    name = "idle_web_looked_at" if args.web and args.look else "idle_web" if args.web else "idle"
+    result(name, cpu_pct=pct, rss_mb=rss)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from edge.reconfig import (
 )
 from edge.status import full_status, status_document
 from edge.trust import TrustKeys
+from edge.web.listen import serve_when_asked
 from firmware_bridge.bridge import FirmwareBridge
 
 if TYPE_CHECKING:
@@ -412,9 +413,7 @@ class Gateway:
         if self.gpsd is not None:
             tg.create_task(self.gpsd.serve(), name="gpsd.feed")
         if cfg.web.listen:
-            from edge.web.server import serve_site  # aiohttp loads only with a page to serve
-
-            tg.create_task(serve_site(cfg.web, self.full_snapshot), name="web")
+            tg.create_task(serve_when_asked(cfg.web, self.full_snapshot), name="web")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self._clock_watch(), name="clock.watch")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -163,19 +164,12 @@ class StatusSite:
         return app
 
 
-async def serve_site(cfg: WebConfig, snapshot: Snapshot) -> None:
-    """Serve the page until cancelled; a port in use is logged, never the gateway's end."""
+async def serve_site(cfg: WebConfig, snapshot: Snapshot, sock: socket.socket) -> None:
+    """Serve the page on the bound socket until cancelled (edge/web/listen.py)."""
     site = StatusSite(cfg, snapshot, token=load_token(cfg))
     runner = web.AppRunner(site.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    host, port = cfg.host_port
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        log.error("web: cannot listen on %s: %s; no status page", cfg.listen, exc.strerror or exc)
-        await runner.cleanup()
-        return
-    log.info("web: status page on http://%s/%s", cfg.listen, "" if site._open else " (token required)")
+    await web.SockSite(runner, sock).start()
     try:
         await asyncio.Event().wait()
     finally:
