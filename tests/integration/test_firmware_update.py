@@ -104,6 +104,7 @@ def test_update_end_to_end_with_progress(rig: Rig) -> None:
     rig.platform.chunks(GW, "img-150", data, CHUNK)
     result = rig.result("img-150")
     assert result["ok"] is True and result["version"] == "1.5.0", result
+    assert result["worker"] == "w-1"  # a record about a worker's kit names the worker
     assert rig.device.slots[0].version == "1.5.0" and rig.device.slots[0].confirmed
     # progress is bulk: it may trail the result (it waits for a group commit)
     wait_rec(rig.col, "fw.progress", lambda p: p["phase"] == "upload" and p["done"] == len(data))
