@@ -23,7 +23,7 @@ import serial
 import serial_asyncio_fast
 
 from drivers.modem.pdu import Part
-from edge.base.errors import DeviceGone
+from edge.base.errors import DeviceGone, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,13 @@ class Reason(enum.StrEnum):
     GONE = "gone"
 
 
-class ModemError(Exception):
+class ModemError(Refusal):
+    """A command or an SMS the modem refused or never answered (`reason` a Reason)."""
+
+    reason: Reason
+
     def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason}{': ' + detail if detail else ''}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
 
 
 class Modem:

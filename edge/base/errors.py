@@ -57,6 +57,15 @@ class ConfigError(PermanentError):
         self.message = message
 
 
+class Refusal(Exception):
+    """Something refused with a reason a counter keys on, and a detail for people."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}{': ' + detail if detail else ''}")
+        self.reason = reason
+        self.detail = detail
+
+
 class EnvelopeReason(enum.StrEnum):
     """Why a COSE_Sign1 envelope was refused."""
 

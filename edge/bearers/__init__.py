@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from edge.base.errors import Refusal
 
-class BearerRefused(Exception):
+
+class BearerRefused(Refusal):
     """The bearer could not take the message now (no SIM, no network, refused...)."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}{': ' + detail if detail else ''}")
-        self.reason = reason
 
 
 class Bearer(Protocol):

@@ -103,17 +103,25 @@ def test_alert_broadcast_reports_delivery_per_wearable(rig: Rig) -> None:
             GW, "device.pair", {**PAIR, "id": f"sos-{i}", "address": f"C0:FF:EE:00:00:0{i}"}
         )
         rig.platform.send(GW, data)
+    expires = int(time.time() * 1000) + 2000
     cid, data = rig.platform.command(
         GW,
         "alert.broadcast",
-        {"id": "typhoon-7", "level": "warning", "text": "Typhoon: return to shelter", "expires": 0},
+        {"id": "typhoon-7", "level": "warning", "text": "Typhoon: return to shelter", "expires": expires},
     )
     rig.platform.send(GW, data)
     res = wait_result(rig.col, lambda d: d["id"] == cid)
-    assert res["ok"] and res["wearables"] == 2
+    # neither wearable is in range: the alert waits for them, then each is reported expired
+    assert res["ok"] and res["wearables"] == 2 and res["pending"] == 2 and res["delivered"] == 0
+    waiting = rig.gw.status()["deliveries"]["waiting"]
+    assert waiting == {"alert:typhoon-7": ["sos-0", "sos-1"]}
     deliveries = rig.col.wait_for(lambda ms: sum(1 for m in ms if m.payload["kind"] == "alert.delivery") >= 2)
-    got = {m.payload["recs"][0]["d"]["device"] for m in deliveries if m.payload["kind"] == "alert.delivery"}
-    assert got == {"sos-0", "sos-1"}
+    got = {
+        m.payload["recs"][0]["d"]["device"]: m.payload["recs"][0]["d"]["state"]
+        for m in deliveries
+        if m.payload["kind"] == "alert.delivery"
+    }
+    assert got == {"sos-0": "expired", "sos-1": "expired"}
 
 
 def flip(data: bytes) -> bytes:
@@ -261,15 +269,16 @@ def test_crash_mid_command_runs_it_at_most_once(broker: Mosquitto, tmp_path: Pat
         r.stop()
 
 
-def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosquitto, tmp_path: Path) -> None:
+def station(
+    broker: Mosquitto, tmp_path: Path, geofence_extra: str = ""
+) -> tuple[int, Platform, GatewayProc, Collector]:
+    """A harbour station: an AIS receiver on UDP, a geofence, commands from a platform."""
     import socket
 
-    from tests.integration.test_maritime import ais_sentence
-
     udp = free_port(socket.SOCK_DGRAM)
-    station = (
+    config = (
         "[ais]\nmin_interval_s = 0.0\noutside_min_interval_s = 0.0\n"
-        '[[geofences]]\nid = "harbour"\n'
+        f'[[geofences]]\nid = "harbour"\n{geofence_extra}'
         "polygon = [[21.0, 112.0], [21.0, 113.0], [22.0, 113.0], [22.0, 112.0]]\n"
         f'[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp}"\n'
     )
@@ -278,10 +287,18 @@ def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosqui
         tmp_path / "gw",
         port=broker.port,
         gw_id=GW,
-        devices=station,
+        devices=config,
         extra=f'[trust]\ncommand_key = "{platform.pub_path}"\n',
     )
-    col = Collector(broker.port, gw.pub).start()
+    return udp, platform, gw, Collector(broker.port, gw.pub).start()
+
+
+def test_typhoon_recall_on_a_station_answers_with_vessels_outside(broker: Mosquitto, tmp_path: Path) -> None:
+    import socket
+
+    from tests.integration.test_maritime import ais_sentence
+
+    udp, platform, gw, col = station(broker, tmp_path)
     gw.start()
     try:
         gw.wait_device_open("ais0")
@@ -401,23 +418,8 @@ def test_a_recall_after_a_power_cut_lists_the_whole_home_fleet(broker: Mosquitto
 
     from tests.integration.test_maritime import ais_sentence
 
-    udp = free_port(socket.SOCK_DGRAM)
     fleet = [412000001, 412000002, 412000003, 412000004]
-    station = (
-        "[ais]\nmin_interval_s = 0.0\noutside_min_interval_s = 0.0\n"
-        f'[[geofences]]\nid = "harbour"\nfleet = {fleet}\n'
-        "polygon = [[21.0, 112.0], [21.0, 113.0], [22.0, 113.0], [22.0, 112.0]]\n"
-        f'[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp}"\n'
-    )
-    platform = Platform(tmp_path / "platform", broker.port)
-    gw = GatewayProc(
-        tmp_path / "gw",
-        port=broker.port,
-        gw_id=GW,
-        devices=station,
-        extra=f'[trust]\ncommand_key = "{platform.pub_path}"\n',
-    )
-    col = Collector(broker.port, gw.pub).start()
+    udp, platform, gw, col = station(broker, tmp_path, f"fleet = {fleet}\n")
 
     def command(type_: str, args: dict[str, Any]) -> dict[str, Any]:
         cid, data = platform.command(GW, type_, args)
