@@ -280,7 +280,7 @@ class Gateway:
         return {**fix.record(), "age_ms": max(0, boottime_ms() - fix.tb)}
 
     def clock_ms(self) -> int:
-        tu = self.clock.now().tu
+        tu = self.clock.unix_ms()
         return tu if tu is not None else time.time_ns() // 1_000_000
 
     def snapshot(self) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import cbor2
 
+from edge.base.envelope import own_payload
+
 KEEP = 20
 
 
@@ -25,7 +27,7 @@ class RecentAlarms:
             "state": "stored",
         }
         try:
-            payload = cbor2.loads(cbor2.loads(body).value[2])
+            payload = own_payload(body)
             item["src"] = payload["src"]
             d = payload["recs"][0]["d"]
             for key in ("worker", "device", "mmsi", "event", "nature", "cancel"):

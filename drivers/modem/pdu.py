@@ -38,20 +38,25 @@ def address(number: str) -> bytes:
     return bytes([len(digits), 0x91 if international else 0x81]) + bytes.fromhex(swapped)
 
 
+def split(data: bytes) -> list[bytes]:
+    """The user data of each part: one SMS, or chunks that leave room for the
+    concatenation header."""
+    if len(data) <= MAX_UD:
+        return [data]
+    room = MAX_UD - CONCAT_UDH
+    return [data[i : i + room] for i in range(0, len(data), room)]
+
+
 def submit(number: str, data: bytes, ref: int) -> list[Part]:
     """The SMS-SUBMIT parts carrying `data` to `number`; several, each with a
     concatenation header (reference `ref`, 8 bits), when it does not fit one."""
     if not data:
         raise PduError("nothing to send")
     da = address(number)
-    if len(data) <= MAX_UD:
-        chunks, udh = [data], False
-    else:
-        room = MAX_UD - CONCAT_UDH
-        chunks = [data[i : i + room] for i in range(0, len(data), room)]
-        if len(chunks) > MAX_PARTS:
-            raise PduError(f"{len(data)} bytes need more than {MAX_PARTS} parts")
-        udh = True
+    chunks = split(data)
+    if len(chunks) > MAX_PARTS:
+        raise PduError(f"{len(data)} bytes need more than {MAX_PARTS} parts")
+    udh = len(chunks) > 1
     parts = []
     for i, chunk in enumerate(chunks):
         ud = bytes([5, 0x00, 3, ref & 0xFF, len(chunks), i + 1]) + chunk if udh else chunk

@@ -451,6 +451,11 @@ class WebConfig:
     def host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
 
+    @property
+    def open(self) -> bool:
+        """Anyone may look: a loopback-only listener without a token file."""
+        return self.token_file is None and is_loopback(self.host_port[0])
+
 
 def split_host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
@@ -624,7 +629,7 @@ def _private_file_ok(sec: Section, key: str, path: Path) -> None:
         )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -724,7 +729,7 @@ def _mqtt(m: Section) -> MqttConfig:
         raise m.error("tls_cert", "tls_cert and tls_key go together")
     if mqtt.tls_cert is not None and mqtt.tls_ca is None:
         raise m.error("tls_ca", "is required when tls_cert is set")
-    if not mqtt.tls and not mqtt.insecure and not _is_loopback(mqtt.host):
+    if not mqtt.tls and not mqtt.insecure and not is_loopback(mqtt.host):
         raise m.error(
             "host",
             f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true",
@@ -838,7 +843,7 @@ def _web(w: Section, check_files: bool) -> WebConfig:
     for key, value in (("listen", web.listen), ("gpsd", web.gpsd), *(("nmea_udp", t) for t in web.nmea_udp)):
         if value:
             _host_port(w, key, value)
-    if web.listen and not _is_loopback(web.host_port[0]) and web.token_file is None:
+    if web.listen and web.token_file is None and not is_loopback(web.host_port[0]):
         raise w.error(
             "token_file", "is required when the page listens beyond loopback (gridedge provision writes one)"
         )

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cbor2
-
 from edge.base.config import SmsConfig
+from edge.base.envelope import own_payload
 from edge.base.fsutil import write_atomic
 from edge.base.kinds import Prio
 from edge.bearers import Bearer, BearerRefused
@@ -109,7 +108,7 @@ class SecondBearer:
         if row.kind not in self.cfg.kinds:
             self._advance(row.seq)
             return True
-        payload = cbor2.loads(cbor2.loads(row.body).value[2])  # our own signed message
+        payload = own_payload(row.body)
         data = self._sign(payload)
         cost = self.bearer.cost(data)
         now = time.monotonic()

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from drivers.modem.modem import Modem, ModemError
-from drivers.modem.pdu import MAX_UD, PduError, submit
+from drivers.modem.pdu import PduError, split, submit
 from edge.base.config import SmsConfig
 from edge.bearers import BearerRefused
 
@@ -28,8 +28,7 @@ class SmsBearer:
         return self.modem.ready.is_set()
 
     def cost(self, data: bytes) -> int:
-        parts = 1 if len(data) <= MAX_UD else -(-len(data) // (MAX_UD - 6))
-        return parts * len(self.cfg.numbers)
+        return len(split(data)) * len(self.cfg.numbers)
 
     async def send(self, data: bytes) -> int:
         self._ref = (self._ref + 1) & 0xFF

@@ -10,18 +10,17 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge.base.config import WebConfig
+from edge.base.config import WebConfig, split_host_port
 
 log = logging.getLogger(__name__)
 
 
 def bind(listen: str) -> socket.socket:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_host_port(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, int(port)))
+    sock.bind((host, port))
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -33,8 +32,7 @@ async def serve_when_asked(cfg: WebConfig, snapshot: Callable[[], Awaitable[dict
     except OSError as exc:
         log.error("web: cannot listen on %s: %s; no status page", cfg.listen, exc.strerror or exc)
         return
-    open_ = cfg.token_file is None and cfg.host_port[0] in ("127.0.0.1", "::1", "localhost")
-    log.info("web: status page on http://%s/%s", cfg.listen, "" if open_ else " (token required)")
+    log.info("web: status page on http://%s/%s", cfg.listen, "" if cfg.open else " (token required)")
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
     loop.add_reader(sock.fileno(), asked.set)  # readable: a connection is waiting to be accepted

@@ -45,7 +45,7 @@ def _outbox(ob: Mapping[str, Any] | None) -> Iterator[Metric]:
     size = _gauge("gridedge_outbox_bytes", "bytes of the waiting messages", ("lane",))
     age = _gauge("gridedge_outbox_oldest_age_seconds", "age of the oldest waiting message", ("lane",))
     for prio, lane in LANES.items():
-        stats = ob["lanes"].get(prio) or ob["lanes"].get(str(prio)) or {"rows": 0, "bytes": 0}
+        stats = ob["lanes"].get(prio) or {"rows": 0, "bytes": 0}  # read in process: int keys
         rows.add_metric([lane], stats["rows"])
         size.add_metric([lane], stats["bytes"])
         oldest = (ob.get("oldest_age_s") or {}).get(prio)

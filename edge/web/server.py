@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -40,13 +39,6 @@ HEARTBEAT_S = 15.0
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def load_token(cfg: WebConfig) -> str | None:
     if cfg.token_file is None:
         return None
@@ -59,7 +51,7 @@ class StatusSite:
         self.cfg = cfg
         self._snapshot = snapshot
         self._token = token
-        self._open = _loopback(cfg.host_port[0]) and token is None  # loopback-only, no token: open
+        self._open = cfg.open
         self._templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -149,8 +141,6 @@ class StatusSite:
                     quiet = 0.0
                 await asyncio.sleep(EVENT_EVERY_S)
                 quiet += EVENT_EVERY_S
-        except (ConnectionError, asyncio.CancelledError):
-            raise
         finally:
             self.viewers -= 1
 
