@@ -67,12 +67,16 @@ def _write_key(workdir: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _line(msg: Incoming, keys: dict[bytes, Ed25519PublicKey], by_sms: dict[Any, str]) -> str:
+def _line(
+    msg: Incoming, keys: dict[bytes, Ed25519PublicKey], by_sms: dict[Any, str], arrived: set[Any]
+) -> str:
     try:
         p = check_gateway_payload(verify(msg.payload, keys).payload)
     except EnvelopeError as exc:
         return f"  ✗ {msg.topic}: REJECTED ({exc})"
-    sms_at = by_sms.get((p["gw"], p["ep"][0], p["ep"][1].hex(), p["seq"]))
+    ident = (p["gw"], p["ep"][0], p["ep"][1].hex(), p["seq"])
+    arrived.add(ident)
+    sms_at = by_sms.get(ident)
     recs = p["recs"]
     d = recs[-1]["d"] if recs else {}
     when = dt.datetime.now().strftime("%H:%M:%S")
@@ -243,7 +247,7 @@ def _write_config(
     polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
     (wd / "gateway.toml").write_text(
         f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\n\n[outbox]\nbatch_ms = 250\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max_s = 2.0\n\n[outbox]\nbatch_ms = 250\n\n'
         "[ais]\nmin_interval_s = 6.0\noutside_min_interval_s = 2.0\n\n"
         f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\n\n'
         f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{gnss}"\n'
@@ -322,6 +326,25 @@ async def _view(port: int, show: Callable[[Incoming], None]) -> None:
         await asyncio.sleep(0.2)
 
 
+COPIES_WAIT_S = 30.0  # at the end, how long the demo waits for the MQTT copies of what went by SMS
+
+
+async def _await_copies(by_sms: dict[Any, str], arrived: set[Any]) -> None:
+    """A demo that ends on time still shows each message sent by SMS arrive by MQTT too:
+    the gateway keeps it and sends it once the uplink is back, however late in the scenario
+    that is."""
+    deadline = time.monotonic() + COPIES_WAIT_S
+    announced = False
+    while missing := by_sms.keys() - arrived:
+        if time.monotonic() > deadline:
+            print(f"gridedge demo: {len(missing)} message(s) sent by SMS not yet seen by MQTT; stopping")
+            return
+        if not announced:
+            print(f"gridedge demo: waiting for the MQTT copy of {len(missing)} message(s) sent by SMS")
+            announced = True
+        await asyncio.sleep(0.2)
+
+
 async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
     binary = _mosquitto()
     if binary is None:
@@ -376,8 +399,10 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             log=wd / "gateway.log",
         )
 
+        arrived: set[Any] = set()
+
         def show(msg: Incoming) -> None:
-            print(_line(msg, keys, sms.seen), flush=True)
+            print(_line(msg, keys, sms.seen, arrived), flush=True)
 
         view = asyncio.ensure_future(_view(port, show))
         feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag, broker=broker))
@@ -386,6 +411,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             if view.done() and view.exception() is not None:
                 print(f"gridedge demo: {view.exception()}", file=sys.stderr)
                 return 1
+            await _await_copies(sms.seen, arrived)
         finally:
             for task in (feeder, view):
                 task.cancel()
