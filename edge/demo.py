@@ -345,66 +345,68 @@ async def _await_copies(by_sms: dict[Any, str], arrived: set[Any]) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _start_broker(stack: contextlib.AsyncExitStack, binary: str, wd: Path) -> _Broker:
+    port = _free_port()
+    (wd / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        f"persistence true\npersistence_location {wd}/\n"
+    )
+    broker = _Broker(binary, wd / "mosquitto.conf", port)
+    await broker.start()
+    stack.push_async_callback(broker.stop)
+    return broker
+
+
+def _modem(stack: contextlib.AsyncExitStack, keys: dict[bytes, Ed25519PublicKey]) -> tuple[_Sms, str]:
+    """The simulated modem the SMS bearer uses, and that bearer's config."""
+    modem_master, modem_slave = _pty(stack)
+    sms = _Sms(modem_master, keys, Tally())
+    loop = asyncio.get_running_loop()
+    loop.add_reader(modem_master, sms.on_readable)
+    stack.callback(loop.remove_reader, modem_master)
+    toml = f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
+    return sms, toml
+
+
 async def run_demo(*, duration: float | None = None, workdir: Path | None = None) -> int:
     binary = _mosquitto()
     if binary is None:
-        print(
-            "gridedge demo: mosquitto is not installed (sudo apt-get install mosquitto)",
-            file=sys.stderr,
-        )
+        print("gridedge demo: mosquitto is not installed (sudo apt-get install mosquitto)", file=sys.stderr)
         return 1
     async with contextlib.AsyncExitStack() as stack:
         wd = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gridedge-demo-")))
         wd.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
-        (wd / "mosquitto.conf").write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-            f"persistence true\npersistence_location {wd}/\n"
-        )
-        broker = _Broker(binary, wd / "mosquitto.conf", port)
-        await broker.start()
-        stack.push_async_callback(broker.stop)
+        broker = await _start_broker(stack, binary, wd)
         master, slave = _pty(stack)
         dsc_master, dsc_slave = _pty(stack)
-        modem_master, modem_slave = _pty(stack)
         ais_port = _free_port()
-        key = _write_key(wd)
-        keys = keyring(key.public_key())
-        tally = Tally()
-        sms = _Sms(modem_master, keys, tally)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(modem_master, sms.on_readable)
-        stack.callback(loop.remove_reader, modem_master)
-        ble_toml, button, tag = await _wearables(stack)
-        gnss, dsc = os.ttyname(slave), os.ttyname(dsc_slave)
+        keys = keyring(_write_key(wd).public_key())
+        sms, sms_toml = _modem(stack, keys)
         web_port = _free_port()
-        sms_toml = (
-            f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
-            f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n'
+        ble_toml, button, tag = await _wearables(stack)
+        _write_config(
+            wd,
+            broker.port,
+            gnss=os.ttyname(slave),
+            dsc=os.ttyname(dsc_slave),
+            ais_port=ais_port,
+            ble_toml=ble_toml,
+            sms_toml=sms_toml + f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n',
         )
-        _write_config(wd, port, gnss=gnss, dsc=dsc, ais_port=ais_port, ble_toml=ble_toml, sms_toml=sms_toml)
-        _intro(wd, port, os.ttyname(slave), ais_port, wearables=button is not None)
+        _intro(wd, broker.port, os.ttyname(slave), ais_port, wearables=button is not None)
         print(
             f"gridedge demo: status page http://127.0.0.1:{web_port}/ (中文: ?lang=zh_CN), metrics /metrics"
         )
         print("gridedge demo: Ctrl-C to stop.\n")
-        await _spawn(
-            stack,
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "run",
-            "-c",
-            str(wd / "gateway.toml"),
-            log=wd / "gateway.log",
-        )
+        gateway = (sys.executable, "-m", "edge.cli", "run", "-c", str(wd / "gateway.toml"))
+        await _spawn(stack, *gateway, log=wd / "gateway.log")
 
         arrived: set[Any] = set()
 
         def show(msg: Incoming) -> None:
             print(_line(msg, keys, sms.seen, arrived), flush=True)
 
-        view = asyncio.ensure_future(_view(port, show))
+        view = asyncio.ensure_future(_view(broker.port, show))
         feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag, broker=broker))
         try:
             await asyncio.wait((feeder, view), timeout=duration, return_when=asyncio.FIRST_COMPLETED)

@@ -147,28 +147,52 @@ def provision_one(
             os.chown(path, *ids)
         done.written = [w.replace("(0600)", f"(0600, {owner})") for w in done.written]
     if not cfg_path.exists() or force:
-        state = state_dir or ("/var/lib/gridedge" if system else "state")
-        socket_path = "/run/gridedge/gridedge.sock" if system else f"{state}/gridedge.sock"
-        text = STARTER.format(
-            id=gw_id,
-            state_dir=state,
-            state_note="" if system else "          # relative to this file",
-            status_socket=socket_path,
-            tls=TLS_ON if csr else TLS_OFF,
-            mqtt=MqttConfig(),  # the defaults, from the one place they are written
-            outbox=OutboxConfig(),
+        _write_starter(
+            cfg_path,
+            gw_id,
+            system=system,
+            state_dir=state_dir,
+            csr=csr,
+            ids=ids,
+            devices_toml=devices_toml,
+            extra_toml=extra_toml,
         )
-        if devices_toml:
-            text = text[: text.index("[[devices]]")] + devices_toml
-        text += ("\n" + extra_toml) if extra_toml else ""
-        write_atomic(cfg_path, text.encode())  # last, whole: a unit waiting for it sees a finished set
-        if ids is not None:
-            os.chown(cfg_path, 0, ids[1])
-            os.chmod(cfg_path, 0o640)
-        else:
-            os.chmod(cfg_path, 0o644)
         done.written.append(str(cfg_path))
     return done
+
+
+def _write_starter(
+    cfg_path: Path,
+    gw_id: str,
+    *,
+    system: bool,
+    state_dir: str | None,
+    csr: bool,
+    ids: tuple[int, int] | None,
+    devices_toml: str,
+    extra_toml: str,
+) -> None:
+    """The starter config, written last and whole: a unit waiting for it sees a finished set."""
+    state = state_dir or ("/var/lib/gridedge" if system else "state")
+    socket_path = "/run/gridedge/gridedge.sock" if system else f"{state}/gridedge.sock"
+    text = STARTER.format(
+        id=gw_id,
+        state_dir=state,
+        state_note="" if system else "          # relative to this file",
+        status_socket=socket_path,
+        tls=TLS_ON if csr else TLS_OFF,
+        mqtt=MqttConfig(),  # the defaults, from the one place they are written
+        outbox=OutboxConfig(),
+    )
+    if devices_toml:
+        text = text[: text.index("[[devices]]")] + devices_toml
+    text += ("\n" + extra_toml) if extra_toml else ""
+    write_atomic(cfg_path, text.encode())
+    if ids is not None:  # the config is for the service's group to read
+        os.chown(cfg_path, 0, ids[1])
+        os.chmod(cfg_path, 0o640)
+    else:
+        os.chmod(cfg_path, 0o644)
 
 
 # stations.csv: one row per device, grouped by gateway; a gateway with no device has one

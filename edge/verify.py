@@ -8,7 +8,7 @@ import json
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -298,8 +298,24 @@ async def run_verify(
             host, port, prefix=prefix, client_id=client_id, on_message=on_message, done=done, tls=tls
         )
 
-    watcher = asyncio.ensure_future(idle_watch())
-    sessions = asyncio.ensure_future(session_loop())
+    await _until_done(done, session_loop(), idle_watch(), timeout=timeout)
+    summary = tally.summary()
+    out.write(json.dumps(summary, default=_jsonable) + "\n")
+    out.flush()
+    return summary
+
+
+async def _until_done(
+    done: asyncio.Event,
+    sessions_coro: Coroutine[Any, Any, None],
+    watch_coro: Coroutine[Any, Any, None],
+    *,
+    timeout: float | None,
+) -> None:
+    """Run the sessions and the idle watch until `done`, the timeout, or the sessions fail
+    (raised here); everything started is cancelled and awaited before returning."""
+    watcher = asyncio.ensure_future(watch_coro)
+    sessions = asyncio.ensure_future(sessions_coro)
     waiter = asyncio.ensure_future(done.wait())
     try:
         await asyncio.wait((waiter, sessions), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -309,10 +325,6 @@ async def run_verify(
         for t in (watcher, sessions, waiter):
             t.cancel()
         await asyncio.gather(watcher, sessions, waiter, return_exceptions=True)
-    summary = tally.summary()
-    out.write(json.dumps(summary, default=_jsonable) + "\n")
-    out.flush()
-    return summary
 
 
 async def _sessions(
