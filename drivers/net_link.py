@@ -160,7 +160,8 @@ class UdpLink:
         return out
 
     async def _readable(self) -> None:
-        assert self._sock is not None
+        if self._sock is None:
+            raise DeviceGone(self.name, "not open")
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         fd = self._sock.fileno()
