@@ -31,7 +31,7 @@ from edge import harbour
 from edge.base.clock import Clock, TimeQuality, boottime_ms
 from edge.base.config import AisDevice, Config, DeviceConfig, GnssDevice
 from edge.base.envelope import Signer, load_private_key
-from edge.base.errors import ConfigError
+from edge.base.errors import CANNOT_LOAD, N_, ConfigError
 from edge.base.fsutil import write_atomic
 from edge.base.messages import Incoming
 from edge.base.registry import Registry
@@ -79,7 +79,12 @@ def check_state_dir(state_dir: Path) -> None:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             log.error("state_dir %s is full; starting degraded (life-safety uses the reserve)", state_dir)
             return
-        raise ConfigError("gateway.state_dir", f"{state_dir} is not writable: {exc.strerror}") from None
+        raise ConfigError(
+            "gateway.state_dir",
+            N_("{file_path} is not writable: {why}"),
+            file_path=state_dir,
+            why=exc.strerror,
+        ) from None
 
 
 def read_seq_floor(state_dir: Path) -> int:
@@ -188,7 +193,7 @@ def load_signer(cfg: Config) -> Signer:
     try:
         return Signer(load_private_key(cfg.gateway.key.read_bytes()))
     except (OSError, ValueError) as exc:
-        raise ConfigError("gateway.key", f"cannot load Ed25519 key {cfg.gateway.key}: {exc}") from None
+        raise ConfigError("gateway.key", CANNOT_LOAD, file_path=cfg.gateway.key, why=exc) from None
 
 
 class Gateway:
@@ -439,7 +444,7 @@ class Gateway:
             log.warning("no [trust] command_key: platform commands are disabled")
             return None
         if trust == self.signer.public_key:
-            raise ConfigError("trust.command_key", "is the gateway's own key; it must be the platform's")
+            raise ConfigError("trust.command_key", N_("is the gateway's own key; it must be the platform's"))
         self.commands = CommandHandler(
             gw=cfg.gateway.id,
             groups=cfg.gateway.groups,

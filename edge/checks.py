@@ -16,16 +16,19 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.base.config import Config, NetSource
+from edge.base.config import OPEN_TO_OTHERS, Config, NetSource
+from edge.base.errors import N_, Problem
 
 SERVICE_USER = "gridedge"  # the user the packaged unit runs as
 
 
 @dataclass(slots=True)
 class Findings:
-    errors: list[str] = field(default_factory=list)  # the gateway cannot run
-    uplink: list[str] = field(default_factory=list)  # it runs, but cannot reach the broker
-    warnings: list[str] = field(default_factory=list)  # it runs, but something is unwise
+    """What check found, as Problems a technician reads in their language (edge/i18n.py)."""
+
+    errors: list[Problem] = field(default_factory=list)  # the gateway cannot run
+    uplink: list[Problem] = field(default_factory=list)  # it runs, but cannot reach the broker
+    warnings: list[Problem] = field(default_factory=list)  # it runs, but something is unwise
 
 
 def service_user(requested: str | None) -> str | None:
@@ -42,20 +45,23 @@ def service_user(requested: str | None) -> str | None:
     return None
 
 
-def unreadable(path: Path, user: str | None) -> str | None:
+MISSING = N_("{file_path} does not exist")
+
+
+def unreadable(path: Path, user: str | None) -> Problem | None:
     """Why `user` (None: this process) cannot read `path`, or None when it can."""
     if user is None:
         if not path.exists():
-            return f"{path} does not exist"
+            return Problem(MISSING, {"file_path": path})
         if not os.access(path, os.R_OK):
-            return f"{path} is not readable by this user"
+            return Problem(N_("{file_path} is not readable by this user"), {"file_path": path})
         return None
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        return f"no user {user!r} on this machine"
+        return Problem(N_("no user {user} on this machine"), {"user": repr(user)})
     if pw.pw_uid == 0:
-        return None if path.exists() else f"{path} does not exist"
+        return None if path.exists() else Problem(MISSING, {"file_path": path})
     groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
     # every directory on the way needs search (x), the file itself read (r)
     p = path.absolute()
@@ -64,7 +70,7 @@ def unreadable(path: Path, user: str | None) -> str | None:
         try:
             st = step.stat()
         except OSError as exc:
-            return f"{step}: {exc.strerror}"
+            return Problem("{file_path}: {why}", {"file_path": step, "why": exc.strerror})
         last = i == len(chain) - 1
         if last:
             what, by_owner, by_group, by_other = "r", stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH
@@ -78,11 +84,19 @@ def unreadable(path: Path, user: str | None) -> str | None:
             ok = bool(st.st_mode & by_other)
         if not ok:
             owner, group = _owner(st.st_uid), _group(st.st_gid)
-            verb = "read" if what == "r" else "enter"
-            return (
-                f"{user} cannot {verb} {step} (owner {owner}, group {group}, mode "
-                f"{stat.filemode(st.st_mode)}); chown {user} it, or chgrp {user} and chmod g+{what}"
+            template = (
+                N_(
+                    "{user} cannot read {file_path} (owner {owner}, group {group}, mode {mode}); "
+                    "chown {user} it, or chgrp {user} and chmod g+r"
+                )
+                if what == "r"
+                else N_(
+                    "{user} cannot enter {file_path} (owner {owner}, group {group}, mode {mode}); "
+                    "chown {user} it, or chgrp {user} and chmod g+x"
+                )
             )
+            values = {"user": user, "file_path": step, "owner": owner, "group": group}
+            return Problem(template, values | {"mode": stat.filemode(st.st_mode)})
     return None
 
 
@@ -100,13 +114,13 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
-def _private(path: Path) -> str | None:
+def _private(path: Path) -> Problem | None:
     try:
         mode = path.stat().st_mode
     except OSError:
         return None  # told as unreadable
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"{path} is readable by group or others (mode {stat.filemode(mode)}); chmod 600 it"
+        return Problem(OPEN_TO_OTHERS, {"file_path": path, "mode": stat.filemode(mode)})
     return None
 
 
@@ -131,18 +145,28 @@ def examine(cfg: Config, user: str | None) -> Findings:
         if why is None and private:
             why = _private(path)
         if why is not None:
-            into.append(f"{name}: {why}")
+            into.append(Problem(N_("{key}: {message}"), {"key": name, "message": why}))
     for dev in cfg.devices:
         src = getattr(dev, "source", None)
         if isinstance(src, NetSource) and src.wildcard and not src.allow:
             f.warnings.append(
-                f"devices[{dev.id}]: {src.url} takes datagrams from anyone on every network it is "
-                'on; set allow = ["<receiver address>"] to the senders it should believe'
+                Problem(
+                    N_(
+                        "devices[{id}]: {url} takes datagrams from anyone on every network it is on; "
+                        'set allow = ["<receiver address>"] to the senders it should believe'
+                    ),
+                    {"id": dev.id, "url": src.url},
+                )
             )
     for w in cfg.wearables:
         if w.insecure:
             f.warnings.append(
-                f"devices[{w.id}]: insecure = true: its alarms are believed on its address alone; "
-                "anyone copying that address can raise or cancel them (docs/ble-profiles.md)"
+                Problem(
+                    N_(
+                        "devices[{id}]: insecure = true: its alarms are believed on its address alone; "
+                        "anyone copying that address can raise or cancel them (docs/ble-profiles.md)"
+                    ),
+                    {"id": w.id},
+                )
             )
     return f

@@ -18,7 +18,7 @@ from edge import __version__
 from edge.base.config import default_path, load
 from edge.base.errors import EdgeError
 from edge.checks import SERVICE_USER, examine
-from edge.i18n import from_env, localised, translator
+from edge.i18n import from_env, localised, problem_text, translator
 from edge.provision import SYSTEM_DIR
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 
@@ -62,9 +62,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
     user = service_user(args.user)
     found = examine(cfg, user)
-    _ = translator(from_env()).gettext
+    lang = from_env()
+    _ = translator(lang).gettext
     for w in found.warnings:
-        print(_("warning: {what}").format(what=w), file=sys.stderr)
+        print(_("warning: {what}").format(what=problem_text(w, lang)), file=sys.stderr)
     # At the unit's start a broken uplink only warns: the gateway runs, stores every alarm
     # and retries the broker; a technician's check fails on it.
     uplink_fatal = not args.starting
@@ -74,9 +75,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             if uplink_fatal
             else _("warning: {what} (the uplink cannot start)")
         )
-        print(line.format(what=u), file=sys.stderr)
+        print(line.format(what=problem_text(u, lang)), file=sys.stderr)
     for e in found.errors:
-        print(_("error: {what}").format(what=e), file=sys.stderr)
+        print(_("error: {what}").format(what=problem_text(e, lang)), file=sys.stderr)
     if found.errors or (uplink_fatal and found.uplink):
         msg = _("{file}: not ok for user {user}") if user else _("{file}: not ok")
         print(msg.format(file=args.config, user=user), file=sys.stderr)
@@ -97,24 +98,38 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     base = load(args.config, check_files=False)
     state = applied_state(base)
     applied = applied_dir(base.gateway.state_dir) / "gateway.toml"
+    _ = translator(from_env()).gettext
     if state == "in_effect":
-        print(f"in effect: {applied} (applied by the platform over {args.config})")
+        print(
+            _("in effect: {applied} (applied by the platform over {file})").format(
+                applied=applied, file=args.config
+            )
+        )
         if read_pending(base.gateway.state_dir) is not None:
-            print("pending: waiting for its health check; rolled back if it fails")
+            print(_("pending: waiting for its health check; rolled back if it fails"))
         print(applied.read_text(encoding="utf-8"), end="")
     else:
-        print(f"in effect: {args.config}")
+        print(_("in effect: {file}").format(file=args.config))
         if state == "superseded":
-            print(f"({applied} is older than your edit of {args.config}; the next start sets it aside)")
+            print(
+                _("({applied} is older than your edit of {file}; the next start sets it aside)").format(
+                    applied=applied, file=args.config
+                )
+            )
     return 0
 
 
 def cmd_config_reset(args: argparse.Namespace) -> int:
     base = load(args.config, check_files=False)
+    _ = translator(from_env()).gettext
     if reset(base.gateway.state_dir):
-        print(f"removed the platform's applied config; {args.config} is in effect at the next start")
+        print(
+            _("removed the platform's applied config; {file} is in effect at the next start").format(
+                file=args.config
+            )
+        )
     else:
-        print(f"no applied config; {args.config} is in effect")
+        print(_("no applied config; {file} is in effect").format(file=args.config))
     return 0
 
 

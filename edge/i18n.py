@@ -13,33 +13,13 @@ import gettext
 import os
 from pathlib import Path
 
+from edge.base.errors import N_, ConfigError, Problem
+
+__all__ = ["N_", "Problem"]
+
 LOCALEDIR = Path(__file__).parent / "locale"
 DOMAIN = "gridedge"
 LANGS = ("en", "zh_CN")
-
-
-def N_(message: str) -> str:
-    """Mark a message for the catalogs; translated where it is shown."""
-    return message
-
-
-# The config's fixed messages (edge/base/config.py), for `localised`; a message built with
-# values in it stays English, its framing (file, line, key) is translated.
-CONFIG_MESSAGES = (
-    N_("unknown key"),
-    N_("is required"),
-    N_("expected an array of tables ([[...]])"),
-    N_("expected at least 3 [lat, lon] points"),
-    N_("geofence ids must be unique"),
-    N_("is required (a serial port, or url = tcp://host:port / udp://host:port)"),
-    N_("is required when port is set: the platform's SMS number(s)"),
-    N_("is required when tls_cert is set"),
-    N_("tls_cert and tls_key go together"),
-    N_("set either port (serial) or url (tcp/udp), not both"),
-    N_("life-safety messages never expire"),
-    N_("applies to udp:// listeners only (tcp:// is a server we connect to)"),
-    N_("is empty: it would refuse every sender (leave it out to take any)"),
-)
 
 
 @functools.cache
@@ -82,16 +62,31 @@ def translator(lang: str) -> gettext.NullTranslations:
     return catalog(lang if lang in LANGS else "en")
 
 
+def problem_text(problem: Problem, lang: str | None = None) -> str:
+    """A problem in the technician's language: its template from the catalog, filled with
+    its values; a value that is itself a problem, or a marked message ("an integer"), is
+    translated too. Paths, keys and the values a technician wrote stay as they are."""
+    lang = lang or from_env()
+    if lang == "en":
+        return str(problem)
+    _ = translator(lang).gettext
+    if not problem.values:
+        return _(problem.template)
+    values = {
+        k: problem_text(v, lang) if isinstance(v, Problem) else _(v) if isinstance(v, str) and v else v
+        for k, v in problem.values.items()
+    }
+    return _(problem.template).format(**values)
+
+
 def localised(exc: Exception, lang: str | None = None) -> str:
     """An error for the technician, in their language: a config mistake's framing (where,
-    which key) and its message when the catalog has it; key paths and values as they are."""
-    from edge.base.errors import ConfigError
-
+    which key) and its message; key paths and values as they are."""
     lang = lang or from_env()
     if lang == "en" or not isinstance(exc, ConfigError):
         return str(exc)
     _ = translator(lang).gettext
-    message = _(exc.message)
+    message = problem_text(exc.problem, lang)
     if exc.line is not None:
         where = (
             _("{file} line {line}").format(file=exc.file, line=exc.line)

@@ -31,7 +31,7 @@ from edge.base import config as config_mod
 from edge.base.clock import boot_id, boottime_ms
 from edge.base.config import Config
 from edge.base.envelope import keyring, load_public_key, verify
-from edge.base.errors import ConfigError, EnvelopeError
+from edge.base.errors import N_, ConfigError, EnvelopeError
 from edge.base.fsutil import fsync_dir, write_atomic
 from edge.commands import CommandError
 
@@ -188,8 +188,9 @@ def applied_state(base: Config) -> str:
     except PermissionError:
         raise ConfigError(
             "gateway.state_dir",
-            f"cannot read {base.gateway.state_dir}: run this as root or as the gateway's user",
+            N_("cannot read {file_path}: run this as root or as the gateway's user"),
             file=str(base.file),
+            file_path=base.gateway.state_dir,
         ) from None
     origin = _read_origin(directory)
     try:
@@ -209,7 +210,9 @@ def load_effective(path: Path, *, check_files: bool = True) -> Config:
     try:
         text = applied.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read the applied config: {exc}", file=str(applied)) from None
+        raise ConfigError(
+            "", N_("cannot read the applied config: {why}"), file=str(applied), why=exc
+        ) from None
     cfg = config_mod.parse(text, file=str(applied), base=base.file.resolve().parent, check_files=check_files)
     rotated = directory / ROTATED_KEY
     if rotated.is_file():

@@ -9,14 +9,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.base.config import Config
 from edge.base.envelope import load_public_key
-from edge.base.errors import ConfigError
+from edge.base.errors import CANNOT_LOAD, N_, ConfigError
 
 
 def _load(path: Path, key: str) -> Ed25519PublicKey:
     try:
         return load_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise ConfigError(key, f"cannot load {path}: {exc}") from None
+        raise ConfigError(key, CANNOT_LOAD, file_path=path, why=exc) from None
 
 
 class TrustKeys:
@@ -49,5 +49,7 @@ class TrustKeys:
             if command is not None:
                 others.append(command)
         if key in others:
-            raise ConfigError("trust.firmware_key", "must be its own key, not the command or the gateway key")
+            raise ConfigError(
+                "trust.firmware_key", N_("must be its own key, not the command or the gateway key")
+            )
         return key

@@ -19,7 +19,7 @@ from drivers.modem.pdu import PduError, concat_header, reassemble
 from edge.base import compact
 from edge.base.config import valid_id
 from edge.base.envelope import check_gateway_payload, keyring, load_public_key, verify
-from edge.base.errors import ConfigError, EdgeError, EnvelopeError
+from edge.base.errors import CANNOT_LOAD, N_, ConfigError, EdgeError, EnvelopeError
 from edge.base.messages import Incoming
 from edge.mqtt import MqttConnection, TlsSettings
 from edge.redate import Redater
@@ -45,11 +45,13 @@ def load_keys(specs: list[str]) -> tuple[dict[bytes, Ed25519PublicKey], dict[byt
         if not (sep and valid_id(gw)):
             gw, path = "", spec
         if not gw and len(specs) > 1:
-            raise ConfigError("--pubkey", f"{spec}: with several keys, bind each to its gateway: GW=PATH")
+            raise ConfigError(
+                "--pubkey", N_("{spec}: with several keys, bind each to its gateway: GW=PATH"), spec=spec
+            )
         try:
             key = load_public_key(Path(path).read_bytes())
         except (OSError, ValueError) as exc:
-            raise ConfigError("--pubkey", f"cannot load {path}: {exc}") from None
+            raise ConfigError("--pubkey", CANNOT_LOAD, file_path=path, why=exc) from None
         kid = next(iter(keyring(key)))
         keys[kid] = key
         if gw:

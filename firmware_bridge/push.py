@@ -21,7 +21,7 @@ from smpclient.transport.serial import SMPSerialTransport
 from edge.base.clock import Clock
 from edge.base.config import Config
 from edge.base.envelope import load_public_key
-from edge.base.errors import ConfigError
+from edge.base.errors import N_, ConfigError
 from edge.base.registry import Registry
 from firmware_bridge.manifest import ManifestRejected, check, show
 from firmware_bridge.smp import Flasher
@@ -54,7 +54,7 @@ class Bar:
 
 def push(cfg: Config, manifest_path: Path, image_path: Path, device: str, out: TextIO = sys.stdout) -> int:
     if cfg.trust.firmware_key is None:
-        raise ConfigError("trust.firmware_key", "is required to check a firmware manifest")
+        raise ConfigError("trust.firmware_key", N_("is required to check a firmware manifest"))
     key = load_public_key(cfg.trust.firmware_key.read_bytes())
     registry = Registry(cfg.gateway.state_dir / "devices.json", seed=cfg.wearables)
     w = registry.devices.get(device) or next((x for x in cfg.wearables if x.id == device), None)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.base.errors import ConfigError
+from edge.base.errors import N_, ONE_OF, ConfigError
 
 if TYPE_CHECKING:  # bleak loads when a radio is made (the first wearable), not at start
     from bleak import BleakClient, BleakScanner
@@ -71,16 +71,20 @@ def resolve_factory(spec: str, options: Mapping[str, str]) -> Factory:
     up) is the caller's job, with retries."""
     allowed = {"bleak": {"adapter"}, "sim": {"hci", "address"}}.get(spec)
     if allowed is None:
-        raise ConfigError("ble.backend", f"expected one of {', '.join(BACKENDS)}, got {spec!r}")
+        raise ConfigError("ble.backend", ONE_OF, choices=", ".join(BACKENDS), got=repr(spec))
     unknown = set(options) - allowed
     if unknown:
         raise ConfigError(
-            "ble.options", f"the {spec} backend takes only {sorted(allowed)}, not {sorted(unknown)}"
+            "ble.options",
+            N_("the {backend} backend takes only {allowed}, not {unknown}"),
+            backend=spec,
+            allowed=sorted(allowed),
+            unknown=sorted(unknown),
         )
     if spec == "bleak":
         return _bleak
     try:
         from drivers.ble.sim.backend import factory  # bumble: installed with the demo and the tests
     except ImportError as exc:
-        raise ConfigError("ble.backend", f"the simulated radio needs bumble: {exc}") from None
+        raise ConfigError("ble.backend", N_("the simulated radio needs bumble: {why}"), why=exc) from None
     return factory

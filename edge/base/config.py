@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from drivers.ble.kinds import KEYED as KEYED_WEARABLE_KINDS
 from drivers.ble.kinds import NAMES as WEARABLE_KIND_NAMES
-from edge.base.errors import ConfigError
+from edge.base.errors import N_, ONE_OF, ConfigError, Problem
 from edge.base.kinds import LIFE_SAFETY_KINDS, Prio, prio_of
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -98,15 +98,20 @@ def _unquoted(line: str) -> str:
     return "".join(out)
 
 
+NOT_AN_ID = N_("{value} is not an id ([A-Za-z0-9._-]{{1,64}})")
+OPEN_TO_OTHERS = N_("{file_path} is readable by group or others (mode {mode}); chmod 600 it")
+CANNOT_READ = N_("cannot read {file_path}: {why}")
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "a table"
+        return N_("a table")
     if isinstance(value, list):
-        return "an array"
+        return N_("an array")
     return repr(value)
 
 
@@ -122,17 +127,17 @@ class Section:
     def _key_path(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
 
-    def error(self, key: str, message: str) -> ConfigError:
+    def error(self, key: str, message: str | Problem, **values: object) -> ConfigError:
         """A ConfigError located at `key` of this table (or the table itself)."""
         path = self._key_path(key) if key else self._path
-        return self._ctx.error(path, message)
+        return self._ctx.error(path, message, **values)
 
     def _get(self, key: str, default: Any) -> Any:
         self._seen.add(key)
         if key in self._table:
             return self._table[key]
         if default is _REQUIRED:
-            raise self.error(key, "is required")
+            raise self.error(key, N_("is required"))
         return default
 
     def _typed(self, key: str, default: Any, check: Callable[[Any], bool], what: str) -> Any:
@@ -140,29 +145,29 @@ class Section:
         if value is default and default is not _REQUIRED:
             return value
         if not check(value):
-            raise self.error(key, f"expected {what}, got {_describe(value)}")
+            raise self.error(key, N_("expected {what}, got {got}"), what=what, got=_describe(value))
         return value
 
     def text(self, key: str, default: Any = _REQUIRED) -> Any:
-        return self._typed(key, default, lambda v: isinstance(v, str), "a string")
+        return self._typed(key, default, lambda v: isinstance(v, str), N_("a string"))
 
     def id(self, key: str, default: Any = _REQUIRED) -> Any:
         value = self.text(key, default)
         if isinstance(value, str) and not valid_id(value):
-            raise self.error(key, f"{_describe(value)} is not an id ([A-Za-z0-9._-]{{1,64}})")
+            raise self.error(key, NOT_AN_ID, value=_describe(value))
         return value
 
     def integer(
         self, key: str, default: Any = _REQUIRED, *, lo: int | None = None, hi: int | None = None
     ) -> Any:
         value = self._typed(
-            key, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
+            key, default, lambda v: isinstance(v, int) and not isinstance(v, bool), N_("an integer")
         )
         if isinstance(value, int) and not isinstance(value, bool):
             if lo is not None and value < lo:
-                raise self.error(key, f"must be at least {lo}, got {value}")
+                raise self.error(key, N_("must be at least {lo}, got {value}"), lo=lo, value=value)
             if hi is not None and value > hi:
-                raise self.error(key, f"must be at most {hi}, got {value}")
+                raise self.error(key, N_("must be at most {hi}, got {value}"), hi=hi, value=value)
         return value
 
     def number(self, key: str, default: Any = _REQUIRED, *, lo: float | None = None) -> Any:
@@ -170,19 +175,19 @@ class Section:
             key,
             default,
             lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-            "a number",
+            N_("a number"),
         )
         if value is not None and value is not default and lo is not None and value < lo:
-            raise self.error(key, f"must be at least {lo:g}, got {value:g}")
+            raise self.error(key, N_("must be at least {lo:g}, got {value:g}"), lo=lo, value=value)
         return None if value is None else float(value)
 
     def flag(self, key: str, default: Any = _REQUIRED) -> Any:
-        return self._typed(key, default, lambda v: isinstance(v, bool), "true or false")
+        return self._typed(key, default, lambda v: isinstance(v, bool), N_("true or false"))
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = _REQUIRED) -> Any:
         value = self.text(key, default)
         if value not in choices and value is not default:
-            raise self.error(key, f"expected one of {', '.join(choices)}, got {_describe(value)}")
+            raise self.error(key, ONE_OF, choices=", ".join(choices), got=_describe(value))
         return value
 
     def path(self, key: str, default: Any = _REQUIRED) -> Any:
@@ -195,19 +200,19 @@ class Section:
     def table(self, key: str, *, required: bool = False) -> Section:
         value = self._get(key, _REQUIRED if required else {})
         if not isinstance(value, dict):
-            raise self.error(key, f"expected a table, got {_describe(value)}")
+            raise self.error(key, N_("expected a table, got {got}"), got=_describe(value))
         return Section(value, self._key_path(key), self._ctx)
 
     def tables(self, key: str) -> list[Section]:
         value = self._get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.error(key, "expected an array of tables ([[...]])")
+            raise self.error(key, N_("expected an array of tables ([[...]])"))
         return [Section(v, f"{self._key_path(key)}[{i}]", self._ctx) for i, v in enumerate(value)]
 
     def str_list(self, key: str, default: Any = _REQUIRED) -> tuple[str, ...]:
         value = self._get(key, default)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, f"expected an array of strings, got {_describe(value)}")
+            raise self.error(key, N_("expected an array of strings, got {got}"), got=_describe(value))
         return tuple(value)
 
     def raw(self, key: str) -> Any:
@@ -226,7 +231,7 @@ class Section:
         """Refuse keys nobody asked for: a typo must not become a silent default."""
         for key in self._table:
             if key not in self._seen:
-                raise self.error(key, "unknown key")
+                raise self.error(key, N_("unknown key"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,14 +240,14 @@ class _Ctx:
     base: Path
     lines: dict[str, int]
 
-    def error(self, path: str, message: str) -> ConfigError:
+    def error(self, path: str, message: str | Problem, **values: object) -> ConfigError:
         # A missing key has no line of its own: point at the table that lacks it.
         probe = path
         line = self.lines.get(probe)
         while line is None and probe:
             probe = probe[: probe.rindex("[")] if probe.endswith("]") else probe.rpartition(".")[0]
             line = self.lines.get(probe)
-        return ConfigError(path, message, file=self.file, line=line)
+        return ConfigError(path, message, file=self.file, line=line, **values)
 
 
 # ---------------------------------------------------------------- dataclasses
@@ -373,15 +378,15 @@ class Geofence:
 MAX_FLEET = 4096  # MMSIs in one geofence's home fleet
 
 
-def fleet_problem(raw: Any) -> str | None:
+def fleet_problem(raw: Any) -> Problem | None:
     """Why `raw` is not a home fleet (a list of distinct 9-digit MMSIs), or None."""
     if not isinstance(raw, list) or len(raw) > MAX_FLEET:
-        return f"expected an array of at most {MAX_FLEET} MMSIs"
+        return Problem(N_("expected an array of at most {n} MMSIs"), {"n": MAX_FLEET})
     bad = [
         m for m in raw if isinstance(m, bool) or not isinstance(m, int) or not 100_000_000 <= m <= 999_999_999
     ]
     if bad:
-        return f"not a 9-digit MMSI: {bad[0]!r}"
+        return Problem(N_("not a 9-digit MMSI: {value}"), {"value": repr(bad[0])})
     return None
 
 
@@ -509,7 +514,7 @@ BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200)
 def _baud(sec: Section, default: int = 9600) -> int:
     value: int = sec.integer("baudrate", default)
     if value not in BAUD_RATES:
-        raise sec.error("baudrate", f"expected one of {', '.join(map(str, BAUD_RATES))}, got {value}")
+        raise sec.error("baudrate", ONE_OF, choices=", ".join(map(str, BAUD_RATES)), got=value)
     return value
 
 
@@ -528,9 +533,9 @@ def split_url(url: str) -> tuple[str, str, int]:
 def _source(sec: Section, *, default_baud: int, default_silence: float) -> Source:
     """`port` (+ `baudrate`) for serial, or `url` = tcp://host:port / udp://host:port."""
     if not sec.has("url") and not sec.has("port"):
-        raise sec.error("port", "is required (a serial port, or url = tcp://host:port / udp://host:port)")
+        raise sec.error("port", N_("is required (a serial port, or url = tcp://host:port / udp://host:port)"))
     if sec.has("url") and sec.has("port"):
-        raise sec.error("port", "set either port (serial) or url (tcp/udp), not both")
+        raise sec.error("port", N_("set either port (serial) or url (tcp/udp), not both"))
     if sec.has("port"):
         return SerialPort(
             port=sec.text("port"),
@@ -540,8 +545,10 @@ def _source(sec: Section, *, default_baud: int, default_silence: float) -> Sourc
     url = sec.text("url")
     try:
         scheme, host, port = split_url(url)
-    except ValueError as exc:
-        raise sec.error("url", str(exc)) from None
+    except ValueError:
+        raise sec.error(
+            "url", N_("expected tcp://host:port or udp://host:port, got {got}"), got=repr(url)
+        ) from None
     return NetSource(
         scheme=scheme,
         host=host,
@@ -556,17 +563,19 @@ def _allow(sec: Section, scheme: str) -> tuple[ipaddress.IPv4Network | ipaddress
     if not sec.has("allow"):
         return ()
     if scheme != "udp":
-        raise sec.error("allow", "applies to udp:// listeners only (tcp:// is a server we connect to)")
+        raise sec.error("allow", N_("applies to udp:// listeners only (tcp:// is a server we connect to)"))
     nets = []
     for entry in sec.str_list("allow"):
         try:
             nets.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
             raise sec.error(
-                "allow", f"{entry!r} is not an IP address or network (a.b.c.d, a.b.c.0/24)"
+                "allow",
+                N_("{value} is not an IP address or network (a.b.c.d, a.b.c.0/24)"),
+                value=repr(entry),
             ) from None
     if not nets:
-        raise sec.error("allow", "is empty: it would refuse every sender (leave it out to take any)")
+        raise sec.error("allow", N_("is empty: it would refuse every sender (leave it out to take any)"))
     return tuple(nets)
 
 
@@ -598,7 +607,7 @@ def _geofence(sec: Section) -> Geofence:
     raw = sec.raw("polygon")
     pts: list[tuple[float, float]] = []
     if not isinstance(raw, list) or len(raw) < 3:
-        raise sec.error("polygon", "expected at least 3 [lat, lon] points")
+        raise sec.error("polygon", N_("expected at least 3 [lat, lon] points"))
     for i, pt in enumerate(raw):
         ok = (
             isinstance(pt, list)
@@ -608,7 +617,9 @@ def _geofence(sec: Section) -> Geofence:
             and -180 <= pt[1] <= 180
         )
         if not ok:
-            raise sec.error("polygon", f"point {i} is not a [lat, lon] pair in range: {pt!r}")
+            raise sec.error(
+                "polygon", N_("point {i} is not a [lat, lon] pair in range: {value}"), i=i, value=repr(pt)
+            )
         pts.append((float(pt[0]), float(pt[1])))
     fleet = sec.raw("fleet") if sec.has("fleet") else []
     if (problem := fleet_problem(fleet)) is not None:
@@ -621,11 +632,13 @@ def _private_file_ok(sec: Section, key: str, path: Path) -> None:
     try:
         st = path.stat()
     except OSError as exc:
-        raise sec.error(key, f"cannot read {path}: {exc.strerror}") from None
+        raise sec.error(key, CANNOT_READ, file_path=path, why=exc.strerror) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise sec.error(
             key,
-            f"{path} is readable by group or others (mode {stat.filemode(st.st_mode)}); chmod 600 it",
+            OPEN_TO_OTHERS,
+            file_path=path,
+            mode=stat.filemode(st.st_mode),
         )
 
 
@@ -645,7 +658,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     except tomllib.TOMLDecodeError as exc:
         where = re.search(r"line (\d+)", str(exc))
         raise ConfigError(
-            "", f"not valid TOML: {exc}", file=file, line=int(where.group(1)) if where else None
+            "", N_("not valid TOML: {why}"), file=file, line=int(where.group(1)) if where else None, why=exc
         ) from None
     ctx = _Ctx(file=file, base=base or Path.cwd(), lines=line_index(text))
     root = Section(data, "", ctx)
@@ -661,7 +674,7 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     web = _web(root.table("web"), check_files)
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
-        raise root.error("geofences", "geofence ids must be unique")
+        raise root.error("geofences", N_("geofence ids must be unique"))
     root.done()
     return Config(
         file=Path(file),
@@ -724,15 +737,16 @@ def _mqtt(m: Section) -> MqttConfig:
     )
     prefix = mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
-        raise m.error("topic_prefix", f"{_describe(prefix)} is not a usable topic prefix")
+        raise m.error("topic_prefix", N_("{value} is not a usable topic prefix"), value=_describe(prefix))
     if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
-        raise m.error("tls_cert", "tls_cert and tls_key go together")
+        raise m.error("tls_cert", N_("tls_cert and tls_key go together"))
     if mqtt.tls_cert is not None and mqtt.tls_ca is None:
-        raise m.error("tls_ca", "is required when tls_cert is set")
+        raise m.error("tls_ca", N_("is required when tls_cert is set"))
     if not mqtt.tls and not mqtt.insecure and not is_loopback(mqtt.host):
         raise m.error(
             "host",
-            f"plaintext MQTT to non-loopback host {mqtt.host!r}: set tls_ca, or insecure = true",
+            N_("plaintext MQTT to non-loopback host {host}: set tls_ca, or insecure = true"),
+            host=repr(mqtt.host),
         )
     # The TLS files are not checked here: a gateway whose uplink cannot start still
     # stores and works locally (edge/checks.py tells, `gridedge check` fails on them).
@@ -745,7 +759,7 @@ def _outbox(o: Section) -> OutboxConfig:
     ttl_map = {k: ttl.integer(k, lo=1) for k in ttl.data_keys()}
     for k in ttl_map:
         if prio_of(k) == Prio.LIFE_SAFETY:
-            raise ttl.error(k, "life-safety messages never expire")
+            raise ttl.error(k, N_("life-safety messages never expire"))
     ttl.done()
     outbox = OutboxConfig(
         max_bytes=o.integer("max_bytes", _OUTBOX.max_bytes, lo=1024 * 1024),
@@ -767,9 +781,9 @@ def _devices(root: Section) -> tuple[list[DeviceConfig], list[WearableConfig]]:
         build = DEVICE_KINDS.get(kind)
         if build is None and kind not in WEARABLE_KINDS:
             kinds = ", ".join([*DEVICE_KINDS, *WEARABLE_KINDS])
-            raise sec.error("kind", f"expected one of {kinds}, got {_describe(kind)}")
+            raise sec.error("kind", ONE_OF, choices=kinds, got=_describe(kind))
         if dev_id in seen or dev_id == "gw":
-            raise sec.error("id", f"{_describe(dev_id)} is already used")
+            raise sec.error("id", N_("{value} is already used"), value=_describe(dev_id))
         seen[dev_id] = kind
         if build is None:
             wearables.append(_wearable(sec, dev_id, kind))
@@ -812,11 +826,20 @@ def _sms(t: Section) -> SmsConfig:
     for number in sms.numbers:
         digits = number.removeprefix("+")
         if not digits.isdigit() or not 3 <= len(digits) <= 20:
-            raise t.error("numbers", f"{number!r} is not a phone number (digits, with an optional leading +)")
+            raise t.error(
+                "numbers",
+                N_("{value} is not a phone number (digits, with an optional leading +)"),
+                value=repr(number),
+            )
     if unknown := [k for k in sms.kinds if k not in SMS_KINDS]:
-        raise t.error("kinds", f"{unknown[0]!r} is not a life-safety kind ({', '.join(SMS_KINDS)})")
+        raise t.error(
+            "kinds",
+            N_("{value} is not a life-safety kind ({choices})"),
+            value=repr(unknown[0]),
+            choices=", ".join(SMS_KINDS),
+        )
     if sms.enabled and not sms.numbers:
-        raise t.error("numbers", "is required when port is set: the platform's SMS number(s)")
+        raise t.error("numbers", N_("is required when port is set: the platform's SMS number(s)"))
     t.done()
     return sms
 
@@ -824,11 +847,15 @@ def _sms(t: Section) -> SmsConfig:
 def _host_port(sec: Section, key: str, text: str) -> None:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise sec.error(key, f"{_describe(text)} is not host:port (127.0.0.1:8480, [::1]:8480)")
+        raise sec.error(
+            key, N_("{value} is not host:port (127.0.0.1:8480, [::1]:8480)"), value=_describe(text)
+        )
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        raise sec.error(key, f"{host!r} is not an IP address (a listener binds one)") from None
+        raise sec.error(
+            key, N_("{value} is not an IP address (a listener binds one)"), value=repr(host)
+        ) from None
 
 
 def _web(w: Section, check_files: bool) -> WebConfig:
@@ -845,7 +872,8 @@ def _web(w: Section, check_files: bool) -> WebConfig:
             _host_port(w, key, value)
     if web.listen and web.token_file is None and not is_loopback(web.host_port[0]):
         raise w.error(
-            "token_file", "is required when the page listens beyond loopback (gridedge provision writes one)"
+            "token_file",
+            N_("is required when the page listens beyond loopback (gridedge provision writes one)"),
         )
     if check_files and web.token_file is not None:
         _private_file_ok(w, "token_file", web.token_file)
@@ -886,7 +914,7 @@ def _trust(t: Section, check_files: bool) -> TrustConfig:
     if check_files:
         for key, path in (("command_key", trust.command_key), ("firmware_key", trust.firmware_key)):
             if path is not None and not path.is_file():
-                raise t.error(key, f"cannot read {path}")
+                raise t.error(key, N_("cannot read {file_path}"), file_path=path)
     t.done()
     return trust
 
@@ -900,29 +928,33 @@ _IRK = re.compile(r"[0-9A-Fa-f]{32}")
 
 def wearable_problem(
     kind: Any, worker: Any, address: Any, irk: Any, *, key: Any = None, insecure: Any = False
-) -> tuple[str, str] | None:
-    """(key, message) for what is wrong with a wearable's description, or None."""
+) -> tuple[str, Problem] | None:
+    """(key, problem) for what is wrong with a wearable's description, or None."""
     if kind not in WEARABLE_KINDS:
-        return "kind", f"must be one of {', '.join(WEARABLE_KINDS)}"
+        return "kind", Problem(N_("must be one of {choices}"), {"choices": ", ".join(WEARABLE_KINDS)})
     if not isinstance(worker, str) or not valid_id(worker):
-        return "worker", "must match [A-Za-z0-9._-]{1,64}"
+        return "worker", Problem(N_("must match [A-Za-z0-9._-]{1,64}"))
     if (address is None) == (irk is None):
-        return "address", "give exactly one of address or irk"
+        return "address", Problem(N_("give exactly one of address or irk"))
     if address is not None and (not isinstance(address, str) or not _MAC.fullmatch(address)):
-        return "address", "must be AA:BB:CC:DD:EE:FF"
+        return "address", Problem(N_("must be AA:BB:CC:DD:EE:FF"))
     if irk is not None and (not isinstance(irk, str) or not _IRK.fullmatch(irk)):
-        return "irk", "must be 32 hex digits (the identity resolving key, most significant byte first)"
+        return "irk", Problem(
+            N_("must be 32 hex digits (the identity resolving key, most significant byte first)")
+        )
     if not isinstance(insecure, bool):
-        return "insecure", "must be true or false"
+        return "insecure", Problem(N_("must be true or false"))
     if key is not None and (not isinstance(key, str) or not _IRK.fullmatch(key)):
-        return "key", "must be 32 hex digits (the wearable's event key, docs/ble-profiles.md)"
+        return "key", Problem(N_("must be 32 hex digits (the wearable's event key, docs/ble-profiles.md)"))
     if key is not None and insecure:
-        return "insecure", "a wearable with a key authenticates its events; drop insecure"
+        return "insecure", Problem(N_("a wearable with a key authenticates its events; drop insecure"))
     if kind in KEYED_WEARABLE_KINDS and key is None and not insecure:
-        return "key", (
-            "is required: the 32-hex-digit key its events are authenticated with (without it "
-            "anyone copying its address could raise or cancel its alarms); insecure = true "
-            "believes a wearable that cannot authenticate"
+        return "key", Problem(
+            N_(
+                "is required: the 32-hex-digit key its events are authenticated with (without it "
+                "anyone copying its address could raise or cancel its alarms); insecure = true "
+                "believes a wearable that cannot authenticate"
+            )
         )
     return None
 
@@ -937,7 +969,7 @@ def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
         raise sec.error(*problem)
     fw_class = sec.text("fw_class", None)
     if fw_class is not None and not valid_id(fw_class):
-        raise sec.error("fw_class", f"{_describe(fw_class)} is not an id ([A-Za-z0-9._-]{{1,64}})")
+        raise sec.error("fw_class", NOT_AN_ID, value=_describe(fw_class))
     return WearableConfig(
         id=dev_id,
         kind=kind,
@@ -955,7 +987,7 @@ def _ids(sec: Section, key: str) -> list[str]:
     values = sec.str_list(key, [])
     for v in values:
         if not valid_id(v):
-            raise sec.error(key, f"{_describe(v)} is not an id ([A-Za-z0-9._-]{{1,64}})")
+            raise sec.error(key, NOT_AN_ID, value=_describe(v))
     return list(values)
 
 
@@ -965,9 +997,9 @@ def load(path: Path | str, *, check_files: bool = True) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError("", f"cannot read config: {exc.strerror}", file=str(p)) from None
+        raise ConfigError("", N_("cannot read config: {why}"), file=str(p), why=exc.strerror) from None
     except UnicodeDecodeError:
-        raise ConfigError("", "config is not UTF-8 text", file=str(p)) from None
+        raise ConfigError("", N_("config is not UTF-8 text"), file=str(p)) from None
     return parse(text, file=str(p), base=p.resolve().parent, check_files=check_files)
 
 

@@ -3,6 +3,30 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def N_(message: str) -> str:
+    """Mark a message for the technician's catalogs (edge/i18n.py); translated where shown."""
+    return message
+
+
+# Messages more than one module raises.
+CANNOT_LOAD = N_("cannot load {file_path}: {why}")
+ONE_OF = N_("expected one of {choices}, got {got}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What is wrong, as a message template and its values: `str()` gives the English, and
+    a catalog translates the template (and any value that is itself a marked message)."""
+
+    template: str
+    values: Mapping[str, object] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.template.format(**self.values) if self.values else self.template
 
 
 class EdgeError(Exception):
@@ -43,18 +67,23 @@ class AuthRejected(PermanentError):
 
 
 class ConfigError(PermanentError):
-    """A configuration mistake, located by key path and line."""
+    """A configuration mistake, located by key path and line. `message` is a template
+    (marked with N_ for the catalogs) filled with `values`: edge/i18n.py shows it in the
+    technician's language."""
 
-    def __init__(self, path: str, message: str, *, file: str = "", line: int | None = None) -> None:
+    def __init__(
+        self, path: str, message: str | Problem, *, file: str = "", line: int | None = None, **values: object
+    ) -> None:
+        self.problem = message if isinstance(message, Problem) else Problem(message, values)
+        self.message = str(self.problem)
         where = file
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{path}: {message}" if path else f"{prefix}{message}")
+        super().__init__(f"{prefix}{path}: {self.message}" if path else f"{prefix}{self.message}")
         self.path = path
         self.line = line
         self.file = file
-        self.message = message
 
 
 class Refusal(Exception):

@@ -15,14 +15,20 @@ from babel.messages.pofile import read_po
 
 from edge.base.config import parse
 from edge.base.errors import ConfigError
-from edge.i18n import LOCALEDIR, from_accept_language, localised, normalise, translator
+from edge.checks import examine
+from edge.i18n import LOCALEDIR, from_accept_language, localised, normalise, problem_text, translator
 from edge.status_table import render, width
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_message_in_the_code_is_translated() -> None:
-    method_map = [("edge/**.py", "python"), ("edge/web/templates/**.html", "jinja2")]
+    method_map = [
+        ("edge/**.py", "python"),
+        ("drivers/**.py", "python"),
+        ("firmware_bridge/**.py", "python"),
+        ("edge/web/templates/**.html", "jinja2"),
+    ]
     used = {msg for _f, _l, msg, *_ in extract_from_dir(str(REPO), method_map) if isinstance(msg, str)}
     assert len(used) > 100
     with open(LOCALEDIR / "zh_CN/LC_MESSAGES/gridedge.po", "rb") as f:
@@ -47,6 +53,82 @@ def test_a_config_error_in_chinese_keeps_its_key_path_and_line() -> None:
         )
     assert localised(err.value, "en") == "gw.toml:5: gateway.typo: unknown key"
     assert localised(err.value, "zh_CN") == "gw.toml 第 5 行: gateway.typo：未知的键"
+
+
+GW = '[gateway]\nid = "g"\nkey = "k"\nstate_dir = "s"\n'
+GNSS = '[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "/dev/ttyS0"\n'
+CAM = '[[devices]]\nid = "cam1"\nkind = "body_camera"\nworker = "w-1"\n'
+FENCE = '[[geofences]]\nid = "h"\n'
+
+
+# One of each kind of mistake the parser names: fixed messages, and messages with the
+# technician's value, a range, a choice or a nested word ("an integer") in them.
+@pytest.mark.parametrize(
+    ("toml", "key", "value"),
+    [
+        (GW + '[mqtt]\nport = "x"\n', "mqtt.port", '"x"'),
+        (GW + "[mqtt]\nport = 0\n", "mqtt.port", "0"),
+        (GW + "[mqtt]\nport = 70000\n", "mqtt.port", "70000"),
+        (GW + "[mqtt]\nkeepalive_s = -1.5\n", "mqtt.keepalive_s", "-1.5"),
+        (GW + "[mqtt]\ninsecure = 1\n", "mqtt.insecure", "1"),
+        (GW + '[mqtt]\nhost = "10.0.0.9"\n', "mqtt.host", "10.0.0.9"),
+        (GW + '[mqtt]\ntopic_prefix = "a/#"\n', "mqtt.topic_prefix", "a/#"),
+        (GW + "[mqtt]\ntls = 3\n", "mqtt.tls", ""),
+        ('[gateway]\nid = "a b"\nkey = "k"\nstate_dir = "s"\n', "gateway.id", '"a b"'),
+        (GW + GNSS + "baudrate = 1234\n", "devices[0].baudrate", "1234"),
+        (GW + '[[devices]]\nid = "x"\nkind = "radar"\n', "devices[0].kind", '"radar"'),
+        (GW + '[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "http://x"\n', "devices[0].url", "http://x"),
+        (
+            GW + '[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://0.0.0.0:1"\nallow = ["x"]\n',
+            "allow",
+            "'x'",
+        ),
+        (GW + GNSS + GNSS, "devices[1].id", '"gnss0"'),
+        (GW + CAM + 'address = "nope"\n', "devices[0].address", ""),
+        (GW + FENCE + "polygon = [[1, 2], [3, 4], [95, 0]]\n", "geofences[0].polygon", "[95, 0]"),
+        (GW + FENCE + "polygon = [[1, 2], [3, 4], [5, 0]]\nfleet = [12]\n", "geofences[0].fleet", "12"),
+        (GW + '[sms]\nport = "/dev/ttyUSB2"\nnumbers = ["call me"]\n', "sms.numbers", "'call me'"),
+        (GW + '[web]\nlisten = "localhost"\n', "web.listen", '"localhost"'),
+        (GW + "[outbox]\nbatch_ms = [1]\n", "outbox.batch_ms", ""),
+        (GW + "[gateway.extra]\n", "gateway.extra", ""),
+        (GW + "[mqtt\n", "", ""),
+    ],
+)
+def test_every_kind_of_config_mistake_reads_in_chinese(toml: str, key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(toml, file="gw.toml", check_files=False)
+    en, zh = localised(err.value, "en"), localised(err.value, "zh_CN")
+    assert key in en and key in zh and value in zh, (en, zh)
+    message = zh.rsplit(key + "：", 1)[-1] if key else zh
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in message), (en, zh)
+    # no English word of the template is left (a value or a key path may hold some)
+    for word in ("expected", "must", "got", "is not", "required", "an integer", "a string", "unknown"):
+        assert word not in message.replace(value, ""), (en, zh)
+
+
+def test_what_gridedge_check_finds_reads_in_chinese(tmp_path: Path) -> None:
+    key = tmp_path / "gateway.key"
+    key.write_text("k")
+    key.chmod(0o644)
+    cfg = parse(
+        f'[gateway]\nid = "g"\nkey = "{key}"\nstate_dir = "s"\n[trust]\ncommand_key = "{tmp_path}/gone.pub"\n'
+        '[[devices]]\nid = "ais0"\nkind = "ais"\nurl = "udp://0.0.0.0:10110"\n'
+        '[[devices]]\nid = "sos1"\nkind = "sos_button"\nworker = "w-1"\naddress = "F0:00:00:00:00:01"\n'
+        "insecure = true\n",
+        file="gw.toml",
+        check_files=False,
+    )
+    found = examine(cfg, None)
+    problems = [*found.errors, *found.warnings]
+    assert len(found.errors) == 2 and len(found.warnings) == 2, [str(p) for p in problems]
+    texts = [problem_text(p, "zh_CN") for p in problems]
+    assert any("gateway.key" in t and "chmod 600" in t and "可被属组或其他用户读取" in t for t in texts), (
+        texts
+    )
+    assert any("trust.command_key" in t and "gone.pub 不存在" in t for t in texts), texts
+    assert any("devices[ais0]" in t and "数据报" in t for t in texts) and any("insecure" in t for t in texts)
+    assert [problem_text(p, "en") for p in problems] == [str(p) for p in problems]
+    assert "is readable by group or others" in str(found.errors[0]) + str(found.errors[1])
 
 
 DOC: dict[str, Any] = {
