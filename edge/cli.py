@@ -162,7 +162,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 )
             ]
     except ProvisionError as exc:
-        print(f"gridedge provision: {exc}", file=sys.stderr)
+        print(f"gridedge provision: {problem_text(exc.problem)}", file=sys.stderr)
         return 2
     except FileExistsError as exc:
         msg = _("gridedge provision: {path} exists; use --force to replace it")

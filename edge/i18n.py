@@ -64,18 +64,15 @@ def translator(lang: str) -> gettext.NullTranslations:
 
 def problem_text(problem: Problem, lang: str | None = None) -> str:
     """A problem in the technician's language: its template from the catalog, filled with
-    its values; a value that is itself a problem, or a marked message ("an integer"), is
-    translated too. Paths, keys and the values a technician wrote stay as they are."""
+    its values; a value that is itself a Problem (`Problem(N_("an integer"))`) is translated
+    too, any other value (paths, keys, what a technician wrote) stays as it is."""
     lang = lang or from_env()
     if lang == "en":
         return str(problem)
     _ = translator(lang).gettext
     if not problem.values:
         return _(problem.template)
-    values = {
-        k: problem_text(v, lang) if isinstance(v, Problem) else _(v) if isinstance(v, str) and v else v
-        for k, v in problem.values.items()
-    }
+    values = {k: problem_text(v, lang) if isinstance(v, Problem) else v for k, v in problem.values.items()}
     return _(problem.template).format(**values)
 
 

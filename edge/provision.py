@@ -15,13 +15,19 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.base.config import WEARABLE_KINDS, MqttConfig, OutboxConfig, valid_id, wearable_problem
+from edge.base.config import NOT_AN_ID, WEARABLE_KINDS, MqttConfig, OutboxConfig, valid_id, wearable_problem
 from edge.base.envelope import kid_of, private_pem, public_pem, raw_public
+from edge.base.errors import N_, Problem
 from edge.base.fsutil import write_atomic, write_private
 
 
 class ProvisionError(Exception):
-    """Something in the request cannot be provisioned (named, with where)."""
+    """Something in the request cannot be provisioned (named, with where); the message is a
+    template with its values, shown in the technician's language (edge/i18n.py)."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        self.problem = Problem(message, values)
+        super().__init__(str(self.problem))
 
 
 STARTER = """\
@@ -118,7 +124,7 @@ def provision_one(
     """Keys (Ed25519; with `csr` a P-256 TLS key and its CSR), the page token and the
     starter config (`devices_toml` in place of the example receiver; `extra_toml` after it)."""
     if not valid_id(gw_id):
-        raise ProvisionError(f"{gw_id!r} is not an id ([A-Za-z0-9._-]{{1,64}})")
+        raise ProvisionError(NOT_AN_ID, value=repr(gw_id))
     system = _system_layout(out)
     out.mkdir(parents=True, exist_ok=True)
     key_path, pub_path, cfg_path = out / "gateway.key", out / "gateway.pub", out / "gateway.toml"
@@ -200,6 +206,7 @@ def _write_starter(
 # and tags their key. Receivers need port (serial) or url.
 COLUMNS = ("gateway", "device", "kind", "worker", "address", "irk", "key", "port", "url", "baudrate")
 RECEIVER_KINDS = ("gnss", "ais", "dsc")
+AT_ROW = N_("{where}: {problem}")
 
 
 def read_stations(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -207,47 +214,76 @@ def read_stations(path: Path) -> dict[str, list[dict[str, str]]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "gateway" not in reader.fieldnames:
-            raise ProvisionError(f"{path}: the first row must name the columns (gateway, device, kind, ...)")
+            raise ProvisionError(
+                N_("{file_path}: the first row must name the columns (gateway, device, kind, ...)"),
+                file_path=path,
+            )
         unknown = [c for c in reader.fieldnames if c not in COLUMNS]
         if unknown:
-            raise ProvisionError(f"{path}: unknown column {unknown[0]!r} (known: {', '.join(COLUMNS)})")
+            raise ProvisionError(
+                N_("{file_path}: unknown column {value} (known: {choices})"),
+                file_path=path,
+                value=repr(unknown[0]),
+                choices=", ".join(COLUMNS),
+            )
         fleet: dict[str, list[dict[str, str]]] = {}
         for n, row in enumerate(reader, 2):
             cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
             gw = cells.get("gateway", "")
             if not valid_id(gw):
-                raise ProvisionError(f"{path} row {n}: gateway {gw!r} is not an id")
+                raise ProvisionError(
+                    AT_ROW, where=_row(path, n), problem=Problem(NOT_AN_ID, {"value": repr(gw)})
+                )
             devices = fleet.setdefault(gw, [])
             if cells.get("device"):
                 _check_device(path, n, cells)
                 if any(d["device"] == cells["device"] for d in devices):
-                    raise ProvisionError(f"{path} row {n}: device {cells['device']!r} twice on {gw}")
+                    raise ProvisionError(
+                        N_("{where}: device {value} twice on {gw}"),
+                        where=_row(path, n),
+                        value=repr(cells["device"]),
+                        gw=gw,
+                    )
                 devices.append(cells)
     if not fleet:
-        raise ProvisionError(f"{path}: no gateways")
+        raise ProvisionError(N_("{file_path}: no gateways"), file_path=path)
     return fleet
 
 
+def _row(path: Path, n: int) -> Problem:
+    return Problem(N_("{file_path} row {n}"), {"file_path": path, "n": n})
+
+
 def _check_device(path: Path, n: int, d: dict[str, str]) -> None:
-    where = f"{path} row {n}"
+    where = _row(path, n)
     if not valid_id(d["device"]):
-        raise ProvisionError(f"{where}: device {d['device']!r} is not an id")
+        bad = Problem(N_("device {value} is not an id"), {"value": repr(d["device"])})
+        raise ProvisionError(AT_ROW, where=where, problem=bad)
     kind = d.get("kind", "")
     if kind in RECEIVER_KINDS:
         if bool(d.get("port")) == bool(d.get("url")):
-            raise ProvisionError(f"{where}: a {kind} receiver needs port (serial) or url, one of them")
+            raise ProvisionError(
+                N_("{where}: a {kind} receiver needs port (serial) or url, one of them"),
+                where=where,
+                kind=kind,
+            )
         if d.get("baudrate") and not d["baudrate"].isdigit():
-            raise ProvisionError(f"{where}: baudrate {d['baudrate']!r} is not a number")
+            raise ProvisionError(
+                N_("{where}: baudrate {value} is not a number"), where=where, value=repr(d["baudrate"])
+            )
         return
     if kind not in WEARABLE_KINDS:
         raise ProvisionError(
-            f"{where}: kind {kind!r} is none of {', '.join((*RECEIVER_KINDS, *WEARABLE_KINDS))}"
+            N_("{where}: kind {value} is none of {choices}"),
+            where=where,
+            value=repr(kind),
+            choices=", ".join((*RECEIVER_KINDS, *WEARABLE_KINDS)),
         )
     problem = wearable_problem(
         kind, d.get("worker"), d.get("address") or None, d.get("irk") or None, key=d.get("key") or None
     )
     if problem is not None:
-        raise ProvisionError(f"{where}: {problem[0]} {problem[1]}")
+        raise ProvisionError(N_("{where}: {key} {problem}"), where=where, key=problem[0], problem=problem[1])
 
 
 def devices_toml(devices: Iterable[dict[str, str]]) -> str:

@@ -103,15 +103,15 @@ OPEN_TO_OTHERS = N_("{file_path} is readable by group or others (mode {mode}); c
 CANNOT_READ = N_("cannot read {file_path}: {why}")
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any) -> str | Problem:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return N_("a table")
+        return Problem(N_("a table"))
     if isinstance(value, list):
-        return N_("an array")
+        return Problem(N_("an array"))
     return repr(value)
 
 
@@ -145,7 +145,7 @@ class Section:
         if value is default and default is not _REQUIRED:
             return value
         if not check(value):
-            raise self.error(key, N_("expected {what}, got {got}"), what=what, got=_describe(value))
+            raise self.error(key, N_("expected {what}, got {got}"), what=Problem(what), got=_describe(value))
         return value
 
     def text(self, key: str, default: Any = _REQUIRED) -> Any:

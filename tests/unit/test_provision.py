@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = "00112233445566778899aabbccddeeff"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))} | {"LANG": lang}
     return subprocess.run(
         [sys.executable, "-m", "edge.cli", "provision", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
+        env=env,
         check=False,
     )
 
@@ -70,3 +73,15 @@ def test_a_bad_row_is_named(tmp_path: Path) -> None:
     res = run("--from", str(stations), "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and "colour" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_row_is_named_in_the_technicians_language(tmp_path: Path) -> None:
+    stations = tmp_path / "stations.csv"
+    stations.write_text("gateway,device,kind,worker,address\ngw-1,sos-1,sos_button,w-1,F0:00:00:00:00:01\n")
+    res = run("--from", str(stations), "--out", str(tmp_path / "out"), lang="zh_CN.UTF-8")
+    assert res.returncode == 2, res.stderr
+    # the row, the key and the path as they are; the words around them in Chinese
+    assert f"{stations} 第 2 行：key 必填" in res.stderr, res.stderr
+    stations.write_text("gateway,device,kind\ngw-1,radar-1,radar\n")
+    res = run("--from", str(stations), "--out", str(tmp_path / "out"), lang="zh_CN.UTF-8")
+    assert res.returncode == 2 and "类型 'radar' 不在" in res.stderr, res.stderr
