@@ -117,6 +117,22 @@ def copy_rootfs(base: Path, dest: Path) -> Path:
     return dest
 
 
+def _container_init(nspawn: int) -> int | None:
+    """The machine's PID 1 as the host sees it: the descendant of `nspawn` that is systemd
+    in a PID namespace of its own. nspawn's first child is not it until it has unshared
+    its namespaces and executed systemd; entering it earlier enters the host."""
+    own = os.readlink("/proc/self/ns/pid")
+    todo = [nspawn]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError, ValueError):
+            theirs = pid != nspawn and os.readlink(f"/proc/{pid}/ns/pid") != own
+            if theirs and Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                return pid
+            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return None
+
+
 class Machine:
     """One booted copy of the rootfs; `run()` executes inside it."""
 
@@ -145,21 +161,32 @@ class Machine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
+        try:
+            self._wait_booted(self.proc, time.monotonic() + timeout)
+        except BaseException:
+            self.stop()  # a machine that did not boot is not left running behind the error
+            raise
+
+    def _wait_booted(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
         while not self.leader:
-            if self.proc.poll() is not None:
-                raise MachineError(f"systemd-nspawn exited with {self.proc.returncode}: {self.console()}")
+            if proc.poll() is not None:
+                raise MachineError(f"systemd-nspawn exited with {proc.returncode}: {self.console()}")
             if time.monotonic() > deadline:
-                raise MachineError(f"no PID 1 in the machine after {timeout:g} s: {self.console()}")
-            with contextlib.suppress(FileNotFoundError, ValueError):
-                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-                if children:
-                    self.leader = int(children[0])
+                raise MachineError(f"no systemd as PID 1 in the machine in time: {self.console()}")
+            self.leader = _container_init(proc.pid) or 0
             time.sleep(0.1)
-        left = max(5.0, deadline - time.monotonic())
-        state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=left).stdout.strip()
-        if state not in ("running", "degraded"):
-            raise MachineError(f"systemd did not finish booting (state {state!r}): {self.console()}")
+        state = ""
+        while state not in ("running", "degraded"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MachineError(f"systemd did not finish booting (state {state!r}): {self.console()}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                res = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=left)
+                state = res.stdout.strip()
+            if state in ("stopping", "maintenance"):
+                raise MachineError(f"systemd is {state} instead of booting: {self.console()}")
+            if state not in ("running", "degraded"):
+                time.sleep(0.2)  # systemd not answering on its bus yet: ask again
 
     def console(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
