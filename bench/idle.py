@@ -1,6 +1,6 @@
 """CPU% and RSS of a gateway process with 20 devices connected and idle.
 
-    .venv/bin/python -m bench.idle [--seconds S]
+    .venv/bin/python -m bench.idle [--seconds S] [--web [--look [N]]]
 
 The devices are serial GNSS receivers on pty pairs that send nothing (a long
 silence timeout keeps them open); the broker is connected and quiet.
@@ -62,7 +62,15 @@ def main() -> None:
     ap.add_argument(
         "--web", action="store_true", help="serve the status page and /metrics (nobody looking at them)"
     )
-    ap.add_argument("--look", action="store_true", help="with --web: a browser follows the page meanwhile")
+    ap.add_argument(
+        "--look",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="with --web: N browsers (1 without N) follow the page meanwhile",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d, mosquitto() as (port, _):
         ptys = [Pty(Path(d) / f"tty{i}") for i in range(DEVICES)]
@@ -81,11 +89,11 @@ def main() -> None:
             time.sleep(3)  # let start-up work settle
             assert gw.proc is not None
             pid = gw.proc.pid
-            viewer = follow(web_port) if args.web and args.look else None
+            viewers = [follow(web_port) for _ in range(args.look if args.web else 0)]
             c0, t0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.seconds)
             c1, t1 = cpu_seconds(pid), time.monotonic()
-            if viewer is not None:
+            for viewer in viewers:
                 viewer.close()
             rss = rss_mb(pid)
         finally:
@@ -96,14 +104,16 @@ def main() -> None:
     table(
         f"Idle: gateway with {DEVICES} devices connected and silent, broker connected"
         + (", status page served" if args.web else "")
-        + (" and followed by a browser" if args.web and args.look else ""),
+        + (f" and followed by {args.look} browser(s)" if args.web and args.look else ""),
         [
             ("measured over", f"{t1 - t0:.0f} s"),
             ("CPU (of one core)", f"{pct:.2f} %"),
             ("RSS", f"{rss:.1f} MB"),
         ],
     )
-    name = "idle_web_looked_at" if args.web and args.look else "idle_web" if args.web else "idle"
+    name = "idle_web" if args.web else "idle"
+    if args.web and args.look:
+        name = "idle_web_looked_at" + (f"_by_{args.look}" if args.look > 1 else "")
     result(name, cpu_pct=pct, rss_mb=rss)
 
 

@@ -6,8 +6,8 @@ needs the token `gridedge provision` wrote (`[web] token_file`): once as `?token
 page then keeps it in a cookie and drops it from the address), or as `Authorization:
 Bearer`. The page is one template (edge/web/templates) and two static files, all from
 the package (no CDN); it follows the gateway by server-sent events (`/events`: the
-status document when it changed, checked every half second while someone is looking;
-nothing at all when nobody is). Its text is English or Simplified Chinese, as the
+status document when it changed, built every half second, once for all viewers, while
+someone is looking; nothing at all when nobody is). Its text is English or Simplified Chinese, as the
 browser asks, switchable on the page.
 """
 
@@ -46,6 +46,55 @@ def load_token(cfg: WebConfig) -> str | None:
     return token or None
 
 
+class Feed:
+    """The live status document, built once per tick however many viewers follow it: a
+    task runs while at least one viewer is connected and none runs when nobody is."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self.text = ""
+        self.version = 0  # bumped each time the document changed
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.viewers = 0
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                text = json.dumps(await self._snapshot(), default=str, sort_keys=True)
+            except Exception:  # the page keeps its last document; the log says why
+                log.exception("status page: the status document could not be built")
+                text = self.text
+            if text != self.text:
+                self.text, self.version = text, self.version + 1
+                async with self._changed:
+                    self._changed.notify_all()
+            await asyncio.sleep(EVENT_EVERY_S)
+
+    def join(self) -> int:
+        """A viewer arrives; the version it has seen (so its first document is a fresh one)."""
+        self.viewers += 1
+        if self._task is None or self._task.done():
+            self.text = ""  # whatever was built before nobody looked is stale now
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self.version - 1 if self.text else self.version
+
+    def leave(self) -> None:
+        self.viewers -= 1
+        if self.viewers == 0 and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def next(self, seen: int, timeout: float) -> bool:
+        """Wait until the document is newer than version `seen`; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: self.version != seen)
+        except TimeoutError:
+            return False
+        return True
+
+
 class StatusSite:
     def __init__(self, cfg: WebConfig, snapshot: Snapshot, *, token: str | None) -> None:
         self.cfg = cfg
@@ -57,7 +106,7 @@ class StatusSite:
             autoescape=True,
             extensions=["jinja2.ext.i18n"],
         )
-        self.viewers = 0
+        self.feed = Feed(snapshot)
         self.refused = 0
 
     # -- access -----------------------------------------------------------------------------
@@ -128,21 +177,17 @@ class StatusSite:
             }
         )
         await resp.prepare(request)
-        self.viewers += 1
-        last, quiet = "", 0.0
+        feed = self.feed
+        seen = feed.join()
         try:
             while True:
-                text = json.dumps(await self._snapshot(), default=str, sort_keys=True)
-                if text != last:
-                    await resp.write(f"data: {text}\n\n".encode())
-                    last, quiet = text, 0.0
-                elif quiet >= HEARTBEAT_S:
+                if await feed.next(seen, HEARTBEAT_S):
+                    seen = feed.version
+                    await resp.write(f"data: {feed.text}\n\n".encode())
+                else:
                     await resp.write(b": keepalive\n\n")
-                    quiet = 0.0
-                await asyncio.sleep(EVENT_EVERY_S)
-                quiet += EVENT_EVERY_S
         finally:
-            self.viewers -= 1
+            feed.leave()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
