@@ -13,9 +13,7 @@ import gettext
 import os
 from pathlib import Path
 
-from edge.base.errors import N_, ConfigError, Problem
-
-__all__ = ["N_", "Problem"]
+from edge.base.errors import ConfigError, Problem
 
 LOCALEDIR = Path(__file__).parent / "locale"
 DOMAIN = "gridedge"

@@ -8,7 +8,8 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edge.i18n import N_, translator
+from edge.base.errors import N_
+from edge.i18n import translator
 
 LANES = ((0, N_("life-safety")), (1, N_("event")), (2, N_("telemetry")), (3, N_("bulk")))
 

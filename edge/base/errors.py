@@ -20,7 +20,7 @@ ONE_OF = N_("expected one of {choices}, got {got}")
 @dataclass(frozen=True, slots=True)
 class Problem:
     """What is wrong, as a message template and its values: `str()` gives the English, and
-    a catalog translates the template (and any value that is itself a marked message)."""
+    a catalog translates the template (and any value that is itself a Problem)."""
 
     template: str
     values: Mapping[str, object] = field(default_factory=dict)

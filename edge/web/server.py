@@ -74,7 +74,7 @@ class Feed:
     def join(self) -> int:
         """A viewer arrives; the version it has seen (so its first document is a fresh one)."""
         self.viewers += 1
-        if self._task is None or self._task.done():
+        if self._task is None:
             self.text = ""  # whatever was built before nobody looked is stale now
             self._task = asyncio.get_running_loop().create_task(self._run())
         return self.version - 1 if self.text else self.version

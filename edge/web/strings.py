@@ -3,7 +3,7 @@ shows them in the language chosen, switchable without a reload."""
 
 from __future__ import annotations
 
-from edge.i18n import N_
+from edge.base.errors import N_
 
 PAGE_STRINGS = (
     N_("gridedge status"),
