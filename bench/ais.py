@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.common import result, table
 from drivers.ais.driver import AisDriver
+from drivers.ais.part import AisDevice
 from drivers.ais.tracker import VesselTracker
-from edge.base.clock import Clock
-from edge.base.config import AisConfig, AisDevice, SerialPort
-from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Outbox
+from floor.clock import Clock
+from floor.config import AisConfig, SerialPort
+from floor.envelope import Signer
 
 
 def make_traffic(n: int, vessels: int = 2000, seed: int = 1) -> list[bytes]:
@@ -100,7 +101,7 @@ async def gridedge(lines: list[bytes], state: Path) -> tuple[float, int]:
             driver._feed(data[i : i + 4096], i // 4096)
             await asyncio.sleep(0)  # let the writer commit as it would under a real read loop
         ingest.flush_all()
-        await outbox._flush()  # commit what is still queued (waits for a flush in progress)
+        await outbox.flush()  # commit what is still queued (waits for a flush in progress)
         elapsed = time.perf_counter() - start
         writer.cancel()
         return elapsed, outbox.hw

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.common import peak_rss_mb, result, table
 from bench.harness import Pipeline, disk_bytes, drained_below, free_port, mosquitto, pipeline, wait_drained
-from edge.base.clock import Clock
+from floor.clock import Clock
 
 SOURCES = 50  # vessels/workers feeding telemetry
 # An alarm every 20 ms during each drain (~1.5 s here): ~75 alarms a round.
@@ -45,7 +45,7 @@ async def fill(p: Pipeline, n: int) -> float:
             await p.outbox.room()  # backpressure, as the drivers' read loops do
             await asyncio.sleep(0)
     p.ingest.flush_all()
-    await p.outbox._flush()  # commit what is still queued (waits for a flush in progress)
+    await p.outbox.flush()  # commit what is still queued (waits for a flush in progress)
     return time.perf_counter() - t0
 
 

@@ -19,12 +19,12 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.base.clock import Clock
-from edge.base.config import MqttConfig, OutboxConfig
-from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
-from edge.outbox import Limits, Outbox
+from edge.outbox import Limits, Outbox, OutboxHooks
 from edge.publisher import Publisher
+from floor.clock import Clock
+from floor.config import MqttConfig, OutboxConfig
+from floor.envelope import Signer
 
 
 def free_port() -> int:
@@ -107,7 +107,9 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     """Outbox + ingest + publisher, running, as the gateway wires them."""
     limits = Limits(max_bytes=max_bytes, group_commit_s=commit_ms / 1000)
-    async with Outbox(state / "outbox.sqlite", limits=limits) as outbox:
+    # live rows go from the commit straight to the publisher, as the gateway wires them
+    hooks = OutboxHooks(committed=lambda rows: publisher.on_commit(rows))
+    async with Outbox(state / "outbox.sqlite", limits=limits, hooks=hooks) as outbox:
         ingest = Ingest(
             gw="bench-gw",
             epoch=Epoch(1, os.urandom(8)),
@@ -141,7 +143,7 @@ async def drained_below(p: Pipeline, rows: int, prio: int = 2) -> None:
 
 async def wait_drained(p: Pipeline, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
-    while p.outbox.depth() > 0 or p.outbox._queue or p.outbox._acks:
+    while p.outbox.depth() > 0 or p.outbox.writer.queue or p.outbox.writer.acks:
         if time.monotonic() > deadline:
             raise TimeoutError("outbox did not drain")
         await asyncio.sleep(0.01)
@@ -151,7 +153,7 @@ async def wait_delivered(p: Pipeline, timeout: float = 3600) -> None:
     """Until the broker has acknowledged every message committed (deleting them is the
     outbox's business afterwards: it may let a few deletes wait to share a commit)."""
     deadline = time.monotonic() + timeout
-    while p.outbox._queue or p.publisher.acked < p.outbox.stats.committed:
+    while p.outbox.writer.queue or p.publisher.acked < p.outbox.stats.committed:
         if time.monotonic() > deadline:
             raise TimeoutError("outbox did not deliver")
         await asyncio.sleep(0.01)

@@ -16,9 +16,10 @@ from pathlib import Path
 from bench.common import result, table
 from bench.harness import bare_qos1_rate, mosquitto, pipeline, wait_delivered, wait_drained
 from drivers.gnss.driver import GnssDriver
+from drivers.gnss.part import GnssDevice
 from drivers.gnss.sim import walk
-from edge.base.clock import Clock
-from edge.base.config import GnssDevice, SerialPort
+from floor.clock import Clock
+from floor.config import SerialPort
 
 
 def nmea(n: int, start_utc: float = 1_790_000_000.0) -> list[bytes]:

@@ -37,8 +37,8 @@ from bench.harness import mosquitto
 from drivers.ble.profiles import SosEventType
 from drivers.ble.sim.peripherals import SimAir, SimSosButton
 from drivers.gnss.sim import walk
-from edge.base.envelope import private_pem
-from edge.base.fsutil import write_private
+from floor.envelope import private_pem
+from floor.fsutil import write_private
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ async def run(n: int, rate: int) -> None:
         gw = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "edge.cli",
+            "tools.cli",
             "run",
             "-c",
             str(wd / "gateway.toml"),

@@ -6,16 +6,16 @@ import abc
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from drivers.counters import DriverCounters
 from drivers.net_link import Link, open_link
 from drivers.nmea0183 import Rejected
-from edge.base.clock import Stamp, boottime_ms
-from edge.base.config import Source
-from edge.base.errors import DeviceGone, DeviceSilent
-from edge.base.kinds import DeviceState
+from floor.clock import Stamp, boottime_ms
+from floor.config import Source
+from floor.errors import DeviceGone, DeviceSilent
+from floor.kinds import DeviceState
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,13 @@ class StreamDriver(abc.ABC):
     kind = "device"
 
     def __init__(
-        self, dev_id: str, source: Source, *, emit: Emit, room: Callable[[], Awaitable[None]] | None = None
+        self,
+        dev_id: str,
+        source: Source,
+        *,
+        emit: Emit,
+        room: Callable[[], Awaitable[None]] | None = None,
+        tap: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.dev_id = dev_id
         self._room = room  # backpressure: wait before reading more while the outbox is behind
@@ -54,7 +60,15 @@ class StreamDriver(abc.ABC):
         self._source = source
         self._emit = emit
         self.counters = DriverCounters()
-        self.tap: Callable[[str, bytes], None] | None = None  # the bytes as read (NMEA forwarding)
+        self._tap = tap  # hears the bytes as read (NMEA forwarding)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Its entry in the status: its kind, state and counters (a kind may add more)."""
+        return {"kind": self.kind, **self.counters.snapshot()}
+
+    def _publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        self.counters.published += 1
+        self._emit(kind, self.dev_id, data)
 
     def _state(self, state: DeviceState) -> None:
         if state != self.counters.state:
@@ -144,8 +158,8 @@ class StreamDriver(abc.ABC):
                     next_read = loop.time() + COALESCE_S if link.drained else 0.0
                     self.counters.bytes += len(data)
                     self.counters.last_ms = time.time_ns() // 1_000_000
-                    if self.tap is not None:
-                        self.tap(self.dev_id, data)
+                    if self._tap is not None:
+                        self._tap(self.dev_id, data)
                     self._feed(data, boottime_ms())
         except DeviceSilent:
             self.counters.silent += 1
@@ -159,3 +173,37 @@ class StreamDriver(abc.ABC):
             raise
         finally:
             self.counters.ignored += self._ignored() - ignored_before
+
+
+class ShapedDriver(StreamDriver):
+    """A receiver whose reports pass a shaper that may hold some back (a beacon's
+    repeats, a radio's repeated calls): what it holds is released when due, after
+    every read and on every poll without bytes."""
+
+    @abc.abstractmethod
+    def _parse(self, data: bytes, now: int) -> Sequence[Any]:
+        """The parser's events for these bytes."""
+
+    @abc.abstractmethod
+    def _poll(self, now: int) -> Sequence[Any]:
+        """The parser's events that time alone releases (expired fragments, a held call)."""
+
+    @abc.abstractmethod
+    def _handle(self, events: Sequence[Any]) -> None:
+        """Act on the parser's events."""
+
+    @abc.abstractmethod
+    def _held(self, now: int) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        """What the shaper releases now."""
+
+    def _feed(self, data: bytes, now: int) -> None:
+        self._handle(self._parse(data, now))
+        self._due(now)
+
+    def _flush(self, now: int) -> None:
+        self._handle(self._poll(now))
+        self._due(now)
+
+    def _due(self, now: int) -> None:
+        for kind, data in self._held(now):
+            self._publish(kind, data)

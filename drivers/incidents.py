@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.gnss.report import distance_m
-from edge.base.ratelimit import TokenBucket
+from floor.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from types import TracebackType
 
 from drivers.serial_link import SerialLink
 from drivers.stream_link import StreamLink
-from edge.base.config import SerialPort, Source
-from edge.base.errors import DeviceGone, DeviceSilent
+from floor.config import SerialPort, Source
+from floor.errors import DeviceGone, DeviceSilent
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import serial
 import serial_asyncio_fast
 
 from drivers.stream_link import StreamLink
-from edge.base.config import SerialPort
-from edge.base.errors import DeviceGone
+from floor.config import SerialPort
+from floor.errors import DeviceGone
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from types import TracebackType
 
-from edge.base.errors import DeviceGone, DeviceSilent
+from floor.errors import DeviceGone, DeviceSilent
 
 
 class StreamLink:

@@ -14,46 +14,42 @@ import errno
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.ais.driver import AisDriver
 from drivers.ais.tracker import VesselTracker
-from drivers.base import StreamDriver
 from drivers.ble.driver import BleManager
 from drivers.ble.transport import resolve_factory
-from drivers.dsc.driver import DscDriver
-from drivers.gnss.driver import GnssDriver
 from drivers.gnss.parse import Fix
+from drivers.parts import PARTS, Device, Parts
 from edge import harbour
-from edge.base.clock import Clock, TimeQuality, boottime_ms
-from edge.base.config import AisDevice, Config, DeviceConfig, GnssDevice
-from edge.base.envelope import Signer, load_private_key
-from edge.base.errors import CANNOT_LOAD, N_, ConfigError
-from edge.base.fsutil import write_atomic
-from edge.base.messages import Incoming
-from edge.base.registry import Registry
-from edge.base.supervisor import Backoff, supervise
-from edge.bearers.fallback import SecondBearer
-from edge.bearers.sms import SmsBearer
+from edge.bearers.fallback import Fallback
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, through
+from edge.devices import Devices
 from edge.feeds import GpsdFeed, NmeaForwarder
 from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
-from edge.outbox import CorruptOutbox, Limits, Outbox
+from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
 from edge.publisher import LinkState, Publisher
-from edge.reconfig import (
-    rollback,
-)
-from edge.status import full_status, status_document
+from edge.reconfig import rollback
+from edge.status import status_document, with_oldest
+from edge.timekeeping import TimeKeeper
 from edge.trust import TrustKeys
 from edge.web.listen import serve_when_asked
 from firmware_bridge.bridge import FirmwareBridge
+from floor.clock import Clock, Stamp, boottime_ms
+from floor.config import Config
+from floor.envelope import Signer, load_private_key
+from floor.errors import CANNOT_LOAD, N_, ConfigError
+from floor.fsutil import write_atomic
+from floor.messages import Incoming
+from floor.registry import Registry
+from floor.supervisor import Backoff, supervise
 
 if TYPE_CHECKING:
     from bleak import BleakClient
@@ -61,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_FLUSH_S = 5.0
-CLOCK_CHECK_S = 30.0
 SEQ_FLOOR_EVERY_S = 10.0
 # After a corrupt outbox is quarantined, seqs restart this far above the last recorded
 # high-water mark (written every 10 s), so no seq the lost file held is ever reused.
@@ -113,7 +108,9 @@ async def keep_seq_floor(state_dir: Path, outbox: Outbox) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIterator[Outbox]:
+async def open_outbox(
+    cfg: Config, quarantined: list[dict[str, Any]], hooks: OutboxHooks
+) -> AsyncIterator[Outbox]:
     """Open the outbox; a corrupt one is moved aside (and reported) and a fresh one started."""
     state_dir = cfg.gateway.state_dir
     path = state_dir / "outbox.sqlite"
@@ -121,8 +118,9 @@ async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIt
         max_bytes=cfg.outbox.max_bytes, ttl_s=cfg.outbox.ttl_s, group_commit_s=cfg.outbox.commit_ms / 1000
     )
     floor = read_seq_floor(state_dir) + 1
+    stack = AsyncExitStack()
     try:
-        outbox = await Outbox(path, limits=limits, seq_floor=floor).__aenter__()
+        outbox = await stack.enter_async_context(Outbox(path, limits=limits, seq_floor=floor, hooks=hooks))
     except CorruptOutbox as exc:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for suffix in ("", "-wal", "-shm", ".suspect"):
@@ -146,22 +144,22 @@ async def open_outbox(cfg: Config, quarantined: list[dict[str, Any]]) -> AsyncIt
                 "detail": str(exc)[:200],
             }
         )
-        outbox = await Outbox(path, limits=limits, seq_floor=new_floor).__aenter__()
-    try:
+        outbox = await stack.enter_async_context(
+            Outbox(path, limits=limits, seq_floor=new_floor, hooks=hooks)
+        )
+    async with stack:
         yield outbox
-    finally:
-        await outbox.__aexit__(None, None, None)
 
 
-async def run_forever(cfg: Config) -> None:
+async def run_forever(cfg: Config, parts: Parts = PARTS) -> None:
     """Run the gateway; a config.apply or a rollback reloads it in place."""
     while True:
         try:
-            reload = await _run_once(cfg)
+            reload = await _run_once(cfg, parts)
         except Exception as exc:
             # A pending config.apply that cannot even start (signer, backend, state dir,
             # TLS files...) is rolled back here, not left for the next start to fail on.
-            previous = await asyncio.to_thread(rollback, cfg.gateway.state_dir, cfg.file)
+            previous = await asyncio.to_thread(rollback, cfg.gateway.state_dir, cfg.file, parts=cfg.parts)
             if previous is None:
                 raise
             log.error("config: the applied config failed to start (%s); rolled back", exc)
@@ -173,12 +171,12 @@ async def run_forever(cfg: Config) -> None:
         log.warning("gateway: reloading with %s", cfg.applied or cfg.file)
 
 
-async def _run_once(cfg: Config) -> Config | None:
+async def _run_once(cfg: Config, parts: Parts) -> Config | None:
     """Run one gateway until it stops (None) or asks to be reloaded (the new config); an
     outbox found corrupt after the start is reopened (checked in full, quarantined)."""
     reload: Config | None = None
     try:
-        await Gateway(cfg).run()
+        await Gateway(cfg, parts=parts).run()
     except* ReloadRequested as group:
         last = group.exceptions[-1]
         if isinstance(last, ReloadRequested):
@@ -197,36 +195,35 @@ def load_signer(cfg: Config) -> Signer:
 
 
 class Gateway:
-    """One running gateway.
+    """One running gateway: it owns each part's lifetime (outbox, publisher, commands,
+    devices, wearables, firmware, deliveries, bearers, feeds, the page) and the few
+    callbacks that join them. What any part does is in that part's module; the handlers
+    see it through edge/handlers/base.GatewayView."""
 
-    Past the project's usual size because it is the wiring: it owns each part's
-    lifetime (outbox, publisher, commands, drivers, wearables, firmware, deliveries,
-    bearers, feeds, the page) and the few callbacks that join them (fixes to the clock
-    and the feeds, wearables to workers, reload and rollback). What any part does is
-    in that part's module; the handlers see it through edge/handlers/base.GatewayView."""
-
-    def __init__(self, cfg: Config, *, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, parts: Parts = PARTS) -> None:
         self.cfg = cfg
+        self.parts = parts
         self.clock = clock or Clock()
         self.signer = load_signer(cfg)
-        self.drivers: dict[str, StreamDriver] = {}
+        self.time = TimeKeeper(self.clock, self._anchor)
         self.tracker = VesselTracker(cfg.ais, cfg.geofences)
-        self.registry = Registry(cfg.gateway.state_dir / "devices.json", seed=cfg.wearables)
+        self.registry = Registry(
+            cfg.gateway.state_dir / "devices.json", cfg.parts.wearables, seed=cfg.wearables
+        )
         self.ble_factory = resolve_factory(cfg.ble.backend, dict(cfg.ble.options))
-        self.ble: BleManager | None = None
-        self.firmware: FirmwareBridge | None = None
         self.trust = TrustKeys(cfg, self.signer.public_key)
         self.firmware_key = self.trust.firmware_key()
-        self.commands: CommandHandler | None = None
         self.watch = ConfigWatch(cfg, self._healthy, self._report_health)
-        self.last_fix: Fix | None = None
-        self._anchored = False
+        self.drivers: Mapping[str, Device] = {}
+        self.ble: BleManager | None = None
+        self.firmware: FirmwareBridge | None = None
+        self.commands: CommandHandler | None = None
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
-        self.second: SecondBearer | None = None  # life-safety by SMS when the uplink is down
-        kinds = {d.id: d.kind for d in cfg.devices if d.kind in ("gnss", "ais")}
-        self.gpsd = GpsdFeed(cfg.web.gpsd, kinds) if cfg.web.gpsd else None  # local tools' receivers
+        self.fallback: Fallback | None = None  # life-safety by other bearers when the uplink is down
+        gpsd_devices = {d.id: d.kind for d in cfg.devices if parts.device(d).gpsd}
+        self.gpsd = GpsdFeed(cfg.web.gpsd, gpsd_devices) if cfg.web.gpsd else None  # local tools' receivers
         self.nmea_out = (
             NmeaForwarder(cfg.web.nmea_udp, ais_only=cfg.web.nmea_ais_only) if cfg.web.nmea_udp else None
         )
@@ -235,64 +232,88 @@ class Gateway:
             cfg.gateway.state_dir / "deliveries.json",
             show=through(lambda: self.ble),
             connected=lambda: set() if self.ble is None else set(self.ble.sessions),
-            report=lambda rec: self.ingest and self.ingest.submit("alert.delivery", "gw", rec),
+            report=lambda rec: self._report("alert.delivery", rec),
         )
+
+    # the callbacks that join the parts -----------------------------------------------
+
+    def _report(self, kind: str, rec: Mapping[str, Any]) -> None:
+        """A record of the gateway's own (src `gw`), once there is an ingest to take it."""
+        if self.ingest is not None:
+            self.ingest.submit(kind, "gw", rec)
+
+    def _anchor(self, rec: dict[str, Any], stamp: Stamp) -> None:
+        if self.ingest is not None:
+            self.ingest.submit("time.anchor", "gw", rec, stamp=stamp)
+
+    def _on_fix(self, dev: str, fix: Fix) -> None:
+        self.time.on_fix(fix)
+        if self.gpsd is not None:
+            self.gpsd.fix(dev, fix)
+
+    def _committed(self, rows: list[Row]) -> None:
+        if self.publisher is not None:
+            self.publisher.on_commit(rows)
 
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
         if self.ble is None:
             raise TimeoutError("the BLE radio is not running")
         return await self.ble.client_for(dev_id, timeout)
 
-    def _on_time(self, utc_ms: int, tb: int) -> None:
-        refused = self.clock.gnss_disagreements
-        if self.clock.observe_gnss(utc_ms, tb) and not self._anchored:
-            self._anchor()
-        elif self.clock.gnss_disagreements > refused and refused % 600 == 0:
-            log.warning(
-                "clock: GNSS time %+d ms from the NTP-synchronised clock: not taken (%d so far)",
-                self.clock.gnss_disagreement_ms,
-                refused + 1,
-            )
-
-    async def _clock_watch(self) -> None:
-        """Ask the system about NTP again every CLOCK_CHECK_S: a gateway that booted
-        before its NTP client synchronised trusts its clock as soon as it does."""
-        while True:
-            await asyncio.sleep(CLOCK_CHECK_S)
-            if self.clock.refresh():
-                log.info("clock: NTP synchronised the system clock; trusted now")
-                self._anchor()
-
-    def _anchor(self) -> None:
-        """time.anchor: one instant on both clocks, so the platform can re-date earlier records."""
-        if self.ingest is None:
-            return
-        st = self.clock.now()
-        self._anchored = True
-        anchor = {"tb": st.tb, "tu": st.tu, "tq": st.tq, "boot": self.ingest.epoch.boot}
-        self.ingest.submit("time.anchor", "gw", anchor, stamp=st)
-
-    def _on_fix(self, dev: str, fix: Fix) -> None:
-        self.last_fix = fix
-        if self.gpsd is not None:
-            self.gpsd.fix(dev, fix)
-
-    def fix_record(self) -> dict[str, Any] | None:
-        """The latest GNSS fix for an alarm, with its age (a stale fix is still worth sending)."""
-        fix = self.last_fix
-        if fix is None:
-            return None
-        return {**fix.record(), "age_ms": max(0, boottime_ms() - fix.tb)}
+    def _worker_of(self, device: str) -> str | None:
+        w = self.registry.devices.get(device)
+        return None if w is None else w.worker
 
     def clock_ms(self) -> int:
         tu = self.clock.unix_ms()
         return tu if tu is not None else time.time_ns() // 1_000_000
 
+    # the status document -----------------------------------------------------------
+
     def snapshot(self) -> dict[str, Any]:
-        return status_document(self)
+        pub, ob, cmds, ble, fw, fb = (
+            self.publisher,
+            self.outbox,
+            self.commands,
+            self.ble,
+            self.firmware,
+            self.fallback,
+        )
+        header = {
+            "gw": self.cfg.gateway.id,
+            "epoch": None if self.ingest is None else self.ingest.epoch.counter,
+        }
+        return status_document(
+            header,
+            {
+                "clock": self.time.snapshot,
+                "link": None if pub is None else pub.snapshot,
+                "life_safety": list if pub is None else pub.recent.snapshot,
+                "gnss": self.time.fix_record,
+                "outbox": None if ob is None else ob.snapshot,
+                "devices": lambda: {k: d.snapshot() for k, d in self.drivers.items()},
+                "ais": self.tracker.snapshot,
+                "commands": None if cmds is None else cmds.snapshot,
+                "wearables": lambda: sorted(self.registry.devices),
+                "workers": lambda: {k: w.worker for k, w in self.registry.devices.items()},
+                "ble": None if ble is None else ble.snapshot,
+                "firmware": None if fw is None else fw.snapshot,
+                "deliveries": self.deliveries.snapshot,
+                "bearers": dict if fb is None else fb.snapshot,
+                "feeds": self._feeds,
+            },
+        )
+
+    def _feeds(self) -> dict[str, Any]:
+        return {
+            "gpsd": None if self.gpsd is None else self.gpsd.snapshot(),
+            "nmea_udp": None if self.nmea_out is None else self.nmea_out.snapshot(),
+        }
 
     async def full_snapshot(self) -> dict[str, Any]:
-        return await full_status(self)
+        return await with_oldest(self.snapshot(), self.outbox)
+
+    # running -----------------------------------------------------------------------
 
     async def run(self) -> None:
         cfg = self.cfg
@@ -301,14 +322,18 @@ class Gateway:
         epoch = start_epoch(state_dir)
         log.info("gateway %s: epoch %d", cfg.gateway.id, epoch.counter)
         quarantined: list[dict[str, Any]] = []
+        hooks = OutboxHooks(
+            committed=self._committed,
+            dropped=lambda rec: self._report("outbox.dropped", rec),
+            health=lambda rec: self._report("gateway.health", rec),
+        )
         async with AsyncExitStack() as stack:
-            outbox = await stack.enter_async_context(open_outbox(cfg, quarantined))
+            outbox = await stack.enter_async_context(open_outbox(cfg, quarantined, hooks))
             self.outbox = outbox
             ingest = self._ingest(epoch, outbox, quarantined)
             commands = self._commands(ingest)
             self.publisher = self._publisher(ingest, outbox, commands)
-            if self.clock.quality in (TimeQuality.NTP, TimeQuality.GNSS):
-                self._anchor()
+            self.time.start(epoch.boot)
             try:
                 async with asyncio.TaskGroup() as tg:
                     self._start(tg, ingest, outbox, commands)
@@ -322,10 +347,6 @@ class Gateway:
                         await stack.aclose()
                 write_seq_floor(state_dir, outbox.hw)
 
-    def _worker_of(self, device: str) -> str | None:
-        w = self.registry.devices.get(device)
-        return None if w is None else w.worker
-
     def _ingest(self, epoch: Epoch, outbox: Outbox, quarantined: list[dict[str, Any]]) -> Ingest:
         """The ingest in front of the outbox; what the outbox reports goes through it."""
         ingest = Ingest(
@@ -335,11 +356,9 @@ class Gateway:
             outbox=outbox,
             clock=self.clock,
             batch_ms=self.cfg.outbox.batch_ms,
+            worker_of=self._worker_of,
         )
         self.ingest = ingest
-        ingest.worker_of = self._worker_of
-        outbox.on_dropped = lambda rec: ingest.submit("outbox.dropped", "gw", rec)
-        outbox.on_health = lambda rec: ingest.submit("gateway.health", "gw", rec)
         for rec in quarantined:
             ingest.submit("outbox.dropped", "gw", rec)
         if outbox.degraded:
@@ -391,26 +410,14 @@ class Gateway:
             tg.create_task(commands.run(), name="commands")
         tg.create_task(self.watch.await_reload(), name="config.reload")
         tg.create_task(self.watch.confirm(), name="config.confirm")
-        for dev in cfg.devices:
-            self._start_device(tg, dev, ingest)
-        self.ble = BleManager(
-            cfg.ble,
-            wearables=lambda: self.registry.devices,
-            factory=self.ble_factory,
-            submit=ingest.submit,
-            commit=ingest.emit,
-            last_fix=self.fix_record,
-            read_state=outbox.read_state,
-        )
-        self.ble.on_connected = self.deliveries.connected
-        tg.create_task(self.deliveries.run(), name="deliveries")
-        tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
+        self._devices(ingest, outbox).start(tg)
+        self._wearables(tg, ingest, outbox)
         if self.firmware is not None:
             tg.create_task(
                 supervise("firmware", self.firmware.run, Backoff(0.5, 30.0)), name="firmware.supervise"
             )
-        if cfg.sms.enabled and self.publisher is not None:
-            self._second_bearer(tg, ingest, outbox, self.publisher)
+        if self.publisher is not None:
+            self._bearers(tg, ingest, outbox, self.publisher)
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
@@ -420,22 +427,63 @@ class Gateway:
         if cfg.web.listen:
             tg.create_task(serve_when_asked(cfg.web, self.full_snapshot), name="web")
         tg.create_task(watchdog(), name="watchdog")
-        tg.create_task(self._clock_watch(), name="clock.watch")
+        tg.create_task(self.time.watch(), name="clock.watch")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")
 
-    def _second_bearer(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, pub: Publisher) -> None:
-        bearer = SmsBearer(self.cfg.sms)
-        self.second = SecondBearer(
-            bearer,
-            self.cfg.sms,
+    def _devices(self, ingest: Ingest, outbox: Outbox) -> Devices:
+        devices = Devices(
+            self.cfg.devices,
+            self.parts,
+            emit=ingest.submit,
+            room=outbox.room,
+            clock=self.clock,
+            tracker=self.tracker,
+            on_time=self.time.on_time,
+            on_fix=self._on_fix,
+            on_ais=None if self.gpsd is None else self.gpsd.ais,
+            tap=None if self.nmea_out is None else self.nmea_out.tap,
+        )
+        self.drivers = devices
+        return devices
+
+    def _wearables(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox) -> None:
+        self.ble = BleManager(
+            self.cfg.ble,
+            wearables=lambda: self.registry.devices,
+            factory=self.ble_factory,
+            submit=ingest.submit,
+            commit=ingest.emit,
+            last_fix=self.time.fix_record,
+            read_state=outbox.read_state,
+            on_connected=self.deliveries.connected,
+        )
+        tg.create_task(self.deliveries.run(), name="deliveries")
+        tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
+
+    def _bearers(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, pub: Publisher) -> None:
+        """The bearers of the config, in its order, and the fallback that tries them."""
+        carriers = []
+        for cfg in self.cfg.bearers:
+            if not cfg.enabled:
+                continue
+            part = self.parts.bearer(cfg)
+            bearer = part.build(cfg)
+            carriers.append((bearer, cfg))
+            first, longest = part.backoff
+            tg.create_task(
+                supervise(bearer.name, bearer.run, Backoff(first, longest)), name=f"{bearer.name}.run"
+            )
+        if not carriers:
+            return
+        self.fallback = Fallback(
+            carriers,
             outbox=outbox,
             link_up=lambda: pub.state == LinkState.UP,
             sign_compact=ingest.sign_compact,
-            state_file=self.cfg.gateway.state_dir / "sms.json",
+            state_dir=self.cfg.gateway.state_dir,
+            on_sent=lambda _kind, seq, bearer: pub.recent.by_bearer(seq, bearer),
         )
-        self.second.on_sent = lambda _kind, seq, _parts: pub.recent.by_sms(seq)
-        tg.create_task(supervise("sms", bearer.run, Backoff(1.0, 60.0)), name="sms.modem")
-        tg.create_task(self.second.run(), name="sms.fallback")
+        tg.create_task(self.fallback.run(), name="bearers.fallback")
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:
         cfg = self.cfg
@@ -457,6 +505,8 @@ class Gateway:
         )
         return self.commands
 
+    # what the handlers and the config watch ask --------------------------------------
+
     def reload_soon(self, cfg: Config) -> None:
         """Reload on `cfg` (after config.apply), once what is running now has reported."""
         self.watch.reload_soon(cfg)
@@ -472,39 +522,9 @@ class Gateway:
         )
 
     def _report_health(self, rec: dict[str, Any]) -> None:
-        if self.ingest is not None:
-            self.ingest.submit("gateway.health", "gw", rec)
-
-    async def outbox_room(self) -> None:
-        if self.outbox is not None:
-            await self.outbox.room()
+        self._report("gateway.health", rec)
 
     def vessels_outside(self) -> None:
         """Publish the current `vessels.outside` snapshot now (a typhoon recall asks for it)."""
-        if self.ingest is not None:
-            for kind, data in self.tracker.tick(boottime_ms(), force=True):
-                self.ingest.submit(kind, "gw", data)
-
-    def _start_device(self, tg: asyncio.TaskGroup, dev: DeviceConfig, ingest: Ingest) -> None:
-        driver: StreamDriver
-        if isinstance(dev, GnssDevice):
-            driver = GnssDriver(
-                dev,
-                emit=ingest.submit,
-                clock=self.clock,
-                on_time=self._on_time,
-                on_fix=self._on_fix,
-                room=self.outbox_room,
-            )
-        elif isinstance(dev, AisDevice):
-            driver = AisDriver(dev, emit=ingest.submit, tracker=self.tracker, room=self.outbox_room)
-        else:
-            driver = DscDriver(dev, emit=ingest.submit, room=self.outbox_room)
-        self.drivers[dev.id] = driver
-        if self.nmea_out is not None:
-            driver.tap = self.nmea_out.tap
-        if self.gpsd is not None and isinstance(driver, AisDriver):
-            driver.on_report = self.gpsd.ais
-        tg.create_task(
-            supervise(driver.name, driver.run, Backoff(0.2, 10.0)), name=f"{driver.name}.supervise"
-        )
+        for kind, data in self.tracker.tick(boottime_ms(), force=True):
+            self._report(kind, data)

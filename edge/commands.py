@@ -28,12 +28,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.base.clock import Clock
-from edge.base.envelope import keyring, verify
-from edge.base.errors import EnvelopeError
-from edge.base.fsutil import write_atomic
-from edge.base.messages import Incoming
-from edge.base.ratelimit import TokenBucket
+from floor.clock import Clock
+from floor.envelope import keyring, verify
+from floor.errors import EnvelopeError
+from floor.fsutil import write_atomic
+from floor.messages import Incoming
+from floor.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,14 @@ class CommandHandler:
         self._reject_reports = TokenBucket(REJECT_REPORTS_PER_S, 1 / REJECT_REPORTS_PER_S, time.monotonic())
         self.accepted = 0
         self.rejected: dict[str, int] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The commands' entry in the status."""
+        return {
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "last_cseq": dict(self.state.last),
+        }
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edge.base.clock import boottime_ms
-from edge.base.config import Config
 from edge.reconfig import confirm, pending_deadline_tb, read_pending, rollback
+from floor.clock import boottime_ms
+from floor.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ConfigWatch:
                 return
             await asyncio.sleep(0.5)
         log.error("config: not healthy within the rollback window; rolling back")
-        previous = await asyncio.to_thread(rollback, state_dir, self.cfg.file)
+        previous = await asyncio.to_thread(rollback, state_dir, self.cfg.file, parts=self.cfg.parts)
         if previous is not None:
             self._report({"state": "degraded", "reason": "config rolled back", "command": pending.get("id")})
             raise ReloadRequested(previous)

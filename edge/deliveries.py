@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.ble import profiles as p
 from drivers.ble.kinds.base import Delivery as Outcome
-from edge.base.fsutil import write_atomic
+from floor.fsutil import write_atomic
 
 if TYPE_CHECKING:
     from drivers.ble.driver import BleManager

@@ -26,7 +26,7 @@ from typing import Any
 from drivers.ais.parse import AisReport
 from drivers.gnss.parse import Fix
 from drivers.nmea0183 import LineFramer, Sentence, check
-from edge.base.config import split_host_port
+from floor.config import split_host_port
 
 log = logging.getLogger(__name__)
 

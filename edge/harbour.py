@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ais.tracker import VesselTracker
-from edge.base.clock import boottime_ms
-from edge.base.fsutil import write_atomic
+from floor.clock import boottime_ms
+from floor.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

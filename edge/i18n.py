@@ -13,7 +13,7 @@ import gettext
 import os
 from pathlib import Path
 
-from edge.base.errors import ConfigError, Problem
+from floor.errors import ConfigError, Problem
 
 LOCALEDIR = Path(__file__).parent / "locale"
 DOMAIN = "gridedge"

@@ -18,12 +18,12 @@ from typing import Any
 
 import cbor2
 
-from edge.base import compact
-from edge.base.clock import Clock, Stamp, boot_id
-from edge.base.envelope import ENVELOPE_VERSION, Signer
-from edge.base.fsutil import write_atomic
-from edge.base.kinds import Prio, prio_of
 from edge.outbox import Outbox, Pending
+from floor import compact
+from floor.clock import Clock, Stamp, boot_id
+from floor.envelope import ENVELOPE_VERSION, Signer
+from floor.fsutil import write_atomic
+from floor.kinds import Prio, prio_of
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Ingest:
         outbox: Outbox,
         clock: Clock,
         batch_ms: int,
+        worker_of: Callable[[str], str | None] = lambda _device: None,
     ) -> None:
         self.gw = gw
         self.epoch = epoch
@@ -95,9 +96,9 @@ class Ingest:
         self._batch_s = batch_ms / 1000.0
         self._batches: dict[tuple[str, str], _Batch] = {}
         self.records = 0
-        # The worker a device is bound to now (edge/base/registry.py), or None: every record
+        # The worker a device is bound to now (floor/registry.py), or None: every record
         # about a worker's kit carries it as it was when the record was made.
-        self.worker_of: Callable[[str], str | None] = lambda _device: None
+        self.worker_of = worker_of
 
     def payload(
         self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
@@ -131,7 +132,7 @@ class Ingest:
         return Pending(prio, kind, src, tb, self._maker(kind, src, tq, recs))
 
     def sign_compact(self, payload: Mapping[str, Any]) -> bytes:
-        """A message's compact signed form for a second bearer (edge/base/compact.py)."""
+        """A message's compact signed form for a second bearer (floor/compact.py)."""
         return self._signer.sign_bytes(cbor2.dumps(compact.pack(payload)))
 
     def sign_state(self, kind: str, data: Mapping[str, Any]) -> bytes:

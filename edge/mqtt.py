@@ -25,8 +25,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.base.errors import AuthRejected, BrokerUnavailable, PermanentError
-from edge.base.messages import Incoming
+from floor.errors import AuthRejected, BrokerUnavailable, PermanentError
+from floor.messages import Incoming
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,18 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
-from edge.base.config import MqttConfig
-from edge.base.errors import TransientError
-from edge.base.kinds import LIFE_SAFETY_KINDS, Prio
-from edge.base.messages import Incoming
-from edge.base.supervisor import Backoff, supervise
 from edge.ingest import Ingest
 from edge.mqtt import MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
 from edge.pacing import BacklogWindow
 from edge.recent import RecentAlarms
+from floor.config import MqttConfig
+from floor.errors import TransientError
+from floor.kinds import LIFE_SAFETY_KINDS, Prio
+from floor.messages import Incoming
+from floor.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,6 @@ class Publisher:
         self.on_ack: Callable[[int], None] | None = None  # measurement hook (benchmarks)
         self.backlog_window = self._new_window()
         self._conn: MqttConnection | None = None
-        outbox.on_commit = self._on_commit
         self.status_topic = f"{mqtt.topic_prefix}/{gw}/status"
 
     async def rebirth(self) -> bool:
@@ -115,7 +115,28 @@ class Publisher:
     def topic(self, kind: str) -> str:
         return f"{self._cfg.topic_prefix}/{self._gw}/up/{kind}"
 
-    def _on_commit(self, rows: list[Row]) -> None:
+    def snapshot(self) -> dict[str, Any]:
+        """The uplink's entry in the status (`link`)."""
+        return {
+            "state": self.state.value,
+            "sessions": self.sessions,
+            "published": self.published,
+            "acked": self.acked,
+            "last_error": self.last_error,
+            "failures": self.failed_attempts,  # connection attempts failed since it was last up
+            "life_safety_overtaken_max": self.ls_overtaken_max,
+            # the backlog's pacing (edge/pacing.py): how much of it may be in flight
+            # now, how much queueing it sees, and the most of it an alarm found ahead
+            "backlog_window": self.backlog_window.allowed,
+            "backlog_queueing_ms": round(self.backlog_window.queueing_s * 1000, 1),
+            "life_safety_backlog_ahead_max": self.ls_backlog_ahead_max,
+            "last_ack_ms": self.last_ack_ms,
+            "published_by_kind": dict(self.published_by_kind),
+            "acked_by_kind": dict(self.acked_by_kind),
+        }
+
+    def on_commit(self, rows: list[Row]) -> None:
+        """Rows just committed (the outbox's hook, through the gateway)."""
         # Live traffic goes straight from the commit into the send buffers (no read back
         # from SQLite) when its lane has nothing older waiting in the database; otherwise
         # the lane is marked and the pump reads it in order.

@@ -9,7 +9,7 @@ from typing import Any
 
 import cbor2
 
-from edge.base.envelope import own_payload
+from floor.envelope import own_payload
 
 KEEP = 20
 
@@ -53,10 +53,11 @@ class RecentAlarms:
             item["state"] = "delivered"
             item["acked"] = time.time_ns() // 1_000_000
 
-    def by_sms(self, seq: int) -> None:
+    def by_bearer(self, seq: int, bearer: str) -> None:
+        """Carried by another bearer too (`sms`...), as well as by MQTT."""
         item = self._items.get(seq)
         if item is not None:
-            item["sms"] = True
+            item["bearers"] = sorted({*item.get("bearers", ()), bearer})
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [dict(x) for x in reversed(self._items.values())]

@@ -27,13 +27,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.base import config as config_mod
-from edge.base.clock import boot_id, boottime_ms
-from edge.base.config import Config
-from edge.base.envelope import keyring, load_public_key, verify
-from edge.base.errors import N_, ConfigError, EnvelopeError
-from edge.base.fsutil import fsync_dir, write_atomic
 from edge.commands import CommandError
+from floor import config as config_mod
+from floor.clock import boot_id, boottime_ms
+from floor.config import Config, PartCatalog
+from floor.envelope import keyring, load_public_key, verify
+from floor.errors import N_, ConfigError, EnvelopeError
+from floor.fsutil import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundl
     if rotation is not None:
         rotation_pem = _rotation_key(rotation, trust, current.gateway.id)
     try:
-        new = config_mod.parse(text, file=str(current.file), base=current.file.parent, check_files=False)
+        new = config_mod.parse(
+            text, parts=current.parts, file=str(current.file), base=current.file.parent, check_files=False
+        )
     except ConfigError as exc:
         raise BundleError(CommandError.BAD_CONFIG, str(exc)) from None
     if new.gateway.id != current.gateway.id:
@@ -200,9 +202,9 @@ def applied_state(base: Config) -> str:
     return "in_effect" if same else "superseded"
 
 
-def load_effective(path: Path, *, check_files: bool = True) -> Config:
+def load_effective(path: Path, *, parts: PartCatalog, check_files: bool = True) -> Config:
     """The config in effect: the platform's applied file over `path` when there is one."""
-    base = config_mod.load(path, check_files=check_files)
+    base = config_mod.load(path, parts=parts, check_files=check_files)
     if applied_state(base) != "in_effect":
         return base
     directory = applied_dir(base.gateway.state_dir)
@@ -213,7 +215,9 @@ def load_effective(path: Path, *, check_files: bool = True) -> Config:
         raise ConfigError(
             "", N_("cannot read the applied config: {why}"), file=str(applied), why=exc
         ) from None
-    cfg = config_mod.parse(text, file=str(applied), base=base.file.resolve().parent, check_files=check_files)
+    cfg = config_mod.parse(
+        text, parts=parts, file=str(applied), base=base.file.resolve().parent, check_files=check_files
+    )
     rotated = directory / ROTATED_KEY
     if rotated.is_file():
         cfg = replace(cfg, trust=replace(cfg.trust, command_key=rotated))
@@ -266,9 +270,9 @@ def apply_bundle(bundle: Bundle, current: Config, command_id: str, rollback_afte
     write_atomic(state / PENDING, json.dumps(pending).encode())
     _write_dir(directory, files)
     try:
-        return load_effective(current.file)
+        return load_effective(current.file, parts=current.parts)
     except ConfigError:
-        rollback(state, current.file)
+        rollback(state, current.file, parts=current.parts)
         raise
 
 
@@ -293,7 +297,7 @@ def confirm(state_dir: Path) -> None:
     shutil.rmtree(state_dir / PREVIOUS, ignore_errors=True)
 
 
-def rollback(state_dir: Path, config_path: Path) -> Config | None:
+def rollback(state_dir: Path, config_path: Path, *, parts: PartCatalog) -> Config | None:
     """Put the config in effect before the pending apply back; None when nothing is pending."""
     if read_pending(state_dir) is None:
         return None
@@ -303,7 +307,7 @@ def rollback(state_dir: Path, config_path: Path) -> Config | None:
         previous.rename(directory)
     fsync_dir(state_dir)
     (state_dir / PENDING).unlink(missing_ok=True)
-    return load_effective(config_path)
+    return load_effective(config_path, parts=parts)
 
 
 def reset(state_dir: Path) -> bool:
@@ -318,9 +322,9 @@ def reset(state_dir: Path) -> bool:
     return found
 
 
-def start_config(path: Path, *, check_files: bool = True) -> Config:
+def start_config(path: Path, *, parts: PartCatalog, check_files: bool = True) -> Config:
     """The config to start on: a stale applied file set aside, a failing pending apply rolled back."""
-    base = config_mod.load(path, check_files=check_files)
+    base = config_mod.load(path, parts=parts, check_files=check_files)
     aside = set_aside_superseded(base)
     if aside is not None:
         log.warning(
@@ -329,10 +333,10 @@ def start_config(path: Path, *, check_files: bool = True) -> Config:
             aside,
         )
     try:
-        return load_effective(path, check_files=check_files)
+        return load_effective(path, parts=parts, check_files=check_files)
     except ConfigError as exc:
         if read_pending(base.gateway.state_dir) is None:
             raise
         log.error("config: the pending config.apply does not load (%s); rolling back", exc)
-        rollback(base.gateway.state_dir, path)
-        return load_effective(path, check_files=check_files)
+        rollback(base.gateway.state_dir, path, parts=parts)
+        return load_effective(path, parts=parts, check_files=check_files)

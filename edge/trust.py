@@ -7,9 +7,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.base.config import Config
-from edge.base.envelope import load_public_key
-from edge.base.errors import CANNOT_LOAD, N_, ConfigError
+from floor.config import Config
+from floor.envelope import load_public_key
+from floor.errors import CANNOT_LOAD, N_, ConfigError
 
 
 def _load(path: Path, key: str) -> Ed25519PublicKey:

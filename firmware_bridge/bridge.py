@@ -29,13 +29,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.base.clock import Clock
-from edge.base.config import FirmwareConfig, WearableConfig
-from edge.base.fsutil import write_atomic
-from edge.base.messages import Incoming
 from firmware_bridge.manifest import Manifest, ManifestRejected, check, show
 from firmware_bridge.reasons import FlashResult, FwReason
 from firmware_bridge.store import ChunkRejected, Download, ImageStore, floors_for
+from floor.clock import Clock
+from floor.config import FirmwareConfig, WearableConfig
+from floor.fsutil import write_atomic
+from floor.messages import Incoming
 
 log = logging.getLogger(__name__)
 

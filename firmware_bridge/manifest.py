@@ -18,9 +18,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.base.envelope import keyring, verify
-from edge.base.errors import EnvelopeError
 from firmware_bridge.reasons import FwReason
+from floor.envelope import keyring, verify
+from floor.errors import EnvelopeError
 
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 4096

@@ -18,14 +18,14 @@ from typing import TextIO
 
 from smpclient.transport.serial import SMPSerialTransport
 
-from edge.base.clock import Clock
-from edge.base.config import Config
-from edge.base.envelope import load_public_key
-from edge.base.errors import N_, ConfigError
-from edge.base.registry import Registry
 from firmware_bridge.manifest import ManifestRejected, check, show
 from firmware_bridge.smp import Flasher
 from firmware_bridge.store import floors_for
+from floor.clock import Clock
+from floor.config import Config
+from floor.envelope import load_public_key
+from floor.errors import N_, ConfigError
+from floor.registry import Registry
 
 
 class Bar:
@@ -56,7 +56,7 @@ def push(cfg: Config, manifest_path: Path, image_path: Path, device: str, out: T
     if cfg.trust.firmware_key is None:
         raise ConfigError("trust.firmware_key", N_("is required to check a firmware manifest"))
     key = load_public_key(cfg.trust.firmware_key.read_bytes())
-    registry = Registry(cfg.gateway.state_dir / "devices.json", seed=cfg.wearables)
+    registry = Registry(cfg.gateway.state_dir / "devices.json", cfg.parts.wearables, seed=cfg.wearables)
     w = registry.devices.get(device) or next((x for x in cfg.wearables if x.id == device), None)
     if w is None:
         print(f"firmware push: no wearable {device!r} in {cfg.file}", file=sys.stderr)

@@ -29,8 +29,8 @@ from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrit
 from smpclient.requests.os_management import ResetWrite
 from smpclient.transport import SMPTransport, SMPTransportDisconnected
 
-from edge.base.supervisor import Backoff, retry
 from firmware_bridge.reasons import FlashResult, FwReason
+from floor.supervisor import Backoff, retry
 
 log = logging.getLogger(__name__)
 # smpclient logs every malformed response in full (the device's bytes, dumped): a hostile

@@ -26,9 +26,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from edge.base.fsutil import write_atomic
 from firmware_bridge.manifest import Manifest, Version, parse_version, show
 from firmware_bridge.reasons import FwReason
+from floor.fsutil import write_atomic
 
 _IMAGE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_CHUNK = 64 * 1024

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from drivers.ais.parse import AisParser, AisReport
+from drivers.ais.part import AisDevice
 from drivers.ais.tracker import VesselTracker
-from drivers.base import Emit, StreamDriver
+from drivers.base import Emit, ShapedDriver
 from drivers.nmea0183 import Rejected
-from edge.base.config import AisDevice
 
 
-class AisDriver(StreamDriver):
+class AisDriver(ShapedDriver):
     """One receiver; every receiver of a station shares the `VesselTracker`."""
 
     kind = "ais"
@@ -23,11 +24,13 @@ class AisDriver(StreamDriver):
         emit: Emit,
         tracker: VesselTracker,
         room: Callable[[], Awaitable[None]] | None = None,
+        tap: Callable[[str, bytes], None] | None = None,
+        on_report: Callable[[str, AisReport], None] | None = None,
     ) -> None:
-        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room, tap=tap)
         self._tracker = tracker
         self._parser = AisParser(seen=tracker.seen)
-        self.on_report: Callable[[str, AisReport], None] | None = None  # local tools (edge/feeds.py)
+        self._on_report = on_report  # local tools (edge/feeds.py)
 
     def _new_stream(self) -> None:
         self._parser = AisParser(seen=self._tracker.seen)
@@ -39,18 +42,14 @@ class AisDriver(StreamDriver):
         # beacon reports held back by their incident's gap or this receiver's budget
         return 1.0 if self._tracker.pending(self.dev_id) else None
 
-    def _feed(self, data: bytes, now: int) -> None:
-        self._handle(self._parser.feed(data, now=now))
-        self._due(now)
+    def _parse(self, data: bytes, now: int) -> Sequence[AisReport | Rejected]:
+        return self._parser.feed(data, now=now)
 
-    def _flush(self, now: int) -> None:
-        self._handle(self._parser.expire(now))
-        self._due(now)
+    def _poll(self, now: int) -> Sequence[AisReport | Rejected]:
+        return self._parser.expire(now)
 
-    def _due(self, now: int) -> None:
-        for kind, data in self._tracker.due(self.dev_id, now):
-            self.counters.published += 1
-            self._emit(kind, self.dev_id, data)
+    def _held(self, now: int) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        return self._tracker.due(self.dev_id, now)
 
     def _handle(self, events: Sequence[AisReport | Rejected]) -> None:
         for ev in events:
@@ -58,8 +57,7 @@ class AisDriver(StreamDriver):
             if isinstance(ev, Rejected):
                 self._rejected(ev)
                 continue
-            if self.on_report is not None:
-                self.on_report(self.dev_id, ev)
+            if self._on_report is not None:
+                self._on_report(self.dev_id, ev)
             for kind, data in self._tracker.offer(ev, self.dev_id, deduped=True):
-                self.counters.published += 1
-                self._emit(kind, self.dev_id, data)
+                self._publish(kind, data)

@@ -13,7 +13,7 @@ from typing import Any
 
 from drivers.ais.parse import POSITION_TYPES, AisReport
 from drivers.incidents import IncidentShaper
-from edge.base.config import AisConfig, Geofence, fleet_problem
+from floor.config import AisConfig, Geofence, fleet_problem
 
 # MMSI prefixes of AIS search-and-rescue transmitters (ITU-R M.585-9 Annex 2):
 # 970 AIS-SART, 972 man-overboard devices, 974 EPIRB-AIS.
@@ -197,6 +197,10 @@ class VesselTracker:
 
     def pending(self, station: str) -> bool:
         return self.beacons.pending(station)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The station's entry in the status (`ais`)."""
+        return {"duplicates": self.duplicates, "shaped": self.shaped, "beacons": self.beacons.snapshot()}
 
     def _static(self, rep: AisReport) -> list[Output]:
         v = self._vessel(rep.mmsi)

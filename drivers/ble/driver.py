@@ -35,11 +35,11 @@ from drivers.ble.kinds import KINDS
 from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch, WearableKind
 from drivers.ble.sightings import Sightings
 from drivers.ble.transport import BleBackend, Factory
-from edge.base.config import BleConfig, WearableConfig
-from edge.base.errors import TransientError
-from edge.base.kinds import DeviceState, Prio
-from edge.base.seqkey import seq_key
-from edge.base.supervisor import Backoff
+from floor.config import BleConfig, WearableConfig
+from floor.errors import TransientError
+from floor.kinds import DeviceState, Prio
+from floor.seqkey import seq_key
+from floor.supervisor import Backoff
 
 if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable is paired
     from bleak import BleakClient
@@ -221,6 +221,7 @@ class BleManager:
         commit: Commit,
         last_fix: Callable[[], Mapping[str, Any] | None],
         read_state: Callable[[str], Awaitable[dict[str, bytes]]],
+        on_connected: Callable[[str], None] = lambda _dev: None,
     ) -> None:
         self.cfg = cfg
         self._wearables = wearables
@@ -241,7 +242,7 @@ class BleManager:
         self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
         self._last_battery: dict[str, tuple[int, float]] = {}
         # told each time a wearable is connected and subscribed (deliveries waiting for it)
-        self.on_connected: Callable[[str], None] = lambda _dev: None
+        self.on_connected = on_connected  # what is owed to a wearable is shown when it connects
         self.kinds = {name: cls() for name, cls in KINDS.items()}
         self.sightings = Sightings(
             cfg, wearables, {k.service: k.label for k in self.kinds.values()}, self._submit

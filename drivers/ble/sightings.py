@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from drivers.ble.rpa import resolves
-from edge.base.config import BleConfig, WearableConfig
-from edge.base.ratelimit import TokenBucket
+from floor.config import BleConfig, WearableConfig
+from floor.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from bleak.backends.device import BLEDevice

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.base.errors import N_, ONE_OF, ConfigError
+from floor.errors import N_, ONE_OF, ConfigError
 
 if TYPE_CHECKING:  # bleak loads when a radio is made (the first wearable), not at start
     from bleak import BleakClient, BleakScanner

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from drivers.base import Emit, StreamDriver
+from drivers.base import Emit, ShapedDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
+from drivers.dsc.part import DscDevice
 from drivers.incidents import IncidentShaper
 from drivers.nmea0183 import Rejected
-from edge.base.config import DscDevice
 
 
-class DscDriver(StreamDriver):
+class DscDriver(ShapedDriver):
     """Distress alerts, relays and acknowledgements as `dsc.distress`; other calls as `dsc.call`."""
 
     kind = "dsc"
 
     def __init__(
-        self, cfg: DscDevice, *, emit: Emit, room: Callable[[], Awaitable[None]] | None = None
+        self,
+        cfg: DscDevice,
+        *,
+        emit: Emit,
+        room: Callable[[], Awaitable[None]] | None = None,
+        tap: Callable[[str, bytes], None] | None = None,
     ) -> None:
-        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room, tap=tap)
         self._parser = DscParser()
         # A ship's distress is one incident however often its radio repeats it (every
         # few minutes) and however many stations relay it; each repeat of a routine
@@ -38,21 +44,17 @@ class DscDriver(StreamDriver):
             return DSE_WAIT_MS / 1000 / 5
         return 1.0 if self.calls.pending(self.dev_id) else None
 
-    def _feed(self, data: bytes, now: int) -> None:
-        self._handle(self._parser.feed(data, now=now))
-        self._due(now)
+    def _parse(self, data: bytes, now: int) -> Sequence[DscCall | Rejected]:
+        return self._parser.feed(data, now=now)
 
-    def _flush(self, now: int) -> None:
-        self._handle(self._parser.poll(now))
-        self._due(now)
+    def _poll(self, now: int) -> Sequence[DscCall | Rejected]:
+        return self._parser.poll(now)
+
+    def _held(self, now: int) -> Iterable[tuple[str, Mapping[str, Any]]]:
+        return self.calls.due(self.dev_id, now)
 
     def _drain(self, now: int) -> None:
         self._handle(self._parser.flush())
-
-    def _due(self, now: int) -> None:
-        for kind, data in self.calls.due(self.dev_id, now):
-            self.counters.published += 1
-            self._emit(kind, self.dev_id, data)
 
     def _handle(self, events: Sequence[DscCall | Rejected]) -> None:
         for ev in events:
@@ -66,6 +68,5 @@ class DscDriver(StreamDriver):
             key = (kind, d["mmsi"], d.get("call"), d.get("relay_of"), d.get("ack_of"), d.get("telecommand"))
             state = (d.get("nature"), d.get("cancel", False), d.get("format"), d.get("category"))
             for k, data in self.calls.offer(key, self.dev_id, kind, d, state=state, now=ev.tb):
-                self.counters.published += 1
-                self._emit(k, self.dev_id, data)
+                self._publish(k, data)
         self.counters.incidents = self.calls.snapshot()

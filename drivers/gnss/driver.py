@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from drivers.base import Emit, StreamDriver
 from drivers.gnss.parse import Event, Fix, NmeaParser
+from drivers.gnss.part import GnssDevice
 from drivers.gnss.report import FixReporter
 from drivers.net_link import Link, TcpLink
 from drivers.nmea0183 import Rejected
-from edge.base.clock import Clock
-from edge.base.config import GnssDevice
+from floor.clock import Clock, boottime_ms
 
 
 class GnssDriver(StreamDriver):
@@ -27,8 +28,9 @@ class GnssDriver(StreamDriver):
         on_time: Callable[[int, int], None] | None = None,
         on_fix: Callable[[str, Fix], None] | None = None,
         room: Callable[[], Awaitable[None]] | None = None,
+        tap: Callable[[str, bytes], None] | None = None,
     ) -> None:
-        super().__init__(cfg.id, cfg.source, emit=emit, room=room)
+        super().__init__(cfg.id, cfg.source, emit=emit, room=room, tap=tap)
         self.cfg = cfg
         self._clock = clock
         self._on_time = on_time if cfg.clock_source else None
@@ -43,6 +45,13 @@ class GnssDriver(StreamDriver):
 
     def _new_stream(self) -> None:
         self._parser = NmeaParser()
+
+    def snapshot(self) -> dict[str, Any]:
+        """As every device's, with its latest fix (any receiver's, whatever its id)."""
+        doc = super().snapshot()
+        if self.last_fix is not None:
+            doc["fix"] = {**self.last_fix.record(), "age_ms": max(0, boottime_ms() - self.last_fix.tb)}
+        return doc
 
     def _opened(self, link: Link) -> None:
         if isinstance(link, TcpLink):

@@ -23,7 +23,7 @@ import serial
 import serial_asyncio_fast
 
 from drivers.modem.pdu import Part
-from edge.base.errors import DeviceGone, Refusal
+from floor.errors import DeviceGone, Refusal
 
 log = logging.getLogger(__name__)
 

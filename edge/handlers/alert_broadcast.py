@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.base.config import valid_id
 from edge.commands import Command, CommandError, Rejected
 from edge.deliveries import ALERT_TTL_S, Delivery, alert_level
 from edge.handlers.base import GatewayView
+from floor.config import valid_id
 
 TYPE = "alert.broadcast"
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge.base.config import Config
-from edge.base.registry import Registry
+from drivers.parts import Device
 from edge.commands import Command
+from floor.config import Config
+from floor.registry import Registry
 
 if TYPE_CHECKING:
     from drivers.ais.tracker import VesselTracker
-    from drivers.base import StreamDriver
     from drivers.ble.driver import BleManager
     from edge.commands import CommandHandler
     from edge.deliveries import Deliveries
@@ -44,7 +44,7 @@ class GatewayView(Protocol):
     def publisher(self) -> Publisher | None: ...
 
     @property
-    def drivers(self) -> Mapping[str, StreamDriver]: ...
+    def drivers(self) -> Mapping[str, Device]: ...
 
     @property
     def firmware(self) -> FirmwareBridge | None: ...

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edge.base.errors import ConfigError
 from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
 from edge.reconfig import DEFAULT_ROLLBACK_S, BundleError, apply_bundle, open_bundle
+from floor.errors import ConfigError
 
 TYPE = "config.apply"
 

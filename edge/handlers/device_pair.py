@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edge.base.registry import BadEntry, wearable_from
 from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
+from floor.registry import BadEntry, wearable_from
 
 TYPE = "device.pair"
 
 
 async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     try:
-        w = wearable_from(cmd.args)
+        w = wearable_from(cmd.args, gw.registry.kinds)
     except BadEntry as exc:
         raise Rejected(CommandError.BAD_ARGS, cmd.id, str(exc)) from None
     await asyncio.to_thread(gw.registry.pair, w)

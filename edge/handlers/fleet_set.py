@@ -7,9 +7,9 @@ import asyncio
 from typing import Any
 
 from edge import harbour
-from edge.base.config import fleet_problem
 from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
+from floor.config import fleet_problem
 
 TYPE = "fleet.set"
 

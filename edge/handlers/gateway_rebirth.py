@@ -14,7 +14,7 @@ async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     sent = gw.publisher is not None and await gw.publisher.rebirth()
     if gw.ingest is not None:
         for dev_id, driver in gw.drivers.items():
-            gw.ingest.submit("device.state", dev_id, {"state": driver.counters.state})
+            gw.ingest.submit("device.state", dev_id, {"state": driver.snapshot()["state"]})
         if gw.ble is not None:
             for dev_id, state in gw.ble.states().items():
                 gw.ingest.submit("device.state", dev_id, {"state": state})

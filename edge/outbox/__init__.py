@@ -18,9 +18,11 @@ and drop reports use the reserve and are never dropped. Every drop is handed to
 `on_dropped` so it can be published as `outbox.dropped`. A disk that fills for
 other reasons (ENOSPC) releases a reserve file so life-safety still commits.
 
-The parts: `model` (schema, limits, rows, errors), `store` (the writer and the reader,
-`Outbox`), `txn` (the insert and delete transactions, on the writer's thread),
-`prune` (thinning and TTL expiry), `reserve` (the disk reserve file) and `checkpoint`.
+The parts: `model` (schema, limits, rows, errors), `store` (`Outbox`: its lifetime,
+interface and reader), `writer` (the single writer: the queue and the commits), `txn`
+(the insert and delete transactions, on the writer's thread), `prune` (thinning and TTL
+expiry), `fulldisk` and `reserve` (a full disk and the reserve file), `opening` and
+`checkpoint`.
 """
 
 from edge.outbox.model import (
@@ -37,7 +39,7 @@ from edge.outbox.model import (
     drop_reports,
     ranges,
 )
-from edge.outbox.store import Outbox
+from edge.outbox.store import Outbox, OutboxHooks
 
 __all__ = [
     "PROTECTED_KINDS",
@@ -47,6 +49,7 @@ __all__ = [
     "Limits",
     "Outbox",
     "OutboxFull",
+    "OutboxHooks",
     "OutboxStats",
     "OutboxUnavailable",
     "Pending",

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.base.errors import PermanentError
-from edge.base.kinds import Prio
+from floor.errors import PermanentError
+from floor.kinds import Prio
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS msgs (

@@ -8,8 +8,8 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from edge.base.kinds import Prio
 from edge.outbox.model import DECIMATE, PROTECTED_KINDS, ROW_OVERHEAD
+from floor.kinds import Prio
 
 log = logging.getLogger(__name__)
 

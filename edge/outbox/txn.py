@@ -8,8 +8,8 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from edge.base.seqkey import seq_key
 from edge.outbox.model import SEQ_STATE_KEEP, Deleted, Pending, Row
+from floor.seqkey import seq_key
 
 
 class Transactions:

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge.base.config import WebConfig, split_host_port
+from floor.config import WebConfig, split_host_port
 
 log = logging.getLogger(__name__)
 

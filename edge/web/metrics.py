@@ -34,7 +34,7 @@ class _Snapshot(Collector):
         yield from _outbox(d.get("outbox"))
         yield from _link(d.get("link"))
         yield from _devices(d.get("devices") or {}, (d.get("ble") or {}).get("wearables") or {})
-        yield from _sms(d.get("sms"))
+        yield from _bearers(d.get("bearers") or {})
         yield from _commands(d.get("commands"))
 
 
@@ -109,21 +109,26 @@ def _devices(devices: Mapping[str, Any], wearables: Mapping[str, Any]) -> Iterat
     yield from (up, opens, rejected, battery, rssi)
 
 
-def _sms(sms: Mapping[str, Any] | None) -> Iterator[Metric]:
-    if sms is None:
-        return
-    yield _total("gridedge_sms_sent", "life-safety messages sent by SMS", sms["sent"])
-    yield _total("gridedge_sms_parts", "SMS parts sent", sms["parts"])
-    yield _total("gridedge_sms_capped", "messages held back by the hourly cap", sms["capped"])
-    errors = _counter("gridedge_sms_errors", "modem refusals and faults, by reason", ("reason",))
-    for reason, n in sorted(sms["errors"].items()):
-        errors.add_metric([reason], n)
-    yield errors
-    yield _one(
-        "gridedge_sms_modem_ready", "1 while the modem can send", 1.0 if sms["state"] == "ready" else 0.0
+def _bearers(bearers: Mapping[str, Any]) -> Iterator[Metric]:
+    """Every bearer's figures under one name each, labelled by the bearer (its section)."""
+    sent = _counter("gridedge_bearer_sent", "life-safety messages a bearer sent", ("bearer",))
+    units = _counter("gridedge_bearer_units", "what a bearer spent (SMS parts, messages)", ("bearer",))
+    capped = _counter("gridedge_bearer_capped", "messages a bearer's hourly budget held back", ("bearer",))
+    errors = _counter(
+        "gridedge_bearer_errors", "a bearer's refusals and faults, by reason", ("bearer", "reason")
     )
-    if sms.get("rssi_dbm") is not None:
-        yield _one("gridedge_sms_signal_dbm", "the modem's signal (AT+CSQ)", sms["rssi_dbm"])
+    ready = _gauge("gridedge_bearer_ready", "1 while a bearer can send", ("bearer",))
+    signal = _gauge("gridedge_bearer_signal_dbm", "a bearer's radio signal", ("bearer",))
+    for name, b in sorted(bearers.items()):
+        sent.add_metric([name], b["sent"])
+        units.add_metric([name], b["units"])
+        capped.add_metric([name], b["capped"])
+        for reason, n in sorted((b.get("errors") or {}).items()):
+            errors.add_metric([name, reason], n)
+        ready.add_metric([name], 1.0 if b["state"] == "ready" else 0.0)
+        if b.get("rssi_dbm") is not None:
+            signal.add_metric([name], b["rssi_dbm"])
+    yield from (sent, units, capped, errors, ready, signal)
 
 
 def _commands(cmds: Mapping[str, Any] | None) -> Iterator[Metric]:

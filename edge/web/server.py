@@ -25,10 +25,10 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from edge.base.config import WebConfig
 from edge.i18n import LANGS, from_accept_language, translator
 from edge.web.metrics import exposition
 from edge.web.strings import PAGE_STRINGS
+from floor.config import WebConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ shows them in the language chosen, switchable without a reload."""
 
 from __future__ import annotations
 
-from edge.base.errors import N_
+from floor.errors import N_
 
 PAGE_STRINGS = (
     N_("gridedge status"),
@@ -54,11 +54,11 @@ PAGE_STRINGS = (
     N_("stored"),
     N_("sent"),
     N_("delivered"),
-    N_("by SMS"),
+    N_("by"),
     N_("none yet"),
     N_("Firmware updates"),
     N_("no jobs"),
-    N_("SMS bearer"),
+    N_("Bearer"),
     N_("ago"),
     N_("never"),
     N_("live"),

@@ -46,7 +46,7 @@ def test_an_unreadable_tls_key_degrades_the_uplink_not_the_gateway(tmp_path: Pat
 
 def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(config), *args], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(config), *args], capture_output=True, text=True
     )
 
 

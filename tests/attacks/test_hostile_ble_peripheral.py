@@ -17,8 +17,8 @@ from drivers.ble.driver import SESSION_QUEUE, WearableStats, _Session
 from drivers.ble.kinds.sos_button import SosButton
 from drivers.ble.sightings import MAX_UNKNOWN_REPORTS, Sightings
 from drivers.nmea0183 import Reason
-from edge.base.config import BleConfig, WearableConfig
 from firmware_bridge.reasons import FwReason
+from floor.config import BleConfig, WearableConfig
 from tests.integration.test_firmware_smp import flash, image
 from tests.integration.test_wearables import Rig, recs, wait_rec
 from tests.support.broker import Mosquitto

@@ -14,15 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.base.cbor_guard import CborRefused, check
-from edge.base.config import load
-from edge.base.envelope import COSE_SIGN1_TAG, Signer, keyring, public_pem, verify
-from edge.base.errors import ConfigError, EnvelopeError, EnvelopeReason
-from edge.verify import Tally, load_keys
+from drivers.parts import load_config as load
+from floor.cbor_guard import CborRefused, check
+from floor.envelope import COSE_SIGN1_TAG, Signer, keyring, public_pem, verify
+from floor.errors import ConfigError, EnvelopeError, EnvelopeReason
 from tests.integration.test_firmware_update import CHUNK, GW
 from tests.integration.test_firmware_update import Rig as FwRig
 from tests.integration.test_firmware_update import image as fw_image
 from tests.support.broker import Mosquitto
+from tools.verify import Tally, load_keys
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = keyring(KEY.public_key())

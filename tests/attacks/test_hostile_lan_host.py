@@ -18,10 +18,10 @@ import pyais
 from drivers.ais.parse import AisReport
 from drivers.ais.tracker import VesselTracker
 from drivers.incidents import MAX_INCIDENTS, NEW_BURST, NEW_EVERY_MS, IncidentShaper
-from edge.base.config import AisConfig
-from edge.base.kinds import Prio
 from edge.outbox import Outbox, OutboxFull, Pending
 from edge.outbox.model import HELD, MAX_HELD, Limits
+from floor.config import AisConfig
+from floor.kinds import Prio
 from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc
@@ -110,7 +110,7 @@ def test_held_alarms_are_bounded_and_a_flooding_source_gives_up_its_own(small_di
                 for _ in range(3)
             ]
             futures.extend(flood + sos)
-            await ob._flush()
+            await ob.flush()
             assert ob.degraded == HELD
             refused = [f.exception() if f.done() else None for f in flood]
             return refused, [f.done() for f in sos]
@@ -196,7 +196,7 @@ def test_check_warns_on_a_wildcard_listener_without_an_allow_list(tmp_path: Path
         devices='[[devices]]\nid = "ais-lan"\nkind = "ais"\nurl = "udp://0.0.0.0:10110"\n',
     )
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr  # a warning, not a refusal: it is the technician's call
     assert "warning: devices[ais-lan]: udp://0.0.0.0:10110 takes datagrams from anyone" in res.stderr
@@ -205,6 +205,6 @@ def test_check_warns_on_a_wildcard_listener_without_an_allow_list(tmp_path: Path
     )
     gw.config.write_text(fixed)
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
     )
     assert res.returncode == 0 and "warning" not in res.stderr, res.stderr

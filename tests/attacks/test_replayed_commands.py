@@ -12,10 +12,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.base.clock import Clock
-from edge.base.envelope import Signer
-from edge.base.messages import Incoming
 from edge.commands import REJECT_REPORTS_PER_S, Command, CommandHandler
+from floor.clock import Clock
+from floor.envelope import Signer
+from floor.messages import Incoming
 
 
 def test_a_flood_of_replays_is_counted_not_reported_one_by_one(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.base.clock import GNSS_NTP_BOUND_MS, Clock, TimeQuality, boottime_ms
+from floor.clock import GNSS_NTP_BOUND_MS, Clock, TimeQuality, boottime_ms
 
 
 def now_ms() -> int:

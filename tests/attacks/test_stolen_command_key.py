@@ -11,12 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.ble.transport import resolve_factory
-from edge.base.config import parse
-from edge.base.envelope import Signer, public_pem
-from edge.base.errors import ConfigError
+from drivers.parts import parse_config as parse
 from edge.commands import CommandError
 from edge.reconfig import BundleError, open_bundle
 from firmware_bridge.store import Floors
+from floor.envelope import Signer, public_pem
+from floor.errors import ConfigError
 
 
 def test_a_config_cannot_name_code_to_run(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_read_only_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     mount_tmpfs(gw.state, "1m", readonly=True)
     try:
         res = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "run", "-c", str(gw.config)],
+            [sys.executable, "-m", "tools.cli", "run", "-c", str(gw.config)],
             capture_output=True,
             text=True,
             timeout=30,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import pipeline
-from edge.base.kinds import Prio
+from floor.kinds import Prio
 from tests.support.broker import Mosquitto
 from tests.support.faultproxy import FaultProxy
 
@@ -36,7 +36,7 @@ async def backlog_ahead_of_an_alarm(
         for i in range(150 * 64):  # 150 messages of 64 fixes
             p.ingest.submit("gnss.fix", f"gnss{i % 3}", FIX)
         p.ingest.flush_all()
-        await p.outbox._flush()
+        await p.outbox.flush()
         assert p.outbox.depth(Prio.TELEMETRY) == 150 and p.publisher.sessions == 0
         proxy.set_mode("slow", rate=RATE)  # the link comes back, thin
         async with asyncio.timeout(60):
@@ -95,7 +95,7 @@ def test_after_an_outage_live_telemetry_goes_out_before_the_backlog(
             for _ in range(80 * 64):  # 80 messages of 64 fixes, committed during the outage
                 p.ingest.submit("gnss.fix", "backlog", FIX)
             p.ingest.flush_all()
-            await p.outbox._flush()
+            await p.outbox.flush()
             assert p.outbox.depth(Prio.TELEMETRY) == 80
             # the link is back, thin: the drain takes some 6 s, telemetry's group commit 1 s
             proxy.set_mode("slow", rate=RATE // 4)

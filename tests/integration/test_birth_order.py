@@ -12,10 +12,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.base.config import MqttConfig
-from edge.base.messages import Incoming
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxHooks
 from edge.publisher import Publisher
+from floor.config import MqttConfig
+from floor.messages import Incoming
 from tests.support.broker import Mosquitto
 from tests.support.pieces import ingest_for
 
@@ -40,7 +40,8 @@ def test_a_command_sent_on_the_birth_is_received(broker: Mosquitto, tmp_path: Pa
         got: set[bytes] = set()
         both = asyncio.Event()
         gw = f"first-session-{i}"
-        async with Outbox(tmp_path / f"o{i}.sqlite") as ob:
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        async with Outbox(tmp_path / f"o{i}.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, gw)
             loop = asyncio.get_running_loop()
 

@@ -9,7 +9,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from edge.base.envelope import Signer, load_private_key
+from floor.envelope import Signer, load_private_key
 from tests.support.broker import Mosquitto, free_port
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, gnss_device, trust_clock

@@ -15,7 +15,7 @@ def test_demo_shows_verified_messages() -> None:
     if mosquitto_bin() is None:
         pytest.fail("mosquitto is not installed; scripts/test installs it")
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--duration", "30"],
+        [sys.executable, "-m", "tools.cli", "demo", "--duration", "30"],
         capture_output=True,
         text=True,
         timeout=90,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.base.envelope import Signer, load_private_key
+from floor.envelope import Signer, load_private_key
 from tests.support.gateway import REPO, write_keypair
 from tests.support.smp_device import SmpDevice
 
@@ -51,7 +51,7 @@ def push(cfg: Path, m: bytes, image: bytes, tmp_path: Path) -> subprocess.Comple
         [
             sys.executable,
             "-m",
-            "edge.cli",
+            "tools.cli",
             "firmware",
             "push",
             "-c",

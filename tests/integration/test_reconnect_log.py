@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.base.config import MqttConfig
-from edge.outbox import Outbox
+from edge.outbox import Outbox, OutboxHooks
 from edge.publisher import Publisher
+from floor.config import MqttConfig
 from tests.support.broker import Mosquitto
 from tests.support.pieces import ingest_for
 
@@ -25,7 +25,8 @@ def test_an_outage_logs_one_warning_then_the_reconnect(
     broker.kill(signal.SIGTERM)  # down before the gateway starts
 
     async def go() -> tuple[int, int]:
-        async with Outbox(tmp_path / "o.sqlite") as ob:
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        async with Outbox(tmp_path / "o.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, "g")
             cfg = MqttConfig(port=broker.port, reconnect_min_s=0.02, reconnect_max_s=0.05)
             pub = Publisher(mqtt=cfg, gw="g", outbox=ob, ingest=ingest)

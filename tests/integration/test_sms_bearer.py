@@ -22,11 +22,11 @@ import pytest
 from smspdudecoder.fields import SMSSubmit
 
 from drivers.modem.sim import PtyModem, SimModem
-from edge.base.envelope import keyring, load_public_key
-from edge.verify import Tally
+from floor.envelope import keyring, load_public_key
 from tests.integration.test_wearables import Rig, wait_rec
 from tests.support.broker import Mosquitto
 from tests.support.wearables import button
+from tools.verify import Tally
 
 NUMBERS = ("+8613800138000", "+8613900139000")
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def sms_of(sim: SimModem, number: str) -> list[str]:
 
 def verify_sms(pub: Path, lines: list[str]) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "verify", "--pubkey", str(pub), "--sms", "-"],
+        [sys.executable, "-m", "tools.cli", "verify", "--pubkey", str(pub), "--sms", "-"],
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def test_an_sos_goes_by_sms_while_the_broker_is_down_and_the_mqtt_copy_is_the_sa
     r = Rig(broker, tmp_path, [button("btn-1", 1, "w-7")], extra=sms)
     r.gw.start()
     try:
-        r.gw.wait_status(lambda d: d["link"]["state"] == "up" and d["sms"]["state"] == "ready")
+        r.gw.wait_status(lambda d: d["link"]["state"] == "up" and d["bearers"]["sms"]["state"] == "ready")
         r.connected("btn-1")
         counter0, _ = r.press("btn-1")  # the uplink is up: MQTT only
         wait_rec(r.col, "sos.alarm", lambda d: d["counter"] == counter0)
@@ -101,8 +101,8 @@ def test_an_sos_goes_by_sms_while_the_broker_is_down_and_the_mqtt_copy_is_the_sa
         to_cmgs = time.monotonic() - pressed
         print(f"press to the last +CMGS: {to_cmgs * 1000:.0f} ms (after_s 1.0 of uplink down first)")
         assert len(sim.pdus) == 4, sim.pdus
-        doc = r.gw.wait_status(lambda d: d["sms"]["sent"] == 1)
-        assert doc["sms"]["parts"] == 4 and doc["sms"]["rssi_dbm"] == -71
+        doc = r.gw.wait_status(lambda d: d["bearers"]["sms"]["sent"] == 1)
+        assert doc["bearers"]["sms"]["units"] == 4 and doc["bearers"]["sms"]["rssi_dbm"] == -71
         for number in NUMBERS:
             (line, summary) = verify_sms(r.gw.pub, sms_of(sim, number))
             assert line["ok"] and line["bearer"] == "sms" and line["kind"] == "sos.alarm"
@@ -117,7 +117,7 @@ def test_an_sos_goes_by_sms_while_the_broker_is_down_and_the_mqtt_copy_is_the_sa
         print(f"press to the last +CMGS, uplink already down: {(time.monotonic() - pressed) * 1000:.0f} ms")
         # a flood cannot run up a bill: the next alarm would pass the hourly cap of 8 parts
         r.press("btn-1")
-        r.gw.wait_status(lambda d: d["sms"]["capped"] >= 1)
+        r.gw.wait_status(lambda d: d["bearers"]["sms"]["capped"] >= 1)
         assert len(sim.pdus) == 8
         broker.start()  # the broker is back: the MQTT copy arrives, and is the same message
         mqtt = wait_rec(r.col, "sos.alarm", lambda d: d["counter"] == counter, timeout=30)

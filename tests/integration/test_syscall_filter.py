@@ -96,7 +96,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
         launcher=FILTER,
     )
     check = subprocess.run(
-        [*FILTER, sys.executable, "-m", "edge.cli", "check", "-c", str(gw.config)],
+        [*FILTER, sys.executable, "-m", "tools.cli", "check", "-c", str(gw.config)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -137,12 +137,12 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             feed.sendall(b'?WATCH={"enable":true,"json":true};')
             assert b'"class":"VERSION"' in feed.recv(4096)
         # the uplink fails: the next alarm goes by SMS through the modem, under the filter too
-        gw.wait_status(lambda d: d["sms"]["state"] == "ready")
+        gw.wait_status(lambda d: d["bearers"]["sms"]["state"] == "ready")
         broker.stop()
-        gw.wait_status(lambda d: d["sms"]["active"])
+        gw.wait_status(lambda d: d["bearers"]["sms"]["active"])
         counter = button.press()
         assert button.wait_feedback(counter) == "received"
-        gw.wait_status(lambda d: d["sms"]["sent"] >= 1)
+        gw.wait_status(lambda d: d["bearers"]["sms"]["sent"] >= 1)
         assert modem.modem.pdus
         gw.check_alive()
     finally:

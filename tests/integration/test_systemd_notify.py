@@ -40,7 +40,7 @@ def test_ready_watchdog_stopping_and_status_cli(broker: Mosquitto, tmp_path: Pat
         assert drain(time.monotonic() + 20, "READY=1"), received
         assert drain(time.monotonic() + 5, "WATCHDOG=1"), received
         res = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "status", "--json", "-c", str(gw.config)],
+            [sys.executable, "-m", "tools.cli", "status", "--json", "-c", str(gw.config)],
             capture_output=True,
             text=True,
             timeout=20,
@@ -52,7 +52,7 @@ def test_ready_watchdog_stopping_and_status_cli(broker: Mosquitto, tmp_path: Pat
         for lang, words in (("en_GB.UTF-8", ("Uplink", "Outbox")), ("zh_CN.UTF-8", ("上行链路", "发送队列"))):
             env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))} | {"LANG": lang}
             table = subprocess.run(
-                [sys.executable, "-m", "edge.cli", "status", "-c", str(gw.config)],
+                [sys.executable, "-m", "tools.cli", "status", "-c", str(gw.config)],
                 capture_output=True,
                 text=True,
                 timeout=20,
@@ -69,7 +69,7 @@ def test_ready_watchdog_stopping_and_status_cli(broker: Mosquitto, tmp_path: Pat
         sock.close()
     # without a running gateway, status says so in one line and exits 1
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "status", "-c", str(gw.config)],
+        [sys.executable, "-m", "tools.cli", "status", "-c", str(gw.config)],
         capture_output=True,
         text=True,
         timeout=20,

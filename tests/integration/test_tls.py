@@ -107,7 +107,7 @@ def test_provision_csr_signed_by_the_ca_connects(tls_broker: tuple[Mosquitto, CA
     broker, ca = tls_broker
     out = tmp_path / "prov"
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-test-1", "--out", str(out), "--csr"],
+        [sys.executable, "-m", "tools.cli", "provision", "--id", "gw-test-1", "--out", str(out), "--csr"],
         capture_output=True,
         text=True,
     )

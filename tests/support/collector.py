@@ -1,6 +1,6 @@
 """The platform's side in tests: a paho subscriber that verifies with an independent COSE library.
 
-Verification here deliberately does not use `edge.base.envelope`: `cwt` decodes and checks
+Verification here deliberately does not use `floor.envelope`: `cwt` decodes and checks
 every COSE_Sign1, so a bug shared by our signer and our verifier cannot hide.
 """
 
@@ -62,7 +62,7 @@ class Collector:
         prefix: str = "gridedge/v1",
         unverified_kinds: frozenset[str] = frozenset(),
     ) -> None:
-        from edge.base.envelope import kid_of, load_public_key  # kid only; verification is cwt's
+        from floor.envelope import kid_of, load_public_key  # kid only; verification is cwt's
 
         self.pem = pubkey.read_bytes()
         self.kid = kid_of(load_public_key(self.pem))

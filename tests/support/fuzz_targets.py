@@ -33,17 +33,17 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
     from drivers.dsc.parse import DscParser
     from drivers.gnss.parse import NmeaParser
     from drivers.gnss.sim import sentence
-    from edge.base import config as config_mod
-    from edge.base.cbor_guard import CborRefused
-    from edge.base.cbor_guard import check as guard
-    from edge.base.config import AisConfig
-    from edge.base.envelope import Signer, keyring, verify
-    from edge.base.errors import ConfigError, EnvelopeError
+    from drivers.parts import parse_config
     from edge.commands import Rejected as CommandRejected
     from edge.commands import parse_command
     from edge.reconfig import BundleError, bundle_from
     from firmware_bridge.manifest import ManifestRejected, _payload
     from firmware_bridge.manifest import check as manifest_check
+    from floor.cbor_guard import CborRefused
+    from floor.cbor_guard import check as guard
+    from floor.config import AisConfig
+    from floor.envelope import Signer, keyring, verify
+    from floor.errors import ConfigError, EnvelopeError
 
     platform = Ed25519PrivateKey.generate()
     signer = Signer(platform)
@@ -81,7 +81,7 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
 
     gw_dir = Path(tempfile.mkdtemp(prefix="fuzz-gw-"))
     (gw_dir / "gateway.key").write_bytes(b"")
-    current = config_mod.parse(
+    current = parse_config(
         '[gateway]\nid = "gw-f"\nkey = "gateway.key"\nstate_dir = "state"\n',
         file=str(gw_dir / "gateway.toml"),
         base=gw_dir,
@@ -192,9 +192,7 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
 
     def toml(data: bytes) -> None:
         with contextlib.suppress(ConfigError):
-            config_mod.parse(
-                data.decode("utf-8", "replace"), file="fuzz.toml", base=gw_dir, check_files=False
-            )
+            parse_config(data.decode("utf-8", "replace"), file="fuzz.toml", base=gw_dir, check_files=False)
 
     examples = ROOT / "config"
     gnss_seed = b"".join(

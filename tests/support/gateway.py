@@ -16,9 +16,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.gnss.sim import epoch_sentences
-from edge.base.envelope import private_pem, public_pem
-from edge.base.fsutil import write_private
 from edge.health import read_status
+from floor.envelope import private_pem, public_pem
+from floor.fsutil import write_private
 from tests.support.collector import Collector
 from tests.support.pty import Pty
 
@@ -80,7 +80,7 @@ class GatewayProc:
                     *self.launcher,
                     sys.executable,
                     "-m",
-                    "edge.cli",
+                    "tools.cli",
                     *(["-v"] if self.verbose else []),
                     "run",
                     "-c",
@@ -179,7 +179,7 @@ class Feeder:
 def start_verifier(port: int, pubkey: Path, *args: str) -> subprocess.Popen[str]:
     """`gridedge verify` as the platform would run it; its JSON lines on stdout."""
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "verify", "--port", str(port), "--pubkey", str(pubkey), *args],
+        [sys.executable, "-m", "tools.cli", "verify", "--port", str(port), "--pubkey", str(pubkey), *args],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.base.clock import Clock
-from edge.base.envelope import Signer
 from edge.ingest import Epoch, Ingest
 from edge.outbox import Outbox
+from floor.clock import Clock
+from floor.envelope import Signer
 
 
 def ingest_for(outbox: Outbox, gw: str = "g", *, batch_ms: int = 0) -> Ingest:

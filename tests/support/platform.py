@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.base.envelope import Signer, load_private_key
+from floor.envelope import Signer, load_private_key
 from tests.support.gateway import write_keypair
 
 TlsFiles = tuple[Path, Path, Path]  # CA, client certificate, client key

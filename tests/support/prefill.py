@@ -7,10 +7,10 @@ from pathlib import Path
 
 import cbor2
 
-from edge.base.envelope import Signer, load_private_key
-from edge.base.kinds import Prio
 from edge.ingest import start_epoch
 from edge.outbox import Outbox, Pending
+from floor.envelope import Signer, load_private_key
+from floor.kinds import Prio
 
 
 def prefill(
@@ -46,7 +46,7 @@ def prefill(
         async with Outbox(state_dir / "outbox.sqlite") as ob:
             for start in range(0, n, 10_000):
                 futs = [ob.submit(maker(i)) for i in range(start, min(n, start + 10_000))]
-                await ob._flush()
+                await ob.flush()
                 await asyncio.gather(*futs)
             return ob.hw
 

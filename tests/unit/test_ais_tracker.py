@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drivers.ais.parse import AisReport
 from drivers.ais.tracker import VesselTracker, point_in_polygon
-from edge.base.config import AisConfig, Geofence
+from floor.config import AisConfig, Geofence
 
 HARBOUR = Geofence(id="harbour", polygon=((21.0, 112.0), (21.0, 113.0), (22.0, 113.0), (22.0, 112.0)))
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.base.config import GnssDevice, SerialPort, load
-from edge.base.errors import ConfigError
+from drivers.gnss.part import GnssDevice
+from drivers.parts import load_config as load
+from floor.config import SerialPort
+from floor.errors import ConfigError
 
 GOOD = """\
 [gateway]
@@ -131,13 +133,13 @@ def test_insecure_allows_plaintext_to_a_remote_broker(confdir: Path) -> None:
 def test_cli_check_exit_codes(confdir: Path) -> None:
     good = write(confdir, GOOD)
     ok = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(good)], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(good)], capture_output=True, text=True
     )
     assert ok.returncode == 0, ok.stderr
     bad = confdir / "bad.toml"
     bad.write_text(GOOD.replace("baudrate = 9600", 'baudrate = "fast"'))
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(bad)], capture_output=True, text=True
     )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
@@ -148,7 +150,7 @@ def test_cli_check_exit_codes(confdir: Path) -> None:
 def test_cli_provision_writes_a_private_key_and_a_config_that_checks(tmp_path: Path) -> None:
     out = tmp_path / "prov"
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-7", "--out", str(out)],
+        [sys.executable, "-m", "tools.cli", "provision", "--id", "gw-7", "--out", str(out)],
         capture_output=True,
         text=True,
     )
@@ -158,7 +160,7 @@ def test_cli_provision_writes_a_private_key_and_a_config_that_checks(tmp_path: P
     cfg = load(out / "gateway.toml")
     assert cfg.gateway.id == "gw-7"
     again = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-7", "--out", str(out)],
+        [sys.executable, "-m", "tools.cli", "provision", "--id", "gw-7", "--out", str(out)],
         capture_output=True,
         text=True,
     )
@@ -273,7 +275,7 @@ def test_an_allow_list_is_for_listeners_only(confdir: Path) -> None:
     ],
 )
 def test_sms_and_fleet_mistakes_are_named(section: str, message: str) -> None:
-    from edge.base.config import parse
+    from drivers.parts import parse_config as parse
 
     text = '[gateway]\nid = "gw-1"\nkey = "k"\nstate_dir = "s"\n' + section
     with pytest.raises(ConfigError) as err:

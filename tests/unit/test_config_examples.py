@@ -12,9 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.base import config as cfg_mod
-from edge.base.config import load
-from edge.base.errors import ConfigError
+from drivers.modem.part import SmsConfig
+from drivers.parts import load_config as load
+from drivers.parts import parse_config as parse
+from floor import config as cfg_mod
+from floor.errors import ConfigError
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 SCHEMA = json.loads((CONFIG / "gateway.schema.json").read_text())
@@ -42,7 +44,7 @@ SECTIONS = {
     "firmware": cfg_mod.FirmwareConfig,
     "ais": cfg_mod.AisConfig,
     "trust": cfg_mod.TrustConfig,
-    "sms": cfg_mod.SmsConfig,
+    "sms": SmsConfig,
 }
 
 
@@ -56,7 +58,7 @@ def test_schema_lists_exactly_the_dataclass_fields(section: str) -> None:
 def test_the_starter_config_has_the_dataclass_defaults(tmp_path: Path) -> None:
     out = tmp_path / "gw"
     res = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "provision", "--id", "gw-9", "--out", str(out)],
+        [sys.executable, "-m", "tools.cli", "provision", "--id", "gw-9", "--out", str(out)],
         capture_output=True,
         text=True,
     )
@@ -71,5 +73,5 @@ def test_a_bracket_or_hash_inside_a_quoted_value_keeps_error_lines_right() -> No
         '[mqtt]\ntls_ca = "ca#[.crt"\nport = "x"\n'
     )
     with pytest.raises(ConfigError) as err:
-        cfg_mod.parse(text, check_files=False)
+        parse(text, check_files=False)
     assert err.value.line == 7 and err.value.path == "mqtt.port"

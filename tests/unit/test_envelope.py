@@ -12,8 +12,8 @@ from cwt import COSE, COSEKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.base.envelope import Signer, bstr, check_gateway_payload, keyring, kid_of, verify
-from edge.base.errors import EnvelopeError, EnvelopeReason
+from floor.envelope import Signer, bstr, check_gateway_payload, keyring, kid_of, verify
+from floor.errors import EnvelopeError, EnvelopeReason
 
 
 def pem_pub(key: Ed25519PrivateKey) -> bytes:

@@ -11,9 +11,9 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.base.envelope import Signer
 from firmware_bridge.manifest import ManifestRejected, check, parse_version
 from firmware_bridge.store import ChunkRejected, Floors, ImageStore
+from floor.envelope import Signer
 
 FW = Ed25519PrivateKey.generate()
 CMD = Ed25519PrivateKey.generate()

@@ -14,7 +14,7 @@ from drivers.gnss.parse import Event, Fix, NmeaParser, NoFix
 from drivers.gnss.report import FixReporter, distance_m
 from drivers.gnss.sim import epoch_sentences, sentence
 from drivers.nmea0183 import Reason, Rejected
-from edge.base.clock import Clock
+from floor.clock import Clock
 
 
 def run(data: bytes, chunks: list[int] | None = None) -> list[Event]:

@@ -25,11 +25,11 @@ def test_every_metric_the_dashboard_uses_is_exposed() -> None:
             "lanes": {p: {"rows": 1, "bytes": 9} for p in range(4)},
         },
         "link": {**DOC["link"], "published_by_kind": {"sos.alarm": 1}, "acked_by_kind": {"sos.alarm": 1}},
-        "devices": {"gnss0": {**DOC["devices"]["gnss0"], "opened": 2}},
+        "devices": {"mast": {**DOC["devices"]["mast"], "opened": 2}},
         "ble": {
             "wearables": {"sos-w042": {**DOC["ble"]["wearables"]["sos-w042"], "connects": 1, "rejected": 1}}
         },
-        "sms": {**DOC["sms"], "parts": 2, "errors": {"cms_error": 1}},
+        "bearers": {"sms": {**DOC["bearers"]["sms"], "units": 2, "errors": {"cms_error": 1}}},
         "commands": {"accepted": 3, "rejected": {"replay": 1}},
     }
     exposed = {s.name for f in text_string_to_metric_families(exposition(doc).decode()) for s in f.samples}

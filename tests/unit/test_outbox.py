@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.base.kinds import Prio
 from edge.outbox import CorruptOutbox, Outbox, OutboxUnavailable, Pending
+from floor.kinds import Prio
 
 
 def pending(prio: Prio, tag: bytes = b"x", kind: str = "k") -> Pending:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from edge.base.kinds import Prio
-from edge.outbox import Limits, Outbox, OutboxFull, Pending, drop_reports, ranges
+from edge.outbox import Limits, Outbox, OutboxFull, OutboxHooks, Pending, drop_reports, ranges
 from edge.outbox.model import HELD
+from floor.kinds import Prio
 from tests.support.smallfs import fill_disk
 
 BODY = 400  # bytes per message, about a signed batch of a few fixes
@@ -24,7 +24,7 @@ def item(prio: Prio, kind: str, src: str = "gnss0", size: int = BODY) -> Pending
 
 async def fill(ob: Outbox, items: list[Pending]) -> list[int | BaseException]:
     futs = [ob.submit(i) for i in items]
-    await ob._flush()
+    await ob.flush()
     return list(await asyncio.gather(*futs, return_exceptions=True))
 
 
@@ -37,8 +37,9 @@ def test_thinning_keeps_track_latest_and_every_alarm(tmp_path: Path) -> None:
     reports: list[dict[str, Any]] = []
 
     async def go() -> tuple[set[int], set[int], Outbox]:
-        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
-            ob.on_dropped = reports.append
+        async with Outbox(
+            tmp_path / "o.sqlite", limits=limits, hooks=OutboxHooks(dropped=reports.append)
+        ) as ob:
             alarms: set[int] = set()
             for i in range(40):  # far more than fits: ~4 budgets of telemetry
                 batch = [item(Prio.TELEMETRY, "gnss.fix", f"gnss{i % 2}") for _ in range(250)]
@@ -66,9 +67,10 @@ def test_events_go_after_telemetry_and_drop_reports_never(tmp_path: Path) -> Non
     limits = Limits(max_bytes=2 * 1024 * 1024)
 
     async def go() -> None:
-        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
-            reports: list[dict[str, Any]] = []
-            ob.on_dropped = reports.append
+        reports: list[dict[str, Any]] = []
+        async with Outbox(
+            tmp_path / "o.sqlite", limits=limits, hooks=OutboxHooks(dropped=reports.append)
+        ) as ob:
             protected = await fill(ob, [item(Prio.EVENT, "outbox.dropped", "gw") for _ in range(200)])
             for _ in range(20):
                 await fill(ob, [item(Prio.EVENT, "device.state") for _ in range(200)])
@@ -98,9 +100,10 @@ def test_ttl_expires_with_a_report(tmp_path: Path) -> None:
     limits = Limits(ttl_s={"gnss.fix": 60, "sos.alarm": 60})
 
     async def go() -> None:
-        async with Outbox(tmp_path / "o.sqlite", limits=limits) as ob:
-            reports: list[dict[str, Any]] = []
-            ob.on_dropped = reports.append
+        reports: list[dict[str, Any]] = []
+        async with Outbox(
+            tmp_path / "o.sqlite", limits=limits, hooks=OutboxHooks(dropped=reports.append)
+        ) as ob:
             seqs = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix") for _ in range(10)])
             await fill(ob, [item(Prio.LIFE_SAFETY, "sos.alarm")])
             now = int(__import__("time").time() * 1000)
@@ -134,8 +137,9 @@ def test_disk_full_keeps_accepting_alarms_from_the_reserve(small_disk: Path) -> 
     health: list[dict[str, Any]] = []
 
     async def go() -> None:
-        async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
-            ob.on_health = health.append
+        async with Outbox(
+            small_disk / "outbox.sqlite", limits=limits, hooks=OutboxHooks(health=health.append)
+        ) as ob:
             assert (small_disk / "outbox.sqlite.reserve").exists()
             fill_disk(small_disk / "other-program.log")  # something else fills the disk
             tele = await fill(ob, [item(Prio.TELEMETRY, "gnss.fix", size=2000) for _ in range(50)])
@@ -159,8 +163,11 @@ def test_telemetry_resumes_soon_after_the_disk_has_room_again(small_disk: Path) 
     30 s sweep), so telemetry is refused for as short a time as possible."""
     limits = Limits(max_bytes=16 * 1024 * 1024)
 
+    room = asyncio.Event()
+    hooks = OutboxHooks(health=lambda h: room.set() if h["state"] == "ok" else None)
+
     async def go() -> float:
-        async with Outbox(small_disk / "outbox.sqlite", limits=limits) as ob:
+        async with Outbox(small_disk / "outbox.sqlite", limits=limits, hooks=hooks) as ob:
             writer = asyncio.create_task(ob.run())
             fill_disk(small_disk / "other-program.log")
             refused = await asyncio.gather(
@@ -168,8 +175,7 @@ def test_telemetry_resumes_soon_after_the_disk_has_room_again(small_disk: Path) 
                 return_exceptions=True,
             )
             assert any(isinstance(r, OutboxFull) for r in refused) and ob.degraded
-            room = asyncio.Event()
-            ob.on_health = lambda h: room.set() if h["state"] == "ok" else None
+            room.clear()  # from here on: the disk had room again
             (small_disk / "other-program.log").unlink()
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -203,7 +209,7 @@ def test_a_disk_that_keeps_filling_still_stores_every_alarm(
             for _ in range(200):
                 fill_disk(filler)
                 alarm = ob.submit(item(Prio.LIFE_SAFETY, "sos.alarm"))
-                await ob._flush()
+                await ob.flush()
                 if not alarm.done():
                     break  # the reserve is used up: held
                 stored.append(alarm.result())
@@ -213,12 +219,12 @@ def test_a_disk_that_keeps_filling_still_stores_every_alarm(
             assert ob.degraded == HELD
             tele = ob.submit(item(Prio.TELEMETRY, "gnss.fix"))
             later = ob.submit(item(Prio.LIFE_SAFETY, "sos.alarm"))
-            await ob._flush()
+            await ob.flush()
             assert isinstance(tele.exception(), OutboxFull)  # refused, counted
             assert not later.done()  # held too, behind the first
             filler.unlink()  # room again
             await ob.sweep()
-            await ob._flush()
+            await ob.flush()
             return stored, sizes, [await alarm, await later]
 
     stored, sizes, held = asyncio.run(go())

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.base.config import load
-from edge.base.envelope import load_public_key, raw_public
+from drivers.parts import load_config as load
+from floor.envelope import load_public_key, raw_public
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "00112233445566778899aabbccddeeff"
@@ -20,7 +20,7 @@ KEY = "00112233445566778899aabbccddeeff"
 def run(*args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))} | {"LANG": lang}
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "provision", *args],
+        [sys.executable, "-m", "tools.cli", "provision", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -6,20 +6,21 @@ import asyncio
 from collections import deque
 from pathlib import Path
 
-from edge.base.config import MqttConfig
-from edge.base.kinds import Prio
-from edge.outbox import Outbox, Pending, Row
+from edge.outbox import Outbox, OutboxHooks, Pending, Row
 from edge.publisher import LANES, Publisher
+from floor.config import MqttConfig
+from floor.kinds import Prio
 from tests.support.pieces import ingest_for
 
 
 def test_row_committed_during_a_read_is_sent_once_and_in_order(tmp_path: Path) -> None:
     async def go() -> list[int]:
-        async with Outbox(tmp_path / "o.sqlite") as ob:
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        async with Outbox(tmp_path / "o.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, "g")
             pub = Publisher(mqtt=MqttConfig(), gw="g", outbox=ob, ingest=ingest)
             first = ob.submit(Pending(Prio.EVENT, "device.state", "d", 0, lambda s: b"a"))
-            await ob._flush()
+            await ob.flush()
             await first
             buffers: dict[tuple[int, bool], deque[Row]] = {lane: deque() for lane in LANES}
             cursor = {lane: 0 for lane in LANES}
@@ -34,7 +35,7 @@ def test_row_committed_during_a_read_is_sent_once_and_in_order(tmp_path: Path) -
                 if not injected and args[0] == Prio.EVENT:  # a commit lands while the events lane is read
                     injected = True
                     late = ob.submit(Pending(Prio.EVENT, "device.state", "d", 0, lambda s: b"b"))
-                    await ob._flush()
+                    await ob.flush()
                     await late
                 return rows
 

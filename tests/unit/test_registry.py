@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.base.registry import BadEntry, Registry, Wearable, wearable_from
+from drivers.parts import PARTS
+from floor.registry import BadEntry, Registry, Wearable, wearable_from
 
+KINDS = PARTS.wearables
 KEY = "0f" * 16
 
 SEED = (
@@ -18,25 +20,32 @@ SEED = (
 
 def test_seeded_paired_unpaired_and_persisted(tmp_path: Path) -> None:
     path = tmp_path / "devices.json"
-    reg = Registry(path, SEED)
+    reg = Registry(path, KINDS, SEED)
     assert sorted(reg.devices) == ["cam-1", "sos-1"]
     reg.pair(
         wearable_from(
-            {"id": "sos-2", "kind": "sos_button", "worker": "w-2", "address": "f0:00:00:00:00:02", "key": KEY}
+            {
+                "id": "sos-2",
+                "kind": "sos_button",
+                "worker": "w-2",
+                "address": "f0:00:00:00:00:02",
+                "key": KEY,
+            },
+            KINDS,
         )
     )
     assert reg.unpair("sos-1") and not reg.unpair("nope")
-    again = Registry(path, SEED)  # a restart: the config still lists sos-1, but it was unpaired
+    again = Registry(path, KINDS, SEED)  # a restart: the config still lists sos-1, but it was unpaired
     assert sorted(again.devices) == ["cam-1", "sos-2"]
     assert again.devices["sos-2"].address == "F0:00:00:00:00:02"
     again.pair(SEED[0])
-    assert sorted(Registry(path, SEED).devices) == ["cam-1", "sos-1", "sos-2"]
+    assert sorted(Registry(path, KINDS, SEED).devices) == ["cam-1", "sos-1", "sos-2"]
 
 
 def test_unreadable_file_falls_back_to_the_config(tmp_path: Path) -> None:
     path = tmp_path / "devices.json"
     path.write_text("{not json")
-    assert sorted(Registry(path, SEED).devices) == ["cam-1", "sos-1"]
+    assert sorted(Registry(path, KINDS, SEED).devices) == ["cam-1", "sos-1"]
 
 
 @pytest.mark.parametrize(
@@ -52,7 +61,7 @@ def test_unreadable_file_falls_back_to_the_config(tmp_path: Path) -> None:
 )
 def test_bad_pairings(args: object) -> None:
     with pytest.raises(BadEntry):
-        wearable_from(args)
+        wearable_from(args, KINDS)
 
 
 def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
@@ -67,10 +76,17 @@ def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
         fw_class="c",
         smp_port="/dev/x",
     )
-    reg = Registry(path, (listed,))
+    reg = Registry(path, KINDS, (listed,))
     reg.pair(
         wearable_from(
-            {"id": "sos-9", "kind": "sos_button", "worker": "w-9", "address": "F0:00:00:00:00:09", "key": KEY}
+            {
+                "id": "sos-9",
+                "kind": "sos_button",
+                "worker": "w-9",
+                "address": "F0:00:00:00:00:09",
+                "key": KEY,
+            },
+            KINDS,
         )
     )
     edited = Wearable(
@@ -81,7 +97,7 @@ def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
         fw_class="c",
         smp_port="/dev/x",
     )
-    again = Registry(path, (edited,))  # the technician reassigned the button to w-2
+    again = Registry(path, KINDS, (edited,))  # the technician reassigned the button to w-2
     assert again.devices["btn-fw"] == edited and "sos-9" in again.devices
     # a run-time pairing of a listed id layers on top, keeping what only the config says
     again.pair(
@@ -92,9 +108,10 @@ def test_the_config_stays_the_truth_for_what_it_lists(tmp_path: Path) -> None:
                 "worker": "w-3",
                 "address": "F0:00:00:00:00:08",
                 "key": KEY,
-            }
+            },
+            KINDS,
         )
     )
-    third = Registry(path, (edited,)).devices["btn-fw"]
+    third = Registry(path, KINDS, (edited,)).devices["btn-fw"]
     assert third.worker == "w-3" and third.address == "F0:00:00:00:00:08"
     assert third.fw_class == "c" and third.smp_port == "/dev/x"

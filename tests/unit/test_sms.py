@@ -18,9 +18,9 @@ from smspdudecoder.fields import SMSSubmit
 from drivers.modem.modem import Modem, ModemError, Reason, State
 from drivers.modem.pdu import MAX_UD, PduError, reassemble, submit
 from drivers.modem.sim import PtyModem, SimModem
-from edge.base import compact
-from edge.base.envelope import Signer, keyring
-from edge.verify import Tally
+from floor import compact
+from floor.envelope import Signer, keyring
+from tools.verify import Tally
 
 FIX = {"lat": 21.912345, "lon": 112.812345, "fix": 3, "alt": 12.3, "sats": 11, "hdop": 0.8, "age_ms": 420}
 SAMPLES: dict[str, dict[str, Any]] = {

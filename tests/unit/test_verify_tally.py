@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.base.envelope import Signer, keyring
-from edge.verify import Tally, missing_seqs
+from floor.envelope import Signer, keyring
+from tools.verify import Tally, missing_seqs
 
 
 def msg(s: Signer, seq: int, kind: str = "gnss.fix", ep: int = 1, d: dict | None = None) -> bytes:  # type: ignore[type-arg]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from drivers.ble import profiles as p
 from drivers.nmea0183 import Reason, Rejected
-from edge.base.kinds import Prio
+from floor.kinds import Prio
 
 if TYPE_CHECKING:
-    from edge.base.config import WearableConfig
+    from floor.config import WearableConfig
 
 
 class Link(Protocol):

@@ -43,8 +43,8 @@ function devices(d) {
   const now = Date.now();
   const rows = Object.entries(d.devices || {}).map(([id, c]) => {
     let details = "";
-    if (d.gnss && id.startsWith("gnss")) {
-      details = `${t("GNSS fix")} ${d.gnss.fix}D, ${d.gnss.sats ?? "?"} ${t("satellites")}, ${d.gnss.lat.toFixed(5)}, ${d.gnss.lon.toFixed(5)}`;
+    if (c.fix) {  // a receiver's own fix, whatever the receiver is called
+      details = `${t("GNSS fix")} ${c.fix.fix}D, ${c.fix.sats ?? "?"} ${t("satellites")}, ${c.fix.lat.toFixed(5)}, ${c.fix.lon.toFixed(5)}`;
     }
     const p = prev[id];
     if (p && now > p[0]) details += ` ${((c.events - p[1]) * 1000 / (now - p[0])).toFixed(1)} ${t("reports/s")}`;
@@ -53,7 +53,10 @@ function devices(d) {
     details += ` · ${t("last data")} ${ago(c.last_ms)}` + (rejected ? ` · ${t("rejected input")} ${rejected}` : "");
     return `<tr data-device="${esc(id)}"><td>${esc(id)}</td><td>${state(c.state)}</td><td>${esc(details)}</td></tr>`;
   });
-  if (d.sms) rows.push(`<tr data-device="sms"><td>${esc(t("SMS bearer"))}</td><td>${state(d.sms.state)}</td><td>${esc(d.sms.rssi_dbm ?? "")} dBm · ${t("sent")} ${d.sms.sent}</td></tr>`);
+  for (const [name, b] of Object.entries(d.bearers || {})) {
+    const signal = b.rssi_dbm == null ? "" : `${b.rssi_dbm} dBm · `;
+    rows.push(`<tr data-device="${esc(name)}"><td>${esc(t("Bearer"))} ${esc(name)}</td><td>${state(b.state)}</td><td>${esc(signal)}${esc(t("sent"))} ${esc(b.sent)}</td></tr>`);
+  }
   return section("devices", "Devices", table(["Device", "State", "Details"], rows));
 }
 function wearables(d) {
@@ -67,7 +70,7 @@ function wearables(d) {
 function alarms(d) {
   const rows = (d.life_safety || []).map((a) => `<tr class="alarm" data-seq="${a.seq}"><td>${esc(a.kind)}</td>` +
     `<td>${esc(a.worker || a.mmsi || a.src || "")}</td><td>${ago(a.at)}</td>` +
-    `<td>${state(a.state)}${a.sms ? " · " + esc(t("by SMS")) : ""}</td></tr>`);
+    `<td>${state(a.state)}${(a.bearers || []).map((b) => " · " + esc(t("by")) + " " + esc(b)).join("")}</td></tr>`);
   return section("alarms", "Life-safety messages", rows.length ? table(["Messages", "Worker", "Oldest", "State"], rows) : `<p class="muted">${esc(t("none yet"))}</p>`);
 }
 function firmware(d) {

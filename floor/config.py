@@ -16,13 +16,11 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from drivers.ble.kinds import KEYED as KEYED_WEARABLE_KINDS
-from drivers.ble.kinds import NAMES as WEARABLE_KIND_NAMES
-from edge.base.errors import N_, ONE_OF, ConfigError, Problem
-from edge.base.kinds import LIFE_SAFETY_KINDS, Prio, prio_of
+from floor.errors import N_, ONE_OF, ConfigError, Problem
+from floor.kinds import LIFE_SAFETY_KINDS, Prio, prio_of
 
 ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_PATH = Path("/etc/gridedge/gateway.toml")
@@ -300,17 +298,6 @@ class SerialPort:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GnssDevice:
-    id: str
-    kind: str = "gnss"
-    source: Source  # a serial receiver, or gpsd's JSON over tcp://host:2947
-    min_interval_s: float = 1.0
-    min_distance_m: float = 0.0
-    min_course_change_deg: float = 0.0
-    clock_source: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class NetSource:
     """A TCP server to connect to or a UDP port to listen on."""
 
@@ -335,24 +322,49 @@ Source = SerialPort | NetSource
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AisDevice:
-    """An AIS receiver or transponder: serial, TCP or UDP."""
+class DeviceConfig:
+    """What every stream device's config has (a `[[devices]]` entry of a part's `kind`);
+    each part (drivers/<part>/part.py) extends it with its own keys."""
 
     id: str
-    kind: str = "ais"
+    kind: str
     source: Source
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DscDevice:
-    """A VHF radio's DSC output (IEC 61162-1 $CDDSC/$CDDSE)."""
+class BearerConfig:
+    """What every bearer's section has; each bearer part extends it. A bearer carries the
+    life-safety `kinds` once the uplink has been down `after_s`, within its hourly budget."""
 
-    id: str
-    kind: str = "dsc"
-    source: Source
+    name: ClassVar[str]  # its section, `[sms]`: the part's name
+    after_s: float = 30.0
+    kinds: tuple[str, ...] = LIFE_SAFETY_KINDS
+
+    @property
+    def enabled(self) -> bool:
+        """Set up to send (a section may be present but switched off)."""
+        return True
+
+    @property
+    def per_hour(self) -> int:
+        """What it may spend in any hour, in the units its `cost` counts."""
+        return 0
 
 
-DeviceConfig = GnssDevice | AisDevice | DscDevice
+DeviceParser = Callable[["Section", str], DeviceConfig]
+BearerParser = Callable[["Section"], BearerConfig]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PartCatalog:
+    """What the config knows of the parts above the floor: each stream device kind's and
+    bearer's section parser, and the wearable kinds (True: its events need a key). The
+    registry that finds the parts (drivers/parts.py) hands it to `load`, so the floor names
+    no part."""
+
+    devices: Mapping[str, DeviceParser]
+    bearers: Mapping[str, BearerParser]
+    wearables: Mapping[str, bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -467,26 +479,6 @@ def split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-SMS_KINDS = LIFE_SAFETY_KINDS  # what may take the SMS bearer
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SmsConfig:
-    """The second bearer: life-safety as SMS through a cellular modem's AT port."""
-
-    port: str = ""  # the modem's AT command port (a Quectel EC25's is /dev/ttyUSB2); empty: off
-    baudrate: int = 115200
-    numbers: tuple[str, ...] = ()  # the platform's SMS numbers, each gets every message
-    after_s: float = 30.0  # the MQTT uplink down this long: life-safety also goes by SMS
-    kinds: tuple[str, ...] = SMS_KINDS
-    max_parts_per_hour: int = 60  # SMS parts sent in any hour, at most: a flood cannot run up a bill
-    timeout_s: float = 30.0  # an AT command unanswered this long: the modem is reopened
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.port)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path  # the technician's file (what `-c` names); relative paths resolve against its folder
@@ -494,24 +486,28 @@ class Config:
     mqtt: MqttConfig
     outbox: OutboxConfig
     devices: tuple[DeviceConfig, ...]
+    parts: PartCatalog  # what it was parsed with (a config.apply is parsed with the same)
     ais: AisConfig = field(default_factory=AisConfig)
     geofences: tuple[Geofence, ...] = ()
     trust: TrustConfig = field(default_factory=TrustConfig)
     ble: BleConfig = field(default_factory=BleConfig)
     wearables: tuple[WearableConfig, ...] = ()
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
-    sms: SmsConfig = field(default_factory=SmsConfig)
+    bearers: tuple[BearerConfig, ...] = ()  # in the order of their sections: tried in that order
     web: WebConfig = field(default_factory=WebConfig)
     applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
     def topic(self, *parts: str) -> str:
         return "/".join((self.mqtt.topic_prefix, self.gateway.id, *parts))
 
+    def bearer(self, name: str) -> BearerConfig | None:
+        return next((b for b in self.bearers if b.name == name), None)
+
 
 BAUD_RATES = (4800, 9600, 19200, 38400, 57600, 115200)
 
 
-def _baud(sec: Section, default: int = 9600) -> int:
+def baud(sec: Section, default: int = 9600) -> int:
     value: int = sec.integer("baudrate", default)
     if value not in BAUD_RATES:
         raise sec.error("baudrate", ONE_OF, choices=", ".join(map(str, BAUD_RATES)), got=value)
@@ -530,7 +526,7 @@ def split_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port
 
 
-def _source(sec: Section, *, default_baud: int, default_silence: float) -> Source:
+def source(sec: Section, *, default_baud: int, default_silence: float) -> Source:
     """`port` (+ `baudrate`) for serial, or `url` = tcp://host:port / udp://host:port."""
     if not sec.has("url") and not sec.has("port"):
         raise sec.error("port", N_("is required (a serial port, or url = tcp://host:port / udp://host:port)"))
@@ -539,7 +535,7 @@ def _source(sec: Section, *, default_baud: int, default_silence: float) -> Sourc
     if sec.has("port"):
         return SerialPort(
             port=sec.text("port"),
-            baudrate=_baud(sec, default_baud),
+            baudrate=baud(sec, default_baud),
             silence_s=sec.number("silence_s", default_silence, lo=0.1),
         )
     url = sec.text("url")
@@ -577,29 +573,6 @@ def _allow(sec: Section, scheme: str) -> tuple[ipaddress.IPv4Network | ipaddress
     if not nets:
         raise sec.error("allow", N_("is empty: it would refuse every sender (leave it out to take any)"))
     return tuple(nets)
-
-
-def _ais(sec: Section, dev_id: str) -> AisDevice:
-    return AisDevice(id=dev_id, source=_source(sec, default_baud=38400, default_silence=120.0))
-
-
-def _dsc(sec: Section, dev_id: str) -> DscDevice:
-    # A DSC radio is quiet until someone calls: silence is normal, so the timeout is long.
-    return DscDevice(id=dev_id, source=_source(sec, default_baud=4800, default_silence=3600.0))
-
-
-def _gnss(sec: Section, dev_id: str) -> GnssDevice:
-    return GnssDevice(
-        id=dev_id,
-        source=_source(sec, default_baud=9600, default_silence=10.0),
-        min_interval_s=sec.number("min_interval_s", 1.0, lo=0.0),
-        min_distance_m=sec.number("min_distance_m", 0.0, lo=0.0),
-        min_course_change_deg=sec.number("min_course_change_deg", 0.0, lo=0.0),
-        clock_source=sec.flag("clock_source", True),
-    )
-
-
-DEVICE_KINDS: dict[str, Callable[[Section, str], DeviceConfig]] = {"gnss": _gnss, "ais": _ais, "dsc": _dsc}
 
 
 def _geofence(sec: Section) -> Geofence:
@@ -651,7 +624,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_files: bool = True) -> Config:
+def parse(
+    text: str,
+    *,
+    parts: PartCatalog,
+    file: str = "<config>",
+    base: Path | None = None,
+    check_files: bool = True,
+) -> Config:
     """Parse and validate config text; raise ConfigError naming key and line."""
     try:
         data = tomllib.loads(text)
@@ -665,12 +645,13 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
     gateway = _gateway(root.table("gateway", required=True), check_files)
     mqtt = _mqtt(root.table("mqtt"))
     outbox = _outbox(root.table("outbox"))
-    devices, wearables = _devices(root)
+    devices, wearables = _devices(root, parts)
     ble = _ble(root.table("ble"))
     firmware = _firmware(root.table("firmware"))
     ais = _ais_station(root.table("ais"))
     trust = _trust(root.table("trust"), check_files)
-    sms = _sms(root.table("sms"))
+    # a bearer's section, where present; tomllib keeps the file's order, which is the order tried
+    bearers = [parts.bearers[name](root.table(name)) for name in data if name in parts.bearers]
     web = _web(root.table("web"), check_files)
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
@@ -682,25 +663,25 @@ def parse(text: str, *, file: str = "<config>", base: Path | None = None, check_
         mqtt=mqtt,
         outbox=outbox,
         devices=tuple(devices),
+        parts=parts,
         ais=ais,
         geofences=tuple(geofences),
         trust=trust,
         ble=ble,
         wearables=tuple(wearables),
         firmware=firmware,
-        sms=sms,
+        bearers=tuple(bearers),
         web=web,
     )
 
 
 # Each default is the dataclass's (one source): the sections read them from these.
-_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _SMS, _WEB = (
+_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _WEB = (
     MqttConfig(),
     OutboxConfig(),
     BleConfig(),
     FirmwareConfig(),
     AisConfig(),
-    SmsConfig(),
     WebConfig(),
 )
 
@@ -749,7 +730,7 @@ def _mqtt(m: Section) -> MqttConfig:
             host=repr(mqtt.host),
         )
     # The TLS files are not checked here: a gateway whose uplink cannot start still
-    # stores and works locally (edge/checks.py tells, `gridedge check` fails on them).
+    # stores and works locally (tools/checks.py tells, `gridedge check` fails on them).
     m.done()
     return mqtt
 
@@ -771,22 +752,22 @@ def _outbox(o: Section) -> OutboxConfig:
     return outbox
 
 
-def _devices(root: Section) -> tuple[list[DeviceConfig], list[WearableConfig]]:
+def _devices(root: Section, parts: PartCatalog) -> tuple[list[DeviceConfig], list[WearableConfig]]:
     devices: list[DeviceConfig] = []
     wearables: list[WearableConfig] = []
     seen: dict[str, str] = {}
     for sec in root.tables("devices"):
         dev_id = sec.id("id")
         kind = sec.text("kind")
-        build = DEVICE_KINDS.get(kind)
-        if build is None and kind not in WEARABLE_KINDS:
-            kinds = ", ".join([*DEVICE_KINDS, *WEARABLE_KINDS])
+        build = parts.devices.get(kind)
+        if build is None and kind not in parts.wearables:
+            kinds = ", ".join([*parts.devices, *parts.wearables])
             raise sec.error("kind", ONE_OF, choices=kinds, got=_describe(kind))
         if dev_id in seen or dev_id == "gw":
             raise sec.error("id", N_("{value} is already used"), value=_describe(dev_id))
         seen[dev_id] = kind
         if build is None:
-            wearables.append(_wearable(sec, dev_id, kind))
+            wearables.append(_wearable(sec, dev_id, kind, parts.wearables))
         else:
             devices.append(build(sec, dev_id))
         sec.done()
@@ -812,36 +793,32 @@ def _ble(b: Section) -> BleConfig:
     return ble
 
 
-def _sms(t: Section) -> SmsConfig:
-    d = _SMS
-    sms = SmsConfig(
-        port=t.text("port", d.port),
-        baudrate=t.integer("baudrate", d.baudrate, lo=1200, hi=4_000_000),
-        numbers=t.str_list("numbers", list(d.numbers)),
-        after_s=t.number("after_s", d.after_s, lo=0.0),
-        kinds=t.str_list("kinds", list(d.kinds)),
-        max_parts_per_hour=t.integer("max_parts_per_hour", d.max_parts_per_hour, lo=1, hi=10_000),
-        timeout_s=t.number("timeout_s", d.timeout_s, lo=1.0),
-    )
-    for number in sms.numbers:
-        digits = number.removeprefix("+")
-        if not digits.isdigit() or not 3 <= len(digits) <= 20:
-            raise t.error(
-                "numbers",
-                N_("{value} is not a phone number (digits, with an optional leading +)"),
-                value=repr(number),
-            )
-    if unknown := [k for k in sms.kinds if k not in SMS_KINDS]:
-        raise t.error(
+def bearer_basics(sec: Section, default: BearerConfig) -> dict[str, Any]:
+    """The keys every bearer's section has (`after_s`, `kinds`), checked, for its part's
+    parser to build its config with."""
+    kinds = sec.str_list("kinds", list(default.kinds))
+    if unknown := [k for k in kinds if k not in LIFE_SAFETY_KINDS]:
+        raise sec.error(
             "kinds",
             N_("{value} is not a life-safety kind ({choices})"),
             value=repr(unknown[0]),
-            choices=", ".join(SMS_KINDS),
+            choices=", ".join(LIFE_SAFETY_KINDS),
         )
-    if sms.enabled and not sms.numbers:
-        raise t.error("numbers", N_("is required when port is set: the platform's SMS number(s)"))
-    t.done()
-    return sms
+    return {"after_s": sec.number("after_s", default.after_s, lo=0.0), "kinds": tuple(kinds)}
+
+
+def phone_numbers(sec: Section, key: str) -> tuple[str, ...]:
+    """A list of phone numbers (digits, with an optional leading +)."""
+    numbers = sec.str_list(key, [])
+    for number in numbers:
+        digits = number.removeprefix("+")
+        if not digits.isdigit() or not 3 <= len(digits) <= 20:
+            raise sec.error(
+                key,
+                N_("{value} is not a phone number (digits, with an optional leading +)"),
+                value=repr(number),
+            )
+    return numbers
 
 
 def _host_port(sec: Section, key: str, text: str) -> None:
@@ -919,19 +896,24 @@ def _trust(t: Section, check_files: bool) -> TrustConfig:
     return trust
 
 
-# The wearable kinds are the modules of drivers/ble/kinds (each declares its name there);
-# the config reads only their names, to refuse a kind nothing would handle.
-WEARABLE_KINDS = WEARABLE_KIND_NAMES
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _IRK = re.compile(r"[0-9A-Fa-f]{32}")
 
 
 def wearable_problem(
-    kind: Any, worker: Any, address: Any, irk: Any, *, key: Any = None, insecure: Any = False
+    kind: Any,
+    worker: Any,
+    address: Any,
+    irk: Any,
+    *,
+    kinds: Mapping[str, bool],
+    key: Any = None,
+    insecure: Any = False,
 ) -> tuple[str, Problem] | None:
-    """(key, problem) for what is wrong with a wearable's description, or None."""
-    if kind not in WEARABLE_KINDS:
-        return "kind", Problem(N_("must be one of {choices}"), {"choices": ", ".join(WEARABLE_KINDS)})
+    """(key, problem) for what is wrong with a wearable's description, or None (`kinds`:
+    the wearable kinds, True for those whose events need a key)."""
+    if kind not in kinds:
+        return "kind", Problem(N_("must be one of {choices}"), {"choices": ", ".join(kinds)})
     if not isinstance(worker, str) or not valid_id(worker):
         return "worker", Problem(N_("must match [A-Za-z0-9._-]{1,64}"))
     if (address is None) == (irk is None):
@@ -948,7 +930,7 @@ def wearable_problem(
         return "key", Problem(N_("must be 32 hex digits (the wearable's event key, docs/ble-profiles.md)"))
     if key is not None and insecure:
         return "insecure", Problem(N_("a wearable with a key authenticates its events; drop insecure"))
-    if kind in KEYED_WEARABLE_KINDS and key is None and not insecure:
+    if kinds[kind] and key is None and not insecure:
         return "key", Problem(
             N_(
                 "is required: the 32-hex-digit key its events are authenticated with (without it "
@@ -959,12 +941,12 @@ def wearable_problem(
     return None
 
 
-def _wearable(sec: Section, dev_id: str, kind: str) -> WearableConfig:
+def _wearable(sec: Section, dev_id: str, kind: str, kinds: Mapping[str, bool]) -> WearableConfig:
     worker = sec.raw("worker")
     address, irk = sec.raw("address"), sec.raw("irk")
     key, insecure = sec.raw("key"), sec.raw("insecure")
     insecure = False if insecure is None else insecure
-    problem = wearable_problem(kind, worker, address, irk, key=key, insecure=insecure)
+    problem = wearable_problem(kind, worker, address, irk, kinds=kinds, key=key, insecure=insecure)
     if problem is not None:
         raise sec.error(*problem)
     fw_class = sec.text("fw_class", None)
@@ -991,8 +973,8 @@ def _ids(sec: Section, key: str) -> list[str]:
     return list(values)
 
 
-def load(path: Path | str, *, check_files: bool = True) -> Config:
-    """Read and validate a config file."""
+def load(path: Path | str, *, parts: PartCatalog, check_files: bool = True) -> Config:
+    """Read and validate a config file (`parts`: the catalog of drivers/parts.py)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -1000,7 +982,7 @@ def load(path: Path | str, *, check_files: bool = True) -> Config:
         raise ConfigError("", N_("cannot read config: {why}"), file=str(p), why=exc.strerror) from None
     except UnicodeDecodeError:
         raise ConfigError("", N_("config is not UTF-8 text"), file=str(p)) from None
-    return parse(text, file=str(p), base=p.resolve().parent, check_files=check_files)
+    return parse(text, parts=parts, file=str(p), base=p.resolve().parent, check_files=check_files)
 
 
 def default_path() -> Path:

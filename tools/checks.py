@@ -16,8 +16,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.base.config import OPEN_TO_OTHERS, Config, NetSource
-from edge.base.errors import N_, Problem
+from floor.config import OPEN_TO_OTHERS, Config, NetSource
+from floor.errors import N_, Problem
 
 SERVICE_USER = "gridedge"  # the user the packaged unit runs as
 

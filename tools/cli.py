@@ -14,13 +14,14 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from drivers.parts import PARTS, load_config
 from edge import __version__
-from edge.base.config import default_path, load
-from edge.base.errors import EdgeError
-from edge.checks import SERVICE_USER, examine
 from edge.i18n import from_env, localised, problem_text, translator
-from edge.provision import SYSTEM_DIR
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
+from floor.config import default_path
+from floor.errors import EdgeError
+from tools.checks import SERVICE_USER, examine
+from tools.provision import SYSTEM_DIR
 
 log = logging.getLogger("gridedge")
 
@@ -47,7 +48,7 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_forever  # the CLI is the one place that wires the app
 
-    cfg = start_config(args.config)
+    cfg = start_config(args.config, parts=PARTS.catalog)
     found = examine(cfg, None)
     for w in (*found.uplink, *found.warnings):
         logging.getLogger("gridedge").warning("%s", w)  # runs anyway; `gridedge status` shows the link
@@ -56,9 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from drivers.ble.transport import resolve_factory
-    from edge.checks import service_user
+    from tools.checks import service_user
 
-    cfg = start_config(args.config)  # as `run` would start (the unit runs this first)
+    cfg = start_config(args.config, parts=PARTS.catalog)  # as `run` would start (the unit runs this first)
     resolve_factory(cfg.ble.backend, dict(cfg.ble.options))  # the BLE backend can be loaded
     user = service_user(args.user)
     found = examine(cfg, user)
@@ -95,7 +96,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    base = load(args.config, check_files=False)
+    base = load_config(args.config, check_files=False)
     state = applied_state(base)
     applied = applied_dir(base.gateway.state_dir) / "gateway.toml"
     _ = translator(from_env()).gettext
@@ -120,7 +121,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_config_reset(args: argparse.Namespace) -> int:
-    base = load(args.config, check_files=False)
+    base = load_config(args.config, check_files=False)
     _ = translator(from_env()).gettext
     if reset(base.gateway.state_dir):
         print(
@@ -134,7 +135,7 @@ def cmd_config_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from edge.provision import ProvisionError, provision_fleet, provision_one, qr_terminal
+    from tools.provision import ProvisionError, provision_fleet, provision_one, qr_terminal
 
     _ = translator(from_env()).gettext
     try:
@@ -180,7 +181,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from edge.mqtt import TlsSettings
-    from edge.verify import run_verify, verify_sms
+    from tools.verify import run_verify, verify_sms
 
     if args.sms is not None:
         with contextlib.ExitStack() as stack:
@@ -205,9 +206,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from edge.health import read_status
-    from edge.status_table import render
+    from tools.status_table import render
 
-    cfg = load(args.config, check_files=False)
+    cfg = load_config(args.config, check_files=False)
     sock = cfg.gateway.status_socket
     lang = from_env()
     _ = translator(lang).gettext
@@ -229,11 +230,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_firmware_push(args: argparse.Namespace) -> int:
     from firmware_bridge.push import push
 
-    return push(load(args.config), args.manifest, args.image, args.device)
+    return push(load_config(args.config), args.manifest, args.image, args.device)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+    from tools.demo import run_demo
 
     return _run_until_signal(run_demo(duration=args.duration, workdir=args.dir))
 

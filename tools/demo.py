@@ -24,12 +24,12 @@ from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
 from drivers.gnss.sim import sentence, walk
 from drivers.modem.pdu import concat_header, reassemble
 from drivers.modem.sim import SimModem
-from edge.base.envelope import check_gateway_payload, keyring, private_pem, verify
-from edge.base.errors import EdgeError, EnvelopeError
-from edge.base.fsutil import write_private
-from edge.base.messages import Incoming
 from edge.mqtt import MqttConnection
-from edge.verify import Tally
+from floor.envelope import check_gateway_payload, keyring, private_pem, verify
+from floor.errors import EdgeError, EnvelopeError
+from floor.fsutil import write_private
+from floor.messages import Incoming
+from tools.verify import Tally
 
 GW_ID = "demo-taishan-001"
 
@@ -398,7 +398,7 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             f"gridedge demo: status page http://127.0.0.1:{web_port}/ (中文: ?lang=zh_CN), metrics /metrics"
         )
         print("gridedge demo: Ctrl-C to stop.\n")
-        gateway = (sys.executable, "-m", "edge.cli", "run", "-c", str(wd / "gateway.toml"))
+        gateway = (sys.executable, "-m", "tools.cli", "run", "-c", str(wd / "gateway.toml"))
         await _spawn(stack, *gateway, log=wd / "gateway.log")
 
         arrived: set[Any] = set()

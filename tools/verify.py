@@ -16,13 +16,13 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drivers.modem.pdu import PduError, concat_header, reassemble
-from edge.base import compact
-from edge.base.config import valid_id
-from edge.base.envelope import check_gateway_payload, keyring, load_public_key, verify
-from edge.base.errors import CANNOT_LOAD, N_, ConfigError, EdgeError, EnvelopeError
-from edge.base.messages import Incoming
 from edge.mqtt import MqttConnection, TlsSettings
-from edge.redate import Redater
+from floor import compact
+from floor.config import valid_id
+from floor.envelope import check_gateway_payload, keyring, load_public_key, verify
+from floor.errors import CANNOT_LOAD, N_, ConfigError, EdgeError, EnvelopeError
+from floor.messages import Incoming
+from tools.redate import Redater
 
 
 def missing_seqs(seqs: Iterable[int], lo: int | None = None, hi: int | None = None) -> list[int]:

@@ -8,8 +8,8 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edge.base.errors import N_
 from edge.i18n import translator
+from floor.errors import N_
 
 LANES = ((0, N_("life-safety")), (1, N_("event")), (2, N_("telemetry")), (3, N_("bulk")))
 
@@ -44,7 +44,7 @@ def render(doc: Mapping[str, Any], lang: str, now_ms: int | None = None) -> str:
         )
     ]
     out += _link(doc, _, ago) + _outbox(doc, _) + _alarms(doc, _, ago) + _devices(doc, _, ago)
-    out += _wearables(doc, _, ago) + _sms(doc, _)
+    out += _wearables(doc, _, ago) + _bearers(doc, _)
     return "\n".join(out) + "\n"
 
 
@@ -87,7 +87,9 @@ def _alarms(doc: Mapping[str, Any], _: Tr, ago: Callable[[int | None], str]) -> 
     rows = [[_("SEQ"), _("KIND"), _("WHO"), _("STATE"), _("WHEN")]]
     for a in items[:10]:
         who = str(a.get("worker") or a.get("mmsi") or a.get("src") or "")
-        state = _(a["state"]) + (" + " + _("by SMS") if a.get("sms") else "")
+        state = _(a["state"]) + "".join(
+            " + " + _("by {bearer}").format(bearer=b) for b in a.get("bearers", ())
+        )
         rows.append([str(a["seq"]), a["kind"], who, state, ago(a.get("at"))])
     return [_("Life-safety messages"), *grid(rows)]
 
@@ -97,13 +99,12 @@ def _devices(doc: Mapping[str, Any], _: Tr, ago: Callable[[int | None], str]) ->
     if not devices:
         return []
     rows = [[_("ID"), _("STATE"), _("DETAILS")]]
-    fix = doc.get("gnss")
     for dev, c in sorted(devices.items()):
         details = [
             _("last data {ago}").format(ago=ago(c.get("last_ms"))),
             _("events {n}").format(n=c["events"]),
         ]
-        if fix is not None and dev.startswith("gnss"):
+        if (fix := c.get("fix")) is not None:  # a receiver's own fix, whatever it is called
             details.insert(0, _("fix {d}D, {n} satellites").format(d=fix["fix"], n=fix.get("sats", "?")))
         if rejected := sum(c["rejected"].values()):
             details.append(_("rejected {n}").format(n=rejected))
@@ -125,15 +126,15 @@ def _wearables(doc: Mapping[str, Any], _: Tr, ago: Callable[[int | None], str]) 
     return [_("Wearables"), *grid(rows)]
 
 
-def _sms(doc: Mapping[str, Any], _: Tr) -> list[str]:
-    sms = doc.get("sms")
-    if sms is None:
-        return []
-    signal = "" if sms.get("rssi_dbm") is None else f" · {sms['rssi_dbm']} dBm"
-    return [
-        pad(_("SMS bearer"), 14)
-        + _(sms["state"])
-        + signal
-        + " · "
-        + _("sent {n}, capped {c}").format(n=sms["sent"], c=sms["capped"])
-    ]
+def _bearers(doc: Mapping[str, Any], _: Tr) -> list[str]:
+    out = []
+    for name, b in (doc.get("bearers") or {}).items():
+        signal = "" if b.get("rssi_dbm") is None else f" · {b['rssi_dbm']} dBm"
+        out.append(
+            pad(_("Bearer {name}").format(name=name), 14)
+            + _(b["state"])
+            + signal
+            + " · "
+            + _("sent {n}, capped {c}").format(n=b["sent"], c=b["capped"])
+        )
+    return out

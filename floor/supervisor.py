@@ -9,7 +9,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from edge.base.errors import PermanentError, TransientError
+from floor.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 

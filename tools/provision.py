@@ -15,10 +15,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.base.config import NOT_AN_ID, WEARABLE_KINDS, MqttConfig, OutboxConfig, valid_id, wearable_problem
-from edge.base.envelope import kid_of, private_pem, public_pem, raw_public
-from edge.base.errors import N_, Problem
-from edge.base.fsutil import write_atomic, write_private
+from drivers.parts import PARTS, Parts
+from floor.config import NOT_AN_ID, MqttConfig, OutboxConfig, valid_id, wearable_problem
+from floor.envelope import kid_of, private_pem, public_pem, raw_public
+from floor.errors import N_, Problem
+from floor.fsutil import write_atomic, write_private
 
 
 class ProvisionError(Exception):
@@ -203,9 +204,17 @@ def _write_starter(
 
 # stations.csv: one row per device, grouped by gateway; a gateway with no device has one
 # row with the device columns empty. Wearables need worker and address (or irk); buttons
-# and tags their key. Receivers need port (serial) or url.
-COLUMNS = ("gateway", "device", "kind", "worker", "address", "irk", "key", "port", "url", "baudrate")
-RECEIVER_KINDS = ("gnss", "ais", "dsc")
+# and tags their key. Stream devices take their part's columns (port or url, baudrate).
+WEARABLE_COLUMNS = ("worker", "address", "irk", "key")
+
+
+def columns(parts: Parts = PARTS) -> tuple[str, ...]:
+    """The stations sheet's columns: the wearables' and every stream device part's."""
+    streams = dict.fromkeys(c for part in parts.devices.values() for c in part.columns)
+    return ("gateway", "device", "kind", *WEARABLE_COLUMNS, *streams)
+
+
+COLUMNS = columns()
 AT_ROW = N_("{where}: {problem}")
 
 
@@ -260,7 +269,7 @@ def _check_device(path: Path, n: int, d: dict[str, str]) -> None:
         bad = Problem(N_("device {value} is not an id"), {"value": repr(d["device"])})
         raise ProvisionError(AT_ROW, where=where, problem=bad)
     kind = d.get("kind", "")
-    if kind in RECEIVER_KINDS:
+    if kind in PARTS.devices:
         if bool(d.get("port")) == bool(d.get("url")):
             raise ProvisionError(
                 N_("{where}: a {kind} receiver needs port (serial) or url, one of them"),
@@ -272,15 +281,20 @@ def _check_device(path: Path, n: int, d: dict[str, str]) -> None:
                 N_("{where}: baudrate {value} is not a number"), where=where, value=repr(d["baudrate"])
             )
         return
-    if kind not in WEARABLE_KINDS:
+    if kind not in PARTS.wearables:
         raise ProvisionError(
             N_("{where}: kind {value} is none of {choices}"),
             where=where,
             value=repr(kind),
-            choices=", ".join((*RECEIVER_KINDS, *WEARABLE_KINDS)),
+            choices=", ".join((*PARTS.devices, *PARTS.wearables)),
         )
     problem = wearable_problem(
-        kind, d.get("worker"), d.get("address") or None, d.get("irk") or None, key=d.get("key") or None
+        kind,
+        d.get("worker"),
+        d.get("address") or None,
+        d.get("irk") or None,
+        kinds=PARTS.wearables,
+        key=d.get("key") or None,
     )
     if problem is not None:
         raise ProvisionError(N_("{where}: {key} {problem}"), where=where, key=problem[0], problem=problem[1])
@@ -290,11 +304,8 @@ def devices_toml(devices: Iterable[dict[str, str]]) -> str:
     out = []
     for d in devices:
         lines = ["[[devices]]", f'id = "{d["device"]}"', f'kind = "{d["kind"]}"']
-        keys = (
-            ("port", "url", "baudrate")
-            if d["kind"] in RECEIVER_KINDS
-            else ("worker", "address", "irk", "key")
-        )
+        part = PARTS.devices.get(d["kind"])
+        keys = WEARABLE_COLUMNS if part is None else part.columns
         for k in keys:
             if d.get(k):
                 lines.append(f"{k} = {d[k]}" if k == "baudrate" else f'{k} = "{d[k]}"')

@@ -10,26 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from edge.base.config import WEARABLE_KINDS, WearableConfig, valid_id, wearable_problem
-from edge.base.fsutil import write_atomic
+from floor.config import WearableConfig, valid_id, wearable_problem
+from floor.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
 Wearable = WearableConfig
-__all__ = ["WEARABLE_KINDS", "BadEntry", "Registry", "Wearable", "wearable_from"]
+__all__ = ["BadEntry", "Registry", "Wearable", "wearable_from"]
 
 
 class BadEntry(ValueError):
     """A pairing request that names an impossible device."""
 
 
-def wearable_from(args: Any) -> Wearable:
-    """Validate a `device.pair` argument map; ids can never inject into a topic."""
+def wearable_from(args: Any, kinds: Mapping[str, bool]) -> Wearable:
+    """Validate a `device.pair` argument map (`kinds`: the wearable kinds, True for those
+    whose events need a key); ids can never inject into a topic."""
     if not isinstance(args, dict):
         raise BadEntry("args must be a map")
     dev_id = args.get("id")
@@ -37,7 +38,7 @@ def wearable_from(args: Any) -> Wearable:
         raise BadEntry("id must match [A-Za-z0-9._-]{1,64}")
     kind, worker, address, irk = args.get("kind"), args.get("worker"), args.get("address"), args.get("irk")
     key, insecure = args.get("key"), args.get("insecure", False)
-    problem = wearable_problem(kind, worker, address, irk, key=key, insecure=insecure)
+    problem = wearable_problem(kind, worker, address, irk, kinds=kinds, key=key, insecure=insecure)
     if problem is not None:
         raise BadEntry(f"{problem[0]} {problem[1]}")
     return Wearable(
@@ -59,8 +60,9 @@ class Registry:
     `devices.json` holds only what changed at run time: `paired` (on top of, or beside,
     the config's) and `unpaired`."""
 
-    def __init__(self, path: Path, seed: Iterable[Wearable] = ()) -> None:
+    def __init__(self, path: Path, kinds: Mapping[str, bool], seed: Iterable[Wearable] = ()) -> None:
         self.path = path
+        self.kinds = kinds  # the wearable kinds a pairing may name
         self.config = {w.id: w for w in seed}
         self.paired: dict[str, Wearable] = {}
         self.unpaired: set[str] = set()
@@ -69,7 +71,7 @@ class Registry:
             # "devices" is this file before the split: what it held beyond the config was paired
             for entry in raw.get("paired", raw.get("devices", [])):
                 try:
-                    w = wearable_from(entry)
+                    w = wearable_from(entry, kinds)
                 except BadEntry as exc:
                     # one entry (say, paired before event keys were required) costs only itself
                     name = entry.get("id") if isinstance(entry, dict) else entry

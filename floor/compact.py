@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edge.base.errors import EnvelopeError, EnvelopeReason
-from edge.base.kinds import LIFE_SAFETY_KINDS
+from floor.errors import EnvelopeError, EnvelopeReason
+from floor.kinds import LIFE_SAFETY_KINDS
 
 COMPACT_VERSION = 1
 

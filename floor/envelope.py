@@ -19,9 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.base import cbor_guard
-from edge.base.clock import TimeQuality
-from edge.base.errors import EnvelopeError, EnvelopeReason
+from floor import cbor_guard
+from floor.clock import TimeQuality
+from floor.errors import EnvelopeError, EnvelopeReason
 
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
@@ -151,7 +151,7 @@ def verify(
 
 
 def _loads(data: bytes, what: str, *, tags: frozenset[int] = frozenset()) -> Any:
-    """CBOR from outside, checked before it is decoded (edge/base/cbor_guard.py)."""
+    """CBOR from outside, checked before it is decoded (floor/cbor_guard.py)."""
     try:
         cbor_guard.check(data, tags=tags)
         return cbor2.loads(data)

@@ -1,0 +1,120 @@
+"""What a part is: the descriptor a stream device kind's or a bearer's module exports as
+`PART` (drivers/parts.py finds them), and what each kind of part and the gateway offer
+each other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from floor.config import BearerConfig, DeviceConfig, Section
+from floor.errors import Refusal
+
+if TYPE_CHECKING:
+    from drivers.ais.parse import AisReport
+    from drivers.ais.tracker import VesselTracker
+    from drivers.base import Emit
+    from drivers.gnss.parse import Fix
+    from floor.clock import Clock
+
+D = TypeVar("D", bound=DeviceConfig)
+B = TypeVar("B", bound=BearerConfig)
+
+
+class DeviceHost(Protocol):
+    """What the gateway lends a stream device it builds."""
+
+    @property
+    def emit(self) -> Emit: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def tracker(self) -> VesselTracker:
+        """The station's one view of the fleet, shared by every receiver."""
+
+    @property
+    def tap(self) -> Callable[[str, bytes], None] | None:
+        """Hears every byte read, as read (NMEA forwarding), or None."""
+
+    async def room(self) -> None:
+        """Returns once the outbox can take more (backpressure before the next read)."""
+
+    def on_time(self, utc_ms: int, tb: int) -> None:
+        """A GNSS time, for the gateway's clock."""
+
+    def on_fix(self, dev: str, fix: Fix) -> None:
+        """A GNSS fix (alarms carry the latest; local tools hear it)."""
+
+    def on_ais(self, dev: str, report: AisReport) -> None:
+        """A decoded AIS report, for local tools."""
+
+
+class Device(Protocol):
+    """A built stream device, as the gateway runs and shows it."""
+
+    name: str  # "kind[id]": its task's and log lines' name
+    dev_id: str
+
+    async def run(self) -> None:
+        """One lifetime of its link; returns only by raising (a supervisor reopens it)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Its entry in the status: `kind`, `state`, counters, and what the part adds."""
+
+
+class BearerRefused(Refusal):
+    """A bearer could not take a message now (no SIM, no network, refused...)."""
+
+
+class Bearer(Protocol):
+    """A way other than the MQTT uplink for life-safety messages to leave the gateway."""
+
+    name: str
+
+    def ready(self) -> bool:
+        """Able to send now (registered, with a SIM...)."""
+
+    def cost(self, data: bytes) -> int:
+        """What sending `data` costs, in the units its hourly budget counts (SMS parts)."""
+
+    async def send(self, data: bytes) -> int:
+        """Send one compact signed message to every destination; the units it cost.
+        Raises BearerRefused when it could not."""
+
+    async def run(self) -> None:
+        """Keep the device open and its state fresh (supervised)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Its entry in the status (`state` at least)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamPart(Generic[D]):
+    """A kind of stream device (serial, TCP or UDP bytes to a sans-IO parser)."""
+
+    name: str  # the config's `kind`
+    config: type[D]
+    parse: Callable[[Section, str], D]
+    build: Callable[[D, DeviceHost], Device]
+    # the stations sheet's columns a device of this kind takes (`gridedge provision --from`)
+    columns: tuple[str, ...] = ("port", "url", "baudrate")
+    gpsd: bool = False  # listed by the gpsd-compatible feed (its reports are shared)
+    backoff: tuple[float, float] = (0.2, 10.0)  # reopening: first and longest wait, s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BearerPart(Generic[B]):
+    """A bearer for life-safety messages when the uplink is down; its section names it."""
+
+    name: str  # its config section, `[sms]`
+    config: type[B]
+    parse: Callable[[Section], B]
+    build: Callable[[B], Bearer]
+    backoff: tuple[float, float] = (1.0, 60.0)
+
+
+AnyStreamPart = StreamPart[Any]
+AnyBearerPart = BearerPart[Any]

@@ -1,0 +1,381 @@
+"""The outbox's single writer: the queue of messages and acknowledged deletes, and the
+commits that number, sign and store them (see edge/outbox/__init__.py for the theory).
+
+One state machine driven from one task: the queue, the outcome of each commit
+(committed, refused, held for a full disk, renumbered), the seq counters and the lane
+accounting. The transactions themselves are txn.py's; thinning and expiry prune.py's;
+the full disk fulldisk.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from edge.outbox.fulldisk import FullDisk
+from edge.outbox.model import (
+    DELETE_BATCH,
+    DELETE_CHUNK,
+    DELETE_GATHER_S,
+    DELETE_LINGER_S,
+    FULL_SWEEP_S,
+    GROUP_MAX,
+    QUEUE_HIGH,
+    ROW_OVERHEAD,
+    SWEEP_S,
+    Built,
+    Deleted,
+    Limits,
+    OutboxStats,
+    Pending,
+    Row,
+    drop_reports,
+    fail,
+    fail_all,
+    is_full,
+)
+from edge.outbox.prune import Pruner
+from edge.outbox.txn import Transactions
+from edge.sqlite_thread import SqliteThread
+from floor.kinds import Prio
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Writer:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        txn: Transactions,
+        stats: OutboxStats,
+        disk: FullDisk,
+        db: Callable[[], SqliteThread],
+        usage: Callable[[], int],
+        on_commit: Callable[[list[Row]], None] | None = None,
+        on_dropped: Callable[[dict[str, Any]], object] | None = None,
+    ) -> None:
+        self.limits = limits
+        self._txn = txn
+        self.stats = stats
+        self.disk = disk
+        self._db = db
+        self._usage = usage
+        self._on_commit = on_commit  # after each commit that added rows, with them (oldest first)
+        self._on_dropped = on_dropped  # `outbox.dropped` records, when rows were thinned or expired
+        self.queue: list[Pending] = []
+        self.acks: list[int] = []
+        self._wake = asyncio.Event()
+        self._items = asyncio.Event()  # a message (not only a delete) is waiting
+        self._urgent = False  # a queued message may not wait for a group commit
+        self._busy = False  # the last flush was a full one: a busy stream needs no lingering
+        self._queued_at = 0.0  # loop time the oldest queued message arrived
+        self._acked_at = 0.0  # loop time the oldest waiting delete arrived
+        self._drained = asyncio.Event()  # the writer took the queue (see room())
+        self.lock = asyncio.Lock()  # one flush at a time, even across cancellation
+        self.page_size = 4096
+        self.pruner = Pruner(self._fetch_any, self._delete_txn, self._report)
+        self.next_seq = 1
+        self.hw = 0  # highest seq ever committed
+
+    # producers -------------------------------------------------------------------
+
+    def submit(self, item: Pending) -> asyncio.Future[int]:
+        """Queue a message; the future resolves with its seq once it is committed."""
+        loop = asyncio.get_running_loop()
+        if item.done is None:
+            item.done = loop.create_future()
+        if not self.queue:
+            self._queued_at = loop.time()
+        if item.prio < Prio.TELEMETRY or item.protected:
+            self._urgent = True
+        self.queue.append(item)
+        self._wake.set()
+        self._items.set()
+        return item.done
+
+    async def room(self) -> None:
+        """Backpressure for producers: wait while the writer is far behind (bounded memory)."""
+        while len(self.queue) >= QUEUE_HIGH:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """The broker has these: delete them with the next commit."""
+        if not self.acks:
+            self._acked_at = asyncio.get_running_loop().time()
+        self.acks.extend(seqs)
+        self._wake.set()
+
+    # the loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Group-commits queued messages and acknowledged deletes."""
+        loop = asyncio.get_running_loop()
+        last_sweep = loop.time()
+        while True:
+            next_sweep = last_sweep + (FULL_SWEEP_S if self.disk.full else SWEEP_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
+                    await self._wake.wait()
+            self._wake.clear()
+            await self._linger()
+            # Shielded: a cancelled commit would leave the transaction open and the
+            # producers' futures unresolved; closing waits for it on the lock instead.
+            await asyncio.shield(self.flush())
+            if loop.time() >= next_sweep:
+                last_sweep = loop.time()
+                await asyncio.shield(self.sweep())
+
+    async def _linger(self) -> None:
+        """Wait for what is queued to be worth a commit. An alarm or an event commits at
+        once (taking everything queued with it); telemetry waits up to group_commit_s
+        for company, or until GROUP_MAX messages are queued; acknowledged deletes wait up
+        to DELETE_LINGER_S to ride along with a commit (a lost delete is only a resend)."""
+        loop = asyncio.get_running_loop()
+        # Lingering is for a trickle: when the last flush was full, commits are big enough
+        # already, and the end of a burst should not wait for company that is not coming.
+        group = 0.0 if self._busy else self.limits.group_commit_s
+        while True:
+            if self._urgent or self.disk.held or len(self.queue) >= GROUP_MAX:
+                return
+            if self.queue:
+                if group <= 0:
+                    return
+                deadline = self._queued_at + group
+            elif self.acks and len(self.acks) < DELETE_BATCH:
+                # only deletes: let them gather (one transaction instead of many)
+                deadline = self._acked_at + (DELETE_LINGER_S if group > 0 else DELETE_GATHER_S)
+            else:
+                return
+            if loop.time() >= deadline:
+                return
+            self._items.clear()
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._items.wait()
+            except TimeoutError:
+                return
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Commit what is queued now (and the deletes due)."""
+        async with self.lock:
+            items, self.queue = self.queue, []
+            items[:0] = self.disk.take_held()
+            self._urgent = False
+            # Deletes alone wait for a commit to ride along with (see _linger), unless
+            # there are many, or they have waited long enough, or the outbox is closing.
+            lingered = asyncio.get_running_loop().time() >= self._acked_at + DELETE_LINGER_S
+            take = items or final or self.limits.group_commit_s <= 0 or self._busy or lingered
+            if take or len(self.acks) >= DELETE_BATCH:
+                acks, self.acks = self.acks, []
+            else:
+                acks = []
+            self._busy = len(items) >= GROUP_MAX or len(acks) >= DELETE_BATCH
+            self._drained.set()
+            # An alarm's commit is its own, so it never waits behind a batch of deletes;
+            # any other commit takes the waiting deletes into its transaction (one fsync,
+            # the pages written once). Producers are told once their rows are durable.
+            if items:
+                alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
+                fold = [] if alarm else acks[:DELETE_CHUNK]  # small: an alarm may be next
+                acks = acks[len(fold) :]
+                unfolded = await self._insert(items, fold)
+                acks[:0] = unfolded
+            # Deletes go in small transactions, and stop as soon as a new message is
+            # queued: an alarm waits for at most one small delete, never for a drain's worth.
+            if acks:
+                await self._delete_acked(acks)
+
+    async def sweep(self, now_ms: int | None = None) -> None:
+        """Expire rows past their kind's TTL; leave degraded mode when the disk has room."""
+        async with self.lock:
+            await self.pruner.expire(
+                self.limits.ttl_s, now_ms if now_ms is not None else time.time_ns() // 1_000_000
+            )
+            if self.disk.degraded and self.disk.reserve.free() > 2 * self.limits.reserve:
+                self.disk.full = False
+                await self._db().execute(f"PRAGMA max_page_count={self.limits.budget // self.page_size}")
+                self.disk.ensure_reserve()
+            if self.disk.held:
+                self._wake.set()  # retry them now
+
+    # inserts ---------------------------------------------------------------------
+
+    def _build(self, items: list[Pending]) -> Built:
+        """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
+        the items that failed. Touches no future, so it may run on the database thread."""
+        rows: list[Row] = []
+        made: list[Pending] = []
+        failed: list[tuple[Pending, Exception]] = []
+        seq = self.next_seq
+        for it in items:
+            try:
+                body = it.make(seq)
+            except Exception as exc:  # a bad producer must not sink the batch
+                log.exception("outbox: cannot build %s from %s", it.kind, it.src)
+                failed.append((it, exc))
+                continue
+            rows.append(Row(seq, int(it.prio), it.kind, body))
+            made.append(it)
+            seq += 1
+        return rows, made, failed
+
+    def _build_here(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
+        rows, made, failed = self._build(items)
+        for it, exc in failed:
+            fail(it, exc)
+        return rows, made
+
+    async def _insert(self, items: list[Pending], deletes: list[int]) -> list[int]:
+        """Commit the items, and `deletes` in the same transaction when it goes through on
+        the first try; the deletes not made (to be made on their own)."""
+        room = self.limits.budget - self.limits.reserve
+        gone: list[Deleted] = []
+
+        def build_and_commit(conn: sqlite3.Connection) -> tuple[*Built, BaseException | bool]:
+            # Signing (Ed25519 releases the GIL) happens here, off the event loop, in the
+            # same hop as the commit; only when the rows fit is the commit made here too.
+            rows, made, failed = self._build(items)
+            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+            if not rows or self._usage() + incoming > room or self.disk.full:
+                return rows, made, failed, False
+            try:
+                gone.extend(self._txn.commit(conn, rows, made, deletes))
+            except (sqlite3.Error, OSError) as exc:
+                return rows, made, failed, exc
+            return rows, made, failed, True
+
+        rows, made, failed, outcome = await self._db().run(build_and_commit)
+        for it, exc in failed:
+            fail(it, exc)
+        if outcome is True:
+            self._account(gone)
+            self.stats.acked += len(deletes)
+            deletes = []
+        if not rows:
+            return deletes
+        if outcome is False:
+            tight = await self._insert_tight(rows, made, room)
+            if tight is None:
+                return deletes
+            outcome = tight
+        if isinstance(outcome, BaseException):
+            if not is_full(outcome):
+                log.error("outbox: commit of %d messages failed: %s", len(rows), outcome)
+                fail_all(made, outcome)
+                return deletes
+            await self.disk.store(
+                made, outcome, lift_cap=self._lift_cap, build=self._build_here, commit=self._commit
+            )
+            return deletes
+        self._committed(rows, made)
+        return deletes
+
+    async def _insert_tight(
+        self, rows: list[Row], made: list[Pending], room: int
+    ) -> BaseException | bool | None:
+        """The rows did not fit: thin, then commit what may go in (None: nothing may)."""
+        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+        if self._usage() + incoming > room:
+            await self.pruner.thin(self._usage() + incoming - room + self.limits.reserve // 4)
+        if self._usage() + incoming > room or self.disk.full:
+            # Still no room (or the disk is full): only what must never be lost goes in,
+            # renumbered so the refused messages leave no gap in the seqs.
+            keep = self.disk.keep_protected(made, "disk full" if self.disk.full else "outbox full")
+            rows[:], made[:] = self._build_here(keep)
+            if not rows:
+                return None
+        try:
+            await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
+        except (sqlite3.Error, OSError) as exc:
+            return exc
+        return True
+
+    async def _lift_cap(self) -> None:
+        await self._db().execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self.page_size}")
+
+    async def _commit(self, rows: list[Row], made: list[Pending]) -> None:
+        await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
+        self._committed(rows, made)
+
+    def _committed(self, rows: list[Row], made: list[Pending]) -> None:
+        self.stats.commits += 1
+        self.disk.committed()
+        self.next_seq = rows[-1].seq + 1
+        self.hw = rows[-1].seq
+        for it, r in zip(made, rows, strict=True):
+            if it.done is not None and not it.done.done():
+                it.done.set_result(r.seq)
+        for r in rows:
+            lane = self.stats.lanes[r.prio]
+            lane.rows += 1
+            lane.bytes += len(r.body)
+        self.stats.committed += len(rows)
+        if self._on_commit is not None:
+            self._on_commit(rows)
+
+    # deletes: acknowledged, thinned, expired ----------------------------------------
+
+    async def _delete_acked(self, acks: list[int]) -> None:
+        """Delete acknowledged rows, DELETE_CHUNK to a transaction, all in one call on the
+        database thread (no loop round trip per chunk), stopping as soon as a message is
+        queued; what is left goes back to the front of the acks."""
+
+        def delete(conn: sqlite3.Connection) -> tuple[list[Deleted], int, BaseException | None]:
+            found: list[Deleted] = []
+            done = 0
+            while done < len(acks):
+                chunk = acks[done : done + DELETE_CHUNK]
+                try:
+                    found.extend(self._txn.delete(conn, chunk))
+                except (sqlite3.Error, OSError) as exc:
+                    return found, done, exc
+                done += len(chunk)
+                if self.queue:  # read across threads: a list's length, safe under the GIL
+                    break
+            return found, done, None
+
+        found, done, exc = await self._db().run(delete)
+        self.stats.delete_commits += 1
+        self._account(found)
+        self.stats.acked += done
+        if done < len(acks):
+            self.acks[:0] = acks[done:]  # retried with the next flush
+            if exc is None or not is_full(exc):
+                self._wake.set()
+        if exc is not None:
+            if not is_full(exc):
+                log.error("outbox: delete of %d acknowledged messages failed: %s", len(acks) - done, exc)
+            else:
+                # The WAL cannot grow: the deletes wait (their rows may be sent again, which
+                # the platform deduplicates) and, like inserts, the disk is treated as full.
+                self.disk.filled(exc)
+
+    def _account(self, found: list[Deleted]) -> list[tuple[int, int, str]]:
+        """Take deleted rows off the lane statistics (loop side); (seq, prio, kind) each."""
+        out: list[tuple[int, int, str]] = []
+        for seq, prio, nbytes, kind in found:
+            lane = self.stats.lanes[prio]
+            lane.rows -= 1
+            lane.bytes -= nbytes
+            out.append((seq, prio, kind))
+        return out
+
+    async def _delete_txn(self, seqs: list[int]) -> list[tuple[int, int, str]]:
+        return self._account(await self._db().run(lambda conn: self._txn.delete(conn, seqs)))
+
+    def _report(self, dropped: list[tuple[int, str]], reason: str) -> None:
+        self.stats.dropped += len(dropped)
+        if self._on_dropped is not None:
+            for rec in drop_reports(dropped, reason):
+                self._on_dropped(rec)
+
+    async def _fetch_any(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        return await self._db().fetchall(sql, params)
