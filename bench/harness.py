@@ -108,7 +108,7 @@ async def pipeline(
     """Outbox + ingest + publisher, running, as the gateway wires them."""
     limits = Limits(max_bytes=max_bytes, group_commit_s=commit_ms / 1000)
     # live rows go from the commit straight to the publisher, as the gateway wires them
-    hooks = OutboxHooks(committed=lambda rows: publisher.on_commit(rows))
+    hooks = OutboxHooks(committed=lambda rows: publisher.on_commit(rows))  # noqa: PLW0108 (made below)
     async with Outbox(state / "outbox.sqlite", limits=limits, hooks=hooks) as outbox:
         ingest = Ingest(
             gw="bench-gw",

@@ -40,7 +40,7 @@ def test_a_command_sent_on_the_birth_is_received(broker: Mosquitto, tmp_path: Pa
         got: set[bytes] = set()
         both = asyncio.Event()
         gw = f"first-session-{i}"
-        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))  # noqa: PLW0108 (made below)
         async with Outbox(tmp_path / f"o{i}.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, gw)
             loop = asyncio.get_running_loop()

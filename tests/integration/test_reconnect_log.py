@@ -25,7 +25,7 @@ def test_an_outage_logs_one_warning_then_the_reconnect(
     broker.kill(signal.SIGTERM)  # down before the gateway starts
 
     async def go() -> tuple[int, int]:
-        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))  # noqa: PLW0108 (made below)
         async with Outbox(tmp_path / "o.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, "g")
             cfg = MqttConfig(port=broker.port, reconnect_min_s=0.02, reconnect_max_s=0.05)

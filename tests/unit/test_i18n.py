@@ -144,7 +144,14 @@ DOC: dict[str, Any] = {
         "oldest_age_s": {2: 4.2},
     },
     "life_safety": [
-        {"seq": 31, "kind": "sos.alarm", "worker": "w-042", "state": "delivered", "bearers": ["sms"], "at": 990_000}
+        {
+            "seq": 31,
+            "kind": "sos.alarm",
+            "worker": "w-042",
+            "state": "delivered",
+            "bearers": ["sms"],
+            "at": 990_000,
+        }
     ],
     "devices": {  # a receiver shows its own fix whatever its id
         "mast": {

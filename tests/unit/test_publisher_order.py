@@ -15,7 +15,7 @@ from tests.support.pieces import ingest_for
 
 def test_row_committed_during_a_read_is_sent_once_and_in_order(tmp_path: Path) -> None:
     async def go() -> list[int]:
-        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))
+        hooks = OutboxHooks(committed=lambda rows: pub.on_commit(rows))  # noqa: PLW0108 (made below)
         async with Outbox(tmp_path / "o.sqlite", hooks=hooks) as ob:
             ingest = ingest_for(ob, "g")
             pub = Publisher(mqtt=MqttConfig(), gw="g", outbox=ob, ingest=ingest)
