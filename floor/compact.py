@@ -19,27 +19,73 @@ from collections.abc import Mapping
 from typing import Any
 
 from floor.errors import EnvelopeError, EnvelopeReason
-from floor.kinds import LIFE_SAFETY_KINDS
 
 COMPACT_VERSION = 1
 
-KINDS = LIFE_SAFETY_KINDS  # codes 0..5: the order is part of the form; new kinds only at the end
-QUALITIES = ("gnss", "ntp", "rtc", "persisted", "none")
-KEYS = (
-    "device", "worker", "counter", "uptime_ms", "boot", "authenticated", "fix", "lat", "lon",
-    "alt", "sats", "hdop", "speed", "course", "utc", "age_ms", "event", "cancel", "mmsi", "call",
-    "nature", "nature_code", "position_enhanced", "utc_hhmm", "relay_of", "ack_of", "format",
-    "category", "ack", "folded", "sog", "cog", "heading", "nav_status", "msg_type", "channel",
-    "station", "text", "state", "silent_s", "interval_s",
-)  # fmt: skip
-_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-_TQ_CODE = {k: i for i, k in enumerate(QUALITIES)}
-_KEY_CODE = {k: i for i, k in enumerate(KEYS)}
+# The wire numbers. Each is fixed for ever: a code is only ever added (the next unused
+# number), never renumbered or reused, whatever order kinds or keys are listed in
+# elsewhere (tests/unit/test_compact.py holds every number as it is on the wire).
+KIND_CODES = {
+    "sos.alarm": 0,
+    "sos.cancel": 1,
+    "dsc.distress": 2,
+    "ais.distress": 3,
+    "worker.down": 4,
+    "worker.overdue": 5,
+}
+QUALITY_CODES = {"gnss": 0, "ntp": 1, "rtc": 2, "persisted": 3, "none": 4}
+KEY_CODES = {
+    "device": 0,
+    "worker": 1,
+    "counter": 2,
+    "uptime_ms": 3,
+    "boot": 4,
+    "authenticated": 5,
+    "fix": 6,
+    "lat": 7,
+    "lon": 8,
+    "alt": 9,
+    "sats": 10,
+    "hdop": 11,
+    "speed": 12,
+    "course": 13,
+    "utc": 14,
+    "age_ms": 15,
+    "event": 16,
+    "cancel": 17,
+    "mmsi": 18,
+    "call": 19,
+    "nature": 20,
+    "nature_code": 21,
+    "position_enhanced": 22,
+    "utc_hhmm": 23,
+    "relay_of": 24,
+    "ack_of": 25,
+    "format": 26,
+    "category": 27,
+    "ack": 28,
+    "folded": 29,
+    "sog": 30,
+    "cog": 31,
+    "heading": 32,
+    "nav_status": 33,
+    "msg_type": 34,
+    "channel": 35,
+    "station": 36,
+    "text": 37,
+    "state": 38,
+    "silent_s": 39,
+    "interval_s": 40,
+}
+
+_KIND_NAME = {v: k for k, v in KIND_CODES.items()}
+_TQ_NAME = {v: k for k, v in QUALITY_CODES.items()}
+_KEY_NAME = {v: k for k, v in KEY_CODES.items()}
 
 
 def _pack(d: Any) -> Any:
     if isinstance(d, Mapping):
-        return {_KEY_CODE.get(k, k): _pack(v) for k, v in d.items()}
+        return {KEY_CODES.get(k, k): _pack(v) for k, v in d.items()}
     if isinstance(d, list):
         return [_pack(v) for v in d]
     return d
@@ -47,16 +93,16 @@ def _pack(d: Any) -> Any:
 
 def _unpack(d: Any) -> Any:
     if isinstance(d, dict):
-        return {_code(k, KEYS): _unpack(v) for k, v in d.items()}
+        return {_code(k, _KEY_NAME): _unpack(v) for k, v in d.items()}
     if isinstance(d, list):
         return [_unpack(v) for v in d]
     return d
 
 
-def _code(value: Any, names: tuple[str, ...]) -> Any:
+def _code(value: Any, names: Mapping[int, str]) -> Any:
     """A code of the table back to its name; text stays text."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value < len(names):
+        if value not in names:
             raise EnvelopeError(EnvelopeReason.PAYLOAD, f"compact code {value} unknown")
         return names[value]
     return value
@@ -70,10 +116,10 @@ def pack(payload: Mapping[str, Any]) -> list[Any]:
         payload["gw"],
         payload["ep"],
         payload["seq"],
-        _KIND_CODE.get(payload["kind"], payload["kind"]),
+        KIND_CODES.get(payload["kind"], payload["kind"]),
         payload["src"],
         payload["prio"],
-        _TQ_CODE.get(payload["tq"], payload["tq"]),
+        QUALITY_CODES.get(payload["tq"], payload["tq"]),
         recs,
     ]
 
@@ -90,9 +136,9 @@ def unpack(compact: Any) -> dict[str, Any]:
         "gw": gw,
         "ep": ep,
         "seq": seq,
-        "kind": _code(kind, KINDS),
+        "kind": _code(kind, _KIND_NAME),
         "src": src,
         "prio": prio,
-        "tq": _code(tq, QUALITIES),
+        "tq": _code(tq, _TQ_NAME),
         "recs": [{"tb": tb, "tu": tu, "d": _unpack(d)} for tb, tu, d in recs],
     }

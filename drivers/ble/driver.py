@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 SESSION_QUEUE = 64  # notifications waiting per connected wearable
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
-ALARM_KINDS = frozenset({"sos.alarm", "worker.down"})  # what a platform's sos.ack may acknowledge
 
 
 @functools.cache
@@ -502,7 +501,7 @@ class BleManager:
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
         # what the guard will hold once this is committed, committed with it
         state = (GUARD_KEY + w.id, _guard_bytes(guard.after(w.id, ev)))
-        alarm = kind in ALARM_KINDS and not data.get("cancel")
+        alarm = kind in KINDS[w.kind].alarms and not data.get("cancel")
         by_seq = (ALARM_KEY, Alarm(w.id, ev.counter).encode()) if alarm else None
         seq = await self._commit(kind, w.id, data, state=state, seq_state=by_seq)
         guard.record(w.id, ev)

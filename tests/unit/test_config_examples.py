@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from drivers.modem.part import SmsConfig
+from drivers.parts import PARTS
 from drivers.parts import load_config as load
 from drivers.parts import parse_config as parse
 from floor import config as cfg_mod
@@ -75,3 +76,20 @@ def test_a_bracket_or_hash_inside_a_quoted_value_keeps_error_lines_right() -> No
     with pytest.raises(ConfigError) as err:
         parse(text, check_files=False)
     assert err.value.line == 7 and err.value.path == "mqtt.port"
+
+
+def test_the_schemas_kinds_and_bearers_are_the_registrys() -> None:
+    """One list per closed set: the kinds a schema-checked config may name, and the bearer
+    sections, are exactly the parts the gateway finds."""
+    refs = [r["$ref"].rpartition("/")[2] for r in SCHEMA["properties"]["devices"]["items"]["oneOf"]]
+    stream_kinds = {SCHEMA["$defs"][r]["properties"]["kind"]["const"] for r in refs if r != "wearable"}
+    assert stream_kinds == set(PARTS.devices)
+    assert set(SCHEMA["$defs"]["wearable"]["properties"]["kind"]["enum"]) == set(PARTS.wearables)
+    assert set(PARTS.bearers) <= set(SCHEMA["properties"])
+
+
+@pytest.mark.parametrize("kind", sorted(PARTS.devices))
+def test_a_stream_parts_keys_are_in_its_schema(kind: str) -> None:
+    props = set(SCHEMA["$defs"][kind]["properties"])
+    keys = {f.name for f in dataclasses.fields(PARTS.devices[kind].config)} - {"source"}
+    assert keys <= props and {"port", "url"} & props

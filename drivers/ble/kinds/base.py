@@ -100,6 +100,10 @@ class WearableKind:
     # Its events raise or cancel alarms: they are authenticated with the wearable's
     # enrolled key (docs/ble-profiles.md), which the config then requires.
     counted: ClassVar[bool] = False
+    # The message kinds of its events that are alarms: kept by seq for a platform's
+    # `sos.ack` to acknowledge, and answered by the worker's other wearables (a cancel,
+    # `cancel: true` in the record, is not one).
+    alarms: ClassVar[frozenset[str]] = frozenset()
 
     async def start(self, link: Link, host: Host) -> None:
         """Subscribe to the kind's characteristics (the link reports `connected` after this)."""

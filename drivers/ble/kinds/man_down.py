@@ -87,6 +87,7 @@ class _Watch:
 class ManDownTag(WearableKind):
     name = "man_down"
     counted = True
+    alarms = frozenset({"worker.down"})
     service = SERVICE
     label = "man_down"
 

@@ -24,6 +24,7 @@ EVENTS = {
 class SosButton(WearableKind):
     name = "sos_button"
     counted = True
+    alarms = frozenset({"sos.alarm"})
     service = u.SOS_SERVICE
     label = "sos"
 
@@ -42,7 +43,7 @@ class SosButton(WearableKind):
         elif (fix := host.last_fix()) is not None:
             data["fix"] = dict(fix)
         seq = await host.counted_event(link, ev, kind=kind, data=data, answer=answer, feedback=u.SOS_FEEDBACK)
-        if seq is not None and kind == "sos.alarm":
+        if seq is not None and kind in self.alarms:
             host.worker_alarm(link.w.worker)
 
     async def alert(self, link: Link, pattern: p.Feedback, counter: int) -> None:
