@@ -78,6 +78,7 @@ class Deliveries:
         self._locks: dict[str, asyncio.Lock] = {}
         self.items: dict[str, Delivery] = self._read()
         self.reported = 0
+        self._arrived: asyncio.Queue[str] = asyncio.Queue()  # wearables that just connected
 
     def _read(self) -> dict[str, Delivery]:
         try:
@@ -116,10 +117,9 @@ class Deliveries:
         return counts
 
     def connected(self, device: str) -> None:
-        """A wearable connected: what waits for it goes now."""
-        waiting = [d for d in self.items.values() if device in d.pending]
-        if waiting:
-            asyncio.get_running_loop().create_task(self._for_device(device, waiting))
+        """A wearable connected: what waits for it goes now (from `run`'s task group)."""
+        if any(device in d.pending for d in self.items.values()):
+            self._arrived.put_nowait(device)
 
     async def _for_device(self, device: str, waiting: list[Delivery]) -> None:
         for d in waiting:
@@ -152,6 +152,17 @@ class Deliveries:
         self.items.pop(d.key, None)
 
     async def run(self) -> None:
+        """Show what waits to each wearable as it connects, each in a task of its own (a
+        slow wearable holds up no other); expire and retry beside them."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._expire_and_retry(), name="deliveries.retry")
+            while True:
+                device = await self._arrived.get()
+                waiting = [d for d in self.items.values() if device in d.pending]
+                if waiting:
+                    tg.create_task(self._for_device(device, waiting), name=f"deliveries.{device}")
+
+    async def _expire_and_retry(self) -> None:
         """Expire what is past its time; retry what a connected wearable did not take."""
         next_retry = time.monotonic() + RETRY_S
         while True:

@@ -19,26 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import functools
 import logging
-import struct
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
+from drivers.ble.counted import Alarm, Commit, CountedEvents
 from drivers.ble.kinds import KINDS
-from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch, WearableKind
+from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch
+from drivers.ble.session import End, Session, WearableStats, ble_errors
 from drivers.ble.sightings import Sightings
 from drivers.ble.transport import BleBackend, Factory
 from floor.config import BleConfig, WearableConfig
 from floor.errors import TransientError
 from floor.kinds import DeviceState, Prio
-from floor.seqkey import seq_key
 from floor.supervisor import Backoff
 
 if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable is paired
@@ -47,17 +43,7 @@ if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable 
 
 log = logging.getLogger(__name__)
 
-SESSION_QUEUE = 64  # notifications waiting per connected wearable
 ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
-
-
-@functools.cache
-def ble_errors() -> tuple[type[BaseException], ...]:
-    """What a radio, a link or a misbehaving peripheral may raise (bleak's BleakError among
-    them: imported here, on first use, so a station without wearables never loads bleak)."""
-    from bleak.exc import BleakError
-
-    return (BleakError, TimeoutError, OSError, EOFError, AttributeError, KeyError)
 
 
 class Submit(Protocol):
@@ -66,149 +52,11 @@ class Submit(Protocol):
     ) -> asyncio.Future[int] | None: ...
 
 
-class Commit(Protocol):
-    def __call__(
-        self,
-        kind: str,
-        src: str,
-        data: Mapping[str, Any],
-        *,
-        state: tuple[str, bytes] | None = None,
-        seq_state: tuple[str, bytes] | None = None,
-    ) -> Awaitable[int | None]: ...
-
-
-GUARD_KEY = "ble.sos/"  # outbox state records: the last SOS event committed per button
-# counter, uptime_ms, boot, 1 when the event carried a boot count, the window of committed
-# counters behind it (profiles.SosCounterGuard)
-_GUARD = struct.Struct("<HIIBQ")
-_GUARD_V1 = struct.Struct("<HI")  # counter, uptime_ms: as written before authenticated events
-# An alarm's record, committed with it and keyed by its seq (Pending.seq_state): what an
-# sos.ack for it needs after any restart: the counter to answer, on which wearable
-ALARM_KEY = "ble.alarm/"
-_ALARM = struct.Struct("<H")  # counter, then the wearable's id (utf-8)
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    device: str
-    counter: int
-
-    def encode(self) -> bytes:
-        return _ALARM.pack(self.counter) + self.device.encode()
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Alarm | None:
-        if len(raw) <= _ALARM.size:
-            return None
-        try:
-            return cls(raw[_ALARM.size :].decode(), _ALARM.unpack_from(raw)[0])
-        except UnicodeDecodeError:
-            return None
-
-
-def _guard_record(raw: bytes) -> p.Last | None:
-    if len(raw) == _GUARD.size:
-        counter, uptime, boot, has_boot, window = _GUARD.unpack(raw)
-        return counter, uptime, boot if has_boot else None, window
-    if len(raw) == _GUARD_V1.size:
-        counter, uptime = _GUARD_V1.unpack(raw)
-        return counter, uptime, None, 0
-    return None
-
-
-def _guard_bytes(last: p.Last) -> bytes:
-    counter, uptime, boot, window = last
-    return _GUARD.pack(counter, uptime, boot or 0, boot is not None, window)
-
-
-class End(enum.StrEnum):
-    """Why a wearable's session ended (`device.state` `reason`)."""
-
-    LOST = "lost"  # the link dropped
-    SILENT = "silent"  # it stopped answering the liveness read
-    ERROR = "error"
-    PROFILE = "profile"  # not the gridedge profile of its kind: retried at the longest backoff
-    SECURITY = "security"  # it sent an event its enrolled key does not verify: not believed,
-    # dropped and retried at the longest backoff (whoever has its address lacks its key)
-
-
-@dataclass
-class WearableStats:
-    state: DeviceState = DeviceState.UNSEEN
-    connects: int = 0
-    disconnects: int = 0
-    silent: int = 0
-    errors: int = 0
-    events: int = 0
-    repeats: int = 0
-    rejected: int = 0
-    alarms: int = 0
-    last_error: str = ""
-    rssi: int | None = None
-    battery: int | None = None
-    flooded: int = 0  # notifications dropped: more than SESSION_QUEUE waiting
-    forged: int = 0  # events whose authentication failed (docs/ble-profiles.md)
-    last_event: str = ""  # the kind of its latest counted event (sos.alarm, device.state...)
-    last_event_ms: int = 0  # and when (unix ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class _Session:
-    """One connected wearable: the `Link` its kind sees."""
-
-    w: WearableConfig
-    kind: WearableKind
-    client: BleakClient
-    lost: asyncio.Event
-    timeout_s: float
-    stats: WearableStats
-    # bounded: a peripheral that notifies faster than its events can be handled loses
-    # the surplus (counted); a real button resends an unanswered event anyway
-    queue: asyncio.Queue[tuple[str, bytes]] = field(default_factory=lambda: asyncio.Queue(SESSION_QUEUE))
-    untrusted: str | None = None  # why the session is to end for security
-
-    async def read(self, char: str) -> bytes:
-        async with asyncio.timeout(self.timeout_s):
-            return bytes(await self.client.read_gatt_char(char))
-
-    async def write(self, char: str, data: bytes) -> None:
-        async with asyncio.timeout(self.timeout_s):
-            await self.client.write_gatt_char(char, data, response=True)
-
-    def has(self, char: str) -> bool:
-        return self.client.services.get_characteristic(char) is not None
-
-    async def subscribe(self, char: str, tag: str) -> None:
-        await self.client.start_notify(char, lambda _c, v: self._notified(tag, v))
-
-    def _notified(self, tag: str, value: bytearray) -> None:
-        try:
-            self.queue.put_nowait((tag, bytes(value)))
-        except asyncio.QueueFull:
-            self.stats.flooded += 1
-
-    def reject(self, detail: str) -> None:
-        self.stats.rejected += 1
-        log.warning("ble: %s: %s", self.w.id, detail)
-
-    def forged(self, detail: str) -> None:
-        self.stats.forged += 1
-        self.untrusted = detail
-        log.error("ble: %s: %s: not believed; dropping the connection", self.w.id, detail)
-
-
 class BleManager:
-    """Scanner, per-wearable connections and the counted-event path (the kinds' `Host`).
-
-    One class, past the size the project otherwise keeps to, because it is the one
-    owner of the radio's connections: each wearable's session, its statistics, the
-    counter guard and the alarms a wearable must react to are read and written from
-    the session tasks, the Host calls of the kinds and the commands alike. Who is
-    advertising is drivers/ble/sightings.py; what each kind does is drivers/ble/kinds/."""
+    """The scanner and one connection task per paired wearable, in one task group; the
+    kinds' `Host`. Who is advertising is drivers/ble/sightings.py, a connected wearable
+    drivers/ble/session.py, the counted-event path drivers/ble/counted.py, and what each
+    kind does drivers/ble/kinds/."""
 
     def __init__(
         self,
@@ -226,18 +74,16 @@ class BleManager:
         self._wearables = wearables
         self._factory = factory
         self._submit = submit
-        self._commit = commit
         self._last_fix = last_fix
-        self._read_state = read_state
-        self.guard: p.SosCounterGuard | None = None  # restored from the outbox at the first run
         self.stats: dict[str, WearableStats] = {}
-        self.sessions: dict[str, _Session] = {}
+        self.counted = CountedEvents(commit=commit, read_state=read_state, stats=self.stats)
+        self.sessions: dict[str, Session] = {}
         self.backend: BleBackend | None = None
         self._session_events: dict[str, asyncio.Event] = {}
+        self._tg: asyncio.TaskGroup | None = None  # the sessions' and reactions' owner, while running
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._task_cfg: dict[str, WearableConfig] = {}  # what each task was started with
         self._changed = asyncio.Event()
-        self._alarms: OrderedDict[int, Alarm] = OrderedDict()  # this run's alarms by seq (the rest on disk)
         self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
         self._last_battery: dict[str, tuple[int, float]] = {}
         # told each time a wearable is connected and subscribed (deliveries waiting for it)
@@ -261,10 +107,7 @@ class BleManager:
         while not self._wearables():
             self._changed.clear()
             await self._changed.wait()
-        if self.guard is None:
-            stored = await self._read_state(GUARD_KEY)
-            records = {k[len(GUARD_KEY) :]: _guard_record(v) for k, v in stored.items()}
-            self.guard = p.SosCounterGuard({k: r for k, r in records.items() if r is not None})
+        await self.counted.restore()
         backend = await self._factory(dict(self.cfg.options))
         self.backend = backend
         scanner = backend.make_scanner(self.sightings.on_advert)
@@ -275,26 +118,32 @@ class BleManager:
             except radio_errors as exc:  # no adapter, no BlueZ, radio unplugged
                 raise TransientError(f"BLE adapter unavailable ({backend.name}): {exc!r}") from None
             log.info("ble: scanning on %s", backend.name)
-            while backend.alive():
-                self._reconcile()
-                self._tick()
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._changed.wait()
-            raise TransientError(f"BLE radio {backend.name} lost")
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._watch(backend)
         finally:
-            for task in self._tasks.values():
-                task.cancel()
-            # their cancellation (or failure) is collected, ours still propagates
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            self._tg = None
             self._tasks.clear()
             with contextlib.suppress(Exception):
                 await scanner.stop()
             await backend.aclose()
             self.backend = None
 
+    async def _watch(self, backend: BleBackend) -> None:
+        """Follow the registry and the kinds' clocks while the radio lives; raising ends the
+        task group, and with it every session."""
+        while backend.alive():
+            self._reconcile()
+            self._tick()
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+        raise TransientError(f"BLE radio {backend.name} lost")
+
     def _reconcile(self) -> None:
+        if self._tg is None:
+            return
         devices = self._wearables()
         for dev_id in [d for d in self._tasks if d not in devices]:
             self._tasks.pop(dev_id).cancel()
@@ -307,9 +156,7 @@ class BleManager:
             if task is None or task.done():
                 self._task_cfg[dev_id] = w
                 self.stats.setdefault(dev_id, WearableStats())
-                self._tasks[dev_id] = asyncio.get_running_loop().create_task(
-                    self._device_loop(w), name=f"ble.{dev_id}"
-                )
+                self._tasks[dev_id] = self._tg.create_task(self._device_loop(w), name=f"ble.{dev_id}")
 
     # -- scanning -----------------------------------------------------------------------------
 
@@ -352,7 +199,7 @@ class BleManager:
         client = self.backend.make_client(device, lambda _c: lost.set(), self.cfg.connect_timeout_s)
         async with asyncio.timeout(self.cfg.connect_timeout_s):
             await client.connect()
-        sess = _Session(w, kind, client, lost, self.cfg.probe_timeout_s, st)
+        sess = Session(w, kind, client, lost, self.cfg.probe_timeout_s, st)
         reason = End.LOST
         try:
             if client.services.get_service(kind.service) is None:
@@ -382,8 +229,8 @@ class BleManager:
             kind.connected(sess, self, time.monotonic())
             self.on_connected(w.id)
             if kind.reacts_to_alarm and self._alarm_wanted.pop(w.id, 0.0) > time.monotonic():
-                asyncio.get_running_loop().create_task(self._react(sess))
-            reason = await self._serve(sess)
+                self._react_soon(sess)
+            reason = await sess.serve(self.cfg.probe_s, lambda what, raw: self._handle(sess, what, raw))
             return reason
         finally:
             if self.sessions.get(w.id) is sess:
@@ -402,40 +249,7 @@ class BleManager:
                 async with asyncio.timeout(self.cfg.probe_timeout_s):
                     await client.disconnect()
 
-    async def _serve(self, sess: _Session) -> End:
-        """Handle notifications in order, probe for liveness; returns why the session ended."""
-        st = self.stats[sess.w.id]
-        next_probe = time.monotonic() + self.cfg.probe_s
-        lost = asyncio.get_running_loop().create_task(sess.lost.wait())
-        try:
-            while not sess.lost.is_set():
-                timeout = max(0.0, next_probe - time.monotonic())
-                getter = asyncio.get_running_loop().create_task(sess.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getter in done:
-                    what, raw = getter.result()
-                    await self._handle(sess, what, raw)
-                    if sess.untrusted is not None:
-                        return End.SECURITY
-                    continue
-                getter.cancel()
-                if lost in done:
-                    break
-                try:
-                    level = await sess.read(u.BATTERY_LEVEL)
-                except ble_errors():
-                    st.silent += 1
-                    log.warning("ble: %s stopped answering; reconnecting", sess.w.id)
-                    return End.SILENT
-                self._battery(sess.w.id, level[:1])
-                next_probe = time.monotonic() + self.cfg.probe_s
-            return End.LOST
-        finally:
-            lost.cancel()
-
-    async def _handle(self, sess: _Session, what: str, raw: bytes) -> None:
+    async def _handle(self, sess: Session, what: str, raw: bytes) -> None:
         if what == "battery":
             self._battery(sess.w.id, raw[:1])
         else:
@@ -482,45 +296,10 @@ class BleManager:
         answer: p.Feedback,
         feedback: str,
     ) -> int | None:
-        w, st = link.w, self.stats[link.w.id]
-        guard = self.guard
-        if guard is None:
-            raise TransientError("counter guard not restored yet")  # restored before any session
-        if not guard.fresh(w.id, ev, record=False):
-            st.repeats += 1
-            if guard.same(w.id, ev):
-                # The device did not hear our answer (it resends until it does): answer again.
-                await self._feedback(link, feedback, answer, ev.counter)
-            return None
-        st.events += 1
-        st.last_event, st.last_event_ms = data.get("event", kind), time.time_ns() // 1_000_000
-        data |= {"counter": ev.counter, "uptime_ms": ev.uptime_ms}
-        if ev.boot is not None:
-            data |= {"boot": ev.boot, "authenticated": True}
-        # Committed (fsync) together with the event's counter, in one transaction: after any
-        # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
-        # what the guard will hold once this is committed, committed with it
-        state = (GUARD_KEY + w.id, _guard_bytes(guard.after(w.id, ev)))
-        alarm = kind in KINDS[w.kind].alarms and not data.get("cancel")
-        by_seq = (ALARM_KEY, Alarm(w.id, ev.counter).encode()) if alarm else None
-        seq = await self._commit(kind, w.id, data, state=state, seq_state=by_seq)
-        guard.record(w.id, ev)
-        await self._feedback(link, feedback, answer, ev.counter)
-        if alarm:
-            st.alarms += 1
-            if seq is not None:
-                self._alarms[seq] = Alarm(w.id, ev.counter)
-                while len(self._alarms) > 256:
-                    self._alarms.popitem(last=False)
-        return seq if seq is not None else 0
-
-    async def _feedback(self, link: Link, char: str, pattern: p.Feedback, counter: int) -> bool:
-        try:
-            await link.write(char, p.encode_feedback(pattern, counter))
-            return True
-        except ble_errors() as exc:
-            log.warning("ble: %s: feedback not written: %r", link.w.id, exc)
-            return False
+        alarm = kind in self.kinds[link.w.kind].alarms and not data.get("cancel")
+        return await self.counted.event(
+            link, ev, kind=kind, data=data, answer=answer, feedback=feedback, alarm=alarm
+        )
 
     def worker_alarm(self, worker: str) -> None:
         """An alarm asks the wearer's reacting wearables (cameras) to act, now or on connect."""
@@ -531,9 +310,13 @@ class BleManager:
             if sess is None:
                 self._alarm_wanted[w.id] = time.monotonic() + ALARM_REACTION_S
             else:
-                asyncio.get_running_loop().create_task(self._react(sess))
+                self._react_soon(sess)
 
-    async def _react(self, sess: _Session) -> None:
+    def _react_soon(self, sess: Session) -> None:
+        if self._tg is not None:
+            self._tg.create_task(self._react(sess), name=f"ble.{sess.w.id}.react")
+
+    async def _react(self, sess: Session) -> None:
         try:
             await sess.kind.worker_alarm(sess)
         except ble_errors() as exc:
@@ -553,11 +336,7 @@ class BleManager:
 
     async def alarm(self, alarm_seq: int) -> Alarm | None:
         """The alarm committed as `alarm_seq` (this run's, or one kept on disk), or None."""
-        hit = self._alarms.get(alarm_seq)
-        if hit is not None:
-            return hit
-        raw = (await self._read_state(seq_key(ALARM_KEY, alarm_seq))).get(seq_key(ALARM_KEY, alarm_seq))
-        return None if raw is None else Alarm.decode(raw)
+        return await self.counted.alarm(alarm_seq)
 
     async def deliver(self, dev_id: str, pattern: p.Feedback, counter: int = 0) -> Delivery:
         """Show a feedback pattern on a wearable (an acknowledgement)."""
@@ -567,7 +346,7 @@ class BleManager:
         """Show a broadcast alert on a wearable, as well as its kind can."""
         return await self._show(dev_id, lambda sess: sess.kind.show_alert(sess, level, text))
 
-    async def _show(self, dev_id: str, write: Callable[[_Session], Awaitable[bool | None]]) -> Delivery:
+    async def _show(self, dev_id: str, write: Callable[[Session], Awaitable[bool | None]]) -> Delivery:
         sess = self.sessions.get(dev_id)
         if sess is None:
             return Delivery.NOT_CONNECTED

@@ -13,7 +13,7 @@ from bleak.backends.scanner import AdvertisementData
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
-from drivers.ble.driver import SESSION_QUEUE, WearableStats, _Session
+from drivers.ble.session import SESSION_QUEUE, Session, WearableStats
 from drivers.ble.kinds.sos_button import SosButton
 from drivers.ble.sightings import MAX_UNKNOWN_REPORTS, Sightings
 from drivers.nmea0183 import Reason
@@ -63,11 +63,11 @@ def test_a_notification_flood_is_bounded_and_counted() -> None:
         async def start_notify(self, _char: str, callback: Any) -> None:
             self.callback = callback
 
-    async def go() -> _Session:
+    async def go() -> Session:
         client = Client()
         stats = WearableStats()
         w = WearableConfig(id="btn", kind="sos_button", worker="w", address="F0:00:00:00:00:01")
-        sess = _Session(w, SosButton(), client, asyncio.Event(), 1.0, stats)  # type: ignore[arg-type]
+        sess = Session(w, SosButton(), client, asyncio.Event(), 1.0, stats)  # type: ignore[arg-type]
         await sess.subscribe(u.SOS_EVENT, "sos")
         for _ in range(10_000):
             client.callback(None, bytearray(8))

@@ -49,10 +49,12 @@ def test_outcomes_are_reported_once_and_what_is_owed_survives_a_restart(tmp_path
     async def second() -> None:
         again = make()
         assert list(again.items) == ["alert:a1"] and again.items["alert:a1"].pending == ["cam-1"]
+        task = asyncio.get_running_loop().create_task(again.run())
         connected.add("cam-1")
         again.connected("cam-1")
         again.connected("cam-1")
         await asyncio.sleep(0.05)
+        task.cancel()
         assert not again.items
 
     asyncio.run(second())
