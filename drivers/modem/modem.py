@@ -7,38 +7,29 @@ SIM and the network, then polls signal and registration every POLL_S; it raises
 `DeviceGone` when the port goes or stops answering, so a supervisor reopens it.
 `send(part)` writes one SMS-SUBMIT after the `> ` prompt and returns the message
 reference of `+CMGS`; a refusal raises `ModemError` with a reason that is counted.
+What the bytes mean is at.py's (sans-IO); the port is the serial link every driver uses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
-import re
 from collections import Counter
 from typing import Any
 
-import serial
-import serial_asyncio_fast
-
+from drivers.modem import at
+from drivers.modem.at import Final, Line, Prompt, Reason, Unsolicited
 from drivers.modem.pdu import Part
-from floor.errors import DeviceGone, Refusal
+from drivers.serial_link import SerialLink
+from floor.config import SerialPort
+from floor.errors import DeviceGone, DeviceSilent, Refusal
 
 log = logging.getLogger(__name__)
 
 POLL_S = 30.0
 CTRL_Z = b"\x1a"
 ESC = b"\x1b"
-FINAL_OK = "OK"
-_ERRORS = re.compile(r"^(ERROR|\+CME ERROR: ?(.*)|\+CMS ERROR: ?(.*)|NO CARRIER)$")
-UNSOLICITED = ("+CMTI:", "+CDSI:", "+CMT:", "+CBM:", "+CDS:", "RING", "+QIND:", "+CUSD:", "^")
-_CREG_URC = re.compile(r"^\+CREG: ?\d$")  # a registration change, told unasked (AT+CREG=1)
-PROMPT = "\x00prompt"  # the reader's mark for the "> " of AT+CMGS
-GONE = "\x00gone"
-_CSQ = re.compile(r"^\+CSQ: ?(\d+),(\d+)$")
-_CREG = re.compile(r"^\+CREG: ?\d+,(\d+)")
-_CMGS = re.compile(r"^\+CMGS: ?(\d+)$")
 
 
 class State(enum.StrEnum):
@@ -48,16 +39,7 @@ class State(enum.StrEnum):
     READY = "ready"
 
 
-class Reason(enum.StrEnum):
-    """Why a command or an SMS was refused (counted in the status)."""
-
-    NO_SIM = "no_sim"
-    NO_NETWORK = "no_network"
-    CMS_ERROR = "cms_error"
-    CME_ERROR = "cme_error"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    GONE = "gone"
+_GONE = Final(False, Reason.GONE, "the port closed")
 
 
 class ModemError(Refusal):
@@ -82,38 +64,58 @@ class Modem:
         self.errors: Counter[str] = Counter()
         self.unsolicited = 0
         self.last_error = ""
-        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._events: asyncio.Queue[Line | Prompt | Final] = asyncio.Queue()
         self._lock = asyncio.Lock()
-        self._writer: asyncio.StreamWriter | None = None
+        self._link: SerialLink | None = None
         self.ready = asyncio.Event()
 
     # -- the session -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Open, set up and poll the modem until its port goes or stops answering
+        (DeviceGone: a supervisor reopens it)."""
+        # a modem says nothing unasked for long spells: silence is judged by its answers
+        port = SerialPort(port=self.port, baudrate=self.baudrate, silence_s=10 * POLL_S)
+        failure: DeviceGone | None = None
         try:
-            reader, self._writer = await serial_asyncio_fast.open_serial_connection(
-                url=self.port, baudrate=self.baudrate, exclusive=True
-            )
-        except (OSError, serial.SerialException, ValueError) as exc:
-            raise DeviceGone(self.name, f"cannot open {self.port}: {exc}") from exc
-        pump = asyncio.get_running_loop().create_task(self._read(reader))
-        try:
-            for setup in ("AT", "ATE0", "AT+CMEE=1", "AT+CMGF=0"):
-                await self.command(setup)
-            log.info("%s: modem on %s answers", self.name, self.port)
-            while True:
-                await self._check()
-                await asyncio.sleep(POLL_S)
-        except ModemError as exc:
-            raise DeviceGone(self.name, str(exc)) from exc
+            async with SerialLink(self.name, port) as link:
+                self._link = link
+                async with asyncio.TaskGroup() as tg:
+                    pump = tg.create_task(self._pump(link), name=f"{self.name}.read")
+                    try:
+                        await self._session()
+                    except ModemError as exc:
+                        failure = DeviceGone(self.name, str(exc))
+                    pump.cancel()
         finally:
+            self._link = None
             self.state = State.CLOSED
             self.ready.clear()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError, serial.SerialException):
-                await pump
-            self._writer.close()
-            self._writer = None
+        if failure is not None:
+            raise failure
+
+    async def _session(self) -> None:
+        for setup in ("AT", "ATE0", "AT+CMEE=1", "AT+CMGF=0"):
+            await self.command(setup)
+        log.info("%s: modem on %s answers", self.name, self.port)
+        while True:
+            await self._check()
+            await asyncio.sleep(POLL_S)
+
+    async def _pump(self, link: SerialLink) -> None:
+        """What the port says, parsed; the end of the port is an answer to whoever waits."""
+        reader = at.AtReader()
+        try:
+            while True:
+                for ev in reader.feed(await link.read()):
+                    if isinstance(ev, Unsolicited):
+                        self.unsolicited += 1  # a notice, not an answer (a new SMS, a ring...)
+                    elif isinstance(ev, Line) and (done := at.final(ev.text)) is not None:
+                        self._events.put_nowait(done)
+                    else:
+                        self._events.put_nowait(ev)
+        except (DeviceGone, DeviceSilent):
+            self._events.put_nowait(_GONE)
 
     async def _check(self) -> None:
         """SIM, registration and signal; the state follows."""
@@ -124,16 +126,14 @@ class Modem:
                 raise
             self._set(State.NO_SIM, f"SIM: {exc}")
             return
-        if not any("READY" in line for line in sim):
+        if not at.sim_ready(sim):
             self._set(State.NO_SIM, f"SIM: {' '.join(sim) or 'no answer'}")
             return
-        for line in await self.command("AT+CSQ"):
-            if m := _CSQ.match(line):
-                rssi = int(m.group(1))
-                self.rssi_dbm = None if rssi == 99 else -113 + 2 * min(rssi, 31)
-        for line in await self.command("AT+CREG?"):
-            if m := _CREG.match(line):
-                self.registration = int(m.group(1))
+        answered, dbm = at.signal_dbm(await self.command("AT+CSQ"))
+        if answered:
+            self.rssi_dbm = dbm
+        if (stat := at.registration(await self.command("AT+CREG?"))) is not None:
+            self.registration = stat
         if self.registration in (1, 5):
             self._set(State.READY, "")
         else:
@@ -150,80 +150,46 @@ class Modem:
         self.last_error = why or self.last_error
         (self.ready.set if state == State.READY else self.ready.clear)()
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        buf = b""
-        while True:
-            chunk = await reader.read(1024)
-            if not chunk:
-                await self._lines.put(GONE)
-                return
-            buf += chunk
-            while True:
-                if buf.lstrip(b"\r\n").startswith(b">"):  # the PDU prompt has no line end
-                    buf = buf.lstrip(b"\r\n")[1:].lstrip(b" ")
-                    await self._lines.put(PROMPT)
-                    continue
-                line, sep, rest = buf.partition(b"\n")
-                if not sep:
-                    break
-                buf = rest
-                text = line.strip(b"\r ").decode("ascii", "replace")
-                if not text:
-                    continue
-                if text.startswith(UNSOLICITED) or _CREG_URC.match(text):
-                    self.unsolicited += 1  # a notice, not an answer (a new SMS, a ring...)
-                    continue
-                await self._lines.put(text)
-            if len(buf) > 4096:
-                buf = b""  # garbage without line ends: dropped, the command times out
-
     # -- commands ------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
-        if self._writer is None:
+        if self._link is None:
             raise ModemError(Reason.GONE, "not open")
-        self._writer.write(data)
+        self._link.write(data)
 
     async def command(self, cmd: str) -> list[str]:
         """Run one AT command; its information lines (the echo dropped). Raises ModemError."""
         async with self._lock:
             self._drain()
-            self._write(cmd.encode("ascii") + b"\r")
+            self._write(at.command(cmd))
             return await self._answer(cmd)
 
     def _drain(self) -> None:
-        while not self._lines.empty():
-            self._lines.get_nowait()  # late lines of a command that timed out
+        while not self._events.empty():
+            self._events.get_nowait()  # late lines of a command that timed out
 
     async def _answer(self, cmd: str) -> list[str]:
         lines: list[str] = []
         try:
             async with asyncio.timeout(self.timeout_s):
                 while True:
-                    line = await self._lines.get()
-                    if line == GONE:
-                        raise ModemError(Reason.GONE, "the port closed")
-                    if line in (cmd, PROMPT):
-                        continue  # the echo, a stray prompt
-                    if line == FINAL_OK:
-                        return lines
-                    if m := _ERRORS.match(line):
-                        raise self._refused(m, line)
-                    lines.append(line)
+                    ev = await self._events.get()
+                    if isinstance(ev, Final):
+                        if ev.ok:
+                            return lines
+                        raise self._refused(ev)
+                    if isinstance(ev, Line) and ev.text != cmd:  # not the echo, not a stray prompt
+                        lines.append(ev.text)
         except TimeoutError:
             self.errors[Reason.TIMEOUT] += 1
             raise ModemError(Reason.TIMEOUT, f"{cmd}: no answer in {self.timeout_s:.0f} s") from None
 
-    def _refused(self, m: re.Match[str], line: str) -> ModemError:
-        if m.group(3) is not None:
-            reason = Reason.CMS_ERROR
-        elif m.group(2) is not None:
-            reason = Reason.CME_ERROR
-        else:
-            reason = Reason.ERROR
-        self.errors[reason] += 1
-        self.last_error = line
-        return ModemError(reason, line)
+    def _refused(self, ev: Final) -> ModemError:
+        reason = ev.reason or Reason.ERROR
+        if reason != Reason.GONE:
+            self.errors[reason] += 1
+            self.last_error = ev.text
+        return ModemError(reason, ev.text)
 
     async def send(self, part: Part) -> int:
         """One SMS-SUBMIT; the message reference the network gave it (+CMGS)."""
@@ -232,24 +198,22 @@ class Modem:
         async with self._lock:
             self._drain()
             cmd = f"AT+CMGS={part.length}"
-            self._write(cmd.encode("ascii") + b"\r")
+            self._write(at.command(cmd))
             await self._await_prompt(cmd)
             self._write(part.hex.encode("ascii") + CTRL_Z)
-            for line in await self._answer(cmd):
-                if m := _CMGS.match(line):
-                    self.sent += 1
-                    return int(m.group(1))
-            self.errors[Reason.ERROR] += 1
-            raise ModemError(Reason.ERROR, "OK without +CMGS")
+            ref = at.message_reference(await self._answer(cmd))
+            if ref is None:
+                self.errors[Reason.ERROR] += 1
+                raise ModemError(Reason.ERROR, "OK without +CMGS")
+            self.sent += 1
+            return ref
 
     async def _await_prompt(self, cmd: str) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                while (line := await self._lines.get()) != PROMPT:
-                    if line == GONE:
-                        raise ModemError(Reason.GONE, "the port closed")
-                    if m := _ERRORS.match(line):
-                        raise self._refused(m, line)  # refused at once (no network...)
+                while not isinstance(ev := await self._events.get(), Prompt):
+                    if isinstance(ev, Final):
+                        raise self._refused(ev)  # refused at once (no network...), or gone
         except TimeoutError:
             self._write(ESC)  # abandon the prompt, should it come late
             self.errors[Reason.TIMEOUT] += 1
