@@ -141,25 +141,49 @@ _new_sentence = tuple.__new__  # Sentence's own __new__ without its Python-level
 
 def _check(line: bytes) -> Sentence | Rejected:
     raw = line
-    line = line.strip()
-    tag = ""
-    if line.startswith(b"\\"):
-        end = line.find(b"\\", 1)
-        if end < 0:
-            return Rejected(Reason.MALFORMED, raw, "unterminated tag block")
-        tag_bytes = line[1:end]
-        if b"*" in tag_bytes:
-            body, _, cks = tag_bytes.rpartition(b"*")
-            if len(cks) != 2 or cks.upper() != b"%02X" % _xor(body):
-                return Rejected(Reason.CHECKSUM, raw, "tag block")
-        tag = tag_bytes.decode("ascii", "replace")
-        line = line[end + 1 :]
+    got = _tag_block(line.strip(), raw)
+    if isinstance(got, Rejected):
+        return got
+    tag, line = got
     if not line or line[0] not in b"$!":
         # Tolerate leading noise before the start delimiter (a common serial artefact).
         i = max(line.rfind(b"$"), line.rfind(b"!"))
         if i <= 0:
             return Rejected(Reason.GARBAGE, raw)
         line = line[i:]
+    text = _checked_text(line, raw)
+    if isinstance(text, Rejected):
+        return text
+    parts = text.split(",")
+    address = parts[0]
+    if not address.isalnum() or not address.isascii():
+        return Rejected(Reason.MALFORMED, raw, f"address field {address!r}")
+    if address.startswith("P"):
+        talker, typ = "P", address[1:]
+    elif len(address) == 5:
+        talker, typ = address[:2], address[2:]
+    else:  # vendor sentences outside the standard scheme, e.g. Unicore's $SNRSTAT
+        talker, typ = "", address
+    return Sentence(chr(line[0]), talker, typ, tuple(parts[1:]), raw, tag)
+
+
+def _tag_block(line: bytes, raw: bytes) -> tuple[str, bytes] | Rejected:
+    """An IEC 61162-450 tag block (`\\s:...*hh\\`) in front, checked, and the sentence after it."""
+    if not line.startswith(b"\\"):
+        return "", line
+    end = line.find(b"\\", 1)
+    if end < 0:
+        return Rejected(Reason.MALFORMED, raw, "unterminated tag block")
+    tag_bytes = line[1:end]
+    if b"*" in tag_bytes:
+        body, _, cks = tag_bytes.rpartition(b"*")
+        if len(cks) != 2 or cks.upper() != b"%02X" % _xor(body):
+            return Rejected(Reason.CHECKSUM, raw, "tag block")
+    return tag_bytes.decode("ascii", "replace"), line[end + 1 :]
+
+
+def _checked_text(line: bytes, raw: bytes) -> str | Rejected:
+    """The sentence between its delimiter and its checksum, once the checksum holds."""
     star = line.rfind(b"*")
     if star < 0:
         return Rejected(Reason.NO_CHECKSUM, raw)
@@ -180,14 +204,4 @@ def _check(line: bytes) -> Sentence | Rejected:
         return Rejected(Reason.GARBAGE, raw, "non-ASCII")
     if not text.isprintable():
         return Rejected(Reason.GARBAGE, raw, "control characters")
-    parts = text.split(",")
-    address = parts[0]
-    if not address.isalnum() or not address.isascii():
-        return Rejected(Reason.MALFORMED, raw, f"address field {address!r}")
-    if address.startswith("P"):
-        talker, typ = "P", address[1:]
-    elif len(address) == 5:
-        talker, typ = address[:2], address[2:]
-    else:  # vendor sentences outside the standard scheme, e.g. Unicore's $SNRSTAT
-        talker, typ = "", address
-    return Sentence(chr(line[0]), talker, typ, tuple(parts[1:]), raw, tag)
+    return text

@@ -25,7 +25,7 @@ from drivers.ble.transport import resolve_factory
 from drivers.gnss.parse import Fix
 from drivers.parts import PARTS, Device, Parts
 from edge import harbour
-from edge.bearers.fallback import Fallback
+from edge.bearers.fallback import Fallback, start_bearers
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, through
@@ -332,7 +332,7 @@ class Gateway:
             self.outbox = outbox
             ingest = self._ingest(epoch, outbox, quarantined)
             commands = self._commands(ingest)
-            self.publisher = self._publisher(ingest, outbox, commands)
+            self.publisher = uplink(self.cfg, ingest, outbox, commands, self.firmware)
             self.time.start(epoch.boot)
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -373,28 +373,6 @@ class Gateway:
             ble_client=self._ble_client,
         )
         return ingest
-
-    def _publisher(self, ingest: Ingest, outbox: Outbox, commands: CommandHandler | None) -> Publisher:
-        """The uplink, subscribed to the command topics and this gateway's firmware chunks."""
-        cfg, firmware = self.cfg, self.firmware
-        fw_topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.id}/fw/"
-        subscriptions = (*commands.topics, fw_topic + "#") if commands else ()
-
-        def on_message(msg: Incoming) -> None:
-            if msg.topic.startswith(fw_topic):
-                if firmware is not None:
-                    firmware.on_message(msg)
-            elif commands is not None:
-                commands.on_message(msg)
-
-        return Publisher(
-            mqtt=cfg.mqtt,
-            gw=cfg.gateway.id,
-            outbox=outbox,
-            ingest=ingest,
-            subscriptions=subscriptions,
-            on_message=on_message if commands else None,
-        )
 
     def _start(
         self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, commands: CommandHandler | None
@@ -462,28 +440,15 @@ class Gateway:
 
     def _bearers(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, pub: Publisher) -> None:
         """The bearers of the config, in its order, and the fallback that tries them."""
-        carriers = []
-        for cfg in self.cfg.bearers:
-            if not cfg.enabled:
-                continue
-            part = self.parts.bearer(cfg)
-            bearer = part.build(cfg)
-            carriers.append((bearer, cfg))
-            first, longest = part.backoff
-            tg.create_task(
-                supervise(bearer.name, bearer.run, Backoff(first, longest)), name=f"{bearer.name}.run"
-            )
-        if not carriers:
-            return
-        self.fallback = Fallback(
-            carriers,
+        self.fallback = start_bearers(
+            tg,
+            self.cfg,
+            self.parts,
             outbox=outbox,
             link_up=lambda: pub.state == LinkState.UP,
             sign_compact=ingest.sign_compact,
-            state_dir=self.cfg.gateway.state_dir,
             on_sent=lambda _kind, seq, bearer: pub.recent.by_bearer(seq, bearer),
         )
-        tg.create_task(self.fallback.run(), name="bearers.fallback")
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:
         cfg = self.cfg
@@ -528,3 +493,31 @@ class Gateway:
         """Publish the current `vessels.outside` snapshot now (a typhoon recall asks for it)."""
         for kind, data in self.tracker.tick(boottime_ms(), force=True):
             self._report(kind, data)
+
+
+def uplink(
+    cfg: Config,
+    ingest: Ingest,
+    outbox: Outbox,
+    commands: CommandHandler | None,
+    firmware: FirmwareBridge | None,
+) -> Publisher:
+    """The uplink, subscribed to the command topics and this gateway's firmware chunks."""
+    fw_topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.id}/fw/"
+    subscriptions = (*commands.topics, fw_topic + "#") if commands else ()
+
+    def on_message(msg: Incoming) -> None:
+        if msg.topic.startswith(fw_topic):
+            if firmware is not None:
+                firmware.on_message(msg)
+        elif commands is not None:
+            commands.on_message(msg)
+
+    return Publisher(
+        mqtt=cfg.mqtt,
+        gw=cfg.gateway.id,
+        outbox=outbox,
+        ingest=ingest,
+        subscriptions=subscriptions,
+        on_message=on_message if commands else None,
+    )

@@ -74,12 +74,10 @@ class Job:
 
 
 class FirmwareBridge:
-    """Firmware jobs from the signed command to every target's result.
-
-    Past 250 lines because one job's state (its manifest, the download's chunks, each
-    target's result, the saved jobs file) is driven from three directions at once: the
-    command, the chunks arriving over MQTT and the flashing task; the store, the
-    manifest check and SMP flashing are modules of their own."""
+    """Firmware jobs from the signed command to every target's result: one job's state
+    (its manifest, the download's chunks, each target's result, the saved jobs file) is
+    driven from the command, the chunks arriving over MQTT and the flashing task; the
+    store, the manifest check and SMP flashing are modules of their own."""
 
     def __init__(
         self,
@@ -103,73 +101,27 @@ class FirmwareBridge:
         self._report = report
         self._transport = transport
         self._ble_client = ble_client
-        self.jobs: dict[str, Job] = {}
         self.rejected_chunks = 0
         self._chunks: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue()
         self._queued_bytes = 0  # chunks received but not yet written, bounded by QUEUE_BYTES
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._last_progress: dict[tuple[str, str], float] = {}
-        self._load()
-
-    # -- persistence ---------------------------------------------------------------------
-
-    @property
-    def _jobs_path(self) -> Path:
-        return self.dir / "jobs.json"
+        self._jobs_path = self.dir / "jobs.json"
+        self.jobs = {job.image_id: job for job in read_jobs(self._jobs_path, self._check_any, self.store)}
 
     def _save(self) -> None:
-        doc = [j.doc() for j in self.jobs.values()]
-        write_atomic(self._jobs_path, json.dumps(doc).encode())
-
-    def _load(self) -> None:
-        try:
-            docs = json.loads(self._jobs_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except ValueError as exc:
-            log.error("firmware: %s unreadable (%s); pending updates dropped", self._jobs_path, exc)
-            return
-        for d in docs:
-            try:
-                signed = bytes.fromhex(d["manifest"])
-                m = self._check_any(signed)
-                job = Job(
-                    d["image_id"],
-                    signed,
-                    int(d["chunk_size"]),
-                    list(d["devices"]),
-                    m,
-                    self.store.begin(d["image_id"], m, int(d["chunk_size"])),
-                    dict(d.get("results", {})),
-                )
-            except (KeyError, ValueError, TypeError, ManifestRejected, ChunkRejected) as exc:
-                log.error("firmware: a pending update cannot resume: %s", exc)
-                continue
-            self.jobs[job.image_id] = job
+        write_atomic(self._jobs_path, json.dumps([j.doc() for j in self.jobs.values()]).encode())
 
     def _check_any(self, signed: bytes) -> Manifest:
         """Re-check a persisted manifest: signature and shape only (targets were checked)."""
         if self.key is None:
             raise ManifestRejected(FwReason.BAD_SIGNATURE, "no firmware key")
-        return check(
-            signed,
-            firmware_key=self.key,
-            device_class=None,
-            running=None,
-            floor=None,
-            now_ms=None,
-            max_size=self.cfg.max_bytes,
-        )
+        return recheck(signed, self.key, self.cfg.max_bytes)
 
     # -- the command -----------------------------------------------------------------------
 
     async def command(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        signed, image_id = args.get("manifest"), args.get("image_id")
-        devices, chunk_size = args.get("devices"), args.get("chunk_size", 4096)
-        if not isinstance(image_id, str) or not isinstance(devices, list) or not devices:
-            raise UpdateRejected(FwReason.BAD_ARGS, "image_id and devices are required")
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 0 < chunk_size <= 65536:
-            raise UpdateRejected(FwReason.BAD_ARGS, "chunk_size must be 1..65536")
+        signed, image_id, devices, chunk_size = command_args(args)
         if self.key is None:
             raise UpdateRejected(FwReason.UNSUPPORTED, "no [trust] firmware_key configured")
         if image_id in self.jobs:
@@ -368,23 +320,7 @@ class FirmwareBridge:
         def progress(off: int, size: int) -> None:
             self._progress(job, device=dev, done=off, force=off >= size)
 
-        from firmware_bridge.smp import Flasher  # smpclient and pydantic load only to flash
-
-        flasher = Flasher(
-            transport,
-            address,
-            timeout_s=self.cfg.smp_timeout_s,
-            reboot_wait_s=self.cfg.reboot_wait_s,
-            progress=progress,
-        )
-        try:
-            image = await asyncio.to_thread(job.download.final.read_bytes)
-            if hashlib.sha256(image).digest() != job.manifest.sha256:  # checked as read, once
-                return FlashResult(False, FwReason.DIGEST, "the stored image no longer matches its manifest")
-            return await flasher.flash(image, version)
-        except Exception as exc:  # a device answering nonsense must not stall the queue of updates
-            log.exception("firmware: %s: flashing failed", dev)
-            return FlashResult(False, FwReason.DEVICE_REFUSED, f"unexpected answer: {exc!r}"[:300])
+        return await flash_image(job, dev, transport, address, version, cfg=self.cfg, progress=progress)
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -400,14 +336,8 @@ class FirmwareBridge:
         resumed: int | None = None,
     ) -> None:
         rec: dict[str, Any] = {"device": dev, "image_id": image_id, "ok": ok}
-        if reason:
-            rec["reason"] = reason
-        if detail:
-            rec["detail"] = detail[:300]
-        if version is not None:
-            rec["version"] = version
-        if resumed is not None:
-            rec["resumed"] = resumed
+        optional = {"reason": reason, "detail": detail[:300], "version": version, "resumed": resumed}
+        rec |= {k: v for k, v in optional.items() if v is not None and v != ""}
         self._report("fw.result", rec)
 
     def _progress(
@@ -424,13 +354,7 @@ class FirmwareBridge:
         if not force and now - self._last_progress.get(key, 0.0) < PROGRESS_EVERY_S:
             return
         self._last_progress[key] = now
-        rec: dict[str, Any] = {"image_id": job.image_id, "size": job.manifest.size}
-        if device is None:
-            rec.update(phase="download", received=job.download.received, next_chunk=job.download.next_chunk)
-        else:
-            rec.update(phase="upload", device=device, done=done)
-        if error is not None:
-            rec["error"] = error
+        rec = progress_record(job, device, done, error)
         self._report("fw.progress", rec)
 
     def snapshot(self) -> dict[str, Any]:
@@ -442,3 +366,89 @@ class FirmwareBridge:
             "rejected_chunks": self.rejected_chunks,
             "floors": {k: show(v) for k, v in self.floors.floors.items()},
         }
+
+
+def read_jobs(path: Path, check_manifest: Callable[[bytes], Manifest], store: ImageStore) -> list[Job]:
+    """The jobs saved in `path` that can resume (each manifest checked again)."""
+    try:
+        docs = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except ValueError as exc:
+        log.error("firmware: %s unreadable (%s); pending updates dropped", path, exc)
+        return []
+    jobs = []
+    for d in docs:
+        try:
+            signed = bytes.fromhex(d["manifest"])
+            m = check_manifest(signed)
+            jobs.append(
+                Job(
+                    d["image_id"],
+                    signed,
+                    int(d["chunk_size"]),
+                    list(d["devices"]),
+                    m,
+                    store.begin(d["image_id"], m, int(d["chunk_size"])),
+                    dict(d.get("results", {})),
+                )
+            )
+        except (KeyError, ValueError, TypeError, ManifestRejected, ChunkRejected) as exc:
+            log.error("firmware: a pending update cannot resume: %s", exc)
+    return jobs
+
+
+async def flash_image(
+    job: Job,
+    dev: str,
+    transport: Callable[[], Any],
+    address: str,
+    version: str,
+    *,
+    cfg: FirmwareConfig,
+    progress: Callable[[int, int], None],
+) -> FlashResult:
+    """Flash the job's stored image on one device, read and checked against its manifest once."""
+    from firmware_bridge.smp import Flasher  # smpclient and pydantic load only to flash
+
+    flasher = Flasher(
+        transport, address, timeout_s=cfg.smp_timeout_s, reboot_wait_s=cfg.reboot_wait_s, progress=progress
+    )
+    try:
+        image = await asyncio.to_thread(job.download.final.read_bytes)
+        if hashlib.sha256(image).digest() != job.manifest.sha256:  # checked as read, once
+            return FlashResult(False, FwReason.DIGEST, "the stored image no longer matches its manifest")
+        return await flasher.flash(image, version)
+    except Exception as exc:  # a device answering nonsense must not stall the queue of updates
+        log.exception("firmware: %s: flashing failed", dev)
+        return FlashResult(False, FwReason.DEVICE_REFUSED, f"unexpected answer: {exc!r}"[:300])
+
+
+def command_args(args: Mapping[str, Any]) -> tuple[Any, str, list[Any], int]:
+    """A firmware.update's manifest (unchecked), image id, devices and chunk size."""
+    signed, image_id = args.get("manifest"), args.get("image_id")
+    devices, chunk_size = args.get("devices"), args.get("chunk_size", 4096)
+    if not isinstance(image_id, str) or not isinstance(devices, list) or not devices:
+        raise UpdateRejected(FwReason.BAD_ARGS, "image_id and devices are required")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 0 < chunk_size <= 65536:
+        raise UpdateRejected(FwReason.BAD_ARGS, "chunk_size must be 1..65536")
+    return signed, image_id, devices, chunk_size
+
+
+def recheck(signed: bytes, key: Ed25519PublicKey, max_bytes: int) -> Manifest:
+    """A persisted manifest's signature and shape, checked again (its targets were)."""
+    return check(
+        signed, firmware_key=key, device_class=None, running=None, floor=None, now_ms=None, max_size=max_bytes
+    )
+
+
+def progress_record(job: Job, device: str | None, done: int | None, error: str | None) -> dict[str, Any]:
+    """`fw.progress`: the download's (device None), or one device's upload."""
+    rec: dict[str, Any] = {"image_id": job.image_id, "size": job.manifest.size}
+    if device is None:
+        rec.update(phase="download", received=job.download.received, next_chunk=job.download.next_chunk)
+    else:
+        rec.update(phase="upload", device=device, done=done)
+    if error is not None:
+        rec["error"] = error
+    return rec

@@ -206,22 +206,9 @@ class Flasher:
         """Upload `image` (declared `version`; the very bytes the caller checked against
         its manifest, never read again from a file), test it, reset, confirm."""
         expected = await asyncio.to_thread(slot_hash, image)
-        try:
-            running = await self.running_version()
-        except (*LINK_ERRORS, UploadRefused) as exc:
-            return FlashResult(False, FwReason.TIMEOUT, f"device not answering: {exc!r}"[:300])
-        if running is not None:
-            newer = _newer(version, running)
-            if newer is None:
-                # never flash what might be a downgrade: an unreadable version is a refusal
-                detail = f"the device reports version {running[:40]!r}: cannot tell {version} is newer"
-                return FlashResult(False, FwReason.ROLLBACK, detail, running)
-            if newer is False:
-                same = same_version(running, version)
-                what = "the same version as" if same else "older than"
-                return FlashResult(
-                    False, FwReason.ROLLBACK, f"{version} is {what} the running {running}", running
-                )
+        refused = await self._refuse_older(version)
+        if refused is not None:
+            return refused
         try:
             resumed = await self.transfer(image)
         except UploadRefused as exc:
@@ -250,6 +237,27 @@ class Flasher:
             return FlashResult(
                 False, FwReason.TIMEOUT, "the device did not answer after the upload", resumed=resumed
             )
+
+    async def _refuse_older(self, version: str) -> FlashResult | None:
+        """Why `version` may not go on the device (older, the same, unreadable, or no
+        answer); None when it is newer than what the device runs."""
+        try:
+            running = await self.running_version()
+        except (*LINK_ERRORS, UploadRefused) as exc:
+            return FlashResult(False, FwReason.TIMEOUT, f"device not answering: {exc!r}"[:300])
+        if running is None:
+            return None
+        newer = _newer(version, running)
+        if newer is None:
+            # never flash what might be a downgrade: an unreadable version is a refusal
+            detail = f"the device reports version {running[:40]!r}: cannot tell {version} is newer"
+            return FlashResult(False, FwReason.ROLLBACK, detail, running)
+        if newer is False:
+            what = "the same version as" if same_version(running, version) else "older than"
+            return FlashResult(
+                False, FwReason.ROLLBACK, f"{version} is {what} the running {running}", running
+            )
+        return None
 
     async def _activate(self, client: SMPClient, expected: bytes, version: str, resumed: int) -> FlashResult:
         states = await self.states(client)

@@ -72,32 +72,37 @@ def unreadable(path: Path, user: str | None) -> Problem | None:
         except OSError as exc:
             return Problem("{file_path}: {why}", {"file_path": step, "why": exc.strerror})
         last = i == len(chain) - 1
-        if last:
-            what, by_owner, by_group, by_other = "r", stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH
-        else:
-            what, by_owner, by_group, by_other = "x", stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH
-        if st.st_uid == pw.pw_uid:
-            ok = bool(st.st_mode & by_owner)
-        elif st.st_gid in groups:
-            ok = bool(st.st_mode & by_group)
-        else:
-            ok = bool(st.st_mode & by_other)
-        if not ok:
-            owner, group = _owner(st.st_uid), _group(st.st_gid)
-            template = (
-                N_(
-                    "{user} cannot read {file_path} (owner {owner}, group {group}, mode {mode}); "
-                    "chown {user} it, or chgrp {user} and chmod g+r"
-                )
-                if what == "r"
-                else N_(
-                    "{user} cannot enter {file_path} (owner {owner}, group {group}, mode {mode}); "
-                    "chown {user} it, or chgrp {user} and chmod g+x"
-                )
-            )
-            values = {"user": user, "file_path": step, "owner": owner, "group": group}
-            return Problem(template, values | {"mode": stat.filemode(st.st_mode)})
+        if not _may(st, pw.pw_uid, groups, read=last):
+            return _refused(user, step, st, read=last)
     return None
+
+
+def _may(st: os.stat_result, uid: int, groups: set[int], *, read: bool) -> bool:
+    """Whether a user may read (a file) or enter (a directory) what `st` describes."""
+    by_owner, by_group, by_other = (
+        (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH) if read else (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+    )
+    if st.st_uid == uid:
+        return bool(st.st_mode & by_owner)
+    if st.st_gid in groups:
+        return bool(st.st_mode & by_group)
+    return bool(st.st_mode & by_other)
+
+
+def _refused(user: str, step: Path, st: os.stat_result, *, read: bool) -> Problem:
+    template = (
+        N_(
+            "{user} cannot read {file_path} (owner {owner}, group {group}, mode {mode}); "
+            "chown {user} it, or chgrp {user} and chmod g+r"
+        )
+        if read
+        else N_(
+            "{user} cannot enter {file_path} (owner {owner}, group {group}, mode {mode}); "
+            "chown {user} it, or chgrp {user} and chmod g+x"
+        )
+    )
+    values = {"user": user, "file_path": step, "owner": _owner(st.st_uid), "group": _group(st.st_gid)}
+    return Problem(template, values | {"mode": stat.filemode(st.st_mode)})
 
 
 def _owner(uid: int) -> str:
@@ -127,6 +132,18 @@ def _private(path: Path) -> Problem | None:
 def examine(cfg: Config, user: str | None) -> Findings:
     """Everything `gridedge check` reports about `cfg` for `user` (see `service_user`)."""
     f = Findings()
+    for name, path, into, private in _key_files(cfg, f):
+        why = unreadable(path, user)
+        if why is None and private:
+            why = _private(path)
+        if why is not None:
+            into.append(Problem(N_("{key}: {message}"), {"key": name, "message": why}))
+    f.warnings.extend(_unwise(cfg))
+    return f
+
+
+def _key_files(cfg: Config, f: Findings) -> list[tuple[str, Path, list[Problem], bool]]:
+    """(key, file, where a problem with it goes, must it be private) of every key and TLS file."""
     files = [("gateway.key", cfg.gateway.key, f.errors, True)]
     t, m = cfg.trust, cfg.mqtt
     for name, path in (("trust.command_key", t.command_key), ("trust.firmware_key", t.firmware_key)):
@@ -137,19 +154,17 @@ def examine(cfg: Config, user: str | None) -> Findings:
         ("mqtt.tls_cert", m.tls_cert, False),
         ("mqtt.tls_key", m.tls_key, True),
     )
-    for name, path, private in tls:
-        if path is not None:
-            files.append((name, path, f.uplink, private))
-    for name, path, into, private in files:
-        why = unreadable(path, user)
-        if why is None and private:
-            why = _private(path)
-        if why is not None:
-            into.append(Problem(N_("{key}: {message}"), {"key": name, "message": why}))
+    files += [(name, path, f.uplink, private) for name, path, private in tls if path is not None]
+    return files
+
+
+def _unwise(cfg: Config) -> list[Problem]:
+    """What runs but is unwise: a listener open to anyone, a wearable believed on its address."""
+    out = []
     for dev in cfg.devices:
-        src = getattr(dev, "source", None)
+        src = dev.source
         if isinstance(src, NetSource) and src.wildcard and not src.allow:
-            f.warnings.append(
+            out.append(
                 Problem(
                     N_(
                         "devices[{id}]: {url} takes datagrams from anyone on every network it is on; "
@@ -160,7 +175,7 @@ def examine(cfg: Config, user: str | None) -> Findings:
             )
     for w in cfg.wearables:
         if w.insecure:
-            f.warnings.append(
+            out.append(
                 Problem(
                     N_(
                         "devices[{id}]: insecure = true: its alarms are believed on its address alone; "
@@ -169,4 +184,4 @@ def examine(cfg: Config, user: str | None) -> Findings:
                     {"id": w.id},
                 )
             )
-    return f
+    return out

@@ -120,60 +120,89 @@ def _position(d: dict[str, Any], out: dict[str, Any], *, scale: float = 1.0) -> 
 def normalise(msg_type: int, d: dict[str, Any]) -> dict[str, Any]:
     """pyais's fields to ours, dropping 'not available' values."""
     out: dict[str, Any] = {}
-    if msg_type not in _POSITIONED:
-        pass
-    elif msg_type == 17:
+    if msg_type == 17:
         # Type 17 carries its position in 1/10 minute; _decode turns it into minutes.
         _position(d, out, scale=1 / 60)
-    else:
+    elif msg_type in _POSITIONED:
         _position(d, out)
     if msg_type in POSITION_TYPES:
-        sog = _num(d.get("speed"))
-        na_sog = 63.0 if msg_type == 27 else (1023.0 if msg_type == 9 else 102.3)
-        if sog is not None and sog < na_sog:
-            out["sog"] = sog
-        cog = _num(d.get("course"))
-        if cog is not None and 0 <= cog < 360 and not (msg_type == 27 and cog == 511):
-            out["cog"] = cog
-        heading = _num(d.get("heading"))
-        if heading is not None and 0 <= heading < 360:
-            out["heading"] = int(heading)
-        status = d.get("status")
-        if status is not None and msg_type in (1, 2, 3, 27):
-            out["nav_status"] = int(status)
-        if msg_type == 9:
-            alt = _num(d.get("alt"))
-            if alt is not None and alt < 4095:
-                out["alt"] = alt
+        _motion(msg_type, d, out)
     if msg_type in (5, 19, 24):
-        name = _text(d.get("shipname"))
-        if name:
-            out["name"] = name
-        for key in ("callsign", "destination", "vendorid"):
-            v = _text(d.get(key))
-            if v:
-                out[key] = v
-        if d.get("ship_type") is not None:
-            out["ship_type"] = int(d["ship_type"])
-        dims = [d.get(k) for k in ("to_bow", "to_stern", "to_port", "to_starboard")]
-        if all(isinstance(x, int) for x in dims) and any(dims):
-            out["dims"] = dims
+        _static(d, out)
     if msg_type == 5:
-        if d.get("imo"):
-            out["imo"] = int(d["imo"])
-        eta = [d.get(k) for k in ("month", "day", "hour", "minute")]
-        m, day, h, mi = (x if isinstance(x, int) else -1 for x in eta)
-        # month or day 0, hour 24, minute 60: not available (ITU-R M.1371 table 48)
-        if m > 0 and day > 0 and 0 <= h < 24 and 0 <= mi < 60:
-            out["eta"] = f"{m:02d}-{day:02d}T{h:02d}:{mi:02d}"
-        draught = _num(d.get("draught"))
-        if draught:
-            out["draught"] = draught
+        _voyage(d, out)
     if msg_type == 24:
         out["part"] = int(d.get("partno", 0))
     if msg_type == 14:
         out["text"] = _text(d.get("text"))
     return out
+
+
+def _motion(msg_type: int, d: dict[str, Any], out: dict[str, Any]) -> None:
+    """Speed, course, heading, status (and a SAR aircraft's altitude), where available."""
+    sog = _num(d.get("speed"))
+    na_sog = 63.0 if msg_type == 27 else (1023.0 if msg_type == 9 else 102.3)
+    if sog is not None and sog < na_sog:
+        out["sog"] = sog
+    cog = _num(d.get("course"))
+    if cog is not None and 0 <= cog < 360 and not (msg_type == 27 and cog == 511):
+        out["cog"] = cog
+    heading = _num(d.get("heading"))
+    if heading is not None and 0 <= heading < 360:
+        out["heading"] = int(heading)
+    status = d.get("status")
+    if status is not None and msg_type in (1, 2, 3, 27):
+        out["nav_status"] = int(status)
+    if msg_type == 9:
+        alt = _num(d.get("alt"))
+        if alt is not None and alt < 4095:
+            out["alt"] = alt
+
+
+def _static(d: dict[str, Any], out: dict[str, Any]) -> None:
+    """Name, call sign, destination, vendor, type and dimensions (types 5, 19, 24)."""
+    for key, theirs in (("name", "shipname"), ("callsign", "callsign"), ("destination", "destination")):
+        if v := _text(d.get(theirs)):
+            out[key] = v
+    if v := _text(d.get("vendorid")):
+        out["vendorid"] = v
+    if d.get("ship_type") is not None:
+        out["ship_type"] = int(d["ship_type"])
+    dims = [d.get(k) for k in ("to_bow", "to_stern", "to_port", "to_starboard")]
+    if all(isinstance(x, int) for x in dims) and any(dims):
+        out["dims"] = dims
+
+
+def _voyage(d: dict[str, Any], out: dict[str, Any]) -> None:
+    """IMO number, ETA and draught (type 5)."""
+    if d.get("imo"):
+        out["imo"] = int(d["imo"])
+    eta = [d.get(k) for k in ("month", "day", "hour", "minute")]
+    m, day, h, mi = (x if isinstance(x, int) else -1 for x in eta)
+    # month or day 0, hour 24, minute 60: not available (ITU-R M.1371 table 48)
+    if m > 0 and day > 0 and 0 <= h < 24 and 0 <= mi < 60:
+        out["eta"] = f"{m:02d}-{day:02d}T{h:02d}:{mi:02d}"
+    draught = _num(d.get("draught"))
+    if draught:
+        out["draught"] = draught
+
+
+def _fragment(f: tuple[str, ...]) -> tuple[int, int, str, str, str, int] | str:
+    """(count, number, sequence id, channel, payload, fill bits) of a !AIVDM sentence's
+    fields, checked; or why they are malformed."""
+    if len(f) < 6:
+        return "too few fields"
+    count_s, num_s, seq_id, channel, payload, fill_s = f[:6]
+    if not (count_s.isdigit() and num_s.isdigit() and fill_s.isdigit() and len(fill_s) == 1):
+        return "fragment count, number or fill bits"
+    count, num, fill = int(count_s), int(num_s), int(fill_s)
+    if not (1 <= count <= MAX_FRAGMENTS and 1 <= num <= count and fill <= 5):
+        return "fragment numbering or fill bits out of range"
+    if not payload or not _armour_ok(payload):
+        return "payload armouring"
+    if num < count and fill != 0:
+        return "fill bits on a non-final fragment"
+    return count, num, seq_id, channel, payload, fill
 
 
 class AisParser:
@@ -214,29 +243,39 @@ class AisParser:
         return out
 
     def _sentence(self, s: Sentence, now: int, out: list[AisReport | Rejected]) -> None:
-        f = s.fields
-        if len(f) < 6:
-            out.append(Rejected(Reason.MALFORMED, s.raw, "too few fields"))
+        got = _fragment(s.fields)
+        if isinstance(got, str):
+            out.append(Rejected(Reason.MALFORMED, s.raw, got))
             return
-        count_s, num_s, seq_id, channel, payload, fill_s = f[:6]
-        if not (count_s.isdigit() and num_s.isdigit() and fill_s.isdigit() and len(fill_s) == 1):
-            out.append(Rejected(Reason.MALFORMED, s.raw, "fragment count, number or fill bits"))
-            return
-        count, num, fill = int(count_s), int(num_s), int(fill_s)
-        if not (1 <= count <= MAX_FRAGMENTS and 1 <= num <= count and fill <= 5):
-            out.append(Rejected(Reason.MALFORMED, s.raw, "fragment numbering or fill bits out of range"))
-            return
-        if not payload or not _armour_ok(payload):
-            out.append(Rejected(Reason.MALFORMED, s.raw, "payload armouring"))
-            return
-        if num < count and fill != 0:
-            out.append(Rejected(Reason.MALFORMED, s.raw, "fill bits on a non-final fragment"))
-            return
+        count, num, seq_id, channel, payload, fill = got
         own = s.type == "VDO"
         if count == 1:
             self._decode(payload, fill, channel=channel, own=own, raw=s.raw, now=now, out=out)
             return
-        key = (s.talker, channel, seq_id)
+        p = self._reassemble((s.talker, channel, seq_id), count, num, raw=s.raw, now=now, out=out)
+        if p is None:
+            return
+        p.parts[num] = (payload, fill)
+        p.raw.append(s.raw)
+        if len(p.parts) == count:
+            del self._pending[(s.talker, channel, seq_id)]
+            joined = "".join(p.parts[i][0] for i in range(1, count + 1))
+            self._decode(
+                joined, p.parts[count][1], channel=channel, own=own, raw=b"\n".join(p.raw), now=now, out=out
+            )
+
+    def _reassemble(
+        self,
+        key: tuple[str, str, str],
+        count: int,
+        num: int,
+        *,
+        raw: bytes,
+        now: int,
+        out: list[AisReport | Rejected],
+    ) -> _Pending | None:
+        """The open slot this fragment belongs to (a first fragment opens one), or None
+        when it belongs nowhere (rejected)."""
         p = self._pending.get(key)
         if num == 1:
             if p is not None:
@@ -246,19 +285,13 @@ class AisParser:
                 old = self._pending.pop(oldest)
                 out.append(Rejected(Reason.FRAGMENT, b"\n".join(old.raw)[:200], "reassembly slots full"))
             p = self._pending[key] = _Pending(count, now)
-        elif p is None or p.count != count or num != len(p.parts) + 1:
+            return p
+        if p is None or p.count != count or num != len(p.parts) + 1:
             if p is not None:
                 del self._pending[key]
-            out.append(Rejected(Reason.FRAGMENT, s.raw, "fragment out of order or without its first"))
-            return
-        p.parts[num] = (payload, fill)
-        p.raw.append(s.raw)
-        if len(p.parts) == count:
-            del self._pending[key]
-            joined = "".join(p.parts[i][0] for i in range(1, count + 1))
-            self._decode(
-                joined, p.parts[count][1], channel=channel, own=own, raw=b"\n".join(p.raw), now=now, out=out
-            )
+            out.append(Rejected(Reason.FRAGMENT, raw, "fragment out of order or without its first"))
+            return None
+        return p
 
     def _decode(
         self,

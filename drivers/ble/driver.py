@@ -25,11 +25,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drivers.ble import profiles as p
-from drivers.ble import uuids as u
 from drivers.ble.counted import Alarm, Commit, CountedEvents
 from drivers.ble.kinds import KINDS
-from drivers.ble.kinds.base import Delivery, Link, ProfileMismatch
-from drivers.ble.session import End, Session, WearableStats, ble_errors
+from drivers.ble.kinds.base import Delivery, Link
+from drivers.ble.session import BatteryReports, End, Reactions, Session, WearableStats, ble_errors, show_on
 from drivers.ble.sightings import Sightings
 from drivers.ble.transport import BleBackend, Factory
 from floor.config import BleConfig, WearableConfig
@@ -42,8 +41,6 @@ if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable 
     from bleak.backends.device import BLEDevice
 
 log = logging.getLogger(__name__)
-
-ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
 
 
 class Submit(Protocol):
@@ -84,8 +81,8 @@ class BleManager:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._task_cfg: dict[str, WearableConfig] = {}  # what each task was started with
         self._changed = asyncio.Event()
-        self._alarm_wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
-        self._last_battery: dict[str, tuple[int, float]] = {}
+        self.reactions = Reactions()  # a wearer's alarm, for the wearables that react to it
+        self.batteries = BatteryReports(cfg.battery_report_s)
         # told each time a wearable is connected and subscribed (deliveries waiting for it)
         self.on_connected = on_connected  # what is owed to a wearable is shown when it connects
         self.kinds = {name: cls() for name, cls in KINDS.items()}
@@ -119,10 +116,10 @@ class BleManager:
                 raise TransientError(f"BLE adapter unavailable ({backend.name}): {exc!r}") from None
             log.info("ble: scanning on %s", backend.name)
             async with asyncio.TaskGroup() as tg:
-                self._tg = tg
+                self._tg = self.reactions.tg = tg
                 await self._watch(backend)
         finally:
-            self._tg = None
+            self._tg = self.reactions.tg = None
             self._tasks.clear()
             with contextlib.suppress(Exception):
                 await scanner.stop()
@@ -157,8 +154,6 @@ class BleManager:
                 self._task_cfg[dev_id] = w
                 self.stats.setdefault(dev_id, WearableStats())
                 self._tasks[dev_id] = self._tg.create_task(self._device_loop(w), name=f"ble.{dev_id}")
-
-    # -- scanning -----------------------------------------------------------------------------
 
     # -- one wearable -------------------------------------------------------------------------
 
@@ -202,52 +197,55 @@ class BleManager:
         sess = Session(w, kind, client, lost, self.cfg.probe_timeout_s, st)
         reason = End.LOST
         try:
-            if client.services.get_service(kind.service) is None:
-                st.last_error = f"no {kind.label} service: not a gridedge {w.kind}"
-                self._emit_state(w.id, DeviceState.REJECTED, reason=End.PROFILE)
-                return End.PROFILE
-            battery = await sess.read(u.BATTERY_LEVEL)
-            firmware = None
-            with contextlib.suppress(*ble_errors(), UnicodeDecodeError):
-                firmware = (await sess.read(u.FIRMWARE_REVISION)).decode()[:32]
-            await sess.subscribe(u.BATTERY_LEVEL, "battery")
-            try:
-                await kind.start(sess, self)
-            except ProfileMismatch as exc:
-                st.last_error = f"not a gridedge {w.kind}: {exc}"
-                self._emit_state(w.id, DeviceState.REJECTED, reason=End.PROFILE)
-                return End.PROFILE
-            # "connected" (in the status and on the wire) only once notifications are on: a
-            # press the moment the status says connected must reach the gateway.
-            st.connects += 1
-            st.state = DeviceState.CONNECTED
-            st.rssi = rssi
-            self.sessions[w.id] = sess
-            self._session_events.setdefault(w.id, asyncio.Event()).set()
-            self._emit_state(w.id, DeviceState.CONNECTED, rssi=rssi, firmware=firmware)
-            self._battery(w.id, battery[:1])
-            kind.connected(sess, self, time.monotonic())
-            self.on_connected(w.id)
-            if kind.reacts_to_alarm and self._alarm_wanted.pop(w.id, 0.0) > time.monotonic():
-                self._react_soon(sess)
-            reason = await sess.serve(self.cfg.probe_s, lambda what, raw: self._handle(sess, what, raw))
+            reason = await self._start(sess, rssi)
+            if reason == End.LOST:
+                reason = await sess.serve(self.cfg.probe_s, lambda what, raw: self._handle(sess, what, raw))
             return reason
         finally:
-            if self.sessions.get(w.id) is sess:
-                del self.sessions[w.id]
-                self._session_events.setdefault(w.id, asyncio.Event()).clear()
-            if reason == End.SECURITY:
-                st.disconnects += st.state == DeviceState.CONNECTED
-                st.state = DeviceState.REJECTED
-                st.last_error = sess.untrusted or ""
-                self._emit_state(w.id, DeviceState.REJECTED, reason=End.SECURITY)
-            elif st.state == DeviceState.CONNECTED:
-                st.disconnects += 1
-                st.state = DeviceState.DISCONNECTED
-                self._emit_state(w.id, DeviceState.DISCONNECTED, reason=reason)
+            self._ended(sess, reason)
             with contextlib.suppress(*ble_errors()):
                 async with asyncio.timeout(self.cfg.probe_timeout_s):
                     await client.disconnect()
+
+    async def _start(self, sess: Session, rssi: int) -> End:
+        """Check the profile, read and subscribe, then report it connected: End.LOST when
+        it is ready to serve, End.PROFILE when it is not a gridedge wearable of its kind."""
+        w, st, kind = sess.w, sess.stats, sess.kind
+        got = await sess.prepare(self)
+        if isinstance(got, str):
+            st.last_error = got
+            self._emit_state(w.id, DeviceState.REJECTED, reason=End.PROFILE)
+            return End.PROFILE
+        battery, firmware = got
+        # "connected" (in the status and on the wire) only once notifications are on: a
+        # press the moment the status says connected must reach the gateway.
+        st.connects += 1
+        st.state = DeviceState.CONNECTED
+        st.rssi = rssi
+        self.sessions[w.id] = sess
+        self._session_events.setdefault(w.id, asyncio.Event()).set()
+        self._emit_state(w.id, DeviceState.CONNECTED, rssi=rssi, firmware=firmware)
+        self._battery(w.id, battery[:1])
+        kind.connected(sess, self, time.monotonic())
+        self.on_connected(w.id)
+        if kind.reacts_to_alarm:
+            self.reactions.connected(sess)
+        return End.LOST
+
+    def _ended(self, sess: Session, reason: End) -> None:
+        w, st = sess.w, sess.stats
+        if self.sessions.get(w.id) is sess:
+            del self.sessions[w.id]
+            self._session_events.setdefault(w.id, asyncio.Event()).clear()
+        if reason == End.SECURITY:
+            st.disconnects += st.state == DeviceState.CONNECTED
+            st.state = DeviceState.REJECTED
+            st.last_error = sess.untrusted or ""
+            self._emit_state(w.id, DeviceState.REJECTED, reason=End.SECURITY)
+        elif st.state == DeviceState.CONNECTED:
+            st.disconnects += 1
+            st.state = DeviceState.DISCONNECTED
+            self._emit_state(w.id, DeviceState.DISCONNECTED, reason=reason)
 
     async def _handle(self, sess: Session, what: str, raw: bytes) -> None:
         if what == "battery":
@@ -263,17 +261,9 @@ class BleManager:
             kind.tick(self, now, {d: w.worker for d, w in devices.items() if w.kind == name})
 
     def _battery(self, dev_id: str, raw: bytes) -> None:
-        if len(raw) != 1 or raw[0] > 100:
-            self.stats[dev_id].rejected += 1
-            return
-        pct, now = raw[0], time.monotonic()
-        last = self._last_battery.get(dev_id)
-        self.stats[dev_id].battery = pct
-        if last is not None and last[0] == pct and now - last[1] < self.cfg.battery_report_s:
-            return
-        changed = last is None or last[0] != pct
-        self._last_battery[dev_id] = (pct, now)
-        self._submit("device.battery", dev_id, {"pct": pct}, prio=Prio.EVENT if changed else None)
+        report = self.batteries.offer(dev_id, raw, self.stats[dev_id])
+        if report is not None:
+            self._submit("device.battery", dev_id, {"pct": report[0]}, prio=report[1])
 
     # -- the Host the kinds see --------------------------------------------------------------
 
@@ -304,24 +294,8 @@ class BleManager:
     def worker_alarm(self, worker: str) -> None:
         """An alarm asks the wearer's reacting wearables (cameras) to act, now or on connect."""
         for w in self._wearables().values():
-            if w.worker != worker or not self.kinds[w.kind].reacts_to_alarm:
-                continue
-            sess = self.sessions.get(w.id)
-            if sess is None:
-                self._alarm_wanted[w.id] = time.monotonic() + ALARM_REACTION_S
-            else:
-                self._react_soon(sess)
-
-    def _react_soon(self, sess: Session) -> None:
-        if self._tg is not None:
-            self._tg.create_task(self._react(sess), name=f"ble.{sess.w.id}.react")
-
-    async def _react(self, sess: Session) -> None:
-        try:
-            await sess.kind.worker_alarm(sess)
-        except ble_errors() as exc:
-            log.warning("ble: %s: did not react to the alarm: %r", sess.w.id, exc)
-            self._alarm_wanted[sess.w.id] = time.monotonic() + ALARM_REACTION_S
+            if w.worker == worker and self.kinds[w.kind].reacts_to_alarm:
+                self.reactions.wanted(w.id, self.sessions.get(w.id))
 
     async def client_for(self, dev_id: str, timeout: float) -> BleakClient:
         """The live connection to a wearable, waiting up to `timeout` for one (firmware updates)."""
@@ -347,31 +321,13 @@ class BleManager:
         return await self._show(dev_id, lambda sess: sess.kind.show_alert(sess, level, text))
 
     async def _show(self, dev_id: str, write: Callable[[Session], Awaitable[bool | None]]) -> Delivery:
-        sess = self.sessions.get(dev_id)
-        if sess is None:
-            return Delivery.NOT_CONNECTED
-        try:
-            shown = await write(sess)
-        except ble_errors() as exc:
-            log.info("ble: %s: not written: %r", dev_id, exc)
-            return Delivery.WRITE_FAILED
-        return Delivery.UNSUPPORTED if shown is False else Delivery.DELIVERED
+        return await show_on(self.sessions.get(dev_id), dev_id, write)
 
     # -- reports --------------------------------------------------------------------------------
 
-    def _emit_state(
-        self,
-        dev_id: str,
-        state: DeviceState,
-        *,
-        reason: End | None = None,
-        rssi: int | None = None,
-        firmware: str | None = None,
-    ) -> None:
-        data: dict[str, Any] = {"state": state}
-        for key, value in (("reason", reason), ("rssi", rssi), ("firmware", firmware)):
-            if value is not None:
-                data[key] = value
+    def _emit_state(self, dev_id: str, state: DeviceState, **more: str | int | None) -> None:
+        """`device.state`, with what is known of the change (reason, rssi, firmware)."""
+        data: dict[str, Any] = {"state": state} | {k: v for k, v in more.items() if v is not None}
         self._submit("device.state", dev_id, data)
 
     def states(self) -> dict[str, str]:

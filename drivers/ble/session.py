@@ -4,6 +4,7 @@ ends; what a radio or a link may raise."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drivers.ble import uuids as u
-from drivers.ble.kinds.base import WearableKind
+from drivers.ble.kinds.base import Delivery, Host, ProfileMismatch, WearableKind
 from floor.config import WearableConfig
-from floor.kinds import DeviceState
+from floor.kinds import DeviceState, Prio
 
 if TYPE_CHECKING:  # bleak itself loads with the radio, when the first wearable is paired
     from bleak import BleakClient
@@ -112,6 +113,23 @@ class Session:
         self.untrusted = detail
         log.error("ble: %s: %s: not believed; dropping the connection", self.w.id, detail)
 
+    async def prepare(self, host: Host) -> tuple[bytes, str | None] | str:
+        """Check it is a gridedge wearable of its kind, read its battery and firmware, and
+        subscribe; (battery, firmware), or why it is not of its kind."""
+        kind = self.kind
+        if self.client.services.get_service(kind.service) is None:
+            return f"no {kind.label} service: not a gridedge {self.w.kind}"
+        battery = await self.read(u.BATTERY_LEVEL)
+        firmware = None
+        with contextlib.suppress(*ble_errors(), UnicodeDecodeError):
+            firmware = (await self.read(u.FIRMWARE_REVISION)).decode()[:32]
+        await self.subscribe(u.BATTERY_LEVEL, "battery")
+        try:
+            await kind.start(self, host)
+        except ProfileMismatch as exc:
+            return f"not a gridedge {self.w.kind}: {exc}"
+        return battery, firmware
+
     async def serve(self, probe_s: float, handle: Callable[[str, bytes], Awaitable[None]]) -> End:
         """Hand notifications to `handle` in order, read the battery every `probe_s` for
         liveness; returns why the session ended."""
@@ -144,3 +162,73 @@ class Session:
             return End.LOST
         finally:
             lost.cancel()
+
+
+ALARM_REACTION_S = 600.0  # a wearable that connects within this after its wearer's alarm still reacts
+
+
+class Reactions:
+    """A wearer's alarm asks their reacting wearables (a camera records): now when
+    connected, else when they connect within ALARM_REACTION_S; each in the BLE manager's
+    task group (`tg`, set while it runs)."""
+
+    def __init__(self) -> None:
+        self.tg: asyncio.TaskGroup | None = None
+        self._wanted: dict[str, float] = {}  # wearable id -> deadline (monotonic) to react by
+
+    def wanted(self, dev_id: str, sess: Session | None) -> None:
+        if sess is None:
+            self._wanted[dev_id] = time.monotonic() + ALARM_REACTION_S
+        else:
+            self._soon(sess)
+
+    def connected(self, sess: Session) -> None:
+        if self._wanted.pop(sess.w.id, 0.0) > time.monotonic():
+            self._soon(sess)
+
+    def _soon(self, sess: Session) -> None:
+        if self.tg is not None:
+            self.tg.create_task(self._react(sess), name=f"ble.{sess.w.id}.react")
+
+    async def _react(self, sess: Session) -> None:
+        try:
+            await sess.kind.worker_alarm(sess)
+        except ble_errors() as exc:
+            log.warning("ble: %s: did not react to the alarm: %r", sess.w.id, exc)
+            self._wanted[sess.w.id] = time.monotonic() + ALARM_REACTION_S
+
+
+class BatteryReports:
+    """When a wearable's battery level is worth a `device.battery`: on a change (as an
+    event), and at least every `every_s` (as telemetry)."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, tuple[int, float]] = {}
+
+    def offer(self, dev_id: str, raw: bytes, stats: WearableStats) -> tuple[int, Prio | None] | None:
+        """(percent, priority) to report, or None; a value out of range is counted."""
+        if len(raw) != 1 or raw[0] > 100:
+            stats.rejected += 1
+            return None
+        pct, now = raw[0], time.monotonic()
+        last = self._last.get(dev_id)
+        stats.battery = pct
+        if last is not None and last[0] == pct and now - last[1] < self.every_s:
+            return None
+        self._last[dev_id] = (pct, now)
+        return pct, Prio.EVENT if last is None or last[0] != pct else None
+
+
+async def show_on(
+    sess: Session | None, dev_id: str, write: Callable[[Session], Awaitable[bool | None]]
+) -> Delivery:
+    """What became of showing something on a wearable (written, not connected, refused)."""
+    if sess is None:
+        return Delivery.NOT_CONNECTED
+    try:
+        shown = await write(sess)
+    except ble_errors() as exc:
+        log.info("ble: %s: not written: %r", dev_id, exc)
+        return Delivery.WRITE_FAILED
+    return Delivery.UNSUPPORTED if shown is False else Delivery.DELIVERED

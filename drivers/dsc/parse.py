@@ -161,48 +161,23 @@ class DscParser:
         if ack and ack not in ACKS:
             out.append(Rejected(Reason.BAD_VALUE, s.raw, f"acknowledgement flag {ack!r}"))
             return
-        d: dict[str, Any] = {"mmsi": int(mmsi), "format": FORMATS[fmt]}
-        if cat:
-            d["category"] = CATEGORIES[cat]
-        if ack:
-            d["ack"] = ACKS[ack]
-        if len(hhmm) == 4 and hhmm.isdigit() and hhmm != "8888" and int(hhmm[:2]) < 24 and int(hhmm[2:]) < 60:
-            d["utc_hhmm"] = hhmm
-        where = _position(pos)
-        if where is not None:
-            d["lat"], d["lon"] = round(where[0], 6), round(where[1], 6)
-        distress = False
+        d = _call_basics(int(mmsi), fmt, cat, ack, hhmm=hhmm, pos=pos)
         if fmt == "12":  # a distress alert: field 4 is the nature of distress
-            distress = True
-            d["call"] = "alert"
-            d["nature"] = NATURES.get(tc1, "undesignated")
-            d["nature_code"] = tc1
-            other = _mmsi(distressed)
-            if other is not None and other == mmsi:
-                d["cancel"] = True  # self-cancel: the distressed ship is the sender
+            _alert(d, tc1, self_cancel=_mmsi(distressed) == mmsi)
         elif tc1 in ("10", "12") and cat == "12":  # distress acknowledgement or relay
-            distress = True
-            d["call"] = "ack" if tc1 == "10" else "relay"
-            other = _mmsi(distressed)
-            if other is not None:
-                d["ack_of" if tc1 == "10" else "relay_of"] = int(other)
-                if other == mmsi and tc1 == "10":
-                    d["cancel"] = True
-            if nature2:
-                d["nature"] = NATURES.get(nature2, "undesignated")
-                d["nature_code"] = nature2
+            _relay_or_ack(d, tc1, mmsi, _mmsi(distressed), nature2)
+        elif tc1 not in TELECOMMANDS:
+            out.append(Rejected(Reason.UNSUPPORTED, s.raw, f"telecommand {tc1!r}"))
+            return
         else:
-            if tc1 not in TELECOMMANDS:
-                out.append(Rejected(Reason.UNSUPPORTED, s.raw, f"telecommand {tc1!r}"))
-                return
             d["telecommand"] = TELECOMMANDS[tc1]
             if tc2:
                 d["telecommand2"] = TELECOMMANDS.get(tc2, tc2)
-        d["_distress"] = distress
+        d["_distress"] = "call" in d
         if expansion == "E":
             self._held = _Held(now, mmsi, d, [s.raw])
         else:
-            out.append(DscCall(now, distress, _public(d)))
+            out.append(DscCall(now, d["_distress"], _public(d)))
 
     def _dse(self, s: Sentence, out: list[DscCall | Rejected]) -> None:
         f = [x.strip() for x in s.fields]
@@ -223,6 +198,42 @@ class DscParser:
                 held.data["lon"] = round(lon + (dlon if lon >= 0 else -dlon), 6)
                 held.data["position_enhanced"] = True
         self._release(out)
+
+
+def _call_basics(mmsi: int, fmt: str, cat: str, ack: str, *, hhmm: str, pos: str) -> dict[str, Any]:
+    """What every call says: who, its format and category, when and where."""
+    d: dict[str, Any] = {"mmsi": mmsi, "format": FORMATS[fmt]}
+    if cat:
+        d["category"] = CATEGORIES[cat]
+    if ack:
+        d["ack"] = ACKS[ack]
+    if len(hhmm) == 4 and hhmm.isdigit() and hhmm != "8888" and int(hhmm[:2]) < 24 and int(hhmm[2:]) < 60:
+        d["utc_hhmm"] = hhmm
+    where = _position(pos)
+    if where is not None:
+        d["lat"], d["lon"] = round(where[0], 6), round(where[1], 6)
+    return d
+
+
+def _alert(d: dict[str, Any], nature: str, *, self_cancel: bool) -> None:
+    """A distress alert: its nature; the sender naming itself as distressed cancels it."""
+    d["call"] = "alert"
+    d["nature"] = NATURES.get(nature, "undesignated")
+    d["nature_code"] = nature
+    if self_cancel:
+        d["cancel"] = True
+
+
+def _relay_or_ack(d: dict[str, Any], tc1: str, sender: str, distressed: str | None, nature: str) -> None:
+    """A distress acknowledgement (telecommand 10) or relay (12): of whom, and why."""
+    d["call"] = "ack" if tc1 == "10" else "relay"
+    if distressed is not None:
+        d["ack_of" if tc1 == "10" else "relay_of"] = int(distressed)
+        if distressed == sender and tc1 == "10":
+            d["cancel"] = True
+    if nature:
+        d["nature"] = NATURES.get(nature, "undesignated")
+        d["nature_code"] = nature
 
 
 def _public(d: dict[str, Any]) -> dict[str, Any]:

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.parts import Bearer, BearerRefused
+from drivers.parts import Bearer, BearerRefused, Parts
 from edge.outbox import Outbox, Row
-from floor.config import BearerConfig
+from floor.config import BearerConfig, Config
 from floor.envelope import own_payload
 from floor.fsutil import write_atomic
 from floor.kinds import Prio
+from floor.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +180,38 @@ class Fallback:
             }
             for c in self.carriers
         }
+
+
+def start_bearers(
+    tg: asyncio.TaskGroup,
+    cfg: Config,
+    parts: Parts,
+    *,
+    outbox: Outbox,
+    link_up: Callable[[], bool],
+    sign_compact: Callable[[dict[str, Any]], bytes],
+    on_sent: Callable[[str, int, str], None],
+) -> Fallback | None:
+    """Each enabled bearer of the config built from its part and run under a supervisor,
+    and the fallback that tries them in the config's order; None without any."""
+    carriers: list[tuple[Bearer, BearerConfig]] = []
+    for bc in cfg.bearers:
+        if not bc.enabled:
+            continue
+        part = parts.bearer(bc)
+        bearer = part.build(bc)
+        carriers.append((bearer, bc))
+        first, longest = part.backoff
+        tg.create_task(supervise(bearer.name, bearer.run, Backoff(first, longest)), name=f"{bearer.name}.run")
+    if not carriers:
+        return None
+    fallback = Fallback(
+        carriers,
+        outbox=outbox,
+        link_up=link_up,
+        sign_compact=sign_compact,
+        state_dir=cfg.gateway.state_dir,
+        on_sent=on_sent,
+    )
+    tg.create_task(fallback.run(), name="bearers.fallback")
+    return fallback

@@ -100,11 +100,11 @@ class Outbox:
     @property
     def hw(self) -> int:
         """The highest seq ever committed."""
-        return self.writer.hw
+        return self.writer.commits.hw
 
     @property
     def next_seq(self) -> int:
-        return self.writer.next_seq
+        return self.writer.commits.next_seq
 
     @property
     def degraded(self) -> str | None:
@@ -160,9 +160,10 @@ class Outbox:
     async def _open(self, db: SqliteThread) -> None:
         opened = await prepare(db, self.path, self.limits, durable=self._txn.durable, check=self._check)
         self._txn.sync_mode = self._txn.durable
-        self.writer.page_size = opened.page_size
-        self.writer.hw = opened.hw
-        self.writer.next_seq = max(opened.hw + 1, self._floor)
+        commits = self.writer.commits
+        commits.page_size = opened.page_size
+        commits.hw = opened.hw
+        commits.next_seq = max(opened.hw + 1, self._floor)
         # Until the lanes are counted (just after the start, Outbox.run), the rows are known
         # by number and their cost by the pages they fill.
         self._uncounted = (opened.rows, opened.used_bytes)

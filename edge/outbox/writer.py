@@ -4,7 +4,7 @@ commits that number, sign and store them (see edge/outbox/__init__.py for the th
 One state machine driven from one task: the queue, the outcome of each commit
 (committed, refused, held for a full disk, renumbered), the seq counters and the lane
 accounting. The transactions themselves are txn.py's; thinning and expiry prune.py's;
-the full disk fulldisk.py's.
+the numbering and the commits commit.py's; the full disk fulldisk.py's.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from edge.outbox.commit import Committer
 from edge.outbox.fulldisk import FullDisk
 from edge.outbox.model import (
     DELETE_BATCH,
@@ -26,17 +27,13 @@ from edge.outbox.model import (
     FULL_SWEEP_S,
     GROUP_MAX,
     QUEUE_HIGH,
-    ROW_OVERHEAD,
     SWEEP_S,
-    Built,
     Deleted,
     Limits,
     OutboxStats,
     Pending,
     Row,
     drop_reports,
-    fail,
-    fail_all,
     is_full,
 )
 from edge.outbox.prune import Pruner
@@ -49,6 +46,8 @@ T = TypeVar("T")
 
 
 class Writer:
+    """The queue and the loop that commits it; acknowledged, thinned and expired deletes."""
+
     def __init__(
         self,
         *,
@@ -67,7 +66,6 @@ class Writer:
         self.disk = disk
         self._db = db
         self._usage = usage
-        self._on_commit = on_commit  # after each commit that added rows, with them (oldest first)
         self._on_dropped = on_dropped  # `outbox.dropped` records, when rows were thinned or expired
         self.queue: list[Pending] = []
         self.acks: list[int] = []
@@ -79,10 +77,18 @@ class Writer:
         self._acked_at = 0.0  # loop time the oldest waiting delete arrived
         self._drained = asyncio.Event()  # the writer took the queue (see room())
         self.lock = asyncio.Lock()  # one flush at a time, even across cancellation
-        self.page_size = 4096
         self.pruner = Pruner(self._fetch_any, self._delete_txn, self._report)
-        self.next_seq = 1
-        self.hw = 0  # highest seq ever committed
+        self.commits = Committer(
+            limits=limits,
+            txn=txn,
+            stats=stats,
+            disk=disk,
+            db=db,
+            usage=usage,
+            pruner=self.pruner,
+            account=self._account,
+            on_commit=on_commit,
+        )
 
     # producers -------------------------------------------------------------------
 
@@ -186,7 +192,7 @@ class Writer:
                 alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
                 fold = [] if alarm else acks[:DELETE_CHUNK]  # small: an alarm may be next
                 acks = acks[len(fold) :]
-                unfolded = await self._insert(items, fold)
+                unfolded = await self.commits.insert(items, fold)
                 acks[:0] = unfolded
             # Deletes go in small transactions, and stop as soon as a new message is
             # queued: an alarm waits for at most one small delete, never for a drain's worth.
@@ -201,125 +207,11 @@ class Writer:
             )
             if self.disk.degraded and self.disk.reserve.free() > 2 * self.limits.reserve:
                 self.disk.full = False
-                await self._db().execute(f"PRAGMA max_page_count={self.limits.budget // self.page_size}")
+                page_size = self.commits.page_size
+                await self._db().execute(f"PRAGMA max_page_count={self.limits.budget // page_size}")
                 self.disk.ensure_reserve()
             if self.disk.held:
                 self._wake.set()  # retry them now
-
-    # inserts ---------------------------------------------------------------------
-
-    def _build(self, items: list[Pending]) -> Built:
-        """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
-        the items that failed. Touches no future, so it may run on the database thread."""
-        rows: list[Row] = []
-        made: list[Pending] = []
-        failed: list[tuple[Pending, Exception]] = []
-        seq = self.next_seq
-        for it in items:
-            try:
-                body = it.make(seq)
-            except Exception as exc:  # a bad producer must not sink the batch
-                log.exception("outbox: cannot build %s from %s", it.kind, it.src)
-                failed.append((it, exc))
-                continue
-            rows.append(Row(seq, int(it.prio), it.kind, body))
-            made.append(it)
-            seq += 1
-        return rows, made, failed
-
-    def _build_here(self, items: list[Pending]) -> tuple[list[Row], list[Pending]]:
-        rows, made, failed = self._build(items)
-        for it, exc in failed:
-            fail(it, exc)
-        return rows, made
-
-    async def _insert(self, items: list[Pending], deletes: list[int]) -> list[int]:
-        """Commit the items, and `deletes` in the same transaction when it goes through on
-        the first try; the deletes not made (to be made on their own)."""
-        room = self.limits.budget - self.limits.reserve
-        gone: list[Deleted] = []
-
-        def build_and_commit(conn: sqlite3.Connection) -> tuple[*Built, BaseException | bool]:
-            # Signing (Ed25519 releases the GIL) happens here, off the event loop, in the
-            # same hop as the commit; only when the rows fit is the commit made here too.
-            rows, made, failed = self._build(items)
-            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
-            if not rows or self._usage() + incoming > room or self.disk.full:
-                return rows, made, failed, False
-            try:
-                gone.extend(self._txn.commit(conn, rows, made, deletes))
-            except (sqlite3.Error, OSError) as exc:
-                return rows, made, failed, exc
-            return rows, made, failed, True
-
-        rows, made, failed, outcome = await self._db().run(build_and_commit)
-        for it, exc in failed:
-            fail(it, exc)
-        if outcome is True:
-            self._account(gone)
-            self.stats.acked += len(deletes)
-            deletes = []
-        if not rows:
-            return deletes
-        if outcome is False:
-            tight = await self._insert_tight(rows, made, room)
-            if tight is None:
-                return deletes
-            outcome = tight
-        if isinstance(outcome, BaseException):
-            if not is_full(outcome):
-                log.error("outbox: commit of %d messages failed: %s", len(rows), outcome)
-                fail_all(made, outcome)
-                return deletes
-            await self.disk.store(
-                made, outcome, lift_cap=self._lift_cap, build=self._build_here, commit=self._commit
-            )
-            return deletes
-        self._committed(rows, made)
-        return deletes
-
-    async def _insert_tight(
-        self, rows: list[Row], made: list[Pending], room: int
-    ) -> BaseException | bool | None:
-        """The rows did not fit: thin, then commit what may go in (None: nothing may)."""
-        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
-        if self._usage() + incoming > room:
-            await self.pruner.thin(self._usage() + incoming - room + self.limits.reserve // 4)
-        if self._usage() + incoming > room or self.disk.full:
-            # Still no room (or the disk is full): only what must never be lost goes in,
-            # renumbered so the refused messages leave no gap in the seqs.
-            keep = self.disk.keep_protected(made, "disk full" if self.disk.full else "outbox full")
-            rows[:], made[:] = self._build_here(keep)
-            if not rows:
-                return None
-        try:
-            await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
-        except (sqlite3.Error, OSError) as exc:
-            return exc
-        return True
-
-    async def _lift_cap(self) -> None:
-        await self._db().execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self.page_size}")
-
-    async def _commit(self, rows: list[Row], made: list[Pending]) -> None:
-        await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
-        self._committed(rows, made)
-
-    def _committed(self, rows: list[Row], made: list[Pending]) -> None:
-        self.stats.commits += 1
-        self.disk.committed()
-        self.next_seq = rows[-1].seq + 1
-        self.hw = rows[-1].seq
-        for it, r in zip(made, rows, strict=True):
-            if it.done is not None and not it.done.done():
-                it.done.set_result(r.seq)
-        for r in rows:
-            lane = self.stats.lanes[r.prio]
-            lane.rows += 1
-            lane.bytes += len(r.body)
-        self.stats.committed += len(rows)
-        if self._on_commit is not None:
-            self._on_commit(rows)
 
     # deletes: acknowledged, thinned, expired ----------------------------------------
 

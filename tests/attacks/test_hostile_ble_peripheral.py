@@ -13,8 +13,8 @@ from bleak.backends.scanner import AdvertisementData
 
 from drivers.ble import profiles as p
 from drivers.ble import uuids as u
-from drivers.ble.session import SESSION_QUEUE, Session, WearableStats
 from drivers.ble.kinds.sos_button import SosButton
+from drivers.ble.session import SESSION_QUEUE, Session, WearableStats
 from drivers.ble.sightings import MAX_UNKNOWN_REPORTS, Sightings
 from drivers.nmea0183 import Reason
 from firmware_bridge.reasons import FwReason

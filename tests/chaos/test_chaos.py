@@ -42,10 +42,94 @@ def dropped_seqs(msgs: list) -> set[int]:  # type: ignore[type-arg]
     return out
 
 
+class Storm:
+    """The faults, one at a time, each chosen by the seeded generator."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        broker: Mosquitto,
+        proxy: FaultProxy,
+        gw: GatewayProc,
+        dsc: Pty,
+        filler: Path,
+    ) -> None:
+        self.rng, self.broker, self.proxy, self.gw, self.dsc, self.filler = (
+            rng,
+            broker,
+            proxy,
+            gw,
+            dsc,
+            filler,
+        )
+        self.distress_written = 0
+        self.events: list[str] = []
+
+    def one(self, faults: list[str]) -> None:
+        action = self.rng.choice(faults)
+        self.events.append(action)
+        getattr(self, action)()
+
+    def kill_gw(self) -> None:
+        self.gw.kill(signal.SIGKILL)
+        time.sleep(self.rng.uniform(0.1, 1.0))
+        self.gw.start()
+        self.gw.wait_device_open("vhf")
+
+    def restart_broker(self) -> None:
+        # SIGTERM: a SIGKILLed mosquitto can lose what it had queued for a subscriber
+        # (its own persistence, not the gateway's guarantee); test_delivery covers SIGKILL.
+        self.broker.kill(signal.SIGTERM)
+        time.sleep(self.rng.uniform(0.2, 1.5))
+        self.broker.start()
+
+    def pause_broker(self) -> None:
+        self.broker.pause()
+        time.sleep(self.rng.uniform(0.5, 3.0))
+        self.broker.resume()
+
+    def cut(self) -> None:
+        self.proxy.cut()
+
+    def blackhole(self) -> None:
+        self.proxy.set_mode("blackhole")
+        time.sleep(self.rng.uniform(1.0, 8.0))  # longer than keepalive sometimes: the gateway must notice
+        self.proxy.set_mode("pass")
+        self.proxy.cut()
+
+    def fill_disk(self) -> None:
+        fill_disk(self.filler)
+
+    def free_disk(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def delay(self) -> None:
+        self.proxy.set_mode("delay", self.rng.uniform(0.05, 0.3))
+        time.sleep(self.rng.uniform(0.5, 2.0))
+        self.proxy.set_mode("pass")
+
+    def distress(self) -> None:
+        mmsi = 338_000_000 + self.distress_written
+        with_checksum = sentence(f"CDDSC,12,{mmsi}0,12,05,00,1423108312,2019,,,S,")
+        try:
+            self.dsc.write(with_checksum + b"\r\n")
+            self.distress_written += 1
+        except OSError:
+            pass
+
+    def calm(self) -> None:
+        """Everything back up, room on the disk."""
+        self.filler.unlink(missing_ok=True)
+        self.proxy.set_mode("pass")
+        self.broker.resume()
+        if self.broker.proc is None:
+            self.broker.start()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(CHAOS_S + 420)  # the chaos, then up to 120 + 60 + 200 s of draining and verifying
 def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
-    rng = random.Random(CHAOS_SEED)
     proxy = FaultProxy(broker.port).start()
     gnss, dsc = Pty(tmp_path / "ttyGNSS"), Pty(tmp_path / "ttyDSC")
     devices = gnss_device(gnss.link) + f'[[devices]]\nid = "vhf"\nkind = "dsc"\nport = "{dsc.link}"\n'
@@ -68,8 +152,11 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         "delay",
         "distress",
         "distress",
-    ] + ([] if no_small_fs else ["fill_disk", "free_disk"])
-    filler = gw.state / "filler"
+    ]
+    faults += [] if no_small_fs else ["fill_disk", "free_disk"]
+    storm = Storm(
+        random.Random(CHAOS_SEED), broker=broker, proxy=proxy, gw=gw, dsc=dsc, filler=gw.state / "filler"
+    )
     col = Collector(broker.port, gw.pub).start()
     verifier = start_verifier(
         broker.port,
@@ -82,61 +169,16 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
         "8",
     )
     feeder = Feeder(gnss, period=0.02).start()
-    distress_written = 0
-    events: list[str] = []
     gw.start()
     deadline = time.monotonic() + CHAOS_S
     try:
         gw.wait_device_open("vhf")
         while time.monotonic() < deadline:
             gw.check_alive()  # whatever the fault, the gateway never dies of it by itself
-            action = rng.choice(faults)
-            events.append(action)
-            if action == "kill_gw":
-                gw.kill(signal.SIGKILL)
-                time.sleep(rng.uniform(0.1, 1.0))
-                gw.start()
-                gw.wait_device_open("vhf")
-            elif action == "restart_broker":
-                # SIGTERM: a SIGKILLed mosquitto can lose what it had queued for a subscriber
-                # (its own persistence, not the gateway's guarantee); test_delivery covers SIGKILL.
-                broker.kill(signal.SIGTERM)
-                time.sleep(rng.uniform(0.2, 1.5))
-                broker.start()
-            elif action == "pause_broker":
-                broker.pause()
-                time.sleep(rng.uniform(0.5, 3.0))
-                broker.resume()
-            elif action == "cut":
-                proxy.cut()
-            elif action == "blackhole":
-                proxy.set_mode("blackhole")
-                time.sleep(rng.uniform(1.0, 8.0))  # longer than keepalive sometimes: the gateway must notice
-                proxy.set_mode("pass")
-                proxy.cut()
-            elif action == "fill_disk":
-                fill_disk(filler)
-            elif action == "free_disk":
-                filler.unlink(missing_ok=True)
-            elif action == "delay":
-                proxy.set_mode("delay", rng.uniform(0.05, 0.3))
-                time.sleep(rng.uniform(0.5, 2.0))
-                proxy.set_mode("pass")
-            else:
-                mmsi = 338_000_000 + distress_written
-                with_checksum = sentence(f"CDDSC,12,{mmsi}0,12,05,00,1423108312,2019,,,S,")
-                try:
-                    dsc.write(with_checksum + b"\r\n")
-                    distress_written += 1
-                except OSError:
-                    pass
-            time.sleep(rng.uniform(0.1, 0.6))
-        # Calm after the storm: everything back up, room on the disk, let it drain.
-        filler.unlink(missing_ok=True)
-        proxy.set_mode("pass")
-        broker.resume()
-        if broker.proc is None:
-            broker.start()
+            storm.one(faults)
+            time.sleep(storm.rng.uniform(0.1, 0.6))
+        # Calm after the storm: let it drain.
+        storm.calm()
         feeder.stop()
         doc = gw.wait_status(lambda d: d["link"]["state"] == "up" and d["outbox"]["depth"] == 0, timeout=120)
         hw = int(doc["outbox"]["hw"])
@@ -155,6 +197,7 @@ def test_torture(broker: Mosquitto, tmp_path: Path) -> None:
     out, _ = verifier.communicate(timeout=200)
     degraded = sum("disk full" in m.payload["recs"][0]["d"]["reason"] for m in col.up("gateway.health"))
     small_fs = f"no small filesystem: {no_small_fs}" if no_small_fs else "16 MiB state filesystem"
+    events, distress_written = storm.events, storm.distress_written
     print(
         f"chaos: {len(events)} actions {dict((e, events.count(e)) for e in set(events))}; hw {hw}; "
         f"{gw.starts} gateway starts; {distress_written} distress written; "

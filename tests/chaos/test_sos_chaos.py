@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,28 @@ from tests.support.gateway import GatewayProc
 from tests.support.wearables import SimProc, button, devices_toml
 
 CHAOS_S = 30.0
+
+
+def _fault(action: str, rng: random.Random, broker: Mosquitto, gw: GatewayProc) -> None:
+    if action == "kill_gw":
+        time.sleep(rng.uniform(0.0, 0.05))  # sometimes mid-commit of the last press
+        gw.kill(signal.SIGKILL)
+        time.sleep(rng.uniform(0.1, 1.0))
+        gw.start()
+    elif action == "restart_broker":
+        broker.kill(signal.SIGTERM)
+        time.sleep(rng.uniform(0.2, 1.5))
+        broker.start()
+    else:
+        broker.pause()
+        time.sleep(rng.uniform(0.5, 2.0))
+        broker.resume()
+
+
+def _answered(sim: SimProc, pressed: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The presses whose button no longer resends them: it heard the gateway's answer."""
+    state = sim.call("state")["wearables"]
+    return {(dev, counter) for dev, counter in pressed if counter not in state[dev]["pending"]}
 
 
 @pytest.mark.slow
@@ -55,24 +78,10 @@ def test_sos_presses_under_kills_and_broker_restarts(broker: Mosquitto, tmp_path
                 pressed.append((dev, sim.call("press", device=dev, type="long")["counter"]))
                 if rng.random() < 0.3:
                     sim.call("press", device="stranger", type="long")
-            elif action == "kill_gw":
-                time.sleep(rng.uniform(0.0, 0.05))  # sometimes mid-commit of the last press
-                gw.kill(signal.SIGKILL)
-                time.sleep(rng.uniform(0.1, 1.0))
-                gw.start()
-            elif action == "restart_broker":
-                broker.kill(signal.SIGTERM)
-                time.sleep(rng.uniform(0.2, 1.5))
-                broker.start()
             else:
-                broker.pause()
-                time.sleep(rng.uniform(0.5, 2.0))
-                broker.resume()
+                _fault(action, rng, broker, gw)
             # what the buttons know right now: the presses answered so far
-            for dev, counter in pressed:
-                state = sim.call("state")["wearables"][dev]
-                if counter not in state["pending"]:
-                    answered.add((dev, counter))
+            answered |= _answered(sim, pressed)
             time.sleep(rng.uniform(0.05, 0.4))
         broker.resume()
         if broker.proc is None:
@@ -96,6 +105,16 @@ def test_sos_presses_under_kills_and_broker_restarts(broker: Mosquitto, tmp_path
         gw.stop()
         sim.stop()
         col.stop()
+    _one_alarm_per_press(col, msgs, pressed, answered)
+    print(
+        f"sos chaos: {len(pressed)} presses ({len(answered)} seen answered during the storm), "
+        f"{gw.starts} gateway starts, actions {dict((a, actions.count(a)) for a in set(actions))}"
+    )
+
+
+def _one_alarm_per_press(
+    col: Collector, msgs: list[Any], pressed: list[tuple[str, int]], answered: set[tuple[str, int]]
+) -> None:
     assert not col.invalid
     assert_no_seq_reused(msgs)
     alarms = [m.payload for m in msgs if m.topic.endswith("/sos.alarm")]
@@ -108,7 +127,3 @@ def test_sos_presses_under_kills_and_broker_restarts(broker: Mosquitto, tmp_path
     twice = {k: v for k, v in by_press.items() if len(v) > 1}
     assert not twice, f"presses raised more than one alarm: {twice}"
     assert answered <= set(by_press)
-    print(
-        f"sos chaos: {len(pressed)} presses ({len(answered)} seen answered during the storm), "
-        f"{gw.starts} gateway starts, actions {dict((a, actions.count(a)) for a in set(actions))}"
-    )

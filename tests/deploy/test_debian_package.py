@@ -188,6 +188,18 @@ DeviceAllow=char-pts rw
 """
 
 
+def provision_with_certificate(m: Machine, work: Path) -> CA:
+    """`gridedge provision --csr` on the machine, its CSR signed by a test CA; the CA."""
+    from cryptography import x509
+
+    m.run("gridedge", "provision", "--id", GW, "--csr")
+    ca = CA(work / "pki")
+    csr = x509.load_pem_x509_csr(m.path("/etc/gridedge/gateway.csr").read_bytes())
+    shutil.copy(ca.sign_csr(csr, work / "pki" / "gateway.crt"), m.path("/etc/gridedge/gateway.crt"))
+    shutil.copy(ca.cert_path, m.path("/etc/gridedge/ca.crt"))
+    return ca
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Iterator[Site]:
     started = time.monotonic()
@@ -204,13 +216,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, debs: dict[str, Path]) -> Ite
         m.run("unshare", "--net", "apt-get", "install", "-y", "-q", f"/root/{deb.name}", timeout=300)
         FIGURES["install (apt, no network)"] = f"{time.monotonic() - t0:.1f} s"
 
-        m.run("gridedge", "provision", "--id", GW, "--csr")
-        ca = CA(work / "pki")
-        from cryptography import x509
-
-        csr = x509.load_pem_x509_csr(m.path("/etc/gridedge/gateway.csr").read_bytes())
-        shutil.copy(ca.sign_csr(csr, work / "pki" / "gateway.crt"), m.path("/etc/gridedge/gateway.crt"))
-        shutil.copy(ca.cert_path, m.path("/etc/gridedge/ca.crt"))
+        ca = provision_with_certificate(m, work)
         tls_port, udp_port = free_port(), free_port()
         broker_in_machine(m, ca, tls_port)
 

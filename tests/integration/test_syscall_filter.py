@@ -50,8 +50,8 @@ def test_a_call_outside_the_list_is_fatal() -> None:
     assert res.returncode == -signal.SIGSYS and "survived" not in res.stdout
 
 
-@pytest.mark.slow
-def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo, tmp_path: Path) -> None:
+def tls_broker(tmp_path: Path) -> tuple[CA, Mosquitto, int]:
+    """A broker with a TLS listener (its CA, itself, the TLS port) beside its plain one."""
     ca = CA(tmp_path / "pki")
     broker_cert, broker_key = ca.issue("broker", server=True)
     broker = Mosquitto(
@@ -62,12 +62,27 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
         ),
     )
     broker.start()
+    return ca, broker, tls_port
+
+
+def served(web_port: int, gpsd_port: int) -> None:
+    """The page, /metrics and the gpsd feed answer."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as resp:
+        assert b"gridedge_uplink_up 1.0" in resp.read()
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as resp:
+        assert b"gridedge" in resp.read()
+    with socket.create_connection(("127.0.0.1", gpsd_port), timeout=10) as feed:
+        feed.sendall(b'?WATCH={"enable":true,"json":true};')
+        assert b'"class":"VERSION"' in feed.recv(4096)
+
+
+@pytest.mark.slow
+def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo, tmp_path: Path) -> None:
+    ca, broker, tls_port = tls_broker(tmp_path)
     button = BluezButton(zoo, "hci1", key="5ec0ffee5ec0ffee5ec0ffee5ec0ffee")
-    gnss, dsc = Pty(tmp_path / "ttyGNSS"), Pty(tmp_path / "ttyDSC")
-    modem_pty = Pty(tmp_path / "ttyModem")
+    gnss, dsc, modem_pty = Pty(tmp_path / "ttyGNSS"), Pty(tmp_path / "ttyDSC"), Pty(tmp_path / "ttyModem")
     modem = PtyModem(modem_pty.master, SimModem()).start()
-    udp_port = free_port()
-    web_port, gpsd_port = free_port(), free_port()
+    udp_port, web_port, gpsd_port = free_port(), free_port(), free_port()
     aggregator = socket.create_server(("127.0.0.1", 0))
     platform = Platform(tmp_path / "platform", broker.port)
     devices = (
@@ -129,13 +144,7 @@ def test_the_gateway_runs_every_device_kind_under_the_units_filter(zoo: BlueZoo,
             timeout=30,
         )
         # the status page, /metrics and the gpsd feed, served under the filter too
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as resp:
-            assert b"gridedge_uplink_up 1.0" in resp.read()
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as resp:
-            assert b"gridedge" in resp.read()
-        with socket.create_connection(("127.0.0.1", gpsd_port), timeout=10) as feed:
-            feed.sendall(b'?WATCH={"enable":true,"json":true};')
-            assert b'"class":"VERSION"' in feed.recv(4096)
+        served(web_port, gpsd_port)
         # the uplink fails: the next alarm goes by SMS through the modem, under the filter too
         gw.wait_status(lambda d: d["bearers"]["sms"]["state"] == "ready")
         broker.stop()

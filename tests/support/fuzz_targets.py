@@ -21,34 +21,23 @@ ROOT = Path(__file__).resolve().parents[2]
 Harness = Callable[[bytes], object]
 
 
-def targets() -> dict[str, tuple[Harness, list[bytes]]]:
-    """name -> (harness, seeds). Import-time work is kept here, so a fuzzer can instrument it."""
-    import cbor2
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+Targets = dict[str, tuple[Harness, list[bytes]]]
+KEY16 = bytes(range(16))
 
+
+def targets() -> Targets:
+    """name -> (harness, seeds). Import-time work is kept here, so a fuzzer can instrument it."""
+    return {**_stream_targets(), **_signed_targets(), **_ble_targets(), **_smp_targets()}
+
+
+def _stream_targets() -> Targets:
+    """The serial and network devices' parsers."""
     from drivers.ais.parse import AisParser
     from drivers.ais.tracker import VesselTracker
-    from drivers.ble import profiles as p
-    from drivers.ble.kinds import man_down
     from drivers.dsc.parse import DscParser
     from drivers.gnss.parse import NmeaParser
     from drivers.gnss.sim import sentence
-    from drivers.parts import parse_config
-    from edge.commands import Rejected as CommandRejected
-    from edge.commands import parse_command
-    from edge.reconfig import BundleError, bundle_from
-    from firmware_bridge.manifest import ManifestRejected, _payload
-    from firmware_bridge.manifest import check as manifest_check
-    from floor.cbor_guard import CborRefused
-    from floor.cbor_guard import check as guard
     from floor.config import AisConfig
-    from floor.envelope import Signer, keyring, verify
-    from floor.errors import ConfigError, EnvelopeError
-
-    platform = Ed25519PrivateKey.generate()
-    signer = Signer(platform)
-    keys = keyring(platform.public_key())
-    key16 = bytes(range(16))
 
     def nmea(data: bytes) -> None:
         parser = NmeaParser()
@@ -66,6 +55,56 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
         parser.feed(data, now=0)
         parser.poll(10**6)
         parser.flush()
+
+    gnss_seed = b"".join(
+        sentence(s)
+        for s in (
+            "GPRMC,123519.00,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W",
+            "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,",
+            "GNGSA,A,3,01,02,03,,,,,,,,,,1.5,0.9,1.2",
+            "GPZDA,123519.00,23,03,1994,00,00",
+        )
+    )
+    gpsd_seed = (
+        b'{"class":"TPV","mode":3,"time":"2026-11-30T01:02:03.000Z","lat":21.9,"lon":112.8,"alt":5.0,'
+        b'"speed":1.2,"track":90.0}\r\n'
+    )
+    ais_seed = (
+        b"!AIVDM,1,1,,A,15M67FC000G?ufbE`FepT@3n00Sa,0*5C\r\n"
+        b"!AIVDM,2,1,3,B,55P5TL01VIaAL@7WKO@mBplU@<PDhh000000001S;AJ::4A80?4i@E53,0*3E\r\n"
+        b"!AIVDM,2,2,3,B,1@0000000000000,2*55\r\n"
+    )
+    dsc_seed = (
+        b"$CDDSC,12,3380400790,12,06,00,1423108312,2019,,,S,E*6A\r\n"
+        b"$CDDSE,1,1,A,3380400790,00,45894494*1B\r\n"
+    )
+    return {
+        "nmea_gnss": (nmea, [gnss_seed]),
+        "gpsd_json": (nmea, [gpsd_seed]),
+        "ais": (ais, [ais_seed]),
+        "dsc": (dsc, [dsc_seed]),
+    }
+
+
+def _signed_targets() -> Targets:
+    """What comes from the platform: envelopes, commands, bundles, manifests, configs."""
+    import cbor2
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from drivers.parts import parse_config
+    from edge.commands import Rejected as CommandRejected
+    from edge.commands import parse_command
+    from edge.reconfig import BundleError, bundle_from
+    from firmware_bridge.manifest import ManifestRejected, _payload
+    from firmware_bridge.manifest import check as manifest_check
+    from floor.cbor_guard import CborRefused
+    from floor.cbor_guard import check as guard
+    from floor.envelope import Signer, keyring, verify
+    from floor.errors import ConfigError, EnvelopeError
+
+    platform = Ed25519PrivateKey.generate()
+    signer = Signer(platform)
+    keys = keyring(platform.public_key())
 
     def envelope(data: bytes) -> None:
         with contextlib.suppress(EnvelopeError):
@@ -117,24 +156,55 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
         except (CborRefused, cbor2.CBORDecodeError, ManifestRejected):
             pass
 
-    def ble(data: bytes) -> None:
-        body = data[1:]
-        which = data[:1]
-        if which == b"\x00":
-            p.parse_sos_event(body)
-        elif which == b"\x01":
-            p.parse_sos_event(body, key16)
-        elif which == b"\x02":
-            p.parse_camera_state(body)
-        elif which == b"\x03":
-            p.parse_clip_mark(body)
-        elif which == b"\x04":
-            p.parse_feedback(body)
-        elif which == b"\x05":
-            man_down.parse_event(body, key16)
-        else:
-            man_down.parse_interval(body)
+    def toml(data: bytes) -> None:
+        with contextlib.suppress(ConfigError):
+            parse_config(data.decode("utf-8", "replace"), file="fuzz.toml", base=gw_dir, check_files=False)
 
+    examples = ROOT / "config"
+    cmd_seed, manifest_seed = _signed_seeds()
+    return {
+        "envelope_cbor": (envelope, [signer.sign({"v": 1, "id": "c1"}), cmd_seed]),
+        "command_cbor": (command, [cmd_seed]),
+        "bundle": (bundle, [(examples / "gateway.toml").read_bytes()[:600]]),
+        "fw_manifest": (manifest, [manifest_seed]),
+        "toml_config": (toml, [(examples / "maritime-station.toml").read_bytes()[:800]]),
+    }
+
+
+def _signed_seeds() -> tuple[bytes, bytes]:
+    """A command's payload and a manifest's, well-formed."""
+    import cbor2
+
+    cmd = {"v": 1, "id": "c1", "type": "sos.ack", "to": "gw-f", "cseq": 5, "iat": 0, "exp": 1, "args": {}}
+    manifest = {"v": 1, "device_class": "sos-button-v2", "version": "1.5.0", "size": 100, "sha256": bytes(32)}
+    return cbor2.dumps(cmd), cbor2.dumps(manifest)
+
+
+def _ble_targets() -> Targets:
+    """The wearables' GATT values."""
+    from drivers.ble import profiles as p
+    from drivers.ble.kinds import man_down
+
+    parsers: list[Callable[[bytes], object]] = [
+        p.parse_sos_event,
+        lambda body: p.parse_sos_event(body, KEY16),
+        p.parse_camera_state,
+        p.parse_clip_mark,
+        p.parse_feedback,
+        lambda body: man_down.parse_event(body, KEY16),
+        man_down.parse_interval,
+    ]
+
+    def ble(data: bytes) -> None:
+        # the first byte picks the characteristic, the rest is its value
+        parsers[min(data[0], len(parsers) - 1) if data else 0](data[1:])
+
+    sos = p.encode_sos_event(p.SosEvent(p.SosEventType.LONG_PRESS, 7, 1000, 1), KEY16)
+    return {"ble_profiles": (ble, [b"\x00" + p.encode_counted(2, 1, 5), b"\x01" + sos, b"\x03" + bytes(44)])}
+
+
+def _smp_targets() -> Targets:
+    """A device's answers to the flasher."""
     from smpclient.requests.image_management import ImageStatesRead, ImageStatesWrite, ImageUploadWrite
     from smpclient.requests.os_management import ResetWrite
     from smpclient.transport import SMPTransport
@@ -190,52 +260,7 @@ def targets() -> dict[str, tuple[Harness, list[bytes]]]:
                 client.request(requests[data[0] % len(requests)] if data else requests[0])
             )
 
-    def toml(data: bytes) -> None:
-        with contextlib.suppress(ConfigError):
-            parse_config(data.decode("utf-8", "replace"), file="fuzz.toml", base=gw_dir, check_files=False)
-
-    examples = ROOT / "config"
-    gnss_seed = b"".join(
-        sentence(s)
-        for s in (
-            "GPRMC,123519.00,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W",
-            "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,",
-            "GNGSA,A,3,01,02,03,,,,,,,,,,1.5,0.9,1.2",
-            "GPZDA,123519.00,23,03,1994,00,00",
-        )
-    )
-    gpsd_seed = (
-        b'{"class":"TPV","mode":3,"time":"2026-11-30T01:02:03.000Z","lat":21.9,"lon":112.8,"alt":5.0,'
-        b'"speed":1.2,"track":90.0}\r\n'
-    )
-    ais_seed = (
-        b"!AIVDM,1,1,,A,15M67FC000G?ufbE`FepT@3n00Sa,0*5C\r\n"
-        b"!AIVDM,2,1,3,B,55P5TL01VIaAL@7WKO@mBplU@<PDhh000000001S;AJ::4A80?4i@E53,0*3E\r\n"
-        b"!AIVDM,2,2,3,B,1@0000000000000,2*55\r\n"
-    )
-    dsc_seed = (
-        b"$CDDSC,12,3380400790,12,06,00,1423108312,2019,,,S,E*6A\r\n"
-        b"$CDDSE,1,1,A,3380400790,00,45894494*1B\r\n"
-    )
-    cmd = {"v": 1, "id": "c1", "type": "sos.ack", "to": "gw-f", "cseq": 5, "iat": 0, "exp": 1, "args": {}}
-    cmd_seed = cbor2.dumps(cmd)
-    manifest_seed = cbor2.dumps(
-        {"v": 1, "device_class": "sos-button-v2", "version": "1.5.0", "size": 100, "sha256": bytes(32)}
-    )
-    sos = p.encode_sos_event(p.SosEvent(p.SosEventType.LONG_PRESS, 7, 1000, 1), key16)
-    return {
-        "nmea_gnss": (nmea, [gnss_seed]),
-        "gpsd_json": (nmea, [gpsd_seed]),
-        "ais": (ais, [ais_seed]),
-        "dsc": (dsc, [dsc_seed]),
-        "envelope_cbor": (envelope, [signer.sign({"v": 1, "id": "c1"}), cmd_seed]),
-        "command_cbor": (command, [cmd_seed]),
-        "bundle": (bundle, [(examples / "gateway.toml").read_bytes()[:600]]),
-        "fw_manifest": (manifest, [manifest_seed]),
-        "ble_profiles": (ble, [b"\x00" + p.encode_counted(2, 1, 5), b"\x01" + sos, b"\x03" + bytes(44)]),
-        "smp_frames": (smp, [b"\x00" + _smp_states_seed(), b"\x03" + _smp_states_seed()]),
-        "toml_config": (toml, [(examples / "maritime-station.toml").read_bytes()[:800]]),
-    }
+    return {"smp_frames": (smp, [b"\x00" + _smp_states_seed(), b"\x03" + _smp_states_seed()])}
 
 
 def _smp_states_seed() -> bytes:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 from smp import packet as smppacket
 
@@ -48,7 +49,7 @@ class SmpDevice(SimSmpServer):
 
     def _serve(self, fd: int) -> None:
         buf = b""
-        decoder = None
+        self._decoder: Any = None
         while not self._stop.is_set():
             try:
                 data = os.read(fd, 4096)
@@ -59,26 +60,32 @@ class SmpDevice(SimSmpServer):
             buf += data
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                line += b"\n"
-                if line.startswith(b"\x06\x09"):
-                    decoder = smppacket.decode()
-                    next(decoder)
-                elif not line.startswith(b"\x04\x14") or decoder is None:
-                    continue
-                try:
-                    decoder.send(line)
-                except StopIteration as done:
-                    decoder = None
-                    reply = self.handle(done.value)
-                    if self.cut_after is not None and self.requests >= self.cut_after:
-                        # The cable is pulled mid-upload (the reply is lost) and plugged back.
-                        self.cut_after = None
-                        self.cuts += 1
-                        self.unplug()
-                        threading.Timer(0.3, self.plug).start()
-                        return
-                    for chunk in smppacket.encode(reply, line_length=BUF_SIZE):
-                        with contextlib.suppress(OSError):
-                            os.write(fd, chunk)
-                except Exception:  # a malformed frame: a real device ignores it too
-                    decoder = None
+                if not self._line(fd, line + b"\n"):
+                    return
+
+    def _line(self, fd: int, line: bytes) -> bool:
+        """One line of the SMP console (framed per MCUmgr's serial transport); False when
+        the cable was pulled."""
+        if line.startswith(b"\x06\x09"):
+            self._decoder = smppacket.decode()
+            next(self._decoder)
+        elif not line.startswith(b"\x04\x14") or self._decoder is None:
+            return True
+        try:
+            self._decoder.send(line)
+        except StopIteration as done:
+            self._decoder = None
+            reply = self.handle(done.value)
+            if self.cut_after is not None and self.requests >= self.cut_after:
+                # The cable is pulled mid-upload (the reply is lost) and plugged back.
+                self.cut_after = None
+                self.cuts += 1
+                self.unplug()
+                threading.Timer(0.3, self.plug).start()
+                return False
+            for chunk in smppacket.encode(reply, line_length=BUF_SIZE):
+                with contextlib.suppress(OSError):
+                    os.write(fd, chunk)
+        except Exception:  # a malformed frame: a real device ignores it too
+            self._decoder = None
+        return True

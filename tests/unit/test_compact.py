@@ -18,18 +18,49 @@ WIRE_KINDS = {
     "worker.overdue": 5,
 }
 WIRE_QUALITIES = {"gnss": 0, "ntp": 1, "rtc": 2, "persisted": 3, "none": 4}
-WIRE_KEYS = dict(
-    zip(
-        (
-            "device worker counter uptime_ms boot authenticated fix lat lon alt sats hdop speed "
-            "course utc age_ms event cancel mmsi call nature nature_code position_enhanced utc_hhmm "
-            "relay_of ack_of format category ack folded sog cog heading nav_status msg_type channel "
-            "station text state silent_s interval_s"
-        ).split(),
-        range(41),
-        strict=True,
-    )
-)
+WIRE_KEYS = {
+    "device": 0,
+    "worker": 1,
+    "counter": 2,
+    "uptime_ms": 3,
+    "boot": 4,
+    "authenticated": 5,
+    "fix": 6,
+    "lat": 7,
+    "lon": 8,
+    "alt": 9,
+    "sats": 10,
+    "hdop": 11,
+    "speed": 12,
+    "course": 13,
+    "utc": 14,
+    "age_ms": 15,
+    "event": 16,
+    "cancel": 17,
+    "mmsi": 18,
+    "call": 19,
+    "nature": 20,
+    "nature_code": 21,
+    "position_enhanced": 22,
+    "utc_hhmm": 23,
+    "relay_of": 24,
+    "ack_of": 25,
+    "format": 26,
+    "category": 27,
+    "ack": 28,
+    "folded": 29,
+    "sog": 30,
+    "cog": 31,
+    "heading": 32,
+    "nav_status": 33,
+    "msg_type": 34,
+    "channel": 35,
+    "station": 36,
+    "text": 37,
+    "state": 38,
+    "silent_s": 39,
+    "interval_s": 40,
+}
 
 
 def test_the_wire_numbers_never_change() -> None:

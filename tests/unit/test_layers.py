@@ -102,3 +102,19 @@ def test_the_rule_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import json\nif True:\n    from edge.outbox import Outbox\n", encoding="utf-8")
     assert ours(imports(bad), "edge") == {"edge.outbox", "edge.outbox.Outbox"}
+
+
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_is_past_the_size_one_reader_holds() -> None:
+    """A class past this is doing more than one thing; ruff's rules hold the functions."""
+    sizes = {
+        f"{path.relative_to(REPO)}:{node.name}": node.end_lineno - node.lineno + 1
+        for package in FLOORS
+        for path in (REPO / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None
+    }
+    assert len(sizes) > 50
+    assert not {name: n for name, n in sizes.items() if n > MAX_CLASS_LINES}

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from smspdudecoder.fields import SMSSubmit
 
-from drivers.modem.modem import Modem, ModemError, Reason, State
+from drivers.modem.at import Reason
+from drivers.modem.modem import Modem, ModemError, State
 from drivers.modem.pdu import MAX_UD, PduError, reassemble, submit
 from drivers.modem.sim import PtyModem, SimModem
 from floor import compact

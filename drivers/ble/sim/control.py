@@ -75,51 +75,83 @@ class Controller:
         return w
 
     async def handle(self, req: dict[str, Any]) -> dict[str, Any]:
-        op = req.get("op")
+        op = str(req.get("op"))
         if op == "state":
             return {"wearables": {k: w.state() for k, w in self.air.wearables.items()}}
         w = self._get(req)
-        if op == "press":
-            if not isinstance(w, SimSosButton):
-                raise ValueError(f"{w.id} has no button")
-            counter, fut = w.press(PRESSES[str(req.get("type", "long"))])
-            self.presses[(w.id, counter)] = (time.monotonic(), fut)
-            return {"counter": counter}
-        if op == "tag":
-            if not isinstance(w, SimManDownTag):
-                raise ValueError(f"{w.id} is not a man-down tag")
-            counter, fut = w.emit(TAG_EVENTS[str(req.get("type", "fall"))])
-            self.presses[(w.id, counter)] = (time.monotonic(), fut)
-            return {"counter": counter}
-        if op == "checkins":
-            if not isinstance(w, SimManDownTag):
-                raise ValueError(f"{w.id} is not a man-down tag")
-            w.checking_in = bool(req.get("on", True))
-            return {}
-        if op == "wait":
-            at, fut = self.presses[(w.id, int(req["counter"]))]
-            answered = await asyncio.wait_for(asyncio.shield(fut), float(req.get("timeout", 10)))
-            return {"answered_ms": (answered - at) * 1000.0}
-        if op == "connected":
-            return {"connected": await w.wait_connected(float(req.get("timeout", 10)))}
-        if op in ("mute", "unmute"):
-            w.set_muted(op == "mute")
-        elif op == "drop":
-            await w.drop_link()
-        elif op == "away":
-            await w.away()
-        elif op == "back":
-            await w.back()
-        elif op == "reboot" and isinstance(w, SimSosButton):
-            w.reboot()
-        elif op == "battery":
-            await w.set_battery(int(req["pct"]))
-        elif op == "mark" and isinstance(w, SimBodyCamera):
-            return {"sha256": (await w.mark()).hex()}
-        elif op == "replay" and isinstance(w, SimSosButton):
-            await w.replay(bytes.fromhex(str(req["hex"])))
-        else:
+        do = getattr(self, "_op_" + op, None) if op.isidentifier() else None
+        if do is None:
             raise ValueError(f"unknown op {op!r} for {w.id}")
+        result: dict[str, Any] = await do(w, req)
+        return result
+
+    def _counted(self, w: SimWearable, counter: int, fut: asyncio.Future[float]) -> dict[str, Any]:
+        self.presses[(w.id, counter)] = (time.monotonic(), fut)
+        return {"counter": counter}
+
+    async def _op_press(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimSosButton):
+            raise ValueError(f"{w.id} has no button")
+        return self._counted(w, *w.press(PRESSES[str(req.get("type", "long"))]))
+
+    async def _op_tag(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimManDownTag):
+            raise ValueError(f"{w.id} is not a man-down tag")
+        return self._counted(w, *w.emit(TAG_EVENTS[str(req.get("type", "fall"))]))
+
+    async def _op_checkins(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimManDownTag):
+            raise ValueError(f"{w.id} is not a man-down tag")
+        w.checking_in = bool(req.get("on", True))
+        return {}
+
+    async def _op_wait(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        at, fut = self.presses[(w.id, int(req["counter"]))]
+        answered = await asyncio.wait_for(asyncio.shield(fut), float(req.get("timeout", 10)))
+        return {"answered_ms": (answered - at) * 1000.0}
+
+    async def _op_connected(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        return {"connected": await w.wait_connected(float(req.get("timeout", 10)))}
+
+    async def _op_mute(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        w.set_muted(True)
+        return {}
+
+    async def _op_unmute(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        w.set_muted(False)
+        return {}
+
+    async def _op_drop(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        await w.drop_link()
+        return {}
+
+    async def _op_away(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        await w.away()
+        return {}
+
+    async def _op_back(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        await w.back()
+        return {}
+
+    async def _op_reboot(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimSosButton):
+            raise ValueError(f"{w.id} has no button to reboot")
+        w.reboot()
+        return {}
+
+    async def _op_battery(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        await w.set_battery(int(req["pct"]))
+        return {}
+
+    async def _op_mark(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimBodyCamera):
+            raise ValueError(f"{w.id} is not a camera")
+        return {"sha256": (await w.mark()).hex()}
+
+    async def _op_replay(self, w: SimWearable, req: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(w, SimSosButton):
+            raise ValueError(f"{w.id} has no button")
+        await w.replay(bytes.fromhex(str(req["hex"])))
         return {}
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -80,33 +80,39 @@ class SimSmpServer:
             self._reset()
             resp = osm.ResetWriteResponse(sequence=seq)
         elif g == smphdr.GroupId.IMAGE_MANAGEMENT and c == smphdr.CommandId.ImageManagement.STATE:
-            if h.op == smphdr.OP.WRITE:
-                req = img.ImageStatesWriteRequest.loads(frame)
-                target = next((s for s in self.slots if s.hash == req.hash), None)
-                if req.confirm:
-                    self.slots[0].confirmed = True
-                elif target is not None and target is self.slots[1]:
-                    target.pending = True
-                resp = img.ImageStatesWriteResponse(sequence=seq, images=self.states())
-            else:
-                resp = img.ImageStatesReadResponse(sequence=seq, images=self.states())
+            resp = self._state(h, frame)
         elif g == smphdr.GroupId.IMAGE_MANAGEMENT and c == smphdr.CommandId.ImageManagement.UPLOAD:
-            up = img.ImageUploadWriteRequest.loads(frame)
-            self.requests += 1
             if self.refuse:
+                self.requests += 1
                 return _error(h, int(img.IMG_MGMT_ERR.FLASH_WRITE_FAILED))
-            if up.off == 0 and up.len is not None and (self.upload_len != up.len or not self.upload):
-                self.upload = bytearray()
-                self.upload_len = up.len
-            if up.off == len(self.upload):
-                self.upload += up.data
-            if len(self.upload) >= self.upload_len:
-                data = bytes(self.upload)
-                self.slots[1] = Slot(version_of(data), data, confirmed=False)
-            resp = img.ImageUploadWriteResponse(sequence=seq, off=len(self.upload))
+            resp = self._upload(seq, frame)
         else:
             return _error(h, int(osm.OS_MGMT_RET_RC.UNKNOWN))
         return bytes(resp)
+
+    def _state(self, h: smphdr.Header, frame: bytes) -> Response:
+        if h.op != smphdr.OP.WRITE:
+            return img.ImageStatesReadResponse(sequence=h.sequence, images=self.states())
+        req = img.ImageStatesWriteRequest.loads(frame)
+        target = next((s for s in self.slots if s.hash == req.hash), None)
+        if req.confirm:
+            self.slots[0].confirmed = True
+        elif target is not None and target is self.slots[1]:
+            target.pending = True
+        return img.ImageStatesWriteResponse(sequence=h.sequence, images=self.states())
+
+    def _upload(self, seq: int, frame: bytes) -> Response:
+        up = img.ImageUploadWriteRequest.loads(frame)
+        self.requests += 1
+        if up.off == 0 and up.len is not None and (self.upload_len != up.len or not self.upload):
+            self.upload = bytearray()
+            self.upload_len = up.len
+        if up.off == len(self.upload):
+            self.upload += up.data
+        if len(self.upload) >= self.upload_len:
+            data = bytes(self.upload)
+            self.slots[1] = Slot(version_of(data), data, confirmed=False)
+        return img.ImageUploadWriteResponse(sequence=seq, off=len(self.upload))
 
     def states(self) -> list[img.ImageState]:
         out = []
