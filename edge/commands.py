@@ -214,7 +214,7 @@ class CommandHandler:
     def _reject(self, exc: Rejected) -> None:
         """Count every rejection; report it (and log it) within the rate limit, except a
         decision on a fresh signed command, which the platform is waiting for. A replayed
-        or queued-out copy of a valid command is as cheap to send as junk (issue 15)."""
+        or queued-out copy of a valid command is as cheap to send as junk: limited the same."""
         self.rejected[exc.code] = self.rejected.get(exc.code, 0) + 1
         decided = exc.command_id is not None and exc.code not in (CommandError.REPLAY, CommandError.BUSY)
         if decided or self._reject_reports.take(time.monotonic()):

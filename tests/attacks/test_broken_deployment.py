@@ -1,6 +1,5 @@
-"""Not an attacker, but as bad: a gateway whose TLS key became unreadable while it runs
-(issue 15, finding 6). The uplink retries and says why; every other task keeps
-working and storing."""
+"""Not an attacker, but as bad: a gateway whose TLS key became unreadable while it
+runs.working and storing."""
 
 from __future__ import annotations
 

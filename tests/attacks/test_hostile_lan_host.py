@@ -1,5 +1,5 @@
 """Threat: a host on the station's LAN (or a transmitter in radio range) sending AIS or
-DSC distress reports (issue 15, finding 2). It may not raise alarms without limit: a
+DSC distress reports. It may not raise alarms without limit: a
 beacon or a ship's distress is one incident, each source has a budget of new incidents,
 a UDP listener takes datagrams only from its `allow` list, nothing it sends holds
 unbounded memory, and another source's alarm goes up at once whatever it does."""
