@@ -1,5 +1,5 @@
 """Not an attacker, but as bad: a gateway whose TLS key became unreadable while it
-runs.working and storing."""
+runs. The uplink retries and says why; every other task keeps working and storing."""
 
 from __future__ import annotations
 
