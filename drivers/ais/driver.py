@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.ais.parse import AisParser, AisReport
-from drivers.ais.part import AisDevice
 from drivers.ais.tracker import VesselTracker
 from drivers.base import Emit, ShapedDriver
 from drivers.nmea0183 import Rejected
+
+if TYPE_CHECKING:  # the part imports this driver when it builds one
+    from drivers.ais.part import AisDevice
 
 
 class AisDriver(ShapedDriver):

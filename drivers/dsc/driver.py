@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import Emit, ShapedDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
-from drivers.dsc.part import DscDevice
 from drivers.incidents import IncidentShaper
 from drivers.nmea0183 import Rejected
+
+if TYPE_CHECKING:  # the part imports this driver when it builds one
+    from drivers.dsc.part import DscDevice
 
 
 class DscDriver(ShapedDriver):

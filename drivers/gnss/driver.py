@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import Emit, StreamDriver
 from drivers.gnss.parse import Event, Fix, NmeaParser
-from drivers.gnss.part import GnssDevice
 from drivers.gnss.report import FixReporter
 from drivers.net_link import Link, TcpLink
 from drivers.nmea0183 import Rejected
 from floor.clock import Clock, boottime_ms
+
+if TYPE_CHECKING:  # the part imports this driver when it builds one
+    from drivers.gnss.part import GnssDevice
 
 
 class GnssDriver(StreamDriver):
