@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from floor.config import BearerConfig, DeviceConfig, Section
@@ -77,18 +78,32 @@ class Bearer(Protocol):
     def ready(self) -> bool:
         """Able to send now (registered, with a SIM...)."""
 
-    def cost(self, data: bytes) -> int:
-        """What sending `data` costs, in the units its hourly budget counts (SMS parts)."""
+    def cost(self, data: bytes, text: str | None) -> int:
+        """What sending costs, in the units its hourly budget counts (SMS parts)."""
 
-    async def send(self, data: bytes) -> int:
-        """Send one compact signed message to every destination; the units it cost.
-        Raises BearerRefused when it could not."""
+    async def send(self, key: str, data: bytes, text: str | None) -> int:
+        """Send one message (`key` names it, the same on every try): the compact signed
+        `data` to the platform's destinations, `text` (the alarm in words) to people's;
+        the units it cost. A try again with the same key never sends twice what a
+        destination took. Raises BearerRefused when the platform's copy could not go."""
+
+    async def tell(self, key: str, text: str) -> int:
+        """`text` to people's destinations only (an escalation); the units it cost (0:
+        this bearer has no people to tell)."""
 
     async def run(self) -> None:
         """Keep the device open and its state fresh (supervised)."""
 
     def snapshot(self) -> dict[str, Any]:
-        """Its entry in the status (`state` at least)."""
+        """Its entry in the status: `state` at least, `cause` when it cannot send."""
+
+
+class BearerHost(Protocol):
+    """What the gateway lends a bearer it builds."""
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the bearer keeps what must survive a restart (its own files)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +127,7 @@ class BearerPart(Generic[B]):
     name: str  # its config section, `[sms]`
     config: type[B]
     parse: Callable[[Section], B]
-    build: Callable[[B], Bearer]
+    build: Callable[[B, BearerHost], Bearer]
     backoff: tuple[float, float] = (1.0, 60.0)
 
 

@@ -25,7 +25,7 @@ from drivers.ble.transport import resolve_factory
 from drivers.gnss.parse import Fix
 from drivers.parts import PARTS, Device, Parts
 from edge import harbour
-from edge.bearers.fallback import Fallback, start_bearers
+from edge.alarms import AlarmPath
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, through
@@ -35,7 +35,7 @@ from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
-from edge.publisher import LinkState, Publisher
+from edge.publisher import Publisher
 from edge.reconfig import rollback
 from edge.status import status_document, with_oldest
 from edge.timekeeping import TimeKeeper
@@ -221,7 +221,6 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
-        self.fallback: Fallback | None = None  # life-safety by other bearers when the uplink is down
         gpsd_devices = {d.id: d.kind for d in cfg.devices if parts.device(d).gpsd}
         self.gpsd = GpsdFeed(cfg.web.gpsd, gpsd_devices) if cfg.web.gpsd else None  # local tools' receivers
         self.nmea_out = (
@@ -233,6 +232,15 @@ class Gateway:
             show=through(lambda: self.ble),
             connected=lambda: set() if self.ble is None else set(self.ble.sessions),
             report=lambda rec: self._report("alert.delivery", rec),
+        )
+        self.alarms = AlarmPath(
+            cfg,
+            parts,
+            registry=self.registry,
+            deliveries=self.deliveries,
+            ble=lambda: self.ble,
+            report=self._report,
+            clock_ms=self.clock_ms,
         )
 
     # the callbacks that join the parts -----------------------------------------------
@@ -254,6 +262,7 @@ class Gateway:
     def _committed(self, rows: list[Row]) -> None:
         if self.publisher is not None:
             self.publisher.on_commit(rows)
+        self.alarms.committed(rows)
 
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
         if self.ble is None:
@@ -277,7 +286,7 @@ class Gateway:
             self.commands,
             self.ble,
             self.firmware,
-            self.fallback,
+            self.alarms.fallback,
         )
         header = {
             "gw": self.cfg.gateway.id,
@@ -300,15 +309,10 @@ class Gateway:
                 "firmware": None if fw is None else fw.snapshot,
                 "deliveries": self.deliveries.snapshot,
                 "bearers": dict if fb is None else fb.snapshot,
-                "feeds": self._feeds,
+                "alarms": self.alarms.snapshot,
+                "feeds": lambda: {"gpsd": _snap(self.gpsd), "nmea_udp": _snap(self.nmea_out)},
             },
         )
-
-    def _feeds(self) -> dict[str, Any]:
-        return {
-            "gpsd": None if self.gpsd is None else self.gpsd.snapshot(),
-            "nmea_udp": None if self.nmea_out is None else self.nmea_out.snapshot(),
-        }
 
     async def full_snapshot(self) -> dict[str, Any]:
         return await with_oldest(self.snapshot(), self.outbox)
@@ -332,7 +336,9 @@ class Gateway:
             self.outbox = outbox
             ingest = self._ingest(epoch, outbox, quarantined)
             commands = self._commands(ingest)
-            self.publisher = uplink(self.cfg, ingest, outbox, commands, self.firmware)
+            self.publisher = uplink(
+                self.cfg, ingest, outbox, commands=commands, firmware=self.firmware, alarms=self.alarms
+            )
             self.time.start(epoch.boot)
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -395,7 +401,14 @@ class Gateway:
                 supervise("firmware", self.firmware.run, Backoff(0.5, 30.0)), name="firmware.supervise"
             )
         if self.publisher is not None:
-            self._bearers(tg, ingest, outbox, self.publisher)
+            pub = self.publisher
+            self.alarms.start(
+                tg,
+                outbox=outbox,
+                sign_compact=ingest.sign_compact,
+                on_bearer=pub.recent.by_bearer,
+                test_message=ingest.test_message,
+            )
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
@@ -437,18 +450,6 @@ class Gateway:
         )
         tg.create_task(self.deliveries.run(), name="deliveries")
         tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
-
-    def _bearers(self, tg: asyncio.TaskGroup, ingest: Ingest, outbox: Outbox, pub: Publisher) -> None:
-        """The bearers of the config, in its order, and the fallback that tries them."""
-        self.fallback = start_bearers(
-            tg,
-            self.cfg,
-            self.parts,
-            outbox=outbox,
-            link_up=lambda: pub.state == LinkState.UP,
-            sign_compact=ingest.sign_compact,
-            on_sent=lambda _kind, seq, bearer: pub.recent.by_bearer(seq, bearer),
-        )
 
     def _commands(self, ingest: Ingest) -> CommandHandler | None:
         cfg = self.cfg
@@ -499,8 +500,10 @@ def uplink(
     cfg: Config,
     ingest: Ingest,
     outbox: Outbox,
+    *,
     commands: CommandHandler | None,
     firmware: FirmwareBridge | None,
+    alarms: AlarmPath,
 ) -> Publisher:
     """The uplink, subscribed to the command topics and this gateway's firmware chunks."""
     fw_topic = f"{cfg.mqtt.topic_prefix}/{cfg.gateway.id}/fw/"
@@ -520,4 +523,10 @@ def uplink(
         ingest=ingest,
         subscriptions=subscriptions,
         on_message=on_message if commands else None,
+        on_life_safety_ack=alarms.acked_by_broker,
+        alarm_probe_s=cfg.alarms.failover_s,
     )
+
+
+def _snap(part: GpsdFeed | NmeaForwarder | None) -> dict[str, Any] | None:
+    return None if part is None else part.snapshot()

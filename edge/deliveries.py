@@ -44,6 +44,7 @@ class Delivery:
     expires_ms: int
     pending: list[str]  # wearables it has not reached yet
     counter: int | None = None
+    pattern: int | None = None  # with a counter: the feedback shown (default *acknowledged*)
     level: int | None = None
     text: str = ""
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -206,7 +207,8 @@ def through(ble: Callable[[], BleManager | None]) -> Callable[[str, Delivery], A
         if manager is None:
             return Outcome.NOT_CONNECTED
         if d.counter is not None:
-            return await manager.deliver(device, p.Feedback.ACKNOWLEDGED, d.counter)
+            pattern = p.Feedback(d.pattern) if d.pattern is not None else p.Feedback.ACKNOWLEDGED
+            return await manager.deliver(device, pattern, d.counter)
         return await manager.show_alert(device, p.AlertLevel(d.level or p.AlertLevel.WARNING), d.text)
 
     return show

@@ -135,6 +135,12 @@ class Ingest:
         """A message's compact signed form for a second bearer (floor/compact.py)."""
         return self._signer.sign_bytes(cbor2.dumps(compact.pack(payload)))
 
+    def test_message(self, bearer: str) -> dict[str, Any]:
+        """A bearer's test (`bearer.test`, seq 0: state, not a message of the sequence)."""
+        st = self._clock.now()
+        rec = {"tb": st.tb, "tu": st.tu, "d": {"bearer": bearer}}
+        return self.payload(seq=0, kind="bearer.test", src="gw", tq=st.tq, recs=[rec])
+
     def sign_state(self, kind: str, data: Mapping[str, Any]) -> bytes:
         """A signed seq-0 state message (gateway.status) that does not go through the outbox."""
         st = self._clock.now()

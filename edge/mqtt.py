@@ -268,6 +268,11 @@ class MqttConnection:
     ) -> None:
         await self._shutdown()
 
+    def drop(self, reason: str) -> None:
+        """Give the connection up now (a link taken for dead): it ends as if it broke, and
+        its socket is closed on the way out."""
+        self._on_closed(reason)
+
     async def _shutdown(self) -> None:
         if not self.closed.done():
             self._client.disconnect()  # DISCONNECT, so the broker does not publish the Will

@@ -17,11 +17,12 @@ gw, ep, seq).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -72,6 +73,8 @@ class Publisher:
         ingest: Ingest,
         subscriptions: tuple[str, ...] = (),
         on_message: Callable[[Incoming], None] | None = None,
+        on_life_safety_ack: Callable[[int, Mapping[str, Any] | None], None] | None = None,
+        alarm_probe_s: float | None = None,
     ) -> None:
         self._cfg = mqtt
         self._gw = gw
@@ -79,6 +82,11 @@ class Publisher:
         self._ingest = ingest
         self._subs = subscriptions
         self._on_message = on_message
+        self._on_ls_ack = on_life_safety_ack  # (seq, what is known of it): the alarm's other paths
+        # An alarm without its PUBACK this long: the link is taken for dead and reconnected
+        # (a black hole shows in seconds, not a keepalive later); None: only the keepalive.
+        self._probe_s = alarm_probe_s
+        self._ls_inflight: dict[int, float] = {}  # alarms on the wire: seq -> loop time sent
         self._kick = asyncio.Event()
         self._dirty: set[Lane] = set()
         self._fetching: set[Lane] = set()  # lanes whose SQLite read is in progress
@@ -160,16 +168,6 @@ class Publisher:
     def _new_window(self) -> BacklogWindow:
         return BacklogWindow(max_window=self._cfg.inflight, target_s=self._cfg.backlog_queue_ms / 1000.0)
 
-    def _tls(self) -> TlsSettings | None:
-        c = self._cfg
-        if c.tls_ca is None:
-            return None
-        return TlsSettings(
-            ca=str(c.tls_ca),
-            cert=None if c.tls_cert is None else str(c.tls_cert),
-            key=None if c.tls_key is None else str(c.tls_key),
-        )
-
     def _status(self, state: str) -> bytes:
         data = {"state": state, "hw": self._outbox.hw, "boot": self._ingest.epoch.boot}
         return self._ingest.sign_state("gateway.status", data)
@@ -203,7 +201,7 @@ class Publisher:
             keepalive=self._cfg.keepalive_s,
             clean_session=False,
             will=will,
-            tls=self._tls(),
+            tls=tls_of(self._cfg),
             inflight=self._cfg.inflight + LIFE_SAFETY_RESERVE,
             on_message=self._on_message,
         ) as conn:
@@ -239,10 +237,28 @@ class Publisher:
         self._dirty = set(LANES)  # after a (re)connect anything unacknowledged may be unsent
         self.backlog_window = self._new_window()  # a new session may be a new link
         self._buffers, self._cursor = buffers, cursor
+        self._ls_inflight.clear()
+        probe = asyncio.get_running_loop().create_task(self._probe(conn), name="publisher.probe")
         try:
             await self._pump_rows(conn, buffers, cursor)
         finally:
             self._buffers = None
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+
+    async def _probe(self, conn: MqttConnection) -> None:
+        """Drop a link an alarm found dead: its PUBACK has not come in `alarm_probe_s`."""
+        if self._probe_s is None:
+            return
+        loop = asyncio.get_running_loop()
+        while not conn.closed.done():
+            await asyncio.sleep(min(0.25, self._probe_s / 4))
+            if self._ls_inflight and loop.time() - min(self._ls_inflight.values()) > self._probe_s:
+                log.warning(
+                    "mqtt: an alarm has had no PUBACK for %.0f s: the link is taken for dead", self._probe_s
+                )
+                conn.drop(f"no PUBACK for an alarm in {self._probe_s:.0f} s")
 
     async def _pump_rows(
         self, conn: MqttConnection, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
@@ -273,6 +289,7 @@ class Publisher:
             self.published_by_kind[row.kind] += 1
             if row.prio == Prio.LIFE_SAFETY:
                 self.recent.published(row.seq)
+                self._ls_inflight[row.seq] = loop.time()
             if backlog:
                 window.in_flight += 1
             fut.add_done_callback(
@@ -320,6 +337,7 @@ class Publisher:
     ) -> None:
         if backlog is not None:
             backlog.in_flight -= 1
+        self._ls_inflight.pop(seq, None)
         if fut.cancelled() or fut.exception() is not None:
             return  # the row stays in the outbox and goes again on the next session
         now = asyncio.get_running_loop().time()
@@ -329,7 +347,20 @@ class Publisher:
         self.last_ack_ms = time.time_ns() // 1_000_000
         if kind in _LIFE_SAFETY:
             self.recent.acked(seq)
+            if self._on_ls_ack is not None:
+                self._on_ls_ack(seq, self.recent.get(seq))
         self._outbox.ack((seq,))
         if self.on_ack is not None:
             self.on_ack(seq)
         self._kick.set()
+
+
+def tls_of(c: MqttConfig) -> TlsSettings | None:
+    """The uplink's TLS files, when it has any."""
+    if c.tls_ca is None:
+        return None
+    return TlsSettings(
+        ca=str(c.tls_ca),
+        cert=None if c.tls_cert is None else str(c.tls_cert),
+        key=None if c.tls_key is None else str(c.tls_key),
+    )

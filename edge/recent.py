@@ -30,7 +30,7 @@ class RecentAlarms:
             payload = own_payload(body)
             item["src"] = payload["src"]
             d = payload["recs"][0]["d"]
-            for key in ("worker", "device", "mmsi", "event", "nature", "cancel"):
+            for key in ("worker", "device", "counter", "mmsi", "event", "nature", "cancel"):
                 if key in d:
                     item[key] = d[key]
         except (ValueError, KeyError, IndexError, TypeError, AttributeError, cbor2.CBORDecodeError):
@@ -58,6 +58,10 @@ class RecentAlarms:
         item = self._items.get(seq)
         if item is not None:
             item["bearers"] = sorted({*item.get("bearers", ()), bearer})
+
+    def get(self, seq: int) -> dict[str, Any] | None:
+        """What is known of the life-safety message `seq` (kept for the latest KEEP)."""
+        return self._items.get(seq)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [dict(x) for x in reversed(self._items.values())]

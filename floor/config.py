@@ -334,11 +334,13 @@ class DeviceConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BearerConfig:
     """What every bearer's section has; each bearer part extends it. A bearer carries the
-    life-safety `kinds` once the uplink has been down `after_s`, within its hourly budget."""
+    life-safety `kinds` the broker has not acknowledged `after_s` after their commit
+    (None: `[alarms] failover_s`), within its hourly budget (docs/operations.md)."""
 
     name: ClassVar[str]  # its section, `[sms]`: the part's name
-    after_s: float = 30.0
+    after_s: float | None = None
     kinds: tuple[str, ...] = LIFE_SAFETY_KINDS
+    test_every_s: float = 0.0  # a signed test message to the platform this often; 0: never
 
     @property
     def enabled(self) -> bool:
@@ -479,6 +481,25 @@ def split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+ESCALATION_STEPS = ("bearers", "duty", "wearables")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmsConfig:
+    """What happens to an alarm the platform does not hear or does not answer (`[alarms]`)."""
+
+    failover_s: float = 5.0  # no PUBACK this long after its commit: it goes by the other bearers too
+    reserve_share: float = 0.5  # of each bearer's hourly budget, kept for new alarms (repeats never use it)
+    repeat_every_s: float = 600.0  # a repeat of one incident (a beacon still sending) goes this often at most
+    ack_within_s: float = 120.0  # a wearable's alarm not acknowledged (sos.ack) this long is escalated...
+    escalate_every_s: float = 120.0  # ...one step this often
+    escalation: tuple[str, ...] = ESCALATION_STEPS  # in this order; empty: none
+    language: str = "zh_CN"  # of alarms in words (a duty number's SMS): zh_CN or en
+    timezone: str = ""  # an IANA zone for their times (Asia/Shanghai); empty: the system's
+    map_link: str = "https://uri.amap.com/marker?position={lon},{lat}"  # empty: no link
+    names: Mapping[str, str] = field(default_factory=dict)  # worker id -> name, for alarms in words
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     file: Path  # the technician's file (what `-c` names); relative paths resolve against its folder
@@ -494,6 +515,7 @@ class Config:
     wearables: tuple[WearableConfig, ...] = ()
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
     bearers: tuple[BearerConfig, ...] = ()  # in the order of their sections: tried in that order
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     web: WebConfig = field(default_factory=WebConfig)
     applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
@@ -653,6 +675,7 @@ def parse(
     # a bearer's section, where present; tomllib keeps the file's order, which is the order tried
     bearers = [parts.bearers[name](root.table(name)) for name in data if name in parts.bearers]
     web = _web(root.table("web"), check_files)
+    alarms = _alarms(root.table("alarms"))
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
         raise root.error("geofences", N_("geofence ids must be unique"))
@@ -671,18 +694,20 @@ def parse(
         wearables=tuple(wearables),
         firmware=firmware,
         bearers=tuple(bearers),
+        alarms=alarms,
         web=web,
     )
 
 
 # Each default is the dataclass's (one source): the sections read them from these.
-_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _WEB = (
+_MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _WEB, _ALARMS = (
     MqttConfig(),
     OutboxConfig(),
     BleConfig(),
     FirmwareConfig(),
     AisConfig(),
     WebConfig(),
+    AlarmsConfig(),
 )
 
 
@@ -793,8 +818,63 @@ def _ble(b: Section) -> BleConfig:
     return ble
 
 
+def _alarms(a: Section) -> AlarmsConfig:
+    d = _ALARMS
+    names = a.table("names")
+    named = {worker: str(names.text(worker)) for worker in names.data_keys()}
+    for worker in named:
+        if not valid_id(worker):
+            raise names.error(worker, NOT_AN_ID, value=_describe(worker))
+    names.done()
+    steps = a.str_list("escalation", list(d.escalation))
+    if unknown := [s for s in steps if s not in ESCALATION_STEPS]:
+        raise a.error("escalation", ONE_OF, choices=", ".join(ESCALATION_STEPS), got=_describe(unknown[0]))
+    alarms = AlarmsConfig(
+        failover_s=a.number("failover_s", d.failover_s, lo=0.5),
+        reserve_share=a.number("reserve_share", d.reserve_share, lo=0.0),
+        repeat_every_s=a.number("repeat_every_s", d.repeat_every_s, lo=5.0),
+        ack_within_s=a.number("ack_within_s", d.ack_within_s, lo=1.0),
+        escalate_every_s=a.number("escalate_every_s", d.escalate_every_s, lo=1.0),
+        escalation=tuple(steps),
+        language=a.choice("language", ("zh_CN", "en"), d.language),
+        timezone=a.text("timezone", d.timezone),
+        map_link=a.text("map_link", d.map_link),
+        names=named,
+    )
+    if alarms.reserve_share > 1.0:
+        raise a.error(
+            "reserve_share", N_("must be at most {hi}, got {value}"), hi=1, value=alarms.reserve_share
+        )
+    if alarms.timezone and not _zone_ok(alarms.timezone):
+        raise a.error(
+            "timezone", N_("{value} is not a time zone (Asia/Shanghai, UTC)"), value=repr(alarms.timezone)
+        )
+    if alarms.map_link and not _link_ok(alarms.map_link):
+        raise a.error("map_link", N_("must hold {{lat}} and {{lon}}, where the position goes"))
+    a.done()
+    return alarms
+
+
+def _link_ok(template: str) -> bool:
+    """A map link template with {lat} and {lon} and no other field."""
+    try:
+        return "{lat}" in template and "{lon}" in template and bool(template.format(lat="1", lon="2"))
+    except (KeyError, IndexError, ValueError):
+        return False
+
+
+def _zone_ok(name: str) -> bool:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def bearer_basics(sec: Section, default: BearerConfig) -> dict[str, Any]:
-    """The keys every bearer's section has (`after_s`, `kinds`), checked, for its part's
+    """The keys every bearer's section has (`after_s`, `kinds`, `test_every_s`), checked, for its part's
     parser to build its config with."""
     kinds = sec.str_list("kinds", list(default.kinds))
     if unknown := [k for k in kinds if k not in LIFE_SAFETY_KINDS]:
@@ -804,7 +884,11 @@ def bearer_basics(sec: Section, default: BearerConfig) -> dict[str, Any]:
             value=repr(unknown[0]),
             choices=", ".join(LIFE_SAFETY_KINDS),
         )
-    return {"after_s": sec.number("after_s", default.after_s, lo=0.0), "kinds": tuple(kinds)}
+    return {
+        "after_s": sec.number("after_s", None, lo=0.0),
+        "kinds": tuple(kinds),
+        "test_every_s": sec.number("test_every_s", default.test_every_s, lo=0.0),
+    }
 
 
 def phone_numbers(sec: Section, key: str) -> tuple[str, ...]:

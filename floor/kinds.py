@@ -41,6 +41,8 @@ _EVENT = frozenset(
         "alert.delivery",
         "diag.snapshot",
         "fw.result",
+        "bearer.state",
+        "alarm.escalated",
     }
 )
 _TELEMETRY = frozenset({"gnss.fix", "ais.position", "device.battery"})

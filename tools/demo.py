@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
 from drivers.gnss.sim import sentence, walk
-from drivers.modem.pdu import concat_header, reassemble
-from drivers.modem.sim import SimModem
+from drivers.modem.pdu import Reassembly, concat_header, decode_text
+from drivers.modem.sim import Sent, SimModem
 from edge.mqtt import MqttConnection
 from floor.envelope import check_gateway_payload, keyring, private_pem, verify
 from floor.errors import EdgeError, EnvelopeError
@@ -200,15 +200,19 @@ async def _press(button: Any, kind: str) -> None:
 
 
 SMS_NUMBER = "+8613800138000"  # the platform's SMS gateway (the simulated modem keeps what it is sent)
+DUTY_NUMBER = "+8613900139000"  # the duty officer's phone: the alarm in words
 
 
 class _Sms:
-    """The simulated modem on a pty, and the platform's side of the SMS it is handed."""
+    """The simulated modem on a pty, and the platform's side of the SMS it is handed: the
+    signed messages to the platform's number, the words to the duty officer's phone."""
 
     def __init__(self, master: int, keys: dict[bytes, Ed25519PublicKey], tally: Tally) -> None:
         self.master, self.keys, self.tally = master, keys, tally
         self.modem = SimModem()
-        self.parts: list[bytes] = []
+        self.read = 0
+        self.platform = Reassembly()
+        self.duty: dict[tuple[int, int], dict[int, str]] = {}  # (ref, parts) -> part -> text
         self.seen: dict[tuple[str, int, str, int], str] = {}  # (gw, ep, seq) -> when the SMS came
 
     def on_readable(self) -> None:
@@ -216,16 +220,18 @@ class _Sms:
             answer = self.modem.feed(os.read(self.master, 4096))
             if answer:
                 os.write(self.master, answer)
-        while len(self.modem.user_data) > len(self.parts):
-            self.parts.append(self.modem.user_data[len(self.parts)])
-            self._maybe_whole()
+        while len(self.modem.sent) > self.read:
+            sms = self.modem.sent[self.read]
+            self.read += 1
+            if sms.number == SMS_NUMBER:
+                whole = self.platform.feed(sms.number, sms.user_data)
+                if whole is not None:
+                    self._signed(whole)
+            else:
+                self._words(sms)
 
-    def _maybe_whole(self) -> None:
-        head = concat_header(self.parts[-1])
-        if head is not None and head[2] < head[1]:
-            return  # more parts to come
-        n = 1 if head is None else head[1]
-        line = self.tally.add_compact(reassemble(self.parts[-n:]), self.keys)
+    def _signed(self, data: bytes) -> None:
+        line = self.tally.add_compact(data, self.keys)
         when = dt.datetime.now().strftime("%H:%M:%S")
         if not line["ok"]:
             print(f"{when} ✗ SMS: REJECTED ({line['error']})", flush=True)
@@ -233,12 +239,22 @@ class _Sms:
         self.seen[(line["gw"], line["ep"][0], line["ep"][1], line["seq"])] = when
         d = line["recs"][-1]["d"]
         what = ", ".join(f"{k}={v}" for k, v in d.items() if k != "fix")
-        size = sum(len(x) for x in self.parts[-n:])
         print(
             f"{when} ✓ seq={line['seq']:<5} prio=0 {line['kind']:<16} {line['src']:<8} {what}"
-            f"  <<< BY SMS to {SMS_NUMBER} ({n} parts, {size} bytes): the MQTT uplink is down",
+            f"  <<< BY SMS to {SMS_NUMBER} ({len(data)} bytes, signed): no acknowledgement from the broker",
             flush=True,
         )
+
+    def _words(self, sms: Sent) -> None:
+        head = concat_header(sms.user_data)
+        ref, total, part = head if head is not None else (0, 1, 1)
+        pieces = self.duty.setdefault((ref, total), {})
+        pieces[part] = decode_text(sms.dcs, sms.user_data, sms.udl)
+        if len(pieces) == total:
+            del self.duty[(ref, total)]
+            text = "".join(pieces[i] for i in range(1, total + 1))
+            when = dt.datetime.now().strftime("%H:%M:%S")
+            print(f"{when}   SMS to the duty phone {sms.number}: {text}", flush=True)
 
 
 def _write_config(
@@ -364,7 +380,11 @@ def _modem(stack: contextlib.AsyncExitStack, keys: dict[bytes, Ed25519PublicKey]
     loop = asyncio.get_running_loop()
     loop.add_reader(modem_master, sms.on_readable)
     stack.callback(loop.remove_reader, modem_master)
-    toml = f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\nafter_s = 2.0\n'
+    toml = (
+        f'\n[sms]\nport = "{os.ttyname(modem_slave)}"\nnumbers = ["{SMS_NUMBER}"]\n'
+        f'duty_numbers = ["{DUTY_NUMBER}"]\nafter_s = 2.0\n'
+        '[alarms]\nlanguage = "en"\n[alarms.names]\n"w-042" = "Li Wei"\n'
+    )
     return sms, toml
 
 

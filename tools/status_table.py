@@ -130,9 +130,11 @@ def _bearers(doc: Mapping[str, Any], _: Tr) -> list[str]:
     out = []
     for name, b in (doc.get("bearers") or {}).items():
         signal = "" if b.get("rssi_dbm") is None else f" · {b['rssi_dbm']} dBm"
+        cause = f" ({_(b['cause'])})" if b.get("cause") else ""
         out.append(
             pad(_("Bearer {name}").format(name=name), 14)
             + _(b["state"])
+            + cause
             + signal
             + " · "
             + _("sent {n}, capped {c}").format(n=b["sent"], c=b["capped"])

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from drivers.modem.pdu import PduError, concat_header, reassemble
+from drivers.modem.pdu import Reassembly
 from edge.mqtt import MqttConnection, TlsSettings
 from floor import compact
 from floor.config import valid_id
@@ -370,47 +370,35 @@ def _jsonable(o: object) -> object:
 
 
 def verify_sms(lines: Iterable[str], *, pubkeys: list[str], out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Verify messages a second bearer carried as SMS, from what an SMS gateway hands
-    over: one line per SMS, the hex of its user data (concatenation header included).
-    The parts of a message are put back together in any order; each message is checked
-    as an MQTT one is, and printed with `"bearer": "sms"`."""
+    """Verify messages another bearer carried as SMS, from what an SMS gateway hands
+    over: one line per SMS, `SENDER HEX` (or the hex alone, one unknown sender), HEX the
+    user data, concatenation header included. Parts are put back together in any order,
+    keyed by sender, reference and count (two gateways' colliding references never mix; a
+    part heard twice counts once); each message is checked as an MQTT one is, and printed
+    with `"bearer": "sms"`."""
     keys, gateways = load_keys(pubkeys)
     tally = Tally(gateways=gateways)
-    groups: dict[tuple[int, int], list[bytes]] = {}
-    messages: list[bytes] = []
+    parts = Reassembly()
     bad = 0
     for n, raw in enumerate(lines, 1):
-        text = raw.strip()
-        if not text or text.startswith("#"):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
             continue
+        sender, text = (fields[0], fields[-1]) if len(fields) > 1 else ("", fields[0])
         try:
             ud = bytes.fromhex(text)
         except ValueError:
             bad += 1
             out.write(json.dumps({"line": n, "ok": False, "error": "not_hex"}) + "\n")
             continue
-        head = concat_header(ud)
-        if head is None:
-            messages.append(ud)
-            continue
-        ref, total, _seq = head
-        part = groups.setdefault((ref, total), [])
-        part.append(ud)
-        if len(part) == total:
-            try:
-                messages.append(reassemble(groups.pop((ref, total))))
-            except PduError as exc:
-                bad += 1
-                out.write(json.dumps({"ref": ref, "ok": False, "error": "parts", "detail": str(exc)}) + "\n")
-    for data in messages:
-        out.write(json.dumps(tally.add_compact(data, keys), default=_jsonable) + "\n")
-    for (ref, total), parts in groups.items():
-        bad += 1
-        out.write(
-            json.dumps({"ref": ref, "ok": False, "error": "incomplete", "parts": f"{len(parts)}/{total}"})
-            + "\n"
-        )
+        whole = parts.feed(sender, ud, now=float(n))
+        if whole is not None:
+            out.write(json.dumps(tally.add_compact(whole, keys), default=_jsonable) + "\n")
+    if parts.waiting:
+        bad += parts.waiting
+        out.write(json.dumps({"ok": False, "error": "incomplete", "messages": parts.waiting}) + "\n")
     summary = tally.summary()
     summary["invalid"] += bad
+    summary["sms_duplicate_parts"] = parts.duplicates
     out.write(json.dumps(summary, default=_jsonable) + "\n")
     return summary

@@ -45,6 +45,7 @@ _GUARD_V1 = struct.Struct("<HI")  # counter, uptime_ms: as written before authen
 # An alarm's record, committed with it and keyed by its seq (Pending.seq_state): what an
 # sos.ack for it needs after any restart: the counter to answer, on which wearable
 ALARM_KEY = "ble.alarm/"
+CANCEL_KEY = "ble.cancel/"  # a cancel's record, the same shape, keyed by the cancel's seq
 _ALARM = struct.Struct("<H")  # counter, then the wearable's id (utf-8)
 
 
@@ -114,6 +115,7 @@ class CountedEvents:
         answer: p.Feedback,
         feedback: str,
         alarm: bool,
+        cancel: bool = False,
     ) -> int | None:
         """New events committed as `kind` with their counter, then answered; repeats
         answered again. The seq when it was new."""
@@ -136,7 +138,8 @@ class CountedEvents:
         # crash the gateway either has both (a resend is a repeat) or neither (a resend is new).
         # what the guard will hold once this is committed, committed with it
         state = (GUARD_KEY + w.id, _guard_bytes(guard.after(w.id, ev)))
-        by_seq = (ALARM_KEY, Alarm(w.id, ev.counter).encode()) if alarm else None
+        mark = ALARM_KEY if alarm else CANCEL_KEY if cancel else None
+        by_seq = None if mark is None else (mark, Alarm(w.id, ev.counter).encode())
         seq = await self._commit(kind, w.id, data, state=state, seq_state=by_seq)
         guard.record(w.id, ev)
         await feedback_to(link, feedback, answer, ev.counter)
@@ -147,6 +150,15 @@ class CountedEvents:
                 while len(self._alarms) > KEEP_ALARMS:
                     self._alarms.popitem(last=False)
         return seq if seq is not None else 0
+
+    async def cancelled_since(self, device: str, alarm_seq: int) -> bool:
+        """Whether the wearable's worker cancelled after the alarm committed as `alarm_seq`."""
+        for key, raw in (await self._read_state(CANCEL_KEY)).items():
+            seq = key[len(CANCEL_KEY) :]
+            cancel = Alarm.decode(raw)
+            if cancel is not None and cancel.device == device and seq.isdigit() and int(seq) > alarm_seq:
+                return True
+        return False
 
     async def alarm(self, alarm_seq: int) -> Alarm | None:
         """The alarm committed as `alarm_seq` (this run's, or one kept on disk), or None."""

@@ -286,9 +286,10 @@ class BleManager:
         answer: p.Feedback,
         feedback: str,
     ) -> int | None:
-        alarm = kind in self.kinds[link.w.kind].alarms and not data.get("cancel")
+        cancel = bool(data.get("cancel")) or answer == p.Feedback.CANCELLED
+        alarm = kind in self.kinds[link.w.kind].alarms and not cancel
         return await self.counted.event(
-            link, ev, kind=kind, data=data, answer=answer, feedback=feedback, alarm=alarm
+            link, ev, kind=kind, data=data, answer=answer, feedback=feedback, alarm=alarm, cancel=cancel
         )
 
     def worker_alarm(self, worker: str) -> None:
@@ -307,6 +308,9 @@ class BleManager:
         return sess.client
 
     # -- commands: deliveries to wearables ------------------------------------------------------
+
+    async def cancelled_since(self, device: str, alarm_seq: int) -> bool:
+        return await self.counted.cancelled_since(device, alarm_seq)
 
     async def alarm(self, alarm_seq: int) -> Alarm | None:
         """The alarm committed as `alarm_seq` (this run's, or one kept on disk), or None."""

@@ -43,6 +43,7 @@ class Feedback(enum.IntEnum):
     ACKNOWLEDGED = 2  # the platform acknowledged it (sos.ack): help is coming
     ALERT = 3  # a broadcast alert (typhoon recall...)
     CANCELLED = 4
+    SENT = 5  # the alarm left the gateway: the broker acknowledged it, or another bearer took it
 
 
 class AlertLevel(enum.IntEnum):

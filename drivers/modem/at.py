@@ -141,3 +141,36 @@ def message_reference(lines: list[str]) -> int | None:
         if m := _CMGS.match(line):
             return int(m.group(1))
     return None
+
+
+# What a refusal says of the SIM and the network (3GPP TS 27.005 3.2.5 for +CMS, TS 27.007
+# 9.2 for +CME), as a cause a person can act on. A prepaid SIM without credit is refused by
+# most operators' SMS centres with 21 "short message transfer rejected"; barring and a
+# service not subscribed are the operator's decision; the rest is the network's state.
+CMS_CAUSES = {
+    "21": "no_credit",
+    "8": "barred",
+    "10": "barred",
+    "29": "barred",
+    "50": "barred",
+    "331": "not_registered",
+    "330": "no_smsc",
+    "38": "network",
+    "41": "network",
+    "42": "network",
+    "47": "network",
+    "332": "network",
+}
+CME_CAUSES = {"10": "no_sim", "11": "no_sim", "12": "no_sim", "13": "no_sim", "30": "not_registered"}
+
+
+def cause(reason: Reason, text: str) -> str:
+    """Why a command or an SMS was refused, in words a person can act on."""
+    code = text.rpartition(":")[2].strip()
+    if reason == Reason.CMS_ERROR:
+        return CMS_CAUSES.get(code, "refused")
+    if reason == Reason.CME_ERROR:
+        return CME_CAUSES.get(code, "refused")
+    return {Reason.NO_SIM: "no_sim", Reason.NO_NETWORK: "not_registered", Reason.TIMEOUT: "timeout"}.get(
+        reason, "refused"
+    )

@@ -64,6 +64,7 @@ class Modem:
         self.errors: Counter[str] = Counter()
         self.unsolicited = 0
         self.last_error = ""
+        self.cause: str | None = None  # why it cannot send (no_credit, barred, not_registered...)
         self._events: asyncio.Queue[Line | Prompt | Final] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._link: SerialLink | None = None
@@ -148,6 +149,12 @@ class Modem:
                 self.errors[Reason.NO_NETWORK] += 1
         self.state = state
         self.last_error = why or self.last_error
+        if state == State.NO_SIM:
+            self.cause = "no_sim"
+        elif state == State.NO_NETWORK:
+            self.cause = "not_registered"
+        elif self.cause in ("no_sim", "not_registered"):
+            self.cause = None  # back: what a send says next decides
         (self.ready.set if state == State.READY else self.ready.clear)()
 
     # -- commands ------------------------------------------------------------------------------
@@ -191,8 +198,21 @@ class Modem:
             self.last_error = ev.text
         return ModemError(reason, ev.text)
 
+    def refused_send(self, exc: ModemError) -> None:
+        """A send was refused: the cause stands until a send goes through."""
+        if exc.reason != Reason.GONE:
+            self.cause = at.cause(exc.reason, exc.detail)
+
     async def send(self, part: Part) -> int:
-        """One SMS-SUBMIT; the message reference the network gave it (+CMGS)."""
+        """One SMS-SUBMIT; the message reference the network gave it (+CMGS). A refusal
+        raises ModemError and leaves its cause (no_credit, barred...) in the status."""
+        try:
+            return await self._submit(part)
+        except ModemError as exc:
+            self.refused_send(exc)
+            raise
+
+    async def _submit(self, part: Part) -> int:
         if self.state != State.READY:
             raise ModemError(Reason(self.state.value) if self.state != State.CLOSED else Reason.GONE)
         async with self._lock:
@@ -206,6 +226,7 @@ class Modem:
                 self.errors[Reason.ERROR] += 1
                 raise ModemError(Reason.ERROR, "OK without +CMGS")
             self.sent += 1
+            self.cause = None  # it takes messages again
             return ref
 
     async def _await_prompt(self, cmd: str) -> None:
@@ -220,9 +241,11 @@ class Modem:
             raise ModemError(Reason.TIMEOUT, f"{cmd}: no > prompt in {self.timeout_s:.0f} s") from None
 
     def snapshot(self) -> dict[str, Any]:
+        failing = self.state == State.READY and self.cause is not None
         return {
             "port": self.port,
-            "state": self.state.value,
+            "state": "failing" if failing else self.state.value,  # registered, but its sends refused
+            "cause": self.cause,
             "rssi_dbm": self.rssi_dbm,
             "registration": self.registration,
             "sent": self.sent,

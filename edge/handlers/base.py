@@ -18,6 +18,7 @@ from floor.registry import Registry
 if TYPE_CHECKING:
     from drivers.ais.tracker import VesselTracker
     from drivers.ble.driver import BleManager
+    from edge.alarms import AlarmPath
     from edge.commands import CommandHandler
     from edge.deliveries import Deliveries
     from edge.ingest import Ingest
@@ -57,6 +58,9 @@ class GatewayView(Protocol):
 
     @property
     def deliveries(self) -> Deliveries: ...
+
+    @property
+    def alarms(self) -> AlarmPath: ...
 
     def clock_ms(self) -> int:
         """Unix ms by the gateway's clock (expiries are judged by it)."""

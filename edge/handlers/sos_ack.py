@@ -4,12 +4,15 @@ What the acknowledgement needs (the alarm's wearable and event counter) was comm
 with the alarm, keyed by its seq, so an ack after any restart still reaches the button
 with the right counter; one that is not connected gets it when it connects (within
 an hour, edge/deliveries.py). An ack for an alarm the gateway does not know, or of
-another wearable, is refused (`unknown_alarm`), never guessed."""
+another wearable, is refused (`unknown_alarm`), never guessed. An ack for an alarm the
+worker has cancelled since is shown as *cancelled*, and the result says `cancelled`: the
+control room learns the alarm is off. Either way, the alarm's escalation stops."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from drivers.ble.profiles import Feedback
 from edge.commands import Command, CommandError, Rejected
 from edge.deliveries import ACK_TTL_S, Delivery
 from edge.handlers.base import GatewayView
@@ -27,8 +30,14 @@ async def handle(gw: GatewayView, cmd: Command) -> dict[str, Any]:
     alarm = None if gw.ble is None else await gw.ble.alarm(seq)
     if alarm is None or alarm.device != device:
         raise Rejected(CommandError.UNKNOWN_ALARM, cmd.id, f"no alarm of {device} at seq {seq} is known here")
+    gw.alarms.acknowledged(seq)
+    cancelled = gw.ble is not None and await gw.ble.cancelled_since(device, seq)
     expires = gw.clock_ms() + int(ACK_TTL_S * 1000)
-    report = {"ack": cmd.id, "alarm_seq": seq}
-    d = Delivery(f"ack:{cmd.id}", report, expires, [device], counter=alarm.counter)
+    report: dict[str, Any] = {"ack": cmd.id, "alarm_seq": seq}
+    pattern = None
+    if cancelled:
+        report["cancelled"] = True
+        pattern = int(Feedback.CANCELLED)
+    d = Delivery(f"ack:{cmd.id}", report, expires, [device], counter=alarm.counter, pattern=pattern)
     got = await gw.deliveries.add(d)
-    return {"delivered": got["delivered"], "pending": got["pending"]}
+    return {"delivered": got["delivered"], "pending": got["pending"], "cancelled": cancelled}

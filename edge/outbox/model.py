@@ -98,6 +98,7 @@ class Row:
     prio: int
     kind: str
     body: bytes
+    at: int = 0  # when it was committed (unix ms), as read back from the outbox
 
 
 Deleted = tuple[int, int, int, str]  # seq, prio, body bytes, kind

@@ -289,11 +289,11 @@ class Outbox:
     async def fetch(self, prio: int, after: int, limit: int, *, upto: int | None = None) -> list[Row]:
         """Rows of one lane with `after` < seq (<= `upto`), oldest first."""
         found = await (self._reader or self.db).fetchall(
-            "SELECT seq, prio, kind, body FROM msgs"
+            "SELECT seq, prio, kind, body, at FROM msgs"
             " WHERE prio = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (prio, after, upto if upto is not None else 2**62, limit),
         )
-        return [Row(int(s), int(p), str(k), bytes(b)) for s, p, k, b in found]
+        return [Row(int(s), int(p), str(k), bytes(b), int(at)) for s, p, k, b, at in found]
 
     async def oldest(self) -> dict[int, int]:
         """Per lane with rows, when its oldest row was committed (unix ms)."""

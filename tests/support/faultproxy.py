@@ -4,8 +4,10 @@ Modes: `pass` forwards; `delay` forwards each chunk after `delay_s`; `slow` forw
 `rate` bytes/s (a thin uplink: what is sent faster queues in the socket buffers); `blackhole` keeps
 the connections open but forwards nothing (a half-open link: no FIN, no RST, just
 silence, as when a 4G modem loses its bearer); `cut()` closes every connection now;
-`refuse` closes new connections at once. With a `tap` (`tests.support.wiretap.WireTap`) every
-chunk forwarded is also handed to it, so a test can read what the broker acknowledged.
+`refuse` closes new connections at once; `mute` forwards what the gateway sends and
+nothing back (a broker that takes every message and never acknowledges one). With a
+`tap` (`tests.support.wiretap.WireTap`) every chunk forwarded is also handed to it, so a
+test can read what the broker acknowledged.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Literal
 
 from tests.support.wiretap import DOWN, UP, WireTap
 
-Mode = Literal["pass", "delay", "slow", "blackhole", "refuse"]
+Mode = Literal["pass", "delay", "slow", "blackhole", "refuse", "mute"]
 
 
 class FaultProxy:
@@ -90,6 +92,8 @@ class FaultProxy:
                 if not data:
                     break
                 await self._flowing.wait()  # blackhole: nothing through, nothing closed
+                if self.mode == "mute" and direction == DOWN:
+                    continue  # the broker's answers (CONNACK, PUBACK, PINGRESP) never arrive
                 if self.mode == "delay" and self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 elif self.mode == "slow" and self.rate:

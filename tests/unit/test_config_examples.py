@@ -46,6 +46,7 @@ SECTIONS = {
     "ais": cfg_mod.AisConfig,
     "trust": cfg_mod.TrustConfig,
     "sms": SmsConfig,
+    "alarms": cfg_mod.AlarmsConfig,
 }
 
 

@@ -5,8 +5,10 @@ simulated modem on a real pty."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
+import re
 import tty
 from typing import Any
 
@@ -17,8 +19,9 @@ from smspdudecoder.fields import SMSSubmit
 
 from drivers.modem.at import Reason
 from drivers.modem.modem import Modem, ModemError, State
-from drivers.modem.pdu import MAX_UD, PduError, reassemble, submit
+from drivers.modem.pdu import MAX_UD, PduError, Reassembly, concat_header, reassemble, submit, submit_text
 from drivers.modem.sim import PtyModem, SimModem
+from drivers.part import BearerRefused
 from floor import compact
 from floor.envelope import Signer, keyring
 from tools.verify import Tally
@@ -205,3 +208,163 @@ def test_no_sim_or_no_network_is_a_state_and_a_refusal(sim: SimModem, state: Sta
 
     asyncio.run(with_modem(sim, body))
     assert sim.pdus == []
+
+
+# -- alarms in words, references, exactly once per number ------------------------------
+
+
+def _shown(parts: list[Any]) -> tuple[list[str], str]:
+    """What the independent decoder reads of text parts: their codings and the text."""
+    codings, text = [], ""
+    for part in parts:
+        d = SMSSubmit.decode(io.StringIO(part.hex))
+        codings.append(d["dcs"]["encoding"])
+        text += d["user_data"]["data"]
+    return codings, text
+
+
+def _payload(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": kind, "src": "sos-w042", "recs": [{"tb": 1, "tu": 1_796_000_000_000, "d": d}]}
+
+
+@pytest.mark.parametrize(
+    ("lang", "coding", "words"),
+    [
+        ("zh_CN", "ucs2", ("[紧急求救]", "人员 w-042 (李伟)", "网关 jm-01", "21.91234,112.81234")),
+        ("en", "gsm", ("[SOS]", "worker w-042 (Li Wei)", "gateway jm-01", "21.91234,112.81234")),
+    ],
+)
+def test_an_alarm_in_words_as_a_phone_shows_it(lang: str, coding: str, words: tuple[str, ...]) -> None:
+    from edge.bearers.readable import Style, readable
+
+    style = Style(lang=lang, timezone="Asia/Shanghai", names={"w-042": "李伟" if lang != "en" else "Li Wei"})
+    text = readable(_payload("sos.alarm", SAMPLES["sos.alarm"]), "jm-01", style)
+    parts = submit_text("+8613900139000", text, 7)
+    codings, shown = _shown(parts)
+    assert shown == text and set(codings) == {coding}
+    for w in words:
+        assert w in shown, shown
+    assert "uri.amap.com/marker?position=112.81234,21.91234" in shown
+    assert re.search(r" \d\d-\d\d \d\d:\d\d ", shown)  # the local time
+    # without the map link it fits one SMS, in either language
+    short = readable(_payload("sos.alarm", SAMPLES["sos.alarm"]), "jm-01", Style(lang=lang, map_link=""))
+    assert len(submit_text("+8613900139000", short, 8)) == 1, short
+
+
+def test_a_ships_distress_in_chinese() -> None:
+    from edge.bearers.readable import Style, readable
+
+    d = {"mmsi": 412440104, "call": "alert", "nature": "sinking", "lat": 21.86, "lon": 112.7}
+    text = readable(_payload("dsc.distress", d), "jm-01", Style(map_link=""))
+    codings, shown = _shown(submit_text("+8613900139000", text, 9))
+    assert codings == ["ucs2"] and "DSC 遇险" in shown and "沉没" in shown and "MMSI 412440104" in shown
+
+
+def test_parts_are_keyed_by_sender_reference_and_count() -> None:
+    """Two gateways whose references collide, a part the network delivered twice, and a
+    sender spraying one part per reference: every whole message comes out once."""
+    a = submit("+8613800138000", b"A" * 200, 0x0102)
+    b = submit("+8613800138000", b"B" * 200, 0x0102)  # another gateway, the same reference
+    r = Reassembly(per_sender=8)
+    got = [
+        r.feed("gw-a", a[0].user_data),
+        r.feed("gw-b", b[1].user_data),
+        r.feed("gw-a", a[0].user_data),  # delivered twice
+        r.feed("gw-b", b[0].user_data),
+    ]
+    for ref in range(100):  # a hostile sender's orphan parts: bounded
+        r.feed("spray", bytes([6, 8, 4, 0, ref, 2, 1]) + b"x")
+    got.append(r.feed("gw-a", a[1].user_data))
+    assert [g for g in got if g is not None] == [b"B" * 200, b"A" * 200]
+    assert r.duplicates == 1 and r.waiting == 8 and r.dropped == 92  # the sprayer's, and only its
+    assert concat_header(a[0].user_data) == (0x0102, 2, 1)  # a 16-bit reference
+
+
+def _owed_run(sim: SimModem, tmp: Any, body: Any, **cfg: Any) -> Any:
+    from drivers.modem import part as sms_part
+    from drivers.modem.part import SmsBearer, SmsConfig
+
+    server, path = serve(sim)
+
+    class Host:
+        state_dir = tmp
+
+    async def go() -> Any:
+        bearer = SmsBearer(SmsConfig(port=path, timeout_s=2.0, **cfg), Host())
+        task = asyncio.get_running_loop().create_task(bearer.run())
+        try:
+            async with asyncio.timeout(10):
+                while not bearer.ready():  # noqa: ASYNC110 (an observer)
+                    await asyncio.sleep(0.02)
+            return await body(bearer)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    saved = sms_part.RETRY_S
+    sms_part.RETRY_S = 0.2
+    try:
+        return asyncio.run(go())
+    finally:
+        sms_part.RETRY_S = saved
+        server.stop()
+
+
+NUMBER_A, NUMBER_B, DUTY = "+8613800138000", "+8613900139000", "+8613700137000"
+
+
+def _received(sim: SimModem) -> dict[str, list[tuple[int, int]]]:
+    """Per number, the (reference, part) of each SMS it received, in order."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for s in sim.sent:
+        head = concat_header(s.user_data)
+        out.setdefault(s.number, []).append((head[0], head[2]) if head else (0, 1))
+    return out
+
+
+def test_each_number_gets_each_part_once_when_one_number_or_one_part_fails(tmp_path: Any) -> None:
+    # the 2nd SMS asked for (A's part 2) is refused once, and B refuses its first two
+    sim = SimModem(fail_nth={2}, fail_numbers={NUMBER_B: 2}, fail_code=21, cmti_every=0)
+    data = bytes(range(200))  # two parts
+
+    async def body(bearer: Any) -> dict[str, Any]:
+        with contextlib.suppress(BearerRefused):
+            await bearer.send("1:7", data, "[SOS] worker w-1")
+        async with asyncio.timeout(10):
+            while bearer.journal.owed:  # noqa: ASYNC110 (retried by the bearer's own loop)
+                await asyncio.sleep(0.05)
+        await bearer.send("1:7", data, "[SOS] worker w-1")  # the same message again: nothing goes
+        snap: dict[str, Any] = bearer.snapshot()
+        return snap
+
+    snap = _owed_run(sim, tmp_path, body, numbers=(NUMBER_A, NUMBER_B), duty_numbers=(DUTY,))
+    got = _received(sim)
+    assert sorted(got) == [DUTY, NUMBER_A, NUMBER_B]
+    for number in (NUMBER_A, NUMBER_B):
+        assert len({r for r, _ in got[number]}) == 1  # one message, one reference
+        assert sorted(p for _, p in got[number]) == [1, 2], got  # each part once: no duplicate, no orphan
+    refs = [got[n][0][0] for n in (NUMBER_A, NUMBER_B)]
+    assert len(set(refs)) == 2  # a message to each number has its own reference
+    assert snap["cause"] is None and snap["owed"] == 0 and snap["errors"]["cms_error"] == 3
+
+
+def test_what_a_number_is_owed_survives_a_restart(tmp_path: Any) -> None:
+    sim = SimModem(fail_numbers={NUMBER_B: 100}, fail_code=21, cmti_every=0)
+
+    async def first(bearer: Any) -> dict[str, Any]:
+        await bearer.send("1:9", bytes(150), None)  # A takes it, B does not
+        snap: dict[str, Any] = bearer.snapshot()
+        return snap
+
+    snap = _owed_run(sim, tmp_path, first, numbers=(NUMBER_A, NUMBER_B))
+    assert snap["state"] == "failing" and snap["cause"] == "no_credit" and snap["owed"] == 1
+    sim.fail_numbers.clear()
+
+    async def second(bearer: Any) -> None:
+        async with asyncio.timeout(10):
+            while bearer.journal.owed:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+    _owed_run(sim, tmp_path, second, numbers=(NUMBER_A, NUMBER_B))  # restarted: B is owed it still
+    got = _received(sim)
+    assert sorted(p for _, p in got[NUMBER_A]) == [1, 2] and sorted(p for _, p in got[NUMBER_B]) == [1, 2]

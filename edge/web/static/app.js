@@ -7,7 +7,7 @@ const prev = {};  // device -> [time, events], for rates
 const t = (s) => (catalogs[lang] && catalogs[lang][s]) || s;
 const esc = (v) => String(v ?? "").replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 const cls = (state) => (["connected", "up", "ready", "delivered"].includes(state) ? "ok"
-  : ["disconnected", "down", "silent", "rejected", "no_sim", "no_network", "closed"].includes(state) ? "bad" : "warn");
+  : ["disconnected", "down", "silent", "rejected", "no_sim", "no_network", "closed", "failing"].includes(state) ? "bad" : "warn");
 const state = (s) => `<span class="${cls(s)}" data-state="${esc(s)}">${esc(t(s))}</span>`;
 function ago(ms) {
   if (!ms) return t("never");
@@ -55,7 +55,8 @@ function devices(d) {
   });
   for (const [name, b] of Object.entries(d.bearers || {})) {
     const signal = b.rssi_dbm == null ? "" : `${b.rssi_dbm} dBm · `;
-    rows.push(`<tr data-device="${esc(name)}"><td>${esc(t("Bearer"))} ${esc(name)}</td><td>${state(b.state)}</td><td>${esc(signal)}${esc(t("sent"))} ${esc(b.sent)}</td></tr>`);
+    const cause = b.cause ? ` · ${esc(t(b.cause))}` : "";
+    rows.push(`<tr data-device="${esc(name)}"><td>${esc(t("Bearer"))} ${esc(name)}</td><td>${state(b.state)}${cause}</td><td>${esc(signal)}${esc(t("sent"))} ${esc(b.sent)}</td></tr>`);
   }
   return section("devices", "Devices", table(["Device", "State", "Details"], rows));
 }
