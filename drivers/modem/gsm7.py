@@ -42,6 +42,10 @@ def pack(values: list[int], *, skip_bits: int = 0) -> bytes:
             out.append(acc & 0xFF)
             acc >>= 8
             nbits -= 8
+    if nbits == 1:
+        # seven spare bits would read as a trailing '@' to a receiver that counts octets,
+        # not the length: they are a <CR> instead (TS 23.038 6.1.2.3.1)
+        acc |= 0x0D << nbits
     if nbits:
         out.append(acc & 0xFF)
     return bytes(out)
