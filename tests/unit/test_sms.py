@@ -391,7 +391,11 @@ VARIANTS = [
         {"mmsi": 972012345, "device": "mob", "lat": 21.8, "lon": 112.7},
         ("man overboard", "落水示位标"),
     ),
-    ("dsc.distress", {"mmsi": 412440104, "call": "relay", "nature": "fire"}, ("fire (relayed)", "火灾 (转发)")),
+    (
+        "dsc.distress",
+        {"mmsi": 412440104, "call": "relay", "nature": "fire"},
+        ("fire (relayed)", "火灾 (转发)"),
+    ),
 ]
 
 
