@@ -1,6 +1,7 @@
-"""A part of the test's own, registered at run time: the config takes its kind, the
-gateway builds and runs it, and it shows in the status, the status table, the page (in
-Chromium) and the metrics, with no other file knowing it. If any of those named the
+"""Parts of the test's own, registered at run time (a stream device kind and a bearer):
+the config takes their kind and section, the gateway builds and runs them, and they show
+in the status, the status table, the page (in Chromium) and the metrics, with no other
+file knowing them. If any of those named the
 parts it knows, this part would be missing there."""
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 from playwright.sync_api import sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.base import StreamDriver
-from drivers.part import Device, DeviceHost, StreamPart
+from drivers.part import BearerPart, Device, DeviceHost, StreamPart
 from drivers.parts import PARTS, parse_config
 from edge.app import Gateway
 from edge.health import read_status
-from floor.config import DeviceConfig, Section, source
+from floor.config import BearerConfig, DeviceConfig, Section, bearer_basics, source
 from tests.integration.test_status_page import CHROMIUM, get
 from tests.support.broker import Mosquitto, free_port
 from tests.support.gateway import write_keypair
@@ -78,7 +79,59 @@ def _build(cfg: TallyDevice, host: DeviceHost) -> Device:
 
 
 TALLY = StreamPart(name="tally", config=TallyDevice, parse=_parse, build=_build, columns=("url", "every"))
-PARTS_WITH_TALLY = PARTS.with_parts(TALLY)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PigeonConfig(BearerConfig):
+    """A bearer of the test's own: its section `[pigeon]`, with a key of its own."""
+
+    name: ClassVar[str] = "pigeon"
+    loft: str = ""
+    per_flight: int = 1
+
+    @property
+    def per_hour(self) -> int:
+        return 12 * self.per_flight
+
+
+class Pigeon:
+    name = "pigeon"
+
+    def __init__(self, cfg: PigeonConfig) -> None:
+        self.cfg = cfg
+        self.flown: list[str] = []
+
+    def ready(self) -> bool:
+        return True
+
+    def cost(self, data: bytes, text: str | None) -> int:
+        return self.cfg.per_flight
+
+    async def send(self, key: str, data: bytes, text: str | None) -> int:
+        self.flown.append(key)
+        return self.cfg.per_flight
+
+    async def tell(self, key: str, text: str) -> int:
+        return 0
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": "ready", "loft": self.cfg.loft, "flown": len(self.flown)}
+
+
+def _parse_pigeon(sec: Section) -> PigeonConfig:
+    d = PigeonConfig()
+    cfg = PigeonConfig(
+        **bearer_basics(sec, d), loft=sec.text("loft"), per_flight=sec.integer("per_flight", 1, lo=1)
+    )
+    sec.done()
+    return cfg
+
+
+PIGEON = BearerPart(name="pigeon", config=PigeonConfig, parse=_parse_pigeon, build=lambda c, _h: Pigeon(c))
+PARTS_WITH_TALLY = PARTS.with_parts(TALLY, PIGEON)
 
 
 @dataclass
@@ -98,6 +151,7 @@ def running(broker: Mosquitto, tmp_path: Path) -> Iterator[Running]:
         f"[mqtt]\nport = {broker.port}\n"
         f'[web]\nlisten = "127.0.0.1:{web}"\n'
         f'[[devices]]\nid = "tally-1"\nkind = "tally"\nurl = "udp://127.0.0.1:{udp}"\nevery = 2\n'
+        '[pigeon]\nloft = "harbour"\nper_flight = 3\n'
     )
     cfg = parse_config(text, parts=PARTS_WITH_TALLY)
     gw = Gateway(cfg, parts=PARTS_WITH_TALLY)
@@ -162,8 +216,16 @@ def test_a_part_of_its_own_is_configured_run_and_shown_everywhere(running: Runni
             page.goto(r.web + "/")
             row = page.wait_for_selector('#devices tr[data-device="tally-1"] [data-state="connected"]')
             assert row is not None
+            assert (
+                page.wait_for_selector('#devices tr[data-device="pigeon"] [data-state="ready"]') is not None
+            )
         finally:
             browser.close()
+    # the bearer of the test's own: configured, run, shown
+    bearer = doc["bearers"]["pigeon"]
+    assert bearer["loft"] == "harbour" and bearer["state"] == "ready" and bearer["per_hour"] == 36
+    assert any(line.startswith("Bearer pigeon") for line in table.splitlines()), table
+    assert samples[("gridedge_bearer_ready", (("bearer", "pigeon"),))] == 1
     # the stations sheet of a fleet takes the part's columns
     assert "every" in columns(PARTS_WITH_TALLY) and "every" not in columns()
 
@@ -174,4 +236,5 @@ def test_the_registry_finds_every_part_module_and_nothing_else() -> None:
     names = {p.parent.name for p in found}
     assert {"gnss", "ais", "dsc", "modem"} <= names
     assert set(PARTS.devices) == {"gnss", "ais", "dsc"} and set(PARTS.bearers) == {"sms"}
+    assert "pigeon" not in PARTS.bearers and "pigeon" in PARTS_WITH_TALLY.bearers
     assert set(PARTS.wearables) == {"sos_button", "body_camera", "man_down"}
