@@ -66,6 +66,9 @@ class StreamDriver(abc.ABC):
         """Its entry in the status: its kind, state and counters (a kind may add more)."""
         return {"kind": self.kind, **self.counters.snapshot()}
 
+    def pace(self, positions_s: float | None) -> None:  # noqa: B027 (optional: a kind with positions overrides it)
+        """Emergency posture: positions at least this often (a kind that has none: nothing)."""
+
     def _publish(self, kind: str, data: Mapping[str, Any]) -> None:
         self.counters.published += 1
         self._emit(kind, self.dev_id, data)

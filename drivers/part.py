@@ -65,6 +65,9 @@ class Device(Protocol):
     def snapshot(self) -> dict[str, Any]:
         """Its entry in the status: `kind`, `state`, counters, and what the part adds."""
 
+    def pace(self, positions_s: float | None) -> None:
+        """Emergency posture: positions at least this often (None: as configured)."""
+
 
 class BearerRefused(Refusal):
     """A bearer could not take a message now (no SIM, no network, refused...)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from drivers.ais.tracker import VesselTracker
 from drivers.ble.driver import BleManager
+from drivers.ble.profiles import AlertLevel
 from drivers.ble.transport import resolve_factory
 from drivers.gnss.parse import Fix
 from drivers.parts import PARTS, Device, Parts
@@ -28,13 +29,14 @@ from edge import harbour
 from edge.alarms import AlarmPath
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
-from edge.deliveries import Deliveries, through
+from edge.deliveries import Deliveries, Delivery, through
 from edge.devices import Devices
 from edge.feeds import GpsdFeed, NmeaForwarder
 from edge.handlers import HANDLERS
 from edge.health import sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
+from edge.posture import Effects, Posture
 from edge.publisher import Publisher
 from edge.reconfig import rollback
 from edge.status import status_document, with_oldest
@@ -43,7 +45,7 @@ from edge.trust import TrustKeys
 from edge.web.listen import serve_when_asked
 from firmware_bridge.bridge import FirmwareBridge
 from floor.clock import Clock, Stamp, boottime_ms
-from floor.config import Config
+from floor.config import Config, PostureConfig
 from floor.envelope import Signer, load_private_key
 from floor.errors import CANNOT_LOAD, N_, ConfigError
 from floor.fsutil import write_atomic
@@ -242,6 +244,12 @@ class Gateway:
             report=self._report,
             clock_ms=self.clock_ms,
         )
+        self.posture = Posture(
+            cfg.posture,
+            state_file=cfg.gateway.state_dir / "posture.json",
+            effects=posture_effects(self),
+            report=lambda rec: self._report("gateway.posture", rec),
+        )
 
     # the callbacks that join the parts -----------------------------------------------
 
@@ -310,6 +318,7 @@ class Gateway:
                 "deliveries": self.deliveries.snapshot,
                 "bearers": dict if fb is None else fb.snapshot,
                 "alarms": self.alarms.snapshot,
+                "posture": self.posture.snapshot,
                 "feeds": lambda: {"gpsd": _snap(self.gpsd), "nmea_udp": _snap(self.nmea_out)},
             },
         )
@@ -335,7 +344,7 @@ class Gateway:
             outbox = await stack.enter_async_context(open_outbox(cfg, quarantined, hooks))
             self.outbox = outbox
             ingest = self._ingest(epoch, outbox, quarantined)
-            commands = self._commands(ingest)
+            commands = self.commands = command_handler(self, ingest)
             self.publisher = uplink(
                 self.cfg, ingest, outbox, commands=commands, firmware=self.firmware, alarms=self.alarms
             )
@@ -363,6 +372,7 @@ class Gateway:
             clock=self.clock,
             batch_ms=self.cfg.outbox.batch_ms,
             worker_of=self._worker_of,
+            posture=self.posture.current,
         )
         self.ingest = ingest
         for rec in quarantined:
@@ -419,6 +429,7 @@ class Gateway:
             tg.create_task(serve_when_asked(cfg.web, self.full_snapshot), name="web")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self.time.watch(), name="clock.watch")
+        tg.create_task(self.posture.run(), name="posture")
         tg.create_task(keep_seq_floor(cfg.gateway.state_dir, outbox), name="outbox.seq_floor")
 
     def _devices(self, ingest: Ingest, outbox: Outbox) -> Devices:
@@ -450,26 +461,6 @@ class Gateway:
         )
         tg.create_task(self.deliveries.run(), name="deliveries")
         tg.create_task(supervise("ble", self.ble.run, Backoff(0.5, 30.0)), name="ble.supervise")
-
-    def _commands(self, ingest: Ingest) -> CommandHandler | None:
-        cfg = self.cfg
-        trust = self.trust.command_key()
-        if trust is None:
-            log.warning("no [trust] command_key: platform commands are disabled")
-            return None
-        if trust == self.signer.public_key:
-            raise ConfigError("trust.command_key", N_("is the gateway's own key; it must be the platform's"))
-        self.commands = CommandHandler(
-            gw=cfg.gateway.id,
-            groups=cfg.gateway.groups,
-            prefix=cfg.mqtt.topic_prefix,
-            trust=trust,
-            clock=self.clock,
-            state_path=cfg.gateway.state_dir / "commands.json",
-            report=lambda kind, data: ingest.submit(kind, "gw", data),
-            handlers={kind: functools.partial(handle, self) for kind, handle in HANDLERS.items()},
-        )
-        return self.commands
 
     # what the handlers and the config watch ask --------------------------------------
 
@@ -530,3 +521,49 @@ def uplink(
 
 def _snap(part: GpsdFeed | NmeaForwarder | None) -> dict[str, Any] | None:
     return None if part is None else part.snapshot()
+
+
+def posture_effects(gw: Gateway) -> Effects:
+    """What emergency posture changes on this gateway (edge/posture.py)."""
+
+    def apply(policy: PostureConfig | None) -> None:
+        for device in gw.drivers.values():
+            device.pace(None if policy is None else policy.positions_s)
+        gw.tracker.fleet_interval_s = None if policy is None else policy.fleet_interval_s
+        if gw.alarms.fallback is not None:
+            gw.alarms.fallback.budget_factor = 1.0 if policy is None else policy.budget_factor
+
+    async def alert(text: str, expires_ms: int) -> Mapping[str, Any]:
+        devices = sorted(gw.registry.devices)
+        if not devices:
+            return {}
+        report = {"alert": "posture", "level": "emergency"}
+        level = int(AlertLevel.EMERGENCY)
+        d = Delivery(f"alert:posture:{expires_ms}", report, expires_ms, devices, level=level, text=text)
+        return await gw.deliveries.add(d)
+
+    def status() -> None:
+        gw._report("diag.snapshot", gw.snapshot())
+
+    return Effects(apply=apply, alert=alert, recall=gw.vessels_outside, status=status)
+
+
+def command_handler(gw: Gateway, ingest: Ingest) -> CommandHandler | None:
+    """The platform's commands, verified against the trust anchor; None without one."""
+    cfg = gw.cfg
+    trust = gw.trust.command_key()
+    if trust is None:
+        log.warning("no [trust] command_key: platform commands are disabled")
+        return None
+    if trust == gw.signer.public_key:
+        raise ConfigError("trust.command_key", N_("is the gateway's own key; it must be the platform's"))
+    return CommandHandler(
+        gw=cfg.gateway.id,
+        groups=cfg.gateway.groups,
+        prefix=cfg.mqtt.topic_prefix,
+        trust=trust,
+        clock=gw.clock,
+        state_path=cfg.gateway.state_dir / "commands.json",
+        report=lambda kind, data: ingest.submit(kind, "gw", data),
+        handlers={kind: functools.partial(handle, gw) for kind, handle in HANDLERS.items()},
+    )

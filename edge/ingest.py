@@ -87,6 +87,7 @@ class Ingest:
         clock: Clock,
         batch_ms: int,
         worker_of: Callable[[str], str | None] = lambda _device: None,
+        posture: Callable[[], str] = lambda: "everyday",
     ) -> None:
         self.gw = gw
         self.epoch = epoch
@@ -99,11 +100,21 @@ class Ingest:
         # The worker a device is bound to now (floor/registry.py), or None: every record
         # about a worker's kit carries it as it was when the record was made.
         self.worker_of = worker_of
+        self._posture = posture  # the gateway's posture: a message made in an emergency says so
 
     def payload(
-        self, *, seq: int, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
+        self,
+        *,
+        seq: int,
+        kind: str,
+        src: str,
+        tq: str,
+        recs: list[dict[str, Any]],
+        prio: Prio | None = None,
+        posture: str = "everyday",
     ) -> dict[str, Any]:
-        return {
+        extra = {} if posture == "everyday" else {"posture": posture}
+        return extra | {
             "v": ENVELOPE_VERSION,
             "gw": self.gw,
             "ep": self.epoch.cbor(),
@@ -118,10 +129,11 @@ class Ingest:
     def _maker(
         self, kind: str, src: str, tq: str, recs: list[dict[str, Any]], prio: Prio | None = None
     ) -> Callable[[int], bytes]:
+        posture = self._posture()  # as it is now, when the record was made, not when it is numbered
+
         def make(seq: int) -> bytes:
-            return self._signer.sign_bytes(
-                cbor2.dumps(self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs, prio=prio))
-            )
+            payload = self.payload(seq=seq, kind=kind, src=src, tq=tq, recs=recs, prio=prio, posture=posture)
+            return self._signer.sign_bytes(cbor2.dumps(payload))
 
         return make
 

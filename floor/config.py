@@ -481,6 +481,18 @@ def split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostureConfig:
+    """What changes in emergency posture (`[posture]`; the signed `posture.set` switches)."""
+
+    positions_s: float = 5.0  # a worker's GNSS position goes up this often at least
+    fleet_interval_s: float = 10.0  # a home fleet vessel's AIS position, likewise (others keep [ais])
+    recall_every_s: float = 60.0  # the recall list (vessels.outside) this often
+    status_every_s: float = 60.0  # the status (diag.snapshot) this often
+    budget_factor: float = 3.0  # each bearer's hourly budget, multiplied
+    max_hours: float = 168.0  # the longest a posture.set may hold before its expiry
+
+
 ESCALATION_STEPS = ("bearers", "duty", "wearables")
 
 
@@ -516,6 +528,7 @@ class Config:
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
     bearers: tuple[BearerConfig, ...] = ()  # in the order of their sections: tried in that order
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    posture: PostureConfig = field(default_factory=PostureConfig)
     web: WebConfig = field(default_factory=WebConfig)
     applied: Path | None = None  # the platform's config.apply file in effect instead of `file`
 
@@ -676,6 +689,7 @@ def parse(
     bearers = [parts.bearers[name](root.table(name)) for name in data if name in parts.bearers]
     web = _web(root.table("web"), check_files)
     alarms = _alarms(root.table("alarms"))
+    posture = _posture(root.table("posture"))
     geofences = [_geofence(s) for s in root.tables("geofences")]
     if len({g.id for g in geofences}) != len(geofences):
         raise root.error("geofences", N_("geofence ids must be unique"))
@@ -695,6 +709,7 @@ def parse(
         firmware=firmware,
         bearers=tuple(bearers),
         alarms=alarms,
+        posture=posture,
         web=web,
     )
 
@@ -709,6 +724,7 @@ _MQTT, _OUTBOX, _BLE, _FIRMWARE, _AIS, _WEB, _ALARMS = (
     WebConfig(),
     AlarmsConfig(),
 )
+_POSTURE = PostureConfig()
 
 
 def _gateway(g: Section, check_files: bool) -> GatewayConfig:
@@ -816,6 +832,20 @@ def _ble(b: Section) -> BleConfig:
     )
     b.done()
     return ble
+
+
+def _posture(p: Section) -> PostureConfig:
+    d = _POSTURE
+    posture = PostureConfig(
+        positions_s=p.number("positions_s", d.positions_s, lo=0.0),
+        fleet_interval_s=p.number("fleet_interval_s", d.fleet_interval_s, lo=0.0),
+        recall_every_s=p.number("recall_every_s", d.recall_every_s, lo=5.0),
+        status_every_s=p.number("status_every_s", d.status_every_s, lo=5.0),
+        budget_factor=p.number("budget_factor", d.budget_factor, lo=1.0),
+        max_hours=p.number("max_hours", d.max_hours, lo=1.0),
+    )
+    p.done()
+    return posture
 
 
 def _alarms(a: Section) -> AlarmsConfig:

@@ -43,6 +43,7 @@ _EVENT = frozenset(
         "fw.result",
         "bearer.state",
         "alarm.escalated",
+        "gateway.posture",
     }
 )
 _TELEMETRY = frozenset({"gnss.fix", "ais.position", "device.battery"})

@@ -43,6 +43,8 @@ def render(doc: Mapping[str, Any], lang: str, now_ms: int | None = None) -> str:
             gw=doc["gw"], version=doc["version"], epoch=doc.get("epoch"), tq=doc["clock"]["tq"]
         )
     ]
+    if (posture := doc.get("posture") or {}).get("posture") == "emergency":
+        out.append(pad(_("Posture"), 14) + _("EMERGENCY: {reason}").format(reason=posture.get("reason", "")))
     out += _link(doc, _, ago) + _outbox(doc, _) + _alarms(doc, _, ago) + _devices(doc, _, ago)
     out += _wearables(doc, _, ago) + _bearers(doc, _)
     return "\n".join(out) + "\n"

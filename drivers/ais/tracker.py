@@ -70,6 +70,7 @@ class VesselTracker:
         self._outside_dirty = bool(geofences)
         self._outside_tb = -(10**12)
         self.fleets: dict[str, frozenset[int]] = {g.id: frozenset(g.fleet) for g in geofences}
+        self.fleet_interval_s: float | None = None  # emergency posture: the home fleet's positions
         self.harbour_dirty = False  # who is inside which geofence changed since harbour() was saved
         # a beacon is one incident however often (and from however many receivers) heard
         self.beacons = IncidentShaper(repeat_s=cfg.beacon_repeat_s, move_m=cfg.beacon_move_m)
@@ -157,7 +158,7 @@ class VesselTracker:
                 and v.cog is not None
                 and abs((cog - v.cog + 180.0) % 360.0 - 180.0) >= self._cfg.min_course_change_deg
             )
-            due = rep.tb - v.last_tb >= self._cfg.min_interval_s * 1000
+            due = rep.tb - v.last_tb >= self._interval_s(rep.mmsi) * 1000
             if due or turned or status != v.nav_status:
                 v.last_tb = rep.tb
                 out.append(("ais.position", self._record(rep, station)))
@@ -167,6 +168,13 @@ class VesselTracker:
         if cog is not None:
             v.cog = cog
         return out
+
+    def _interval_s(self, mmsi: int) -> float:
+        """How often a vessel's position goes up: a home fleet's more often in emergency posture."""
+        fast = self.fleet_interval_s
+        if fast is not None and any(mmsi in fleet for fleet in self.fleets.values()):
+            return min(fast, self._cfg.min_interval_s)
+        return self._cfg.min_interval_s
 
     def _safety_text(self, rep: AisReport, station: str, beacon: str | None) -> list[Output]:
         text = str(rep.data.get("text", "")).upper()

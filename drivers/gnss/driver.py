@@ -48,6 +48,11 @@ class GnssDriver(StreamDriver):
     def _new_stream(self) -> None:
         self._parser = NmeaParser()
 
+    def pace(self, positions_s: float | None) -> None:
+        """In emergency posture a worker's position goes up at least every `positions_s`."""
+        configured = self.cfg.min_interval_s
+        self._reporter.min_interval_s = configured if positions_s is None else min(configured, positions_s)
+
     def snapshot(self) -> dict[str, Any]:
         """As every device's, with its latest fix (any receiver's, whatever its id)."""
         doc = super().snapshot()

@@ -27,6 +27,14 @@ class FixReporter:
         self._course = min_course_change_deg
         self._last: Fix | None = None
 
+    @property
+    def min_interval_s(self) -> float:
+        return self._interval_ms / 1000.0
+
+    @min_interval_s.setter
+    def min_interval_s(self, value: float) -> None:
+        self._interval_ms = value * 1000.0
+
     def offer(self, fix: Fix) -> bool:
         last = self._last
         report = (

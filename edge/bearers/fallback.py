@@ -120,6 +120,7 @@ class Fallback:
         self._acked: OrderedDict[int, None] = OrderedDict()
         self.repeats: dict[str, float] = {}  # incident -> when a repeat of it last went (unix s)
         self.passed = 0  # repeats passed by (rate or budget)
+        self.budget_factor = 1.0  # emergency posture raises every bearer's hourly budget
         self.after = self._load(state_dir)
 
     # state ------------------------------------------------------------------------
@@ -195,7 +196,8 @@ class Fallback:
             if age < c.after_s or now < c.retry_at or not c.bearer.ready():
                 continue
             cost = c.bearer.cost(data, text)
-            budget = c.cfg.per_hour * (1.0 - self.policy.reserve_share if repeat else 1.0)
+            share = 1.0 - self.policy.reserve_share if repeat else 1.0
+            budget = c.cfg.per_hour * self.budget_factor * share
             if c.used(now) + cost > budget:
                 if repeat:
                     c.capped += 1
@@ -287,7 +289,7 @@ class Fallback:
                 "sent": c.sent,
                 "units": c.units,
                 "spent_last_hour": c.used(self._now()),
-                "per_hour": c.cfg.per_hour,
+                "per_hour": c.cfg.per_hour * self.budget_factor,
                 "capped": c.capped,
                 "over_budget": c.over_budget,
                 "refused": dict(c.refused),

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from edge.commands import CommandHandler
     from edge.deliveries import Deliveries
     from edge.ingest import Ingest
+    from edge.posture import Posture
     from edge.publisher import Publisher
     from firmware_bridge.bridge import FirmwareBridge
 
@@ -61,6 +62,9 @@ class GatewayView(Protocol):
 
     @property
     def alarms(self) -> AlarmPath: ...
+
+    @property
+    def posture(self) -> Posture: ...
 
     def clock_ms(self) -> int:
         """Unix ms by the gateway's clock (expiries are judged by it)."""

@@ -47,6 +47,7 @@ class Rig:
         *,
         commands: bool = False,
         extra: str = "",
+        gateway_extra: str = "",
     ) -> None:
         self.broker = broker
         self.sim = SimProc(tmp_path / "sim", wearables)
@@ -58,6 +59,7 @@ class Rig:
             gw_id=GW,
             extra=trust + self.sim.ble_config() + extra,
             devices=devices_toml(wearables),
+            gateway_extra=gateway_extra,
         )
         self.col = Collector(broker.port, self.gw.pub).start()
 

@@ -47,6 +47,7 @@ SECTIONS = {
     "trust": cfg_mod.TrustConfig,
     "sms": SmsConfig,
     "alarms": cfg_mod.AlarmsConfig,
+    "posture": cfg_mod.PostureConfig,
 }
 
 

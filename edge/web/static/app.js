@@ -26,6 +26,7 @@ function gateway(d) {
     `<tr><td>${esc(t("Uplink"))}</td><td>${state(l.state || "down")}</td></tr>`,
     `<tr><td>${esc(t("Last acknowledgement"))}</td><td>${ago(l.last_ack_ms)}</td></tr>`,
     `<tr><td>${esc(t("Clock"))}</td><td>${esc(d.clock && d.clock.tq)}</td></tr>`,
+    `<tr><td>${esc(t("Posture"))}</td><td data-posture="${esc(d.posture && d.posture.posture)}">${esc(t((d.posture && d.posture.posture) || "everyday"))}${d.posture && d.posture.reason ? " · " + esc(d.posture.reason) : ""}</td></tr>`,
   ]));
 }
 function outbox(d) {
