@@ -142,3 +142,41 @@ def unpack(compact: Any) -> dict[str, Any]:
         "tq": _code(tq, _TQ_NAME),
         "recs": [{"tb": tb, "tu": tu, "d": _unpack(d)} for tb, tu, d in recs],
     }
+
+
+SHORT_VERSION = 2
+
+
+def short(payload: Mapping[str, Any]) -> list[Any]:
+    """The shortest form of a life-safety message, for a bearer whose messages are too
+    small for the compact signed one (a BeiDou card carries 13 to 106 bytes):
+
+        [2, ep counter, seq, kind, who, lat, lon]
+
+    `who` the wearable or the vessel's MMSI, lat/lon in 1e-5 degrees (null when unknown).
+    It carries no signature: on such a bearer only the bearer's own sender identity (a
+    BeiDou card number) can vouch for it, and its (ep counter, seq) names the signed copy
+    that follows by MQTT. No bearer sends it yet."""
+    d = payload["recs"][0]["d"] if payload.get("recs") else {}
+    got = d.get("fix")
+    fix: Mapping[str, Any] = got if isinstance(got, Mapping) else {}
+    lat, lon = d.get("lat", fix.get("lat")), d.get("lon", fix.get("lon"))
+    where = (
+        [round(lat * 1e5), round(lon * 1e5)]
+        if isinstance(lat, float | int) and isinstance(lon, float | int)
+        else [None, None]
+    )
+    who = d.get("device", d.get("mmsi"))
+    kind = KIND_CODES.get(payload["kind"], payload["kind"])
+    return [SHORT_VERSION, payload["ep"][0], payload["seq"], kind, who, *where]
+
+
+def unshort(form: Any) -> dict[str, Any]:
+    """What a short form says (the platform's side), checked."""
+    if not isinstance(form, list) or len(form) != 7 or form[0] != SHORT_VERSION:
+        raise EnvelopeError(EnvelopeReason.PAYLOAD, "not a short form version 2 array")
+    _v, ep, seq, kind, who, lat, lon = form
+    out = {"ep": ep, "seq": seq, "kind": _code(kind, _KIND_NAME), "who": who}
+    if isinstance(lat, int) and isinstance(lon, int):
+        out |= {"lat": lat / 1e5, "lon": lon / 1e5}
+    return out
