@@ -156,6 +156,7 @@ TARGET_NAMES = (
     "gpsd_json",
     "ais",
     "dsc",
+    "beidou",
     "envelope_cbor",
     "command_cbor",
     "bundle",

@@ -34,6 +34,8 @@ def _stream_targets() -> Targets:
     """The serial and network devices' parsers."""
     from drivers.ais.parse import AisParser
     from drivers.ais.tracker import VesselTracker
+    from drivers.beidou.parse import BdParser
+    from drivers.beidou.parse import sentence as bd_sentence
     from drivers.dsc.parse import DscParser
     from drivers.gnss.parse import NmeaParser
     from drivers.gnss.sim import sentence
@@ -55,6 +57,9 @@ def _stream_targets() -> Targets:
         parser.feed(data, now=0)
         parser.poll(10**6)
         parser.flush()
+
+    def beidou(data: bytes) -> None:
+        BdParser().feed(data)
 
     gnss_seed = b"".join(
         sentence(s)
@@ -78,11 +83,21 @@ def _stream_targets() -> Targets:
         b"$CDDSC,12,3380400790,12,06,00,1423108312,2019,,,S,E*6A\r\n"
         b"$CDDSE,1,1,A,3380400790,00,45894494*1B\r\n"
     )
+    beidou_seed = b"".join(
+        bd_sentence(s)
+        for s in (
+            "BDICI,0243561,0,0,3,60,2,N,0",
+            "BDFKI,TXA,N,0,0,0045",
+            "BDTXR,1,0300112,1,,48656C6C6F",
+            "BDDWR,1,0300112,,2230.5000,N,11400.2500,E",
+        )
+    )
     return {
         "nmea_gnss": (nmea, [gnss_seed]),
         "gpsd_json": (nmea, [gpsd_seed]),
         "ais": (ais, [ais_seed]),
         "dsc": (dsc, [dsc_seed]),
+        "beidou": (beidou, [beidou_seed]),
     }
 
 
