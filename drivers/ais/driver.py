@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from drivers.ais.parse import AisParser, AisReport
 from drivers.ais.tracker import VesselTracker
 from drivers.base import Emit, ShapedDriver
 from drivers.nmea0183 import Rejected
-
-if TYPE_CHECKING:  # the part imports this driver when it builds one
-    from drivers.ais.part import AisDevice
+from floor.config import DeviceConfig
 
 
 class AisDriver(ShapedDriver):
@@ -21,7 +19,7 @@ class AisDriver(ShapedDriver):
 
     def __init__(
         self,
-        cfg: AisDevice,
+        cfg: DeviceConfig,  # no keys of its own: the id and the source
         *,
         emit: Emit,
         tracker: VesselTracker,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from drivers.base import Emit, ShapedDriver
 from drivers.dsc.parse import DSE_WAIT_MS, DscCall, DscParser
 from drivers.incidents import IncidentShaper
 from drivers.nmea0183 import Rejected
-
-if TYPE_CHECKING:  # the part imports this driver when it builds one
-    from drivers.dsc.part import DscDevice
+from floor.config import DeviceConfig
 
 
 class DscDriver(ShapedDriver):
@@ -21,7 +19,7 @@ class DscDriver(ShapedDriver):
 
     def __init__(
         self,
-        cfg: DscDevice,
+        cfg: DeviceConfig,  # no keys of its own: the id and the source
         *,
         emit: Emit,
         room: Callable[[], Awaitable[None]] | None = None,
