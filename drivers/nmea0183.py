@@ -109,6 +109,11 @@ def _xor(data: bytes) -> int:
     return x
 
 
+def sentence(body: str) -> bytes:
+    """`GPRMC,...` to `$GPRMC,...*hh\r\n`: what a device (or a simulated one) writes."""
+    return f"${body}*{_xor(body.encode('ascii')):02X}\r\n".encode("ascii")
+
+
 def check(line: bytes) -> Sentence | Rejected:
     """Verify one line's framing and checksum."""
     n = len(line)

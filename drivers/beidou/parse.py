@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, checked
+from drivers.nmea0183 import LineFramer, Reason, Rejected, Sentence, checked, sentence
 
 # The 2.1 protocol's communication levels: the bits one message may carry.
 LEVEL_BITS = {1: 110, 2: 408, 3: 628, 4: 848}
@@ -154,14 +154,6 @@ def _dwr(s: Sentence, f: tuple[str, ...]) -> Event:
     if lat is None or lon is None or not -90 <= lat <= 90 or not -180 <= lon <= 180:
         return _bad(s, "position report coordinates")
     return Position(f[1], round(lat, 6), round(lon, 6))
-
-
-def sentence(body: str) -> bytes:
-    """`$body*hh` with its checksum and line end."""
-    cks = 0
-    for ch in body.encode("ascii"):
-        cks ^= ch
-    return f"${body}*{cks:02X}\r\n".encode("ascii")
 
 
 def ask_card() -> bytes:

@@ -6,17 +6,9 @@ import math
 import time
 from collections.abc import Iterator
 
+from drivers.nmea0183 import sentence
 
-def checksum(body: str) -> str:
-    c = 0
-    for ch in body.encode("ascii"):
-        c ^= ch
-    return f"{c:02X}"
-
-
-def sentence(body: str) -> bytes:
-    """`GPRMC,...` to `$GPRMC,...*hh\\r\\n`."""
-    return f"${body}*{checksum(body)}\r\n".encode("ascii")
+__all__ = ["epoch_sentences", "sentence", "walk"]
 
 
 def _ddmm(value: float, deg_digits: int) -> tuple[str, str]:

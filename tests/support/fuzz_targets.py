@@ -35,7 +35,6 @@ def _stream_targets() -> Targets:
     from drivers.ais.parse import AisParser
     from drivers.ais.tracker import VesselTracker
     from drivers.beidou.parse import BdParser
-    from drivers.beidou.parse import sentence as bd_sentence
     from drivers.dsc.parse import DscParser
     from drivers.gnss.parse import NmeaParser
     from drivers.gnss.sim import sentence
@@ -84,7 +83,7 @@ def _stream_targets() -> Targets:
         b"$CDDSE,1,1,A,3380400790,00,45894494*1B\r\n"
     )
     beidou_seed = b"".join(
-        bd_sentence(s)
+        sentence(s)
         for s in (
             "BDICI,0243561,0,0,3,60,2,N,0",
             "BDFKI,TXA,N,0,0,0045",

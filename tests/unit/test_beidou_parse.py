@@ -19,9 +19,8 @@ from drivers.beidou.parse import (
     Position,
     ask_card,
     send,
-    sentence,
 )
-from drivers.nmea0183 import Rejected
+from drivers.nmea0183 import Rejected, sentence
 from floor.compact import short, unshort
 
 _LINE = re.compile(rb"^\$([A-Z]{2})([A-Z]{3}),([^*]*)\*([0-9A-F]{2})\r\n$")
