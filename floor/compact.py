@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import cbor2
+
 from floor.errors import EnvelopeError, EnvelopeReason
 
 COMPACT_VERSION = 1
@@ -32,6 +34,7 @@ KIND_CODES = {
     "ais.distress": 3,
     "worker.down": 4,
     "worker.overdue": 5,
+    "beidou.distress": 6,
 }
 QUALITY_CODES = {"gnss": 0, "ntp": 1, "rtc": 2, "persisted": 3, "none": 4}
 KEY_CODES = {
@@ -76,6 +79,7 @@ KEY_CODES = {
     "state": 38,
     "silent_s": 39,
     "interval_s": 40,
+    "card": 41,
 }
 
 _KIND_NAME = {v: k for k, v in KIND_CODES.items()}
@@ -156,7 +160,7 @@ def short(payload: Mapping[str, Any]) -> list[Any]:
     `who` the wearable or the vessel's MMSI, lat/lon in 1e-5 degrees (null when unknown).
     It carries no signature: on such a bearer only the bearer's own sender identity (a
     BeiDou card number) can vouch for it, and its (ep counter, seq) names the signed copy
-    that follows by MQTT. No bearer sends it yet."""
+    that follows by MQTT."""
     d = payload["recs"][0]["d"] if payload.get("recs") else {}
     got = d.get("fix")
     fix: Mapping[str, Any] = got if isinstance(got, Mapping) else {}
@@ -180,3 +184,8 @@ def unshort(form: Any) -> dict[str, Any]:
     if isinstance(lat, int) and isinstance(lon, int):
         out |= {"lat": lat / 1e5, "lon": lon / 1e5}
     return out
+
+
+def shortened(signed: bytes) -> bytes:
+    """The short form, as CBOR, of a compact signed message this gateway made."""
+    return cbor2.dumps(short(unpack(cbor2.loads(cbor2.loads(signed).value[2]))))

@@ -21,6 +21,7 @@ LIFE_SAFETY_KINDS = (
     "ais.distress",
     "worker.down",
     "worker.overdue",
+    "beidou.distress",
 )
 _LIFE_SAFETY = frozenset(LIFE_SAFETY_KINDS)
 _EVENT = frozenset(
@@ -44,9 +45,10 @@ _EVENT = frozenset(
         "bearer.state",
         "alarm.escalated",
         "gateway.posture",
+        "beidou.message",
     }
 )
-_TELEMETRY = frozenset({"gnss.fix", "ais.position", "device.battery"})
+_TELEMETRY = frozenset({"gnss.fix", "ais.position", "device.battery", "beidou.position"})
 
 
 def prio_of(kind: str) -> Prio:

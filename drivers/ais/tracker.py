@@ -50,6 +50,7 @@ class Vessel:
     static: dict[str, Any] = field(default_factory=dict)
     inside: dict[str, bool] = field(default_factory=dict)  # per geofence
     home: set[str] = field(default_factory=set)  # geofences it has been seen inside
+    via: str = "ais"  # how its last position was heard ("beidou": a BeiDou terminal's report)
 
 
 MAX_HARBOUR = 4096  # vessels whose harbour state is kept across restarts
@@ -145,7 +146,7 @@ class VesselTracker:
         cog = rep.data.get("cog")
         out: list[Output] = []
         if "lat" in rep.data:
-            v.lat, v.lon, v.seen_tb = rep.data["lat"], rep.data["lon"], rep.tb
+            v.lat, v.lon, v.seen_tb, v.via = rep.data["lat"], rep.data["lon"], rep.tb, "ais"
             self._fence(v)
         if beacon is not None:
             rec = self._record(rep, station) | {"device": beacon}
@@ -168,6 +169,13 @@ class VesselTracker:
         if cog is not None:
             v.cog = cog
         return out
+
+    def located(self, mmsi: int, lat: float, lon: float, tb: int, *, via: str) -> None:
+        """A vessel's position heard otherwise than by AIS (its BeiDou terminal's report, at
+        a command terminal ashore): it counts in the recall like an AIS position."""
+        v = self._vessel(mmsi)
+        v.lat, v.lon, v.seen_tb, v.via = lat, lon, tb, via
+        self._fence(v)
 
     def _interval_s(self, mmsi: int) -> float:
         """How often a vessel's position goes up: a home fleet's more often in emergency posture."""
@@ -256,6 +264,8 @@ class VesselTracker:
     @staticmethod
     def _listed(v: Vessel, state: str) -> dict[str, Any]:
         out = {"mmsi": v.mmsi, "lat": v.lat, "lon": v.lon, "state": state}
+        if v.via != "ais":
+            out["via"] = v.via
         if "name" in v.static:
             out["name"] = v.static["name"]
         return out

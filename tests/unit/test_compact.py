@@ -16,6 +16,7 @@ WIRE_KINDS = {
     "ais.distress": 3,
     "worker.down": 4,
     "worker.overdue": 5,
+    "beidou.distress": 6,
 }
 WIRE_QUALITIES = {"gnss": 0, "ntp": 1, "rtc": 2, "persisted": 3, "none": 4}
 WIRE_KEYS = {
@@ -60,6 +61,7 @@ WIRE_KEYS = {
     "state": 38,
     "silent_s": 39,
     "interval_s": 40,
+    "card": 41,
 }
 
 
