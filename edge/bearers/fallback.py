@@ -26,6 +26,7 @@ published when it changes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -174,20 +175,37 @@ class Fallback:
             return
         soonest = min(c.after_s for c in self.carriers)
         now = self._now()
-        for row in await self._outbox.fetch(Prio.LIFE_SAFETY, self.after, 64):
+        rows = await self._outbox.fetch(Prio.LIFE_SAFETY, self.after, 64)
+        for i, row in enumerate(rows):
             if row.seq in self._acked:
                 self._advance(row.seq)
                 continue
             age = now - row.at / 1000
-            if age < soonest or not await self._carry(row, age, now):
+            if age < soonest:
                 break  # younger rows behind it are younger still
+            behind = functools.partial(self._new_alarm, rows[i + 1 :], now - soonest)
+            if not await self._carry(row, age, now, new_behind=behind):
+                break
 
-    async def _carry(self, row: Row, age: float, now: float) -> bool:
-        """Send one row by the first bearer that takes it (or pass it by); False to stop for now."""
+    def _new_alarm(self, rows: Sequence[Row], before: float) -> bool:
+        """Whether one of `rows` is a new alarm (not a repeat) committed before `before`
+        (due to go) and not acknowledged."""
+        return any(
+            r.at / 1000 <= before and r.seq not in self._acked and not incident(own_payload(r.body))[1]
+            for r in rows
+        )
+
+    async def _carry(
+        self, row: Row, age: float, now: float, *, new_behind: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Send one row by the first bearer that takes it (or pass it by); False to stop
+        for now. A repeat is passed by while a new alarm waits behind it: a bearer's next
+        message (a BeiDou card's one per interval) goes to the new alarm."""
         payload = own_payload(row.body)
         takers = [c for c in self.carriers if row.kind in c.cfg.kinds]
         key, repeat = incident(payload)
-        if not takers or (repeat and now - self.repeats.get(key, -1e18) < self.policy.repeat_every_s):
+        early = repeat and now - self.repeats.get(key, -1e18) < self.policy.repeat_every_s
+        if not takers or early or (repeat and new_behind()):
             self._pass(row, repeat)
             return True
         data = self._sign(payload)

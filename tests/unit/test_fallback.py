@@ -203,3 +203,29 @@ def test_a_bearer_with_test_every_s_tests_itself(tmp_path: Path) -> None:
         assert fb.snapshot()["sms"]["tests_sent"] == 2
 
     run(tmp_path, body)
+
+
+def test_a_repeat_gives_way_to_a_new_alarm_waiting_behind_it(tmp_path: Path) -> None:
+    """A bearer's next message may be its only one for a while (a BeiDou card sends once
+    a minute): a beacon's repeat due at the same moment as a worker's SOS is passed by,
+    and the SOS goes."""
+
+    async def body(ob: Outbox, ingest: Ingest) -> None:
+        bearer = CountingBearer()
+        clock = [0.0]
+        fb = fallback(tmp_path, ob, ingest, bearer, clock, per_hour=100)
+        first = await commit(ingest, "ais.distress", {"mmsi": 970012345, "device": "sart"})
+        clock[0] = (await ob.fetch(0, 0, 1))[0].at / 1000 + POLICY.failover_s + 1
+        await fb.tick()
+        assert [k for k, _ in bearer.sent] == [f"1:{first}"]
+        clock[0] += POLICY.repeat_every_s + 1  # the incident's repeat is allowed again...
+        repeat = await commit(ingest, "ais.distress", {"mmsi": 970012345, "device": "sart", "folded": 3})
+        sos = await commit(ingest, "sos.alarm", {"device": "b", "counter": 1})
+        rows = await ob.fetch(0, first, 10)
+        clock[0] = max(clock[0], rows[-1].at / 1000 + POLICY.failover_s + 1)
+        await fb.tick()
+        keys = [k for k, _ in bearer.sent]
+        assert keys == [f"1:{first}", f"1:{sos}"]  # ...but the SOS behind it goes instead
+        assert f"1:{repeat}" not in keys and fb.snapshot()["sms"]["passed_repeats"] == 1
+
+    run(tmp_path, body)
