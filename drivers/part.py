@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from floor.config import BearerConfig, DeviceConfig, Section
-from floor.errors import Refusal
+from floor.errors import Problem, Refusal
 
 if TYPE_CHECKING:
     from drivers.ais.parse import AisReport
@@ -35,6 +35,10 @@ class DeviceHost(Protocol):
     @property
     def tracker(self) -> VesselTracker:
         """The station's one view of the fleet, shared by every receiver."""
+
+    @property
+    def state_dir(self) -> Path:
+        """Where a device keeps what must survive a restart (its own files)."""
 
     @property
     def tap(self) -> Callable[[str, bytes], None] | None:
@@ -108,6 +112,14 @@ class BearerHost(Protocol):
     def state_dir(self) -> Path:
         """Where the bearer keeps what must survive a restart (its own files)."""
 
+    def signature(self, data: bytes) -> bytes:
+        """The gateway key's bare Ed25519 signature over `data` (64 bytes), for a form too
+        small for the compact signed one (floor/compact.py, the short form)."""
+
+    def device(self, dev_id: str) -> Device | None:
+        """A stream device the gateway built (a bearer that sends through a terminal
+        which is also a device: a BeiDou terminal), or None."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamPart(Generic[D]):
@@ -132,6 +144,8 @@ class BearerPart(Generic[B]):
     parse: Callable[[Section], B]
     build: Callable[[B, BearerHost], Bearer]
     backoff: tuple[float, float] = (1.0, 60.0)
+    # what `gridedge check` should warn of in its section (given the gateway's id)
+    advice: Callable[[B, str], list[Problem]] = lambda _cfg, _gw: []
 
 
 AnyStreamPart = StreamPart[Any]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.ble import profiles as p
-from drivers.parts import BearerRefused, Parts
+from drivers.parts import BearerRefused, Device, Parts
 from edge.bearers.fallback import Fallback, start_bearers
 from edge.bearers.readable import Style, readable
 from edge.deliveries import ALERT_TTL_S, Deliveries, Delivery
@@ -45,8 +45,10 @@ class AlarmPath:
         ble: Callable[[], BleManager | None],
         report: Callable[[str, Mapping[str, Any]], object],
         clock_ms: Callable[[], int],
+        devices: Callable[[], Mapping[str, Device]] = dict,
     ) -> None:
         self.cfg = cfg
+        self._devices = devices
         self.parts = parts
         self._registry = registry
         self._deliveries = deliveries
@@ -62,6 +64,7 @@ class AlarmPath:
         self.fallback: Fallback | None = None
         self._tg: asyncio.TaskGroup | None = None  # the gateway's, once started
         self._sign: Callable[[dict[str, Any]], bytes] = lambda _payload: b""
+        self._signature: Callable[[bytes], bytes] = lambda _data: b""
         steps: dict[str, Callable[[Unanswered], Awaitable[Mapping[str, Any]]]] = {
             "bearers": self._again_by_every_bearer,
             "duty": self._tell_duty,
@@ -80,6 +83,14 @@ class AlarmPath:
         """Where the bearers keep their journals (a `BearerHost`)."""
         return self.cfg.gateway.state_dir
 
+    def signature(self, data: bytes) -> bytes:
+        """The gateway key's bare signature (a `BearerHost`: a form too small for COSE)."""
+        return self._signature(data)
+
+    def device(self, dev_id: str) -> Device | None:
+        """A stream device the gateway built (a `BearerHost`: a BeiDou terminal)."""
+        return self._devices().get(dev_id)
+
     def start(
         self,
         tg: asyncio.TaskGroup,
@@ -88,8 +99,11 @@ class AlarmPath:
         sign_compact: Callable[[dict[str, Any]], bytes],
         on_bearer: Callable[[int, str], None],
         test_message: Callable[[str], dict[str, Any]] | None = None,
+        signature: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._sign = sign_compact
+        if signature is not None:
+            self._signature = signature
 
         self._tg = tg
 

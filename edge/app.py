@@ -243,6 +243,7 @@ class Gateway:
             ble=lambda: self.ble,
             report=self._report,
             clock_ms=self.clock_ms,
+            devices=lambda: self.drivers,
         )
         self.posture = Posture(
             cfg.posture,
@@ -418,6 +419,7 @@ class Gateway:
                 sign_compact=ingest.sign_compact,
                 on_bearer=pub.recent.by_bearer,
                 test_message=ingest.test_message,
+                signature=ingest.signature,
             )
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
@@ -440,6 +442,7 @@ class Gateway:
             room=outbox.room,
             clock=self.clock,
             tracker=self.tracker,
+            state_dir=self.cfg.gateway.state_dir,
             on_time=self.time.on_time,
             on_fix=self._on_fix,
             on_ais=None if self.gpsd is None else self.gpsd.ais,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.parts import Device, Parts
@@ -32,6 +33,7 @@ class Devices(Mapping[str, Device]):
         room: Callable[[], Awaitable[None]],
         clock: Clock,
         tracker: VesselTracker,
+        state_dir: Path,
         on_time: Callable[[int, int], None],
         on_fix: Callable[[str, Fix], None],
         on_ais: Callable[[str, AisReport], None] | None = None,
@@ -41,6 +43,7 @@ class Devices(Mapping[str, Device]):
         self._room = room
         self.clock = clock
         self.tracker = tracker
+        self.state_dir = state_dir
         self._on_time = on_time
         self._on_fix = on_fix
         self._on_ais = on_ais

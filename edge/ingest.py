@@ -147,6 +147,10 @@ class Ingest:
         """A message's compact signed form for a second bearer (floor/compact.py)."""
         return self._signer.sign_bytes(cbor2.dumps(compact.pack(payload)))
 
+    def signature(self, data: bytes) -> bytes:
+        """The gateway key's bare Ed25519 signature over `data` (a signed short form)."""
+        return self._signer.signature(data)
+
     def test_message(self, bearer: str) -> dict[str, Any]:
         """A bearer's test (`bearer.test`, seq 0: state, not a message of the sequence)."""
         st = self._clock.now()

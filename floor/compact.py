@@ -15,6 +15,7 @@ codes are only ever added, never reused).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -189,3 +190,30 @@ def unshort(form: Any) -> dict[str, Any]:
 def shortened(signed: bytes) -> bytes:
     """The short form, as CBOR, of a compact signed message this gateway made."""
     return cbor2.dumps(short(unpack(cbor2.loads(cbor2.loads(signed).value[2]))))
+
+
+# What a short form's signature is made over, before its CBOR: a signature of this
+# gateway's key over anything else (an envelope, a command) can never pass for one.
+SHORT_CONTEXT = b"gridedge short form 2\0"
+SIGNATURE_BYTES = 64
+
+
+def short_to_sign(short_cbor: bytes) -> bytes:
+    """What the gateway's key signs for a signed short form."""
+    return SHORT_CONTEXT + short_cbor
+
+
+def read_short(data: bytes) -> tuple[dict[str, Any], bytes, bytes | None]:
+    """The platform's side: a short form, bare or signed (its CBOR array followed by the
+    64 bytes of an Ed25519 signature over `short_to_sign(that CBOR)`): (what it says, the
+    CBOR, the signature or None). The signature is for the caller to check with the key
+    of the gateway the bearer's sender identity names."""
+    stream = io.BytesIO(data)
+    try:
+        form = cbor2.CBORDecoder(stream).decode()
+    except Exception as exc:  # hostile bytes: cbor2 raises several types, all mean "not CBOR"
+        raise EnvelopeError(EnvelopeReason.CBOR, f"short form: {type(exc).__name__}") from None
+    body, rest = data[: stream.tell()], data[stream.tell() :]
+    if rest and len(rest) != SIGNATURE_BYTES:
+        raise EnvelopeError(EnvelopeReason.STRUCTURE, f"{len(rest)} bytes after the short form")
+    return unshort(form), body, rest or None

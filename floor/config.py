@@ -352,6 +352,11 @@ class BearerConfig:
         """What it may spend in any hour, in the units its `cost` counts."""
         return 0
 
+    @property
+    def uses_device(self) -> str | None:
+        """The id of the stream device (of the bearer's own kind) it sends through, if any."""
+        return None
+
 
 DeviceParser = Callable[["Section", str], DeviceConfig]
 BearerParser = Callable[["Section"], BearerConfig]
@@ -687,6 +692,15 @@ def parse(
     trust = _trust(root.table("trust"), check_files)
     # a bearer's section, where present; tomllib keeps the file's order, which is the order tried
     bearers = [parts.bearers[name](root.table(name)) for name in data if name in parts.bearers]
+    for b in bearers:
+        dev = b.uses_device
+        if dev is not None and not any(d.id == dev and d.kind == b.name for d in devices):
+            raise root.error(
+                f"{b.name}.device",
+                N_("{id} is not a [[devices]] entry of kind {kind}"),
+                id=repr(dev),
+                kind=b.name,
+            )
     web = _web(root.table("web"), check_files)
     alarms = _alarms(root.table("alarms"))
     posture = _posture(root.table("posture"))

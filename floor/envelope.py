@@ -88,6 +88,10 @@ class Signer:
         # tag(18) [protected bstr, {} , payload bstr, signature bstr]
         return b"\xd2\x84" + self._protected_cbor + b"\xa0" + payload_cbor + bstr(signature)
 
+    def signature(self, data: bytes) -> bytes:
+        """A bare Ed25519 signature (64 bytes) over `data`: for a form too small for COSE."""
+        return self._key.sign(data)
+
     def sign(self, payload: Mapping[str, Any]) -> bytes:
         """A tagged COSE_Sign1 over the CBOR encoding of `payload`."""
         return self.sign_bytes(cbor2.dumps(dict(payload)))

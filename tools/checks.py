@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.parts import PARTS
 from floor.config import OPEN_TO_OTHERS, Config, NetSource
 from floor.errors import N_, Problem
 
@@ -173,6 +174,9 @@ def _unwise(cfg: Config) -> list[Problem]:
                     {"id": dev.id, "url": src.url},
                 )
             )
+    for b in cfg.bearers:
+        if b.enabled and b.name in PARTS.bearers:
+            out += PARTS.bearers[b.name].advice(b, cfg.gateway.id)
     for w in cfg.wearables:
         if w.insecure:
             out.append(

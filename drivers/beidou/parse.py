@@ -7,6 +7,10 @@ communication level: how long a message may be), `$BDFKI` the outcome of a comma
 the platform, or at a command terminal from a subordinate card), `$BDDWR` a position
 report (at a command terminal: a subordinate card's). To the terminal: `$CCICA` asks for
 the card, `$CCTXA` sends a message (coded as hex: 8-bit data).
+
+A BDS-3 regional terminal sends with `$CCTCQ` and hands over what it receives as
+`$BDTCI` (sender, recipient, frequency point, time, coding, content); card information
+and feedback are the same sentences. Content is coded as hex (coding 2, "code") both ways.
 """
 
 from __future__ import annotations
@@ -109,6 +113,8 @@ class BdParser:
             return _txr(s, f)
         if s.type == "DWR":
             return _dwr(s, f)
+        if s.type == "TCI":
+            return _tci(s, f)
         return None
 
 
@@ -147,6 +153,16 @@ def _txr(s: Sentence, f: tuple[str, ...]) -> Event:
     return Message(f[1], content)
 
 
+def _tci(s: Sentence, f: tuple[str, ...]) -> Event:
+    if len(f) < 6 or _card(f[0]) is None:
+        return _bad(s, "message")
+    try:
+        content = bytes.fromhex(f[5]) if f[4] == "2" else f[5].encode("ascii", "replace")
+    except ValueError:
+        return _bad(s, "message content is not hex")
+    return Message(f[0], content)
+
+
 def _dwr(s: Sentence, f: tuple[str, ...]) -> Event:
     if len(f) < 7 or _card(f[1]) is None:
         return _bad(s, "position report")
@@ -163,3 +179,9 @@ def ask_card() -> bytes:
 def send(card: str, data: bytes) -> bytes:
     """`$CCTXA`: `data` to `card`, normal communication (1), coded as hex (1)."""
     return sentence(f"CCTXA,{card.zfill(CARD_DIGITS)},1,1,{data.hex().upper()}")
+
+
+def send_bds3(card: str, data: bytes) -> bytes:
+    """`$CCTCQ` (BDS-3): `data` to `card`, frequency point 2, no receipt asked (0),
+    coded as hex (2), no repeat (0)."""
+    return sentence(f"CCTCQ,{card.zfill(CARD_DIGITS)},2,0,2,{data.hex().upper()},0")

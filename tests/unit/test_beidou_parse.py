@@ -6,8 +6,6 @@ project's reader cannot hide."""
 
 from __future__ import annotations
 
-import re
-
 import cbor2
 
 from drivers.beidou.parse import (
@@ -19,32 +17,35 @@ from drivers.beidou.parse import (
     Position,
     ask_card,
     send,
+    send_bds3,
 )
 from drivers.nmea0183 import Rejected, sentence
 from floor.compact import short, unshort
-
-_LINE = re.compile(rb"^\$([A-Z]{2})([A-Z]{3}),([^*]*)\*([0-9A-F]{2})\r\n$")
-
-
-def _independent(raw: bytes) -> tuple[str, str, list[str]]:
-    m = _LINE.match(raw)
-    assert m, raw
-    body = raw[1 : raw.index(b"*")]
-    total = 0
-    for b in body:
-        total ^= b
-    assert int(m.group(4), 16) == total, raw
-    return m.group(1).decode(), m.group(2).decode(), m.group(3).decode().split(",")
+from tests.support.beidou_reader import Sent, independent, sends
 
 
 def test_what_the_gateway_writes_reads_back_independently() -> None:
-    talker, kind, fields = _independent(ask_card())
+    talker, kind, fields = independent(ask_card())
     assert (talker, kind) == ("CC", "ICA")
     data = bytes(range(0, 40))
-    talker, kind, fields = _independent(send("12345", data))
+    talker, kind, fields = independent(send("12345", data))
     assert (talker, kind) == ("CC", "TXA")
     assert fields[0] == "0012345" and fields[1:3] == ["1", "1"]
     assert bytes.fromhex(fields[3]) == data
+    talker, kind, fields = independent(send_bds3("12345", data))
+    assert (talker, kind) == ("CC", "TCQ")
+    assert sends(send("7", b"\x01") + send_bds3("8", b"\x02")) == [
+        Sent("TXA", "0000007", b"\x01"),
+        Sent("TCQ", "0000008", b"\x02"),
+    ]
+
+
+def test_a_bds3_terminals_message_is_read() -> None:
+    out = BdParser().feed(
+        sentence("BDTCI,0300112,0243561,2,083015,2,534F53") + sentence("BDTCI,03,1,2,0,2,XYZ")
+    )
+    assert out[0] == Message("0300112", b"SOS")
+    assert isinstance(out[1], Rejected)
 
 
 def test_card_feedback_message_and_position_are_read() -> None:

@@ -289,6 +289,12 @@ def _owed_run(sim: SimModem, tmp: Any, body: Any, **cfg: Any) -> Any:
     class Host:
         state_dir = tmp
 
+        def device(self, _dev_id: str) -> None:
+            return None
+
+        def signature(self, _data: bytes) -> bytes:
+            return b""
+
     async def go() -> Any:
         bearer = SmsBearer(SmsConfig(port=path, timeout_s=2.0, **cfg), Host())
         task = asyncio.get_running_loop().create_task(bearer.run())
