@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import secrets
@@ -20,12 +21,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from drivers.ais.sim import HARBOUR, harbour_tick, sart_active
+from drivers.ais.sim import FLEET, HARBOUR, harbour_tick, sart_active
+from drivers.beidou.sim import SimTerminal
 from drivers.gnss.sim import sentence, walk
 from drivers.modem.pdu import Reassembly, concat_header, decode_text
 from drivers.modem.sim import Sent, SimModem
 from edge.mqtt import MqttConnection
-from floor.envelope import check_gateway_payload, keyring, private_pem, verify
+from floor.compact import read_short, short_to_sign
+from floor.envelope import Signer, check_gateway_payload, keyring, private_pem, public_pem, verify
 from floor.errors import EdgeError, EnvelopeError
 from floor.fsutil import write_private
 from floor.messages import Incoming
@@ -68,7 +71,11 @@ def _write_key(workdir: Path) -> Ed25519PrivateKey:
 
 
 def _line(
-    msg: Incoming, keys: dict[bytes, Ed25519PublicKey], by_sms: dict[Any, str], arrived: set[Any]
+    msg: Incoming,
+    keys: dict[bytes, Ed25519PublicKey],
+    by_sms: dict[Any, str],
+    arrived: set[Any],
+    by_beidou: dict[tuple[int, int], str] | None = None,
 ) -> str:
     try:
         p = check_gateway_payload(verify(msg.payload, keys).payload)
@@ -86,16 +93,29 @@ def _line(
         where = f"{d.get('lat')},{d.get('lon')}"
         what = f"{len(recs)} report(s), last MMSI {d.get('mmsi')} at {where} {d.get('sog')} kn"
     elif p["kind"] == "vessels.outside":
-        what = f"{d.get('count')} outside {d.get('geofence')}: {[v['mmsi'] for v in d.get('vessels', [])]}"
+        listed = [
+            f"{v['mmsi']} {v['state']}{' (BeiDou)' if v.get('via') else ''}" for v in d.get("vessels", [])
+        ]
+        what = f"{d.get('count')} not in {d.get('geofence')}: {', '.join(listed)}"
     else:
         what = ", ".join(f"{k}={v}" for k, v in d.items())
     alarm = "  <<< LIFE-SAFETY" if p["prio"] == 0 else ""
     if sms_at is not None:
         alarm += f" (the same message as the SMS at {sms_at}: kept once)"
+    bd_at = (by_beidou or {}).get((p["ep"][0], p["seq"]))
+    if bd_at is not None:
+        arrived.add((p["ep"][0], p["seq"]))
+        alarm += f" (the same message as the BeiDou one at {bd_at}: kept once)"
     return f"{when} ✓ seq={p['seq']:<5} prio={p['prio']} {p['kind']:<16} {p['src']:<8} {what}{alarm}"
 
 
-OUTAGE = (16, 23)  # seconds into the scenario: the broker stops, and starts again
+OUTAGE = (16, 28)  # seconds into the scenario: the broker stops, and starts again
+SMS_SOS = 18  # an SOS while the broker is away: it goes by SMS
+NO_CELL = 23  # ...then the cell network goes too: the next SOS goes by BeiDou
+BEIDOU_REPORT = 5  # a boat of the home fleet, beyond AIS range, reports by BeiDou
+TYPHOON = 8  # the platform switches the station to emergency posture
+PLATFORM_CARD = "0243561"  # the platform's BeiDou card
+BOAT_CARD, BOAT_MMSI = "0300112", 412440301  # a fishing boat's terminal and its MMSI
 
 # A distress alert, nature "sinking", from a boat south of the harbour (IEC 61162-1 $CDDSC).
 DSC_DISTRESS = sentence("CDDSC,12,4124401040,12,05,00,0215211248,0610,,,S,") + b"\r\n"
@@ -257,15 +277,75 @@ class _Sms:
             print(f"{when}   SMS to the duty phone {sms.number}: {text}", flush=True)
 
 
+class _Beidou:
+    """The station's BeiDou command terminal on a pty (simulated), and the platform's side
+    of what reaches its card: the short form, its signature checked with the gateway's key."""
+
+    def __init__(self, master: int, key: Ed25519PublicKey) -> None:
+        self.master, self.key = master, key
+        self.terminal = SimTerminal(card="0243570", interval_s=5, level=4)
+        self.read = 0
+        self.seen: dict[tuple[int, int], str] = {}  # (ep counter, seq) -> when it came
+
+    def on_readable(self) -> None:
+        with contextlib.suppress(OSError):
+            answer = self.terminal.feed(os.read(self.master, 4096))
+            if answer:
+                os.write(self.master, answer)
+        while len(self.terminal.sent) > self.read:
+            taken = self.terminal.sent[self.read]
+            self.read += 1
+            if taken.card == PLATFORM_CARD:
+                self._platform(taken.content)
+
+    def inject(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.master, data)
+
+    def _platform(self, data: bytes) -> None:
+        when = dt.datetime.now().strftime("%H:%M:%S")
+        try:
+            said, body, sig = read_short(data)
+            if sig is not None:
+                self.key.verify(sig, short_to_sign(body))
+        except Exception as exc:
+            print(f"{when} ✗ BeiDou: REJECTED ({type(exc).__name__})", flush=True)
+            return
+        self.seen[(said["ep"], said["seq"])] = when
+        how = "short form, signed" if sig is not None else "short form, vouched for by the card number"
+        print(
+            f"{when} ✓ seq={said['seq']:<5} prio=0 {said['kind']:<16} {said['who']:<8} "
+            f"at {said.get('lat')},{said.get('lon')}  <<< BY BEIDOU to card {PLATFORM_CARD} "
+            f"({len(data)} bytes, {how}): no broker, no cell network",
+            flush=True,
+        )
+
+
+def _beidou(stack: contextlib.AsyncExitStack, key: Ed25519PublicKey) -> tuple[_Beidou, str]:
+    """The simulated BeiDou terminal, and its device and bearer config."""
+    master, slave = _pty(stack)
+    bd = _Beidou(master, key)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(master, bd.on_readable)
+    stack.callback(loop.remove_reader, master)
+    toml = (
+        f'\n[[devices]]\nid = "beidou"\nkind = "beidou"\nport = "{os.ttyname(slave)}"\n'
+        f'cards = {{ "{BOAT_CARD}" = {BOAT_MMSI} }}\n'
+        f'\n[beidou]\ndevice = "beidou"\nplatform_card = "{PLATFORM_CARD}"\nlevel = 4\nafter_s = 2.0\n'
+    )
+    return bd, toml
+
+
 def _write_config(
     wd: Path, port: int, *, gnss: str, dsc: str, ais_port: int, ble_toml: str, sms_toml: str
 ) -> None:
     polygon = ", ".join(f"[{lat}, {lon}]" for lat, lon in HARBOUR)
+    fleet = [*FLEET, BOAT_MMSI, BOAT_MMSI + 1]
     (wd / "gateway.toml").write_text(
         f'[gateway]\nid = "{GW_ID}"\nkey = "gateway.key"\nstate_dir = "state"\n\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max_s = 2.0\n\n[outbox]\nbatch_ms = 250\n\n'
         "[ais]\nmin_interval_s = 6.0\noutside_min_interval_s = 2.0\n\n"
-        f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\n\n'
+        f'[[geofences]]\nid = "taishan-harbour"\npolygon = [{polygon}]\nfleet = {fleet}\n\n'
         f'[[devices]]\nid = "gnss0"\nkind = "gnss"\nport = "{gnss}"\n'
         "baudrate = 9600\nmin_interval_s = 2.0\nmin_distance_m = 5.0\n\n"
         f'[[devices]]\nid = "ais-mast"\nkind = "ais"\nurl = "udp://127.0.0.1:{ais_port}"\n\n'
@@ -276,24 +356,66 @@ def _write_config(
 def _intro(wd: Path, port: int, gnss: str, ais_port: int, *, wearables: bool) -> None:
     print(f"gridedge demo: broker 127.0.0.1:{port}, work dir {wd}")
     print(f"gridedge demo: simulated GNSS receiver on {gnss}, AIS receiver on udp:{ais_port},")
-    print("gridedge demo: VHF DSC radio on a pty; a boat leaves the harbour, an AIS-SART goes active")
-    print("gridedge demo: at 15 s and a DSC distress comes in at 25 s.")
+    print("gridedge demo: VHF DSC radio and BeiDou command terminal on ptys; a boat leaves the harbour,")
+    print(
+        f"gridedge demo: a boat beyond AIS range reports by BeiDou at {BEIDOU_REPORT} s, a typhoon switches"
+    )
+    print(f"gridedge demo: the station to emergency posture at {TYPHOON} s, an AIS-SART goes active at 15 s")
+    print("gridedge demo: and a DSC distress comes in at 25 s.")
     if wearables:
         print("gridedge demo: a worker's BLE SOS button and body camera (simulated):", end="")
-        print(" SOS at 10 s, cancel at 35 s;")
+        print(" SOS at 10 s, cancel at 40 s;")
         print("gridedge demo: a lone worker's man-down tag (simulated) reports a fall at 12 s.")
+        print(f"gridedge demo: the MQTT uplink fails at {OUTAGE[0]} s; an SOS at {SMS_SOS} s goes by SMS")
         print(
-            f"gridedge demo: the MQTT uplink fails at {OUTAGE[0]} s; an SOS at {OUTAGE[0] + 4} s goes by SMS"
+            f"gridedge demo: (a simulated modem); the cell network goes at {NO_CELL} s and an SOS at "
+            f"{NO_CELL + 1} s goes by BeiDou;"
         )
-        print(
-            f"gridedge demo: (a simulated modem), and by MQTT too once the uplink is back at {OUTAGE[1]} s."
-        )
+        print(f"gridedge demo: both go by MQTT too once the uplink is back at {OUTAGE[1]} s.")
 
 
-async def _feed(
-    master: int, dsc_master: int, ais_port: int, button: Any, tag: Any, *, broker: _Broker
-) -> None:
-    """The scenario: one GNSS epoch a second, the harbour's AIS, a SART, a DSC distress, the wearables."""
+class _Platform:
+    """The platform's command key: the demo's typhoon switches the station to emergency posture."""
+
+    def __init__(self, wd: Path) -> None:
+        key = Ed25519PrivateKey.generate()
+        self.signer = Signer(key)
+        self.pub = wd / "platform-cmd.pub"
+        self.pub.write_bytes(public_pem(key.public_key()))
+
+    async def posture(self, port: int) -> None:
+        now = int(time.time() * 1000)
+        args = {"posture": "emergency", "reason": "台风 typhoon recall", "expires": now + 3_600_000}
+        cmd = {
+            "v": 1,
+            "id": secrets.token_hex(8),
+            "to": GW_ID,
+            "cseq": now,  # rising from run to run, also in a work dir kept with --dir
+            "iat": now,
+            "exp": now + 300_000,
+            "type": "posture.set",
+            "args": args,
+        }
+        async with MqttConnection(host="127.0.0.1", port=port, client_id="demo-platform") as conn:
+            await conn.publish(f"gridedge/v1/{GW_ID}/cmd", self.signer.sign(cmd))
+        print("          ▶ typhoon: the platform switches the station to emergency posture", flush=True)
+
+
+@dataclasses.dataclass
+class _Story:
+    """What the scenario drives besides the GNSS, AIS and DSC feeds."""
+
+    broker: _Broker
+    platform: _Platform
+    sms: _Sms
+    beidou: _Beidou
+    button: Any = None
+    tag: Any = None
+
+
+async def _feed(master: int, dsc_master: int, ais_port: int, story: _Story) -> None:
+    """The scenario: one GNSS epoch a second, the harbour's AIS, a SART, a DSC distress,
+    a boat heard by BeiDou, the typhoon posture, the wearables, the uplink and cell failing."""
     loop = asyncio.get_running_loop()
     presses: set[asyncio.Task[None]] = set()
     udp, _ = await loop.create_datagram_endpoint(
@@ -304,25 +426,40 @@ async def _feed(
             await loop.run_in_executor(None, os.write, master, epoch)
             if t % 2 == 0:
                 udp.sendto(harbour_tick(t))
-            if t >= 15 and t % 5 == 0:
-                udp.sendto(sart_active(t))
-            if t == 25:
-                await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
-            if tag is not None and t == 12:
-                _fall(tag)
-            if t == OUTAGE[0]:
-                print("          ▶ the MQTT uplink fails (the demo stops its broker)", flush=True)
-                await broker.stop()
-            if t == OUTAGE[1]:
-                print("          ▶ the MQTT uplink is back", flush=True)
-                await broker.start()
-            if button is not None and t in (10, OUTAGE[0] + 4, 35):
-                press = loop.create_task(_press(button, "cancel" if t == 35 else "alarm"))
+            await _beat(t, story, dsc_master, udp)
+            if story.button is not None and t in (10, SMS_SOS, NO_CELL + 1, 40):
+                press = loop.create_task(_press(story.button, "cancel" if t == 40 else "alarm"))
                 presses.add(press)
                 press.add_done_callback(presses.discard)
             await asyncio.sleep(1.0)
     finally:
         udp.close()
+
+
+async def _beat(t: int, story: _Story, dsc_master: int, udp: asyncio.DatagramTransport) -> None:
+    """What happens at second `t` of the scenario."""
+    loop = asyncio.get_running_loop()
+    if t >= 15 and t % 5 == 0:
+        udp.sendto(sart_active(t))
+    if t == 25:
+        await loop.run_in_executor(None, os.write, dsc_master, DSC_DISTRESS)
+    if t == BEIDOU_REPORT or (t > BEIDOU_REPORT and t % 30 == BEIDOU_REPORT):
+        print(f"          ▶ fishing boat {BOAT_MMSI}, beyond AIS range, reports by BeiDou", flush=True)
+        story.beidou.inject(SimTerminal.report(BOAT_CARD, 21.62 - t * 0.0005, 112.95))
+    if t == TYPHOON:
+        with contextlib.suppress(EdgeError, OSError):
+            await story.platform.posture(story.broker.port)
+    if story.tag is not None and t == 12:
+        _fall(story.tag)
+    if t == OUTAGE[0]:
+        print("          ▶ the MQTT uplink fails (the demo stops its broker)", flush=True)
+        await story.broker.stop()
+    if t == NO_CELL:
+        print("          ▶ the cell network is gone too (the modem loses its network)", flush=True)
+        story.sms.modem.registered = False
+    if t == OUTAGE[1]:
+        print("          ▶ the MQTT uplink is back", flush=True)
+        await story.broker.start()
 
 
 async def _view(port: int, show: Callable[[Incoming], None]) -> None:
@@ -400,8 +537,11 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         master, slave = _pty(stack)
         dsc_master, dsc_slave = _pty(stack)
         ais_port = _free_port()
-        keys = keyring(_write_key(wd).public_key())
+        gw_key = _write_key(wd).public_key()
+        keys = keyring(gw_key)
         sms, sms_toml = _modem(stack, keys)
+        beidou, beidou_toml = _beidou(stack, gw_key)
+        platform = _Platform(wd)
         web_port = _free_port()
         ble_toml, button, tag = await _wearables(stack)
         _write_config(
@@ -411,7 +551,10 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
             dsc=os.ttyname(dsc_slave),
             ais_port=ais_port,
             ble_toml=ble_toml,
-            sms_toml=sms_toml + f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n',
+            sms_toml=sms_toml
+            + beidou_toml
+            + f'\n[web]\nlisten = "127.0.0.1:{web_port}"\n'
+            + f'\n[trust]\ncommand_key = "{platform.pub}"\n',
         )
         _intro(wd, broker.port, os.ttyname(slave), ais_port, wearables=button is not None)
         print(
@@ -424,16 +567,17 @@ async def run_demo(*, duration: float | None = None, workdir: Path | None = None
         arrived: set[Any] = set()
 
         def show(msg: Incoming) -> None:
-            print(_line(msg, keys, sms.seen, arrived), flush=True)
+            print(_line(msg, keys, sms.seen, arrived, beidou.seen), flush=True)
 
         view = asyncio.ensure_future(_view(broker.port, show))
-        feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, button, tag, broker=broker))
+        story = _Story(broker, platform, sms, beidou, button, tag)
+        feeder = asyncio.ensure_future(_feed(master, dsc_master, ais_port, story))
         try:
             await asyncio.wait((feeder, view), timeout=duration, return_when=asyncio.FIRST_COMPLETED)
             if view.done() and view.exception() is not None:
                 print(f"gridedge demo: {view.exception()}", file=sys.stderr)
                 return 1
-            await _await_copies(sms.seen, arrived)
+            await _await_copies(sms.seen | beidou.seen, arrived)
         finally:
             for task in (feeder, view):
                 task.cancel()

@@ -31,6 +31,8 @@ def test_demo_shows_verified_messages() -> None:
         "vessels.outside",
         "sos.alarm",
         "worker.down",
+        "beidou.position",
+        "gateway.posture",
     )
     for kind in kinds:
         assert any(f" {kind} " in ln for ln in verified), f"no verified {kind} in:\n{res.stdout}"
@@ -42,3 +44,14 @@ def test_demo_shows_verified_messages() -> None:
     assert sms, res.stdout
     seq = sms[0].split("seq=")[1].split()[0]
     assert any(f"seq={seq} " in ln and "the same message as the SMS" in ln for ln in verified), res.stdout
+    # a boat beyond AIS range heard by BeiDou counts in the recall
+    assert any(" vessels.outside " in ln and "outside (BeiDou)" in ln for ln in verified), res.stdout
+    assert any(" gateway.posture " in ln and "posture=emergency" in ln for ln in verified), res.stdout
+    # with neither the broker nor the cell network, an SOS goes by BeiDou, signed, and
+    # its MQTT copy later is the same message
+    bd = [ln for ln in verified if " sos.alarm " in ln and "BY BEIDOU" in ln and "signed" in ln]
+    assert bd, res.stdout
+    seq = bd[0].split("seq=")[1].split()[0]
+    assert any(f"seq={seq} " in ln and "the same message as the BeiDou one" in ln for ln in verified), (
+        res.stdout
+    )
