@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from drivers.beidou.parse import CARD_DIGITS, LEVEL_BITS
 from drivers.part import Bearer, BearerHost, BearerPart, Device, DeviceHost, StreamPart
+from floor.compact import SIGNATURE_BYTES
 from floor.config import BearerConfig, DeviceConfig, NetSource, Section, bearer_basics, source
 from floor.errors import N_, ConfigError, Problem
 
@@ -187,6 +188,21 @@ def advice(cfg: BeidouConfig, gateway: str) -> list[Problem]:
         ]
     if signed <= cfg.max_bytes:
         return []
+    if shortest + SIGNATURE_BYTES <= cfg.max_bytes:
+        return [
+            Problem(
+                N_(
+                    "beidou: an SOS signed is {signed} bytes, a level-{level} card's message holds {max}: "
+                    "it goes in the short form with the gateway's signature ({short} bytes)"
+                ),
+                {
+                    "signed": signed,
+                    "level": cfg.level,
+                    "max": cfg.max_bytes,
+                    "short": shortest + SIGNATURE_BYTES,
+                },
+            )
+        ]
     if shortest <= cfg.max_bytes:
         return [
             Problem(

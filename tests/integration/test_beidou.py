@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import tty
 from collections.abc import Awaitable, Callable, Iterator
@@ -255,3 +257,45 @@ def test_the_fleets_reports_are_relayed_and_counted_in_the_recall(tmp_path: Path
         state_dir=tmp_path,
     )
     assert again.cards == {STRANGER: 412000002} and again.cards_from == "platform"  # kept across a restart
+
+
+@pytest.mark.parametrize(
+    ("level", "says"),
+    [
+        (4, "short form with the gateway's signature"),
+        (3, "it goes in the short form (39 bytes), unsigned"),
+        (1, "not even the short form of an SOS"),
+        (0, "level is not set"),
+    ],
+)
+def test_check_says_which_form_an_sos_takes_on_the_card(tmp_path: Path, level: int, says: str) -> None:
+    from tests.support.gateway import GatewayProc
+
+    gw = GatewayProc(
+        tmp_path / "gw",
+        port=1883,
+        devices='[[devices]]\nid = "bd"\nkind = "beidou"\nport = "/dev/ttyUSB7"\n',
+        extra=f'[beidou]\ndevice = "bd"\nplatform_card = "{PLATFORM}"\nlevel = {level}\n',
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr  # a warning, not a refusal
+    if says is None:
+        assert "beidou" not in res.stderr, res.stderr
+    else:
+        assert "warning: beidou: " in res.stderr and says in res.stderr, res.stderr
+
+
+def test_a_bearer_naming_no_terminal_is_refused_by_name(tmp_path: Path) -> None:
+    from tests.support.gateway import GatewayProc
+
+    gw = GatewayProc(
+        tmp_path / "gw", port=1883, extra=f'[beidou]\ndevice = "bd"\nplatform_card = "{PLATFORM}"\n'
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(gw.config)], capture_output=True, text=True
+    )
+    assert (
+        res.returncode != 0 and "beidou.device: 'bd' is not a [[devices]] entry of kind beidou" in res.stderr
+    )
