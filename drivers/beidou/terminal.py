@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from drivers.beidou.parse import (
     send,
     send_bds3,
 )
-from drivers.beidou.part import BeidouDevice, cards_problem
+from drivers.beidou.part import MAX_CARDS, BeidouDevice, cards_problem
 from drivers.net_link import Link
 from drivers.nmea0183 import Rejected
 from drivers.part import BearerRefused
@@ -73,6 +74,7 @@ class BeidouTerminal(ShapedDriver):
         self.cards: dict[str, int] = dict(cfg.cards)
         self.cards_from = "config"
         self._load_cards()
+        self.last_at: OrderedDict[str, tuple[float, float]] = OrderedDict()  # card -> its last position
         self.relayed = 0
         self.unmapped = 0  # reports from a card the table does not name
         self.messages = 0
@@ -207,6 +209,10 @@ class BeidouTerminal(ShapedDriver):
 
     def _position(self, ev: Position) -> None:
         rec = self._who(ev.card) | {"lat": ev.lat, "lon": ev.lon}
+        self.last_at[ev.card] = (ev.lat, ev.lon)
+        self.last_at.move_to_end(ev.card)
+        while len(self.last_at) > MAX_CARDS:
+            self.last_at.popitem(last=False)
         if "mmsi" in rec:
             self._tracker.located(rec["mmsi"], ev.lat, ev.lon, boottime_ms(), via="beidou")
         self.relayed += 1
@@ -215,6 +221,8 @@ class BeidouTerminal(ShapedDriver):
     def _message(self, ev: Message) -> None:
         text = _text(ev.content)
         rec = self._who(ev.sender) | {"text": text[:200]}
+        if (at := self.last_at.get(ev.sender)) is not None:  # where the boat last reported from
+            rec["lat"], rec["lon"] = at
         self.messages += 1
         upper = text.upper()
         if any(w in upper for w in self.cfg.distress_words):

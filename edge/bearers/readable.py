@@ -27,6 +27,7 @@ WHAT = {
     ("worker.overdue", "resolved"): N_("tag heard again"),
     ("ais.distress", None): N_("AIS DISTRESS"),
     ("dsc.distress", None): N_("DSC DISTRESS"),
+    ("beidou.distress", None): N_("BEIDOU DISTRESS"),
 }
 BEACONS = {"sart": N_("SART"), "mob": N_("man overboard beacon"), "epirb": N_("EPIRB")}
 NATURES = {
@@ -95,6 +96,8 @@ def _what(kind: str, d: Mapping[str, Any], _: Any) -> str:
             text += " " + _(nature)
         if d.get("call") in ("relay", "ack"):
             text += " (" + _("relayed") + ")" if d.get("call") == "relay" else " (" + _("acknowledged") + ")"
+    if kind == "beidou.distress" and isinstance(said := d.get("text"), str) and said:
+        text += f" “{said[:60]}”"
     if d.get("cancel") and kind != "worker.down":
         text += " " + _("cancelled")
     return text
@@ -108,6 +111,9 @@ def _who(kind: str, d: Mapping[str, Any], style: Style, _: Any) -> str:
         return text + (f" ({name})" if name else "")
     if (mmsi := d.get("mmsi")) is not None:
         return f"MMSI {mmsi}"
+    if (card := d.get("card")) is not None:
+        who: str = _("BeiDou card {card}").format(card=card)
+        return who
     return ""
 
 

@@ -260,6 +260,16 @@ def test_a_ships_distress_in_chinese() -> None:
     assert codings == ["ucs2"] and "DSC 遇险" in shown and "沉没" in shown and "MMSI 412440104" in shown
 
 
+def test_a_boats_beidou_distress_in_chinese_says_what_the_boat_said() -> None:
+    from edge.bearers.readable import Style, readable
+
+    d = {"card": "300112", "text": "求救 船进水", "lat": 21.5, "lon": 112.5, "station": "bd"}
+    text = readable(_payload("beidou.distress", d), "jm-01", Style(map_link=""))
+    assert "[北斗遇险] “求救 船进水” 北斗卡 300112 21.50000,112.50000" in text, text
+    mapped = readable(_payload("beidou.distress", d | {"mmsi": 412000001}), "jm-01", Style(map_link=""))
+    assert "MMSI 412000001" in mapped and "北斗卡" not in mapped
+
+
 def test_parts_are_keyed_by_sender_reference_and_count() -> None:
     """Two gateways whose references collide, a part the network delivered twice, and a
     sender spraying one part per reference: every whole message comes out once."""
