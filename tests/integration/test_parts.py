@@ -234,7 +234,7 @@ def test_the_registry_finds_every_part_module_and_nothing_else() -> None:
     """Each drivers/<part>/part.py is found, and a kind is only what some module says."""
     found = sorted(Path(__file__).resolve().parents[2].glob("drivers/*/part.py"))
     names = {p.parent.name for p in found}
-    assert {"gnss", "ais", "dsc", "modem"} <= names
-    assert set(PARTS.devices) == {"gnss", "ais", "dsc"} and set(PARTS.bearers) == {"sms"}
+    assert {"gnss", "ais", "dsc", "modem", "beidou"} <= names
+    assert set(PARTS.devices) == {"gnss", "ais", "dsc", "beidou"} and set(PARTS.bearers) == {"sms", "beidou"}
     assert "pigeon" not in PARTS.bearers and "pigeon" in PARTS_WITH_TALLY.bearers
     assert set(PARTS.wearables) == {"sos_button", "body_camera", "man_down"}
