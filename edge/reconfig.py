@@ -3,10 +3,15 @@
 A bundle is a COSE_Sign1 signed by the command key with the payload
 `{"v": 1, "gw": <gateway id>, "config": <TOML text>, "rotation": <bytes or null>}`.
 It is validated exactly like a config file (same loader, same errors), may not
-change the gateway id, and may change `[trust]` only with a rotation statement: a
-COSE_Sign1 by the *current* command key over `{"v": 1, "type": "trust.rotation",
-"gw": <id>, "command_key": <PEM text>}` whose key is then kept with the applied config
-and used instead of the one the config names. The technician's file is never
+change the gateway id or the state directory, nor the gateway's own anchors (its key,
+the TLS files, `insecure`, the firmware floor's mirror: the technician's file only),
+and may move a platform key only by a rotation: `rotation` is a list of COSE_Sign1
+statements `{"v": 2, "type": "trust.rotation", "gw": <id>, "role": "command" or
+"firmware", "key": <PEM text>}`, each role's statement signed twice, by that role's
+*current* key and by the new key. A role's key is then kept with the applied config
+(`command_key.pub`, `firmware_key.pub`) and used instead of the one the config names.
+No key holds two roles (command, firmware, the gateway's own); a bundle changes no
+role's key that its statements do not cover. The technician's file is never
 rewritten; the config in effect before is kept; a pending record in the state
 directory makes the gateway roll back by itself if it is not healthy (connected,
 outbox draining) within `rollback_after_s` of boot time, even across a crash or a
@@ -31,7 +36,7 @@ from edge.commands import CommandError
 from floor import config as config_mod
 from floor.clock import boot_id, boottime_ms
 from floor.config import Config, PartCatalog
-from floor.envelope import keyring, load_public_key, verify
+from floor.envelope import keyring, load_private_key, load_public_key, verify
 from floor.errors import N_, ConfigError, EnvelopeError
 from floor.fsutil import fsync_dir, write_atomic
 
@@ -41,8 +46,8 @@ PENDING = "config-pending.json"
 DEFAULT_ROLLBACK_S = 60.0
 
 
-# What a bundle may not change without a rotation statement (besides [trust] itself);
-# gateway.id and gateway.state_dir it may not change at all. Everything else it may.
+# What a bundle may never change: who the gateway is, whom it trusts on the wire, and
+# where its firmware floor is kept (the technician's file only).
 ANCHORS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("gateway.key", lambda c: c.gateway.key),
     ("mqtt.tls_ca", lambda c: c.mqtt.tls_ca),
@@ -50,7 +55,10 @@ ANCHORS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("mqtt.tls_key", lambda c: c.mqtt.tls_key),
     ("mqtt.insecure", lambda c: c.mqtt.insecure),
     ("firmware.floor_mirror", lambda c: c.firmware.floor_mirror),
+    ("gateway.status_socket", lambda c: c.gateway.status_socket),
 )
+ROLES = ("command", "firmware")  # the platform's keys a rotation may move
+ROTATION_VERSION = 2
 
 
 class BundleError(Exception):
@@ -66,7 +74,7 @@ class BundleError(Exception):
 class Bundle:
     text: str
     cfg: Config
-    rotation_key_pem: bytes | None
+    rotated: dict[str, bytes]  # role -> its new key (PEM), for each role the bundle rotates
 
 
 def _key_bytes(path: Path | None) -> bytes | None:
@@ -100,10 +108,8 @@ def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundl
     if payload.get("gw") != current.gateway.id:
         raise BundleError(CommandError.WRONG_TARGET, "bundle is for another gateway")
     text = payload["config"]
-    rotation = payload.get("rotation")
-    rotation_pem: bytes | None = None
-    if rotation is not None:
-        rotation_pem = _rotation_key(rotation, trust, current.gateway.id)
+    now = _role_keys(current, trust)
+    rotated = _rotations(payload.get("rotation"), now, current.gateway.id)
     try:
         new = config_mod.parse(
             text, parts=current.parts, file=str(current.file), base=current.file.parent, check_files=False
@@ -115,43 +121,121 @@ def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundl
     if new.gateway.state_dir != current.gateway.state_dir:
         # the applied config, the outbox and the replay state live there
         raise BundleError(CommandError.BAD_CONFIG, "gateway.state_dir cannot be changed by a bundle")
-    moved = [name for name, get in ANCHORS if get(new) != get(current)]
-    if moved and rotation_pem is None:
-        # who the gateway is, whom it trusts on the wire, and where its floor is kept
-        why = f"{', '.join(moved)} changed: that needs a rotation signed by the current key"
+    if moved := [name for name, get in ANCHORS if get(new) != get(current)]:
+        why = f"{', '.join(moved)}: only the technician's file may change it"
         raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
-    new_trust = new.trust
-    rotated = current.trust.command_key
-    in_applied = rotated is not None and rotated.parent == applied_dir(current.gateway.state_dir)
-    if rotation_pem is None and in_applied:
-        new_trust = replace(new_trust, command_key=rotated)  # an earlier rotation's key stays in force
-    # Any change of a trust anchor (even pointing at another file already on disk,
-    # such as the gateway's own public key) needs the current key's rotation statement.
-    same_key = _key_bytes(new_trust.command_key) == trust.public_bytes_raw()
-    trust_changed = new_trust != current.trust or not same_key
-    if trust_changed and (rotation_pem is None or new.trust.command_key is None):
-        raise BundleError(
-            CommandError.TRUST_CHANGE_REFUSED, "[trust] changes need a rotation signed by the current key"
-        )
-    return Bundle(text=text, cfg=new, rotation_key_pem=rotation_pem)
+    after = dict(now)
+    for role in ROLES:
+        if role in rotated:
+            after[role] = _raw(rotated[role])
+            continue
+        kept = _applied_key(current, role)  # an earlier rotation holds until rotated again
+        wanted = now[role] if kept is not None else _key_bytes(_trust_path(new, role))
+        if wanted != now[role]:
+            why = f"trust.{role}_key changed: that needs a rotation by the current {role} key and the new one"
+            raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+    _distinct(after, _gateway_key(current))
+    return Bundle(text=text, cfg=new, rotated=rotated)
 
 
-def _rotation_key(rotation: Any, trust: Ed25519PublicKey, gw: str) -> bytes:
-    if not isinstance(rotation, bytes):
-        raise BundleError(CommandError.BAD_BUNDLE, "rotation must be a COSE_Sign1")
-    stmt = _signed_payload(rotation, trust, CommandError.TRUST_CHANGE_REFUSED)
-    if not isinstance(stmt, dict) or stmt.get("type") != "trust.rotation" or stmt.get("gw") != gw:
-        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, "rotation statement")
-    pem = stmt.get("command_key")
-    if not isinstance(pem, str):
-        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, "rotation has no command_key")
+def _trust_path(cfg: Config, role: str) -> Path | None:
+    return cfg.trust.command_key if role == "command" else cfg.trust.firmware_key
+
+
+def _applied_key(cfg: Config, role: str) -> Path | None:
+    """The key file of `role` an earlier rotation put in the applied directory, if it is
+    the one in effect."""
+    path = _trust_path(cfg, role)
+    if path is not None and path.parent == applied_dir(cfg.gateway.state_dir):
+        return path
+    return None
+
+
+def _role_keys(cfg: Config, command: Ed25519PublicKey) -> dict[str, bytes | None]:
+    """Each role's key in effect now (raw bytes; None: that role has no key)."""
+    return {"command": command.public_bytes_raw(), "firmware": _key_bytes(cfg.trust.firmware_key)}
+
+
+def _gateway_key(cfg: Config) -> bytes | None:
     try:
-        load_public_key(pem.encode())
+        return load_private_key(cfg.gateway.key.read_bytes()).public_key().public_bytes_raw()
+    except (OSError, ValueError):
+        return None
+
+
+def _raw(pem: bytes) -> bytes:
+    return load_public_key(pem).public_bytes_raw()
+
+
+def _distinct(keys: dict[str, bytes | None], gateway: bytes | None) -> None:
+    """No key holds two roles: the command key, the firmware key and the gateway's own."""
+    held = [(role, k) for role, k in keys.items() if k is not None]
+    if gateway is not None:
+        held.append(("gateway", gateway))
+    for i, (a, ka) in enumerate(held):
+        for b, kb in held[i + 1 :]:
+            if ka == kb:
+                why = f"the {a} key and the {b} key would be the same key: no key holds two roles"
+                raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+
+
+def _rotations(raw: Any, now: dict[str, bytes | None], gw: str) -> dict[str, bytes]:
+    """Each role a rotation moves, and its new key (PEM): a statement for that role
+    signed by the role's current key, and the same statement signed by the new key."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, list) or not all(isinstance(x, bytes) for x in raw) or len(raw) > 2 * len(ROLES):
+        raise BundleError(
+            CommandError.TRUST_CHANGE_REFUSED,
+            "rotation: a list of statements, each signed by the role's current key and by the new key",
+        )
+    by_current: dict[str, dict[str, Any]] = {}  # role -> its statement, signed by its current key
+    for data in raw:
+        for role, key in now.items():
+            stmt = _verified(data, key)
+            if stmt is not None and stmt.get("role") == role:
+                by_current[role] = _statement(stmt, gw)
+    out: dict[str, bytes] = {}
+    for role, stmt in by_current.items():
+        pem = stmt["key"].encode()
+        if not any(_verified(d, load_public_key(pem).public_bytes_raw()) == stmt for d in raw):
+            why = f"the {role} rotation must be signed by the current {role} key and by the new key"
+            raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+        out[role] = pem
+    if not out:
+        why = "rotation: no statement signed by a role's current key (and by the new key)"
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+    return out
+
+
+def _verified(data: bytes, key: bytes | None) -> dict[str, Any] | None:
+    """The payload of `data` when `key` (raw) signed it, else None."""
+    if key is None:
+        return None
+    try:
+        payload = verify(data, keyring(Ed25519PublicKey.from_public_bytes(key))).payload
+    except EnvelopeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _statement(stmt: dict[str, Any], gw: str) -> dict[str, Any]:
+    """A verified rotation statement, checked."""
+    if (
+        stmt.get("v") != ROTATION_VERSION
+        or stmt.get("type") != "trust.rotation"
+        or stmt.get("gw") != gw
+        or stmt.get("role") not in ROLES
+        or not isinstance(stmt.get("key"), str)
+    ):
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, "rotation statement")
+    try:
+        load_public_key(stmt["key"].encode())
     except ValueError:
         raise BundleError(
             CommandError.TRUST_CHANGE_REFUSED, "rotation key is not an Ed25519 public key"
         ) from None
-    return pem.encode()
+    return stmt
 
 
 # The applied config lives in the state directory, which the unit lets the gateway
@@ -162,7 +246,7 @@ def _rotation_key(rotation: Any, trust: Ed25519PublicKey, gw: str) -> bytes:
 APPLIED = "applied"
 PREVIOUS = "applied.prev"
 ORIGIN = "origin.json"
-ROTATED_KEY = "command_key.pub"
+ROTATED_KEYS = {"command": "command_key.pub", "firmware": "firmware_key.pub"}
 
 
 def _sha256(path: Path) -> str:
@@ -218,9 +302,10 @@ def load_effective(path: Path, *, parts: PartCatalog, check_files: bool = True) 
     cfg = config_mod.parse(
         text, parts=parts, file=str(applied), base=base.file.resolve().parent, check_files=check_files
     )
-    rotated = directory / ROTATED_KEY
-    if rotated.is_file():
+    if (rotated := directory / ROTATED_KEYS["command"]).is_file():
         cfg = replace(cfg, trust=replace(cfg.trust, command_key=rotated))
+    if (rotated := directory / ROTATED_KEYS["firmware"]).is_file():
+        cfg = replace(cfg, trust=replace(cfg.trust, firmware_key=rotated))
     return replace(cfg, file=base.file, applied=applied)
 
 
@@ -255,10 +340,11 @@ def apply_bundle(bundle: Bundle, current: Config, command_id: str, rollback_afte
     if directory.exists():
         directory.rename(previous)
     files = {"gateway.toml": bundle.text.encode()}
-    if bundle.rotation_key_pem is not None:
-        files[ROTATED_KEY] = bundle.rotation_key_pem
-    elif (previous / ROTATED_KEY).is_file():
-        files[ROTATED_KEY] = (previous / ROTATED_KEY).read_bytes()  # a rotation holds until rotated again
+    for role, name in ROTATED_KEYS.items():
+        if role in bundle.rotated:
+            files[name] = bundle.rotated[role]
+        elif (previous / name).is_file():
+            files[name] = (previous / name).read_bytes()  # a rotation holds until rotated again
     origin = {"base_sha256": _sha256(current.file), "command": command_id}
     files[ORIGIN] = json.dumps(origin).encode()
     pending = {

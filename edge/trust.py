@@ -34,7 +34,12 @@ class TrustKeys:
         if path is None:
             return None
         if self._command is None:
-            self._command = _load(path, "trust.command_key")
+            key = _load(path, "trust.command_key")
+            if key == self._gateway_key:
+                raise ConfigError(
+                    "trust.command_key", N_("must be the platform's own key, not the gateway key")
+                )
+            self._command = key
         return self._command
 
     def firmware_key(self) -> Ed25519PublicKey | None:

@@ -67,7 +67,9 @@ BASE = (
         ("batch_ms = 250", 'batch_ms = 250\n[firmware]\nfloor_mirror = "/tmp/floor.json"'),
     ],
 )
-def test_a_bundle_cannot_move_a_trust_anchor_without_a_rotation(tmp_path: Path, old: str, new: str) -> None:
+def test_a_bundle_cannot_move_a_trust_anchor(tmp_path: Path, old: str, new: str) -> None:
+    """Who the gateway is and whom it trusts on the wire move in the technician's file
+    only: no bundle moves them, whatever rotation it carries."""
     platform = Signer(Ed25519PrivateKey.generate())
     (tmp_path / "platform.pub").write_bytes(public_pem(platform.public_key))
     here = str(tmp_path / "gateway.toml")
@@ -76,21 +78,19 @@ def test_a_bundle_cannot_move_a_trust_anchor_without_a_rotation(tmp_path: Path, 
     text = (BASE + trust).replace(old, new)
     assert text != BASE
 
-    def bundle(config: str, rotation: bytes | None = None) -> bytes:
+    def bundle(config: str, rotation: list[bytes] | None = None) -> bytes:
         return platform.sign({"v": 1, "gw": "gw-1", "config": config, "rotation": rotation})
 
-    with pytest.raises(BundleError) as err:
-        open_bundle(bundle(text), platform.public_key, current)
-    assert err.value.code == CommandError.TRUST_CHANGE_REFUSED
-    # the control: a harmless change passes, and the same change with a rotation statement
-    harmless = (BASE + '[trust]\ncommand_key = "platform.pub"\n').replace("batch_ms = 250", "batch_ms = 100")
+    successor = Signer(Ed25519PrivateKey.generate())
+    statement = {"v": 2, "type": "trust.rotation", "gw": "gw-1", "role": "command"}
+    statement["key"] = public_pem(successor.public_key).decode()
+    rotation = [platform.sign(statement), successor.sign(statement)]
+    for rot in (None, rotation):
+        with pytest.raises(BundleError) as err:
+            open_bundle(bundle(text, rot), platform.public_key, current)
+        assert err.value.code == CommandError.TRUST_CHANGE_REFUSED
+        assert "only the technician's file" in err.value.detail
+    # the control: a harmless change passes, and so does a rotation of the command key alone
+    harmless = (BASE + trust).replace("batch_ms = 250", "batch_ms = 100")
     assert open_bundle(bundle(harmless), platform.public_key, current).cfg.outbox.batch_ms == 100
-    rotation = platform.sign(
-        {
-            "v": 1,
-            "type": "trust.rotation",
-            "gw": "gw-1",
-            "command_key": public_pem(platform.public_key).decode(),
-        }
-    )
-    assert open_bundle(bundle(text, rotation), platform.public_key, current)
+    assert open_bundle(bundle(harmless, rotation), platform.public_key, current).rotated["command"]

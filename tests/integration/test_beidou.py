@@ -242,7 +242,9 @@ def test_the_fleets_reports_are_relayed_and_counted_in_the_recall(tmp_path: Path
         await until(lambda: any(k == "beidou.message" for k, _ in rig.emitted))
         distress = [d for k, d in rig.emitted if k == "beidou.distress"]
         where = {"lat": 21.5, "lon": 113.5}  # where the boat last reported from
-        assert distress == [{"card": BOAT, "mmsi": 412000001, "station": "bd", "text": "求救 船进水", **where}]
+        assert distress == [
+            {"card": BOAT, "mmsi": 412000001, "station": "bd", "text": "求救 船进水", **where}
+        ]
         snap = rig.terminal.snapshot()
         assert snap["rejected"] and sum(snap["rejected"].values()) >= 4  # counted, never fatal
         rig.terminal.set_cards({STRANGER: 412000002})  # the platform's table replaces the config's
