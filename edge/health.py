@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from edge.listeners import Admission
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +53,33 @@ async def watchdog() -> None:
         await asyncio.sleep(interval)
 
 
+STATUS_CLIENTS = 16  # status socket connections at once (gridedge status, scripts)
+STATUS_S = 5.0  # each gets its document within this, or is closed
+
+
 async def serve_status(path: Path, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-    """Answer every connection on a unix socket with one JSON status document."""
+    """Answer every connection on a unix socket with one JSON status document: at most
+    `STATUS_CLIENTS` at once, each within `STATUS_S` (a client that does not read is
+    closed, it cannot hold the socket)."""
+    admission = Admission("status socket", total=STATUS_CLIENTS, per_peer=STATUS_CLIENTS)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not admission.admit("local"):
+            writer.transport.abort()
+            return
         try:
-            body = json.dumps(await snapshot(), default=str).encode() + b"\n"
-            writer.write(body)
-            await writer.drain()
+            async with asyncio.timeout(STATUS_S):
+                body = json.dumps(await snapshot(), default=str).encode() + b"\n"
+                writer.write(body)
+                writer.close()
+                await writer.wait_closed()  # all of it read by the client, within the deadline
+        except TimeoutError:
+            admission.timed_out += 1
+            writer.transport.abort()
         except (ConnectionError, OSError):
-            pass
+            writer.transport.abort()
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            admission.release("local")
 
     _unlink(path)
     try:
@@ -82,8 +97,13 @@ async def serve_status(path: Path, snapshot: Callable[[], Awaitable[dict[str, An
 
 
 def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    """Remove a socket left at `path` by an earlier run; anything else there is not ours
+    to remove (the status socket then cannot listen, and says so)."""
+    try:
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def read_status(path: Path, timeout: float = 3.0) -> dict[str, Any]:

@@ -57,6 +57,19 @@ ANCHORS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("firmware.floor_mirror", lambda c: c.firmware.floor_mirror),
     ("gateway.status_socket", lambda c: c.gateway.status_socket),
 )
+# Every file a config names; one a bundle changes may not lie in the state directory
+# (the outbox, the replay state and the applied config are there).
+PATHS: tuple[tuple[str, Callable[[Config], Path | None]], ...] = (
+    ("trust.command_key", lambda c: c.trust.command_key),
+    ("trust.firmware_key", lambda c: c.trust.firmware_key),
+    ("web.token_file", lambda c: c.web.token_file),
+    ("gateway.status_socket", lambda c: c.gateway.status_socket),
+    ("firmware.floor_mirror", lambda c: c.firmware.floor_mirror),
+    ("mqtt.tls_ca", lambda c: c.mqtt.tls_ca),
+    ("mqtt.tls_cert", lambda c: c.mqtt.tls_cert),
+    ("mqtt.tls_key", lambda c: c.mqtt.tls_key),
+    ("gateway.key", lambda c: c.gateway.key),
+)
 ROLES = ("command", "firmware")  # the platform's keys a rotation may move
 ROTATION_VERSION = 2
 
@@ -110,20 +123,7 @@ def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundl
     text = payload["config"]
     now = _role_keys(current, trust)
     rotated = _rotations(payload.get("rotation"), now, current.gateway.id)
-    try:
-        new = config_mod.parse(
-            text, parts=current.parts, file=str(current.file), base=current.file.parent, check_files=False
-        )
-    except ConfigError as exc:
-        raise BundleError(CommandError.BAD_CONFIG, str(exc)) from None
-    if new.gateway.id != current.gateway.id:
-        raise BundleError(CommandError.BAD_CONFIG, "gateway.id cannot be changed by a bundle")
-    if new.gateway.state_dir != current.gateway.state_dir:
-        # the applied config, the outbox and the replay state live there
-        raise BundleError(CommandError.BAD_CONFIG, "gateway.state_dir cannot be changed by a bundle")
-    if moved := [name for name, get in ANCHORS if get(new) != get(current)]:
-        why = f"{', '.join(moved)}: only the technician's file may change it"
-        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+    new = _parsed(text, current)
     after = dict(now)
     for role in ROLES:
         if role in rotated:
@@ -136,6 +136,41 @@ def bundle_from(payload: Any, trust: Ed25519PublicKey, current: Config) -> Bundl
             raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
     _distinct(after, _gateway_key(current))
     return Bundle(text=text, cfg=new, rotated=rotated)
+
+
+def _parsed(text: str, current: Config) -> Config:
+    """The bundle's config, parsed as the technician's file is, and held to what a bundle
+    may not change: who the gateway is, where its state is, its own anchors, and any file
+    it names pointed into the state directory."""
+    try:
+        new = config_mod.parse(
+            text,
+            parts=current.parts,
+            file=str(current.file),
+            base=current.file.resolve().parent,
+            check_files=False,
+        )
+    except ConfigError as exc:
+        raise BundleError(CommandError.BAD_CONFIG, str(exc)) from None
+    if new.gateway.id != current.gateway.id:
+        raise BundleError(CommandError.BAD_CONFIG, "gateway.id cannot be changed by a bundle")
+    if new.gateway.state_dir != current.gateway.state_dir:
+        # the applied config, the outbox and the replay state live there
+        raise BundleError(CommandError.BAD_CONFIG, "gateway.state_dir cannot be changed by a bundle")
+    if inside := [name for name, get in PATHS if get(new) != get(current) and _within(get(new), current)]:
+        why = f"{', '.join(inside)}: a bundle may not point into the state directory"
+        raise BundleError(CommandError.BAD_CONFIG, why)
+    if moved := [name for name, get in ANCHORS if get(new) != get(current)]:
+        why = f"{', '.join(moved)}: only the technician's file may change it"
+        raise BundleError(CommandError.TRUST_CHANGE_REFUSED, why)
+    return new
+
+
+def _within(path: Path | None, cfg: Config) -> bool:
+    """Whether `path` lies in `cfg`'s state directory (symlinks followed)."""
+    if path is None:
+        return False
+    return path.resolve().is_relative_to(cfg.gateway.state_dir.resolve())
 
 
 def _trust_path(cfg: Config, role: str) -> Path | None:

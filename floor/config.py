@@ -1102,8 +1102,9 @@ def _ids(sec: Section, key: str) -> list[str]:
 
 
 def load(path: Path | str, *, parts: PartCatalog, check_files: bool = True) -> Config:
-    """Read and validate a config file (`parts`: the catalog of drivers/parts.py)."""
-    p = Path(path)
+    """Read and validate a config file (`parts`: the catalog of drivers/parts.py); its
+    path, and every path in it, absolute from here on (whatever the working directory)."""
+    p = Path(path).absolute()
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:

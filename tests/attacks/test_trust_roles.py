@@ -150,22 +150,58 @@ def test_a_bundle_changes_nothing_its_statements_do_not_cover(site: Site) -> Non
     assert site.open(site.bundle(same)).cfg.trust.firmware_key.name == "firmware-copy.pub"
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        '[firmware]\nfloor_mirror = "/tmp/floor.json"\n',
-        'status_socket_line = ""\n',
-    ],
-)
-def test_the_gateways_own_anchors_are_the_technicians_alone(site: Site, extra: str) -> None:
+def test_the_gateways_own_anchors_are_the_technicians_alone(site: Site) -> None:
     """Who the gateway is, whom it trusts on the wire, where its floor and its status
     socket live: no statement moves them; only the technician's file."""
     rotation = site.rotation("command", signer(), current=site.command)
-    if extra.startswith("status_socket_line"):
-        text = site.text().replace(
-            'state_dir = "state"\n', 'state_dir = "state"\nstatus_socket = "state/commands.json"\n'
-        )
-    else:
-        text = site.text(extra=extra)
-    for rot in (None, rotation):
-        assert "only the technician's file" in site.refused(site.bundle(text, rot))
+    elsewhere = site.text().replace(
+        'state_dir = "state"\n', 'state_dir = "state"\nstatus_socket = "/run/x.sock"\n'
+    )
+    for text in (site.text(extra='[firmware]\nfloor_mirror = "/tmp/floor.json"\n'), elsewhere):
+        for rot in (None, rotation):
+            assert "only the technician's file" in site.refused(site.bundle(text, rot))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('state_dir = "state"\n', 'state_dir = "state"\nstatus_socket = "state/commands.json"\n'),
+        ("[outbox]", '[web]\nlisten = "127.0.0.1:8080"\ntoken_file = "state/outbox.sqlite"\n[outbox]'),
+        ("[outbox]", '[web]\nlisten = "127.0.0.1:8080"\ntoken_file = "link-into-state"\n[outbox]'),
+    ],
+)
+def test_a_bundle_points_no_file_into_the_state_directory(site: Site, old: str, new: str) -> None:
+    """What was seen: `status_socket` set by a bundle to the replay state's file turned it
+    into a socket, and a captured command replayed after the restart."""
+    (site.dir / "link-into-state").symlink_to(site.dir / "state" / "commands.json")
+    with pytest.raises(BundleError) as err:
+        site.open(site.bundle(site.text().replace(old, new)))
+    assert err.value.code == CommandError.BAD_CONFIG and "state directory" in err.value.detail
+
+
+def test_only_a_socket_is_removed_where_the_status_socket_goes(tmp_path: Path) -> None:
+    import asyncio
+
+    from edge.health import serve_status
+
+    replay = tmp_path / "commands.json"
+    replay.write_text('{"cseq": 41}')
+
+    async def go() -> None:
+        task = asyncio.get_running_loop().create_task(serve_status(replay, lambda: asyncio.sleep(0, {})))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+    assert replay.read_text() == '{"cseq": 41}'  # not ours to remove: the status socket did without
+
+
+def test_a_relative_config_path_changes_nothing_a_bundle_is_judged_by(site: Site, monkeypatch: Any) -> None:
+    """What was seen: `-c gateway.toml` (relative) made every bundle fail as `gateway.key
+    changed`."""
+    monkeypatch.chdir(site.dir)
+    current = load_effective(Path("gateway.toml"), parts=PARTS.catalog)
+    assert current.file.is_absolute() and current.gateway.key.is_absolute()
+    same = site.text().replace("batch_ms = 250", "batch_ms = 100")
+    assert open_bundle(site.bundle(same), site.command.public_key, current).cfg.outbox.batch_ms == 100
