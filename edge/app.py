@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
@@ -33,7 +34,7 @@ from edge.deliveries import Deliveries, Delivery, through
 from edge.devices import Devices
 from edge.feeds import GpsdFeed, NmeaForwarder
 from edge.handlers import HANDLERS
-from edge.health import sd_notify, serve_status, watchdog
+from edge.health import exit_if_stuck, sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
 from edge.posture import Effects, Posture
@@ -187,6 +188,32 @@ async def _run_once(cfg: Config, parts: Parts) -> Config | None:
         log.critical("gateway: restarting on a checked outbox")
         reload = cfg
     return reload
+
+
+class CoreTasks(asyncio.TaskGroup):
+    """The gateway's task group. When one of its tasks fails, the group cancels the rest;
+    should any of them not end (a task that ignores its cancellation, a thread blocked in
+    a driver), the process exits non-zero within STOP_WITHIN_S, and systemd starts it
+    again, instead of living on deaf."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timers: list[threading.Timer] = []
+
+    def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> asyncio.Task[Any]:
+        task = super().create_task(coro, name=name, context=context)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._timers.append(exit_if_stuck(f"{task.get_name()} failed ({task.exception()!r})", 70))
+
+    def torn_down(self) -> None:
+        """Every task has ended: nothing to force (a reload goes on in this process)."""
+        for timer in self._timers:
+            timer.cancel()
 
 
 def load_signer(cfg: Config) -> Signer:
@@ -350,12 +377,14 @@ class Gateway:
                 self.cfg, ingest, outbox, commands=commands, firmware=self.firmware, alarms=self.alarms
             )
             self.time.start(epoch.boot)
+            core = CoreTasks()
             try:
-                async with asyncio.TaskGroup() as tg:
+                async with core as tg:
                     self._start(tg, ingest, outbox, commands)
                     sd_notify("READY=1")
                     self.ready.set()
             finally:
+                core.torn_down()
                 sd_notify("STOPPING=1")
                 ingest.flush_all()
                 with contextlib.suppress(TimeoutError):
@@ -424,11 +453,14 @@ class Gateway:
         if cfg.geofences:
             submit = lambda kind, data: ingest.submit(kind, "gw", data)  # noqa: E731
             tg.create_task(harbour.keep(self.tracker, cfg.gateway.state_dir, submit), name="ais.geofence")
-        tg.create_task(serve_status(cfg.gateway.status_socket, self.full_snapshot), name="status")
+        # the listeners: one that fails is started again, it never takes the gateway down
+        status = functools.partial(serve_status, cfg.gateway.status_socket, self.full_snapshot)
+        tg.create_task(supervise("status", status, Backoff(1.0, 30.0)), name="status")
         if self.gpsd is not None:
-            tg.create_task(self.gpsd.serve(), name="gpsd.feed")
+            tg.create_task(supervise("gpsd feed", self.gpsd.serve, Backoff(1.0, 30.0)), name="gpsd.feed")
         if cfg.web.listen:
-            tg.create_task(serve_when_asked(cfg.web, self.full_snapshot), name="web")
+            web = functools.partial(serve_when_asked, cfg.web, self.full_snapshot)
+            tg.create_task(supervise("web", web, Backoff(1.0, 30.0)), name="web")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self.time.watch(), name="clock.watch")
         tg.create_task(self.posture.run(), name="posture")

@@ -10,7 +10,11 @@
   `nmea_ais_only`, only AIS (`!AIVDM`, `!AIVDO`).
 
 Both are read-only taps on what the drivers already read; a slow or vanished client is
-dropped, never waited for.
+dropped, never waited for. The feed takes 16 clients, 4 from one address; a client that
+has not asked for anything (`?WATCH`, `?POLL`...) within 30 s of connecting, or of its
+last request while not watching, is closed, and when the feed is full the client idle
+longest makes room for a new one: idle sockets cannot hold the feed from chrony or a
+chart plotter.
 """
 
 from __future__ import annotations
@@ -21,17 +25,21 @@ import datetime as dt
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 from drivers.ais.parse import AisReport
 from drivers.gnss.parse import Fix
 from drivers.nmea0183 import LineFramer, Sentence, check
+from edge.listeners import peer_of
 from floor.config import split_host_port
 
 log = logging.getLogger(__name__)
 
 RELEASE = "3.22"  # the gpsd release whose protocol this speaks (Debian 12's)
 MAX_CLIENTS = 16
+MAX_PER_PEER = 4
+IDLE_S = 30.0  # a client neither watching nor asking is closed after this
 MAX_QUEUED = 256  # lines a client may fall behind before it is dropped
 
 
@@ -40,9 +48,17 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 class _Client:
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
         self.writer = writer
+        self.peer = peer
         self.watching = False
+        self.asked = time.monotonic()  # when it last asked for something (or connected)
+
+    def idle_s(self) -> float:
+        return 0.0 if self.watching else time.monotonic() - self.asked
+
+    def close(self) -> None:
+        self.writer.transport.abort()
 
     def send(self, data: bytes) -> bool:
         """False when the client has fallen too far behind (it is then dropped)."""
@@ -61,6 +77,8 @@ class GpsdFeed:
         self._last: dict[str, Fix] = {}  # device -> its latest fix (for ?POLL)
         self.sent = 0
         self.dropped = 0
+        self.refused = 0
+        self.idle_closed = 0
 
     async def serve(self) -> None:
         host, port = split_host_port(self.listen)
@@ -73,11 +91,28 @@ class GpsdFeed:
         async with server:
             await server.serve_forever()
 
+    def _admit(self, peer: str) -> bool:
+        """Room for a client from `peer`: within its address's share, and the feed not
+        full, or made so by closing the client idle longest."""
+        if sum(c.peer == peer for c in self._clients) >= MAX_PER_PEER:
+            return False
+        if len(self._clients) < MAX_CLIENTS:
+            return True
+        idlest = max(self._clients, key=_Client.idle_s)
+        if idlest.idle_s() <= 0.0:
+            return False  # every client is watching: none is idle to make room
+        self._clients.discard(idlest)
+        idlest.close()
+        self.idle_closed += 1
+        return True
+
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= MAX_CLIENTS:
-            writer.close()
+        peer = peer_of(writer.transport)
+        if not self._admit(peer):
+            self.refused += 1
+            writer.transport.abort()
             return
-        client = _Client(writer)
+        client = _Client(writer, peer)
         self._clients.add(client)
         version = {
             "class": "VERSION",
@@ -89,9 +124,10 @@ class GpsdFeed:
         client.send(_line(version))
         try:
             while True:
-                line = await reader.readuntil(b";")
-                if len(line) > 1024:
+                line = await self._request(reader, client)
+                if line is None or len(line) > 1024:
                     break
+                client.asked = time.monotonic()
                 self._command(client, line.decode("ascii", "replace").strip())
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -100,6 +136,16 @@ class GpsdFeed:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _request(self, reader: asyncio.StreamReader, client: _Client) -> bytes | None:
+        """The client's next request; None when it stayed idle too long (not watching)."""
+        while True:
+            try:
+                return await asyncio.wait_for(reader.readuntil(b";"), IDLE_S)
+            except TimeoutError:
+                if not client.watching:
+                    self.idle_closed += 1
+                    return None
 
     def _command(self, client: _Client, cmd: str) -> None:
         verb, _, arg = cmd.rstrip(";").partition("=")
@@ -186,6 +232,8 @@ class GpsdFeed:
             "clients": len(self._clients),
             "sent": self.sent,
             "dropped": self.dropped,
+            "refused": self.refused,
+            "idle_closed": self.idle_closed,
         }
 
 

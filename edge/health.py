@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import stat
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,26 @@ from typing import Any
 from edge.listeners import Admission
 
 log = logging.getLogger(__name__)
+
+
+STOP_WITHIN_S = 15.0  # the unit's TimeoutStopSec is 20: a stop never needs systemd's SIGKILL
+
+
+def exit_if_stuck(why: str, code: int, within_s: float = STOP_WITHIN_S) -> threading.Timer:
+    """Exit the process with `code` if it is still running `within_s` from now (a task
+    that ignores its cancellation, a thread blocked in a driver): a gateway that is
+    stopping, or whose core failed, always ends, so systemd can start it again. Cancel
+    the returned timer once the stop is done."""
+
+    def fire() -> None:
+        with contextlib.suppress(OSError):
+            os.write(2, f"gridedge: {why}; still running {within_s:.0f} s later: exiting\n".encode())
+        os._exit(code)
+
+    timer = threading.Timer(within_s, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def sd_notify(state: str) -> bool:

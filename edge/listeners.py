@@ -23,6 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MIN_FDS = 1024  # every listener's cap together stays far below this (the unit allows 16384)
 HEADER_S = 10.0  # an HTTP request's headers, whole, within this of its first byte or the connection
 END_OF_HEADERS = b"\r\n\r\n"
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from drivers.parts import PARTS, load_config
 from edge import __version__
+from edge.health import exit_if_stuck
 from edge.i18n import from_env, localised, problem_text, translator
+from edge.listeners import MIN_FDS, quiet_accept_errors, raise_fd_limit
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 from floor.config import default_path
 from floor.errors import EdgeError
@@ -32,14 +34,22 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
     async def main() -> int:
         task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            task.cancel()
+            exit_if_stuck("asked to stop", 0)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         try:
             await task
         except asyncio.CancelledError:
             # Our own signal handler cancelled it: a requested stop, not a failure.
             if not task.cancelled():
                 raise
+        except BaseException:
+            exit_if_stuck("the gateway failed", 70)  # whatever the loop's own cleanup waits for
+            raise
         return 0
 
     return asyncio.run(main())
@@ -52,6 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     found = examine(cfg, None)
     for w in (*found.uplink, *found.warnings):
         logging.getLogger("gridedge").warning("%s", w)  # runs anyway; `gridedge status` shows the link
+    limit = raise_fd_limit()
+    if limit < MIN_FDS:
+        log.warning("only %d open files allowed (LimitNOFILE): the listeners' caps assume %d", limit, MIN_FDS)
+    quiet_accept_errors()
     return _run_until_signal(run_forever(cfg))
 
 

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from edge.listeners import Admission
 from floor.config import WebConfig, split_host_port
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
+WEB = Admission("status page", total=64, per_peer=8)  # the page and /metrics: one listener
+
+
 async def serve_when_asked(cfg: WebConfig, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     try:
         sock = bind(cfg.listen)
@@ -35,11 +39,12 @@ async def serve_when_asked(cfg: WebConfig, snapshot: Callable[[], Awaitable[dict
     log.info("web: status page on http://%s/%s", cfg.listen, "" if cfg.open else " (token required)")
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
-    loop.add_reader(sock.fileno(), asked.set)  # readable: a connection is waiting to be accepted
-    try:
-        await asked.wait()
-    finally:
-        loop.remove_reader(sock.fileno())
-    from edge.web.server import serve_site
+    with sock:  # closed however this ends: a restart binds it again
+        loop.add_reader(sock.fileno(), asked.set)  # readable: a connection is waiting to be accepted
+        try:
+            await asked.wait()
+        finally:
+            loop.remove_reader(sock.fileno())
+        from edge.web.server import serve_site
 
-    await serve_site(cfg, snapshot, sock)
+        await serve_site(cfg, snapshot, sock, WEB)

@@ -9,6 +9,12 @@ the package (no CDN); it follows the gateway by server-sent events (`/events`: t
 status document when it changed, built every half second, once for all viewers, while
 someone is looking; nothing at all when nobody is). Its text is English or Simplified Chinese, as the
 browser asks, switchable on the page.
+
+Every string in the status document may come from a device, a modem or a peer: the page
+embeds the document with `<`, `>` and `&` escaped, the script escapes what it shows, and
+the Content-Security-Policy lets only the page's own script and style run. The listener
+takes 64 connections, 8 from one address, and closes one whose request headers are not
+whole within 10 s (edge/listeners.py).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import jinja2
 from aiohttp import web
 
 from edge.i18n import LANGS, from_accept_language, translator
+from edge.listeners import Admission, guarded
 from edge.web.metrics import exposition
 from edge.web.strings import PAGE_STRINGS
 from floor.config import WebConfig
@@ -36,6 +43,25 @@ HERE = Path(__file__).parent
 COOKIE = "gridedge_token"
 EVENT_EVERY_S = 0.5
 HEARTBEAT_S = 15.0
+# Only the page's own script, style and requests; nothing framed, no form posted anywhere.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def embed(obj: Any) -> str:
+    """JSON for a `<script type="application/json">` block: no `<`, `>` or `&` in it, so
+    no string inside can end the block or start markup."""
+    text = json.dumps(obj, default=str, ensure_ascii=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -141,6 +167,7 @@ class StatusSite:
             resp.set_cookie(COOKIE, request.query["token"], httponly=True, samesite="Strict")
             raise resp
         response: web.StreamResponse = await handler(request)
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     # -- handlers ------------------------------------------------------------------------------
@@ -149,14 +176,14 @@ class StatusSite:
         lang = request.query.get("lang") or from_accept_language(request.headers.get("Accept-Language"))
         lang = lang if lang in LANGS else "en"
         catalogs = {code: {s: translator(code).gettext(s) for s in PAGE_STRINGS} for code in LANGS}
-        doc = json.dumps(await self._snapshot(), default=str)
+        doc = embed(await self._snapshot())
         tmpl = self._templates.get_template("page.html")
         # no await from here to the render: another request's language cannot come between
         self._templates.install_gettext_translations(translator(lang), newstyle=True)  # type: ignore[attr-defined]
         html = tmpl.render(
             lang=lang,
             html_lang="zh-CN" if lang == "zh_CN" else "en",
-            catalogs=json.dumps(catalogs, ensure_ascii=False),
+            catalogs=embed(catalogs),
             doc=doc,
         )
         return web.Response(text=html, content_type="text/html", charset="utf-8")
@@ -199,13 +226,18 @@ class StatusSite:
         return app
 
 
-async def serve_site(cfg: WebConfig, snapshot: Snapshot, sock: socket.socket) -> None:
-    """Serve the page on the bound socket until cancelled (edge/web/listen.py)."""
+async def serve_site(cfg: WebConfig, snapshot: Snapshot, sock: socket.socket, admission: Admission) -> None:
+    """Serve the page on the bound socket until cancelled (edge/web/listen.py), each
+    connection admitted and held to the header deadline."""
     site = StatusSite(cfg, snapshot, token=load_token(cfg))
-    runner = web.AppRunner(site.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        site.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=15.0
+    )
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    assert runner.server is not None
+    server = await asyncio.get_running_loop().create_server(guarded(runner.server, admission), sock=sock)
     try:
         await asyncio.Event().wait()
     finally:
+        server.close()
         await runner.cleanup()
