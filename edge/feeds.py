@@ -92,15 +92,20 @@ class GpsdFeed:
             await server.serve_forever()
 
     def _admit(self, peer: str) -> bool:
-        """Room for a client from `peer`: within its address's share, and the feed not
-        full, or made so by closing the client idle longest."""
-        if sum(c.peer == peer for c in self._clients) >= MAX_PER_PEER:
-            return False
-        if len(self._clients) < MAX_CLIENTS:
-            return True
-        idlest = max(self._clients, key=_Client.idle_s)
+        """Room for a client from `peer`: within its address's share and the feed's,
+        made where either is full by closing the client (of that address, or any) idle
+        longest; refused only when every client that would have to go is watching."""
+        mine = [c for c in self._clients if c.peer == peer]
+        if len(mine) >= MAX_PER_PEER:
+            return self._evict(mine)
+        if len(self._clients) >= MAX_CLIENTS:
+            return self._evict(list(self._clients))
+        return True
+
+    def _evict(self, among: list[_Client]) -> bool:
+        idlest = max(among, key=_Client.idle_s)
         if idlest.idle_s() <= 0.0:
-            return False  # every client is watching: none is idle to make room
+            return False  # every one of them is watching: none is idle to make room
         self._clients.discard(idlest)
         idlest.close()
         self.idle_closed += 1
