@@ -204,7 +204,43 @@ def check_gateway_payload(payload: Any) -> dict[str, Any]:
         raise EnvelopeError(EnvelopeReason.PAYLOAD, f"unknown envelope version {payload['v']} ('v')")
     if payload["tq"] not in TIME_QUALITIES:
         raise EnvelopeError(EnvelopeReason.PAYLOAD, f"'tq' {payload['tq']!r} is not a time quality")
+    for i, rec in enumerate(payload["recs"]):
+        if problem := _record_problem(rec):
+            raise EnvelopeError(EnvelopeReason.PAYLOAD, f"record {i}: {problem}")
     return payload
+
+
+MAX_RECORD_DEPTH = 8
+
+
+def _record_problem(rec: Any) -> str:
+    """Why a record is not `{"tb": int, "tu": int or null, "d": map}` with text keys all
+    the way down and plain values (what any consumer can print or store), or ""."""
+    if not isinstance(rec, dict) or set(rec) != {"tb", "tu", "d"}:
+        return "not a map of tb, tu, d"
+    tb, tu = rec["tb"], rec["tu"]
+    if not isinstance(tb, int) or isinstance(tb, bool) or not (tu is None or type(tu) is int):
+        return "tb must be an integer, tu an integer or null"
+    if not isinstance(rec["d"], dict):
+        return "d is not a map"
+    return _value_problem(rec["d"], 0)
+
+
+def _value_problem(v: Any, depth: int) -> str:
+    if depth > MAX_RECORD_DEPTH:
+        return "nested too deep"
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                return f"a key of type {type(k).__name__}"
+            if problem := _value_problem(x, depth + 1):
+                return problem
+        return ""
+    if isinstance(v, list):
+        return next((p for x in v if (p := _value_problem(x, depth + 1))), "")
+    if v is None or isinstance(v, bool | int | float | str | bytes):
+        return ""
+    return f"a value of type {type(v).__name__}"
 
 
 def private_pem(key: Ed25519PrivateKey) -> bytes:

@@ -135,13 +135,17 @@ class Tally:
     gateways: dict[bytes, str] = field(default_factory=dict)  # kid -> the gateway it may sign for
     redater: Redater = field(default_factory=Redater)
     late: list[dict[str, Any]] = field(default_factory=list)  # lines re-dated by an anchor just in
+    junk: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # gw -> its signed junk
 
     def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
         try:
             verified = verify(payload_bytes, keys)
-            p = check_gateway_payload(verified.payload)
         except EnvelopeError as exc:
             return self._refused(topic, exc)
+        try:
+            p = check_gateway_payload(verified.payload)
+        except EnvelopeError as exc:
+            return self._junk(verified.kid, topic, exc)
         line = self._line(p, topic)
         status = p["kind"] == "gateway.status"
         expected = f"{self.prefix}/{p['gw']}/status" if status else f"{self.prefix}/{p['gw']}/up/{p['kind']}"
@@ -154,13 +158,23 @@ class Tally:
         same checks, and the same (gw, ep, seq) as its MQTT copy (a duplicate of it)."""
         try:
             verified = verify(data, keys)
-            p = check_gateway_payload(compact.unpack(verified.payload))
         except EnvelopeError as exc:
             return self._refused("sms", exc)
+        try:
+            p = check_gateway_payload(compact.unpack(verified.payload))
+        except EnvelopeError as exc:
+            return self._junk(verified.kid, "sms", exc)
         line = self._line(p, "sms") | {"bearer": "sms"}
         if bad := self._bound(verified.kid, p):
             return self._invalid(line, bad)
         return self._count(p, line)
+
+    def _junk(self, kid: bytes, topic: str, exc: EnvelopeError) -> dict[str, Any]:
+        """Signed by a trusted key, but not a message any consumer can take: refused, and
+        counted against the gateway the key belongs to (the rest of the fleet goes on)."""
+        who = self.gateways.get(kid) or topic.removeprefix(f"{self.prefix}/").partition("/")[0] or "?"
+        self.junk[who] += 1
+        return {**self._refused(topic, exc), "gw": who}
 
     def _refused(self, topic: str, exc: EnvelopeError) -> dict[str, Any]:
         self.invalid += 1
@@ -188,6 +202,10 @@ class Tally:
 
     def _count(self, p: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
         gw, ep, seq = p["gw"], p["ep"], p["seq"]
+        key = (gw, ep[0], ep[1], seq)
+        if p["kind"] != "gateway.status" and key in self.seen:
+            self.duplicates += 1  # a redelivery (or the other bearer's copy): counted once, as valid
+            return line | {"duplicate": True}
         self.valid += 1
         epoch = (gw, ep[0], ep[1])
         if p["kind"] in ("gateway.status", "time.anchor"):
@@ -199,10 +217,6 @@ class Tally:
             if isinstance(d, dict) and isinstance(d.get("hw"), int):
                 self.hw[gw] = max(self.hw.get(gw, 0), d["hw"])
             return line
-        key = (gw, ep[0], ep[1], seq)
-        if key in self.seen:
-            self.duplicates += 1
-            line["duplicate"] = True
         self.seen.add(key)
         self.seqs[gw][(ep[0], ep[1])].add(seq)
         if p["kind"] == "outbox.dropped":
@@ -246,6 +260,7 @@ class Tally:
             "duplicates": self.duplicates,
             "missing": sum(g["missing"] for g in gateways.values()),
             "invalid_reasons": dict(self.reasons),
+            "junk_by_gateway": dict(self.junk),
             "gateways": gateways,
         }
 
@@ -277,8 +292,16 @@ async def run_verify(
 
     def on_message(msg: Incoming) -> None:
         nonlocal counted, last
-        line = tally.add(msg.topic, msg.payload, keys)
-        out.write(json.dumps(line, default=_jsonable) + "\n")
+        try:
+            line = tally.add(msg.topic, msg.payload, keys)
+            text = json.dumps(line, default=_jsonable)
+        except Exception as exc:  # one message must never stop the verifier for the fleet
+            tally.invalid += 1
+            tally.reasons["unprintable"] += 1
+            text = json.dumps(
+                {"topic": msg.topic, "ok": False, "error": "unprintable", "detail": type(exc).__name__}
+            )
+        out.write(text + "\n")
         for late in tally.late:  # records an anchor that just arrived re-dates
             out.write(json.dumps(late, default=_jsonable) + "\n")
         tally.late.clear()
