@@ -35,9 +35,9 @@ function outbox(d) {
   const rows = Object.entries(names).map(([p, n]) => {
     const lane = o.lanes[p] || {rows: 0};
     const age = (o.oldest_age_s || {})[p];
-    return `<tr><td>${esc(t(n))}</td><td data-lane="${p}">${lane.rows}</td><td>${age === undefined ? "" : ago(Date.now() - age * 1000)}</td></tr>`;
+    return `<tr><td>${esc(t(n))}</td><td data-lane="${esc(p)}">${esc(lane.rows)}</td><td>${age === undefined ? "" : ago(Date.now() - age * 1000)}</td></tr>`;
   });
-  rows.push(`<tr><td>${esc(t("Dropped"))} / ${esc(t("Refused"))}</td><td>${o.dropped} / ${o.refused}</td><td></td></tr>`);
+  rows.push(`<tr><td>${esc(t("Dropped"))} / ${esc(t("Refused"))}</td><td>${esc(o.dropped)} / ${esc(o.refused)}</td><td></td></tr>`);
   return section("outbox", "Outbox", table(["Lane", "Messages", "Oldest"], rows));
 }
 function devices(d) {
@@ -45,17 +45,17 @@ function devices(d) {
   const rows = Object.entries(d.devices || {}).map(([id, c]) => {
     let details = "";
     if (c.fix) {  // a receiver's own fix, whatever the receiver is called
-      details = `${t("GNSS fix")} ${c.fix.fix}D, ${c.fix.sats ?? "?"} ${t("satellites")}, ${c.fix.lat.toFixed(5)}, ${c.fix.lon.toFixed(5)}`;
+      details = `${t("GNSS fix")} ${esc(c.fix.fix)}D, ${esc(c.fix.sats ?? "?")} ${t("satellites")}, ${esc(Number(c.fix.lat).toFixed(5))}, ${esc(Number(c.fix.lon).toFixed(5))}`;
     }
     const p = prev[id];
     if (p && now > p[0]) details += ` ${((c.events - p[1]) * 1000 / (now - p[0])).toFixed(1)} ${t("reports/s")}`;
     prev[id] = [now, c.events];
     const rejected = Object.values(c.rejected || {}).reduce((a, b) => a + b, 0);
-    details += ` · ${t("last data")} ${ago(c.last_ms)}` + (rejected ? ` · ${t("rejected input")} ${rejected}` : "");
+    details += ` · ${t("last data")} ${ago(c.last_ms)}` + (rejected ? ` · ${t("rejected input")} ${esc(rejected)}` : "");
     return `<tr data-device="${esc(id)}"><td>${esc(id)}</td><td>${state(c.state)}</td><td>${esc(details)}</td></tr>`;
   });
   for (const [name, b] of Object.entries(d.bearers || {})) {
-    const signal = b.rssi_dbm == null ? "" : `${b.rssi_dbm} dBm · `;
+    const signal = b.rssi_dbm == null ? "" : `${esc(b.rssi_dbm)} dBm · `;
     const cause = b.cause ? ` · ${esc(t(b.cause))}` : "";
     rows.push(`<tr data-device="${esc(name)}"><td>${esc(t("Bearer"))} ${esc(name)}</td><td>${state(b.state)}${cause}</td><td>${esc(signal)}${esc(t("sent"))} ${esc(b.sent)}</td></tr>`);
   }
@@ -65,12 +65,12 @@ function wearables(d) {
   const ws = (d.ble && d.ble.wearables) || {};
   const workers = d.workers || {};
   const rows = Object.entries(ws).map(([id, w]) => `<tr data-device="${esc(id)}"><td>${esc(id)}</td>` +
-    `<td>${esc(workers[id] || "")}</td><td>${state(w.state)}</td><td>${w.battery ?? ""}%</td>` +
-    `<td>${w.rssi ?? ""}</td><td>${esc(w.last_event ? t(w.last_event) : "")} ${w.last_event_ms ? ago(w.last_event_ms) : ""}</td></tr>`);
+    `<td>${esc(workers[id] || "")}</td><td>${state(w.state)}</td><td>${esc(w.battery ?? "")}%</td>` +
+    `<td>${esc(w.rssi ?? "")}</td><td>${esc(w.last_event ? t(w.last_event) : "")} ${w.last_event_ms ? ago(w.last_event_ms) : ""}</td></tr>`);
   return section("wearables", "Wearables", table(["Device", "Worker", "State", "Battery", "Signal", "Last event"], rows));
 }
 function alarms(d) {
-  const rows = (d.life_safety || []).map((a) => `<tr class="alarm" data-seq="${a.seq}"><td>${esc(a.kind)}</td>` +
+  const rows = (d.life_safety || []).map((a) => `<tr class="alarm" data-seq="${esc(a.seq)}"><td>${esc(a.kind)}</td>` +
     `<td>${esc(a.worker || a.mmsi || a.src || "")}</td><td>${ago(a.at)}</td>` +
     `<td>${state(a.state)}${(a.bearers || []).map((b) => " · " + esc(t("by")) + " " + esc(b)).join("")}</td></tr>`);
   return section("alarms", "Life-safety messages", rows.length ? table(["Messages", "Worker", "Oldest", "State"], rows) : `<p class="muted">${esc(t("none yet"))}</p>`);
