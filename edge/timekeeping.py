@@ -1,6 +1,12 @@
-"""The gateway's clock at work: GNSS times offered to it, NTP looked for again every
-CLOCK_CHECK_S, and one `time.anchor` per epoch once the clock is trusted, so the platform
-can re-date what was stamped before."""
+"""The gateway's clock at work: GNSS times offered to it, NTP looked for at start and
+again every CLOCK_CHECK_S, and one `time.anchor` per epoch once the clock is trusted, so
+the platform can re-date what was stamped before.
+
+Whether the system's NTP client has synchronised the clock: systemd-timesyncd says so by
+a flag file (floor/clock.py); chrony and ntpd set the kernel's own status, which the unit
+does not let the gateway read (adjtimex is outside its system call filter), so it asks
+systemd-timedated over D-Bus (`NTPSynchronized`, which timedated reads from the kernel
+for whichever client runs)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,46 @@ from floor.clock import Clock, Stamp, TimeQuality, boottime_ms
 log = logging.getLogger(__name__)
 
 CLOCK_CHECK_S = 30.0
+
+
+TIMEDATED = "org.freedesktop.timedate1"
+ASK_S = 5.0
+
+
+async def timedated_synced() -> bool | None:
+    """systemd-timedated's `NTPSynchronized` (the kernel's clock status, for any NTP
+    client); None when there is no system bus or no timedated to ask."""
+    try:
+        from dbus_fast import BusType, Message, MessageType
+        from dbus_fast.aio import MessageBus
+    except ImportError:
+        return None
+    try:
+        async with asyncio.timeout(ASK_S):
+            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            try:
+                reply = await bus.call(
+                    Message(
+                        destination=TIMEDATED,
+                        path="/org/freedesktop/timedate1",
+                        interface="org.freedesktop.DBus.Properties",
+                        member="Get",
+                        signature="ss",
+                        body=[TIMEDATED, "NTPSynchronized"],
+                    )
+                )
+            finally:
+                bus.disconnect()
+    except (OSError, TimeoutError, ValueError, EOFError) as exc:
+        log.debug("clock: timedated not asked: %s", exc)
+        return None
+    except Exception as exc:  # dbus-fast raises its own types for an absent or refusing bus
+        log.debug("clock: timedated not asked: %r", exc)
+        return None
+    if reply is None or reply.message_type != MessageType.METHOD_RETURN or not reply.body:
+        return None
+    value = getattr(reply.body[0], "value", None)
+    return value if isinstance(value, bool) else None
 
 
 class TimeKeeper:
@@ -53,13 +99,15 @@ class TimeKeeper:
         return {**fix.record(), "age_ms": max(0, boottime_ms() - fix.tb)}
 
     async def watch(self) -> None:
-        """Ask the system about NTP again every CLOCK_CHECK_S: a gateway that booted
+        """Ask the system about NTP now and every CLOCK_CHECK_S: a gateway that booted
         before its NTP client synchronised trusts its clock as soon as it does."""
         while True:
+            if self.clock.quality in (TimeQuality.NONE, TimeQuality.PERSISTED):
+                synced = await timedated_synced()
+                if self.clock.refresh(synced=synced is True):
+                    log.info("clock: NTP synchronised the system clock; trusted now")
+                    self.anchor()
             await asyncio.sleep(CLOCK_CHECK_S)
-            if self.clock.refresh():
-                log.info("clock: NTP synchronised the system clock; trusted now")
-                self.anchor()
 
     def anchor(self) -> None:
         """time.anchor: one instant on both clocks, so the platform can re-date earlier records."""

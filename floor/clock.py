@@ -94,10 +94,11 @@ class Clock:
     def _system_synced(self) -> bool:
         return self._synced_given if self._synced_given is not None else kernel_clock_synced(self._sync_flag)
 
-    def refresh(self) -> bool:
-        """Ask the system again (a Pi without an RTC syncs minutes after boot); True when
-        that made the clock trusted just now."""
-        if self._quality in (TimeQuality.NONE, TimeQuality.PERSISTED) and self._system_synced():
+    def refresh(self, *, synced: bool = False) -> bool:
+        """Ask the system again (a Pi without an RTC syncs minutes after boot), or take
+        `synced` from whoever knows (timedated, for chrony and ntpd); True when that made
+        the clock trusted just now."""
+        if self._quality in (TimeQuality.NONE, TimeQuality.PERSISTED) and (synced or self._system_synced()):
             self._set(time.time_ns() // 1_000_000, boottime_ms(), TimeQuality.NTP)
             return True
         return False

@@ -44,7 +44,9 @@ def hostile_status() -> dict[str, Any]:
         "bearers": {"sms": {"state": e[3], "cause": e[0], "sent": e[1], "capped": 0}},
         "ble": {"wearables": {e[2]: {"state": e[0], "battery": e[1], "rssi": e[2], "last_event": e[0]}}},
         "workers": {e[2]: e[3]},
-        "life_safety": [{"seq": e[1], "kind": e[0], "worker": e[2], "state": e[3], "bearers": [e[0]], "at": e[1]}],
+        "life_safety": [
+            {"seq": e[1], "kind": e[0], "worker": e[2], "state": e[3], "bearers": [e[0]], "at": e[1]}
+        ],
         "firmware": {"jobs": {e[0]: {"state": e[1]}}},
     }
 
@@ -96,7 +98,9 @@ def test_hostile_strings_show_as_text_and_never_run(page_url: str) -> None:
             page.wait_for_selector("#devices")
             page.wait_for_timeout(500)
             assert page.evaluate("window.__pwned") is None
-            found = page.eval_on_selector_all("#view img, #view svg, #view script", "els => els.map(e => e.outerHTML)")
+            found = page.eval_on_selector_all(
+                "#view img, #view svg, #view script", "els => els.map(e => e.outerHTML)"
+            )
             assert found == []
             text = page.inner_text("body")
             for s in (EVIL[0], EVIL[2]):
