@@ -164,6 +164,12 @@ TARGET_NAMES = (
     "ble_profiles",
     "smp_frames",
     "toml_config",
+    "verifier_cose",
+    "sms_reassembly",
+    "compact",
+    "modem_lines",
+    "gpsd_commands",
+    "page_request",
 )
 
 if __name__ == "__main__":

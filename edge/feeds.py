@@ -153,14 +153,8 @@ class GpsdFeed:
                     return None
 
     def _command(self, client: _Client, cmd: str) -> None:
-        verb, _, arg = cmd.rstrip(";").partition("=")
+        verb, opts = request(cmd)
         if verb == "?WATCH":
-            try:
-                opts = json.loads(arg) if arg else {}
-            except ValueError:
-                opts = {}
-            if not isinstance(opts, dict):
-                opts = {}
             client.watching = bool(opts.get("enable", True)) and bool(opts.get("json", True))
             client.send(self._devices())
             client.send(_line({"class": "WATCH", "enable": client.watching, "json": client.watching}))
@@ -240,6 +234,17 @@ class GpsdFeed:
             "refused": self.refused,
             "idle_closed": self.idle_closed,
         }
+
+
+def request(cmd: str) -> tuple[str, dict[str, Any]]:
+    """A client's request (`?WATCH={...};`) as its verb and its options (a JSON object,
+    or nothing: anything else a client sends as options is ignored)."""
+    verb, _, arg = cmd.strip().rstrip(";").partition("=")
+    try:
+        opts = json.loads(arg) if arg else {}
+    except (ValueError, RecursionError):
+        opts = {}
+    return verb, opts if isinstance(opts, dict) else {}
 
 
 def _tpv(dev: str, fix: Fix) -> dict[str, Any]:

@@ -147,10 +147,20 @@ class StatusSite:
             or request.cookies.get(COOKIE)
             or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         )
-        return bool(offered) and hmac.compare_digest(offered.encode(), self._token.encode())
+        # a peer's bytes may not be text at all (a lone surrogate from a bad %-escape)
+        given = offered.encode("utf-8", "surrogatepass") if offered else b""
+        return bool(given) and hmac.compare_digest(given, self._token.encode())
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.admit(request)
+        response: web.StreamResponse = await handler(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def admit(self, request: web.Request) -> None:
+        """Whether a request may go on to its handler: an HTTPException (refused, or a
+        redirect that keeps the token in a cookie) when not."""
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         if not self._allowed(request):
@@ -166,9 +176,6 @@ class StatusSite:
             resp = web.HTTPSeeOther("/")
             resp.set_cookie(COOKIE, request.query["token"], httponly=True, samesite="Strict")
             raise resp
-        response: web.StreamResponse = await handler(request)
-        response.headers.update(SECURITY_HEADERS)
-        return response
 
     # -- handlers ------------------------------------------------------------------------------
 

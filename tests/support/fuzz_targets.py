@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,14 @@ KEY16 = bytes(range(16))
 
 def targets() -> Targets:
     """name -> (harness, seeds). Import-time work is kept here, so a fuzzer can instrument it."""
-    return {**_stream_targets(), **_signed_targets(), **_ble_targets(), **_smp_targets()}
+    return {
+        **_stream_targets(),
+        **_signed_targets(),
+        **_ble_targets(),
+        **_smp_targets(),
+        **_platform_targets(),
+        **_listener_targets(),
+    }
 
 
 def _stream_targets() -> Targets:
@@ -283,3 +291,120 @@ def _smp_states_seed() -> bytes:
 
     body = cbor2.dumps({"images": [{"slot": 0, "version": "1.4.2", "hash": bytes(32), "active": True}]})
     return bytes([1, 0, len(body) >> 8, len(body) & 0xFF, 0, 1, 0, 0]) + body
+
+
+def _platform_targets() -> Targets:
+    """What the platform's verifier takes from the fleet: signed messages (COSE), SMS parts
+    to put back together, the compact and short forms; and the modem's replies."""
+    import cbor2
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from drivers.modem.at import AtReader
+    from drivers.modem.pdu import Reassembly, submit
+    from floor import compact
+    from floor.envelope import Signer, keyring
+    from floor.errors import EnvelopeError
+    from tools.verify import Tally
+
+    key = Ed25519PrivateKey.generate()
+    signer, keys = Signer(key), keyring(key.public_key())
+
+    def verifier(data: bytes) -> None:
+        # what a gateway's key signed (the worst a gateway of the fleet can send), and the
+        # same bytes unsigned: a line for each, whatever they hold
+        tally = Tally(gateways={next(iter(keys)): "gw-f"})
+        json.dumps(tally.add("gridedge/v1/gw-f/up/gnss.fix", signer.sign_bytes(data), keys), default=str)
+        json.dumps(tally.add("gridedge/v1/gw-f/up/gnss.fix", data, keys), default=str)
+        json.dumps(tally.summary(), default=str)
+
+    def sms(data: bytes) -> None:
+        # SMS user data from any sender, in parts of any size; a whole message is verified
+        parts, tally = Reassembly(per_sender=4, max_open=16), Tally()
+        for i in range(0, len(data), 67):
+            whole = parts.feed(f"+86{data[i] % 4}", data[i : i + 67], now=float(i))
+            if whole is not None:
+                json.dumps(tally.add_compact(whole, keys), default=str)
+
+    def compact_forms(data: bytes) -> None:
+        with contextlib.suppress(EnvelopeError):
+            compact.read_short(data)
+        with contextlib.suppress(EnvelopeError, cbor2.CBORDecodeError, ValueError, RecursionError):
+            compact.unpack(cbor2.loads(data))
+
+    def modem(data: bytes) -> None:
+        AtReader().feed(data)
+
+    payload = {
+        "v": 1,
+        "gw": "gw-f",
+        "ep": [1, bytes(8)],
+        "seq": 7,
+        "kind": "sos.alarm",
+        "src": "b",
+        "prio": 0,
+        "tq": "gnss",
+        "recs": [{"tb": 1, "tu": 2, "d": {"device": "b", "counter": 3, "fix": {"lat": 1.5, "lon": 2.5}}}],
+    }
+    signed_compact = signer.sign_bytes(cbor2.dumps(compact.pack(payload)))
+    sms_seed = b"".join(p.user_data for p in submit("+8613800138000", signed_compact, 0x0102))
+    modem_seed = (
+        b"\r\nOK\r\n\r\n+CSQ: 21,99\r\n\r\nOK\r\n\r\n> \r\n+CMGS: 7\r\n\r\nOK\r\n"
+        b'+CMTI: "SM",3\r\n+CMS ERROR: 331\r\n'
+    )
+    return {
+        "verifier_cose": (verifier, [cbor2.dumps(payload)]),
+        "sms_reassembly": (sms, [sms_seed]),
+        "compact": (compact_forms, [cbor2.dumps(compact.pack(payload)), cbor2.dumps(compact.short(payload))]),
+        "modem_lines": (modem, [modem_seed]),
+    }
+
+
+def _listener_targets() -> Targets:
+    """What a peer sends the gateway's listeners: gpsd requests, HTTP requests to the page."""
+    import types
+
+    from aiohttp import web
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.http_parser import HttpRequestParserPy
+
+    from edge.feeds import request
+    from edge.i18n import from_accept_language
+    from edge.web.server import StatusSite, embed
+    from floor.config import WebConfig
+
+    def gpsd(data: bytes) -> None:
+        for cmd in data.split(b";"):
+            request(cmd.decode("ascii", "replace"))
+
+    async def status() -> dict[str, Any]:
+        return {"gw": "gw-f"}
+
+    site = StatusSite(WebConfig(listen="0.0.0.0:8480"), status, token="t0ken")
+    loop = asyncio.new_event_loop()
+    # the connection a request arrived on, as the page's checks see it (no TLS, no address)
+    conn = types.SimpleNamespace(transport=None, ssl_context=None, peername=None, sockname=None)
+
+    def page(data: bytes) -> None:
+        # the bytes through aiohttp's own request parser (its pure-Python one, which the
+        # C one mirrors), then every request through the page's access guard
+        parser = HttpRequestParserPy(conn, loop, 2**16, max_line_size=8190, max_field_size=8190)  # type: ignore[arg-type]
+        try:
+            messages, _upgraded, _tail = parser.feed_data(data)
+        except HttpProcessingError:
+            return  # answered 400 by the server, before the page sees it
+        for message, payload in messages:
+            req = web.Request(message, payload, conn, None, None, loop)  # type: ignore[arg-type]  # the connection's view
+            from_accept_language(req.headers.get("Accept-Language"))
+            with contextlib.suppress(web.HTTPException):
+                site.admit(req)
+            embed({"path": req.path, "query": dict(req.query)})
+
+    page_seed = (
+        b"GET /?token=t0ken&lang=zh_CN HTTP/1.1\r\nHost: x\r\nAccept-Language: zh-CN,zh;q=0.9\r\n"
+        b"Cookie: gridedge_token=x\r\nAuthorization: Bearer t0ken\r\n\r\n"
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    return {
+        "gpsd_commands": (gpsd, [b'?WATCH={"enable":true,"json":true};?POLL;?DEVICES;']),
+        "page_request": (page, [page_seed]),
+    }
