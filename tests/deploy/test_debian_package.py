@@ -395,6 +395,30 @@ def test_stop_ends_in_time_with_open_batches_committed(site: Site) -> None:
     site.collector.wait_for(lambda _ms: set(mmsis) <= site.mmsis(), timeout=60)
 
 
+def test_a_socket_storm_leaves_the_installed_gateway_publishing(site: Site) -> None:
+    """1,100 half-sent requests to the installed gateway's page (what once used every
+    descriptor and left the gateway deaf): under the shipped unit it keeps its uplink,
+    publishes what its receivers hear meanwhile, answers `gridedge status`, and serves
+    the page again once the storm is over."""
+    from tests.attacks.test_listener_storm import half_sent_http, http_get
+
+    site.wait_active()
+    assert site.unit("LimitNOFILE")["LimitNOFILE"] == "16384"
+    held = []
+    try:
+        held = [s for _ in range(1100) if (s := half_sent_http(8480)) is not None]
+        assert len(held) > 1000
+        mmsis = list(range(412440500, 412440510))
+        site.send_ais(mmsis)
+        site.collector.wait_for(lambda _ms: set(mmsis) <= site.mmsis(), timeout=60)
+        site.wait_status(lambda d: d["link"]["state"] == "up")
+    finally:
+        for s in held:
+            s.close()
+    site.wait_active()
+    assert http_get(8480, "/") in (200, 401)  # served again (a token is needed off loopback only)
+
+
 def test_upgrade_keeps_config_and_state_and_purge_removes_them(site: Site) -> None:
     m = site.machine
     cfg = m.path("/etc/gridedge/gateway.toml").read_text()
