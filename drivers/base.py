@@ -129,6 +129,30 @@ class StreamDriver(abc.ABC):
         self.counters.rejected[ev.reason.value] += 1
         log.debug("%s: rejected %s %s: %r", self.name, ev.reason.value, ev.detail, ev.raw[:80])
 
+    async def _read_loop(self, link: Link) -> None:
+        loop = asyncio.get_running_loop()
+        next_read = 0.0
+        while True:
+            if (pause := next_read - loop.time()) > 0:
+                await asyncio.sleep(pause)
+            if self._room is not None:
+                await self._room()
+            wait = self._poll_after()
+            if wait is None:
+                data = await link.read()
+            else:
+                try:
+                    data = await asyncio.wait_for(link.read(), wait)
+                except TimeoutError:
+                    self._flush(boottime_ms())
+                    continue
+            next_read = loop.time() + COALESCE_S if link.drained else 0.0
+            self.counters.bytes += len(data)
+            self.counters.last_ms = time.time_ns() // 1_000_000
+            if self._tap is not None:
+                self._tap(self.dev_id, data)
+            self._feed(data, boottime_ms())
+
     async def run(self) -> None:
         self._new_stream()
         ignored_before = self._ignored()
@@ -137,33 +161,12 @@ class StreamDriver(abc.ABC):
                 self.counters.opened += 1
                 self._opened(link)
                 self._state(DeviceState.CONNECTED)
-                loop = asyncio.get_running_loop()
-                next_read = 0.0
-                while True:
-                    if (pause := next_read - loop.time()) > 0:
-                        try:
-                            await asyncio.sleep(pause)
-                        except asyncio.CancelledError:
-                            # stopping: what already reached the link is parsed, not dropped
-                            self._last_read(link)
-                            raise
-                    if self._room is not None:
-                        await self._room()
-                    wait = self._poll_after()
-                    if wait is None:
-                        data = await link.read()
-                    else:
-                        try:
-                            data = await asyncio.wait_for(link.read(), wait)
-                        except TimeoutError:
-                            self._flush(boottime_ms())
-                            continue
-                    next_read = loop.time() + COALESCE_S if link.drained else 0.0
-                    self.counters.bytes += len(data)
-                    self.counters.last_ms = time.time_ns() // 1_000_000
-                    if self._tap is not None:
-                        self._tap(self.dev_id, data)
-                    self._feed(data, boottime_ms())
+                try:
+                    await self._read_loop(link)
+                except asyncio.CancelledError:
+                    # stopping, wherever it waited: what already reached the link is parsed, not dropped
+                    self._last_read(link)
+                    raise
         except DeviceSilent:
             self.counters.silent += 1
             self._drain(boottime_ms())
