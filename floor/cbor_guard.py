@@ -25,6 +25,12 @@ def check(data: bytes, *, tags: frozenset[int] = frozenset(), max_depth: int = M
         raise CborRefused("bytes after the item")
 
 
+def item_end(data: bytes, *, tags: frozenset[int] = frozenset(), max_depth: int = MAX_DEPTH) -> int:
+    """Where the first item of `data` ends, checked as `check` checks; bytes may follow
+    it (a short form's signature)."""
+    return _Walk(data, tags, max_depth).item(0, 0)
+
+
 class _Walk:
     def __init__(self, data: bytes, tags: frozenset[int], max_depth: int) -> None:
         self.data = data

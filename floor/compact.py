@@ -15,12 +15,12 @@ codes are only ever added, never reused).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
 import cbor2
 
+from floor import cbor_guard
 from floor.errors import EnvelopeError, EnvelopeReason
 
 COMPACT_VERSION = 1
@@ -208,12 +208,14 @@ def read_short(data: bytes) -> tuple[dict[str, Any], bytes, bytes | None]:
     64 bytes of an Ed25519 signature over `short_to_sign(that CBOR)`): (what it says, the
     CBOR, the signature or None). The signature is for the caller to check with the key
     of the gateway the bearer's sender identity names."""
-    stream = io.BytesIO(data)
     try:
-        form = cbor2.CBORDecoder(stream).decode()
+        end = cbor_guard.item_end(data)  # checked before anything decodes it
+        form = cbor2.loads(data[:end])
+    except cbor_guard.CborRefused as exc:
+        raise EnvelopeError(EnvelopeReason.CBOR, f"short form: {exc}") from None
     except Exception as exc:  # hostile bytes: cbor2 raises several types, all mean "not CBOR"
         raise EnvelopeError(EnvelopeReason.CBOR, f"short form: {type(exc).__name__}") from None
-    body, rest = data[: stream.tell()], data[stream.tell() :]
+    body, rest = data[:end], data[end:]
     if rest and len(rest) != SIGNATURE_BYTES:
         raise EnvelopeError(EnvelopeReason.STRUCTURE, f"{len(rest)} bytes after the short form")
     return unshort(form), body, rest or None

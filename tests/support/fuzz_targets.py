@@ -302,6 +302,8 @@ def _platform_targets() -> Targets:
     from drivers.modem.at import AtReader
     from drivers.modem.pdu import Reassembly, submit
     from floor import compact
+    from floor.cbor_guard import CborRefused
+    from floor.cbor_guard import check as guard
     from floor.envelope import Signer, keyring
     from floor.errors import EnvelopeError
     from tools.verify import Tally
@@ -326,9 +328,15 @@ def _platform_targets() -> Targets:
                 json.dumps(tally.add_compact(whole, keys), default=str)
 
     def compact_forms(data: bytes) -> None:
+        # a short form as a bearer hands it over; a compact array as a verified payload
+        # (what verify has let through its CBOR guard)
         with contextlib.suppress(EnvelopeError):
             compact.read_short(data)
-        with contextlib.suppress(EnvelopeError, cbor2.CBORDecodeError, ValueError, RecursionError):
+        try:
+            guard(data)
+        except CborRefused:
+            return
+        with contextlib.suppress(EnvelopeError):
             compact.unpack(cbor2.loads(data))
 
     def modem(data: bytes) -> None:
