@@ -214,8 +214,8 @@ MAX_RECORD_DEPTH = 8
 
 
 def _record_problem(rec: Any) -> str:
-    """Why a record is not `{"tb": int, "tu": int or null, "d": map}` with text keys all
-    the way down and plain values (what any consumer can print or store), or ""."""
+    """Why a record is not `{"tb": int, "tu": int or null, "d": map}` with text or number
+    keys all the way down and plain values (what any consumer can print or store), or ""."""
     if not isinstance(rec, dict) or set(rec) != {"tb", "tu", "d"}:
         return "not a map of tb, tu, d"
     tb, tu = rec["tb"], rec["tu"]
@@ -231,7 +231,7 @@ def _value_problem(v: Any, depth: int) -> str:
         return "nested too deep"
     if isinstance(v, dict):
         for k, x in v.items():
-            if not isinstance(k, str):
+            if not (k is None or isinstance(k, str | int | float)):  # what JSON can name a key by
                 return f"a key of type {type(k).__name__}"
             if problem := _value_problem(x, depth + 1):
                 return problem

@@ -45,8 +45,8 @@ def payload(gw: str, seq: int, d: Any, kind: str = "gnss.fix") -> dict[str, Any]
 
 SHAPES = [  # signed and well-formed CBOR, but no consumer can take it: junk of that gateway
     {b"\x00key": 1},  # a byte-string map key (what was seen)
-    {1: "int key"},
-    {"nested": {"deeper": {(1, 2): "tuple key"}}},
+    {"list": [{b"k": 1}]},
+    {"nested": {"deeper": {(1, 2): "array key"}}},
 ]
 UNREADABLE = [  # refused before anything reads the payload (floor/cbor_guard.py)
     {"tag": cbor2.CBORTag(1234, "x")},

@@ -404,7 +404,9 @@ def test_config_adding_a_trust_key_without_rotation_is_refused(rig: Rig) -> None
         "id": res["id"],
         "ok": False,
         "error": "trust_change_refused",
-        "detail": "[trust] changes need a rotation signed by the current key",
+        "detail": (
+            "trust.command_key changed: that needs a rotation by the current command key and the new one"
+        ),
     }
     _, res = apply(rig, good.replace("batch_ms = 50", "batch_ms = 60"), signer=other_signer())
     assert res["ok"] is False and res["error"] == "bad_bundle"
