@@ -55,6 +55,12 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
     return asyncio.run(main())
 
 
+def cmd_platform(args: argparse.Namespace) -> int:
+    from tools.platform import main as platform_main
+
+    return platform_main(args.rest)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_forever  # the CLI is the one place that wires the app
 
@@ -376,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _firmware_args(sp)
     sp.set_defaults(func=cmd_firmware_push)
+    sp = sub.add_parser(
+        "platform",
+        help="sign (and send) what the platform owns: commands, bundles, manifests",
+        add_help=False,
+    )
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_platform)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
     sp.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"
