@@ -334,10 +334,11 @@ def _platform_targets() -> Targets:
             compact.read_short(data)
         try:
             guard(data)
-        except CborRefused:
-            return
+            decoded = cbor2.loads(data)
+        except (CborRefused, cbor2.CBORDecodeError):
+            return  # refused as verify refuses it (EnvelopeError CBOR)
         with contextlib.suppress(EnvelopeError):
-            compact.unpack(cbor2.loads(data))
+            compact.unpack(decoded)
 
     def modem(data: bytes) -> None:
         AtReader().feed(data)
