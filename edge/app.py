@@ -34,7 +34,7 @@ from edge.deliveries import Deliveries, Delivery, through
 from edge.devices import Devices
 from edge.feeds import GpsdFeed, NmeaForwarder
 from edge.handlers import HANDLERS
-from edge.health import exit_if_stuck, sd_notify, serve_status, watchdog
+from edge.health import STATUS, exit_if_stuck, sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
 from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
 from edge.posture import Effects, Posture
@@ -43,7 +43,7 @@ from edge.reconfig import rollback
 from edge.status import status_document, with_oldest
 from edge.timekeeping import TimeKeeper
 from edge.trust import TrustKeys
-from edge.web.listen import serve_when_asked
+from edge.web.listen import WEB, serve_when_asked
 from firmware_bridge.bridge import FirmwareBridge
 from floor.clock import Clock, Stamp, boottime_ms
 from floor.config import Config, PostureConfig
@@ -348,6 +348,8 @@ class Gateway:
                 "alarms": self.alarms.snapshot,
                 "posture": self.posture.snapshot,
                 "feeds": lambda: {"gpsd": _snap(self.gpsd), "nmea_udp": _snap(self.nmea_out)},
+                # who was turned away or timed out at the page and the status socket
+                "listeners": lambda: {"web": WEB.snapshot(), "status": STATUS.snapshot()},
             },
         )
 

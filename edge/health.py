@@ -77,13 +77,14 @@ async def watchdog() -> None:
 
 STATUS_CLIENTS = 16  # status socket connections at once (gridedge status, scripts)
 STATUS_S = 5.0  # each gets its document within this, or is closed
+STATUS = Admission("status socket", total=STATUS_CLIENTS, per_peer=STATUS_CLIENTS)
 
 
 async def serve_status(path: Path, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     """Answer every connection on a unix socket with one JSON status document: at most
     `STATUS_CLIENTS` at once, each within `STATUS_S` (a client that does not read is
     closed, it cannot hold the socket)."""
-    admission = Admission("status socket", total=STATUS_CLIENTS, per_peer=STATUS_CLIENTS)
+    admission = STATUS
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not admission.admit("local"):
