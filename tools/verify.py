@@ -8,7 +8,7 @@ import json
 import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -117,6 +117,62 @@ def gaps(
     return count, first
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What the checks made of one message: its payload (None when refused), the key
+    that signed it, why it fails (empty when it does not), and whether it is junk (signed
+    by a trusted key but no message a consumer can take: held against that key's gateway)."""
+
+    payload: dict[str, Any] | None
+    kid: bytes | None
+    error: str = ""
+    junk: bool = False
+
+
+def check_message(
+    topic: str,
+    data: bytes,
+    keys: Mapping[bytes, Ed25519PublicKey],
+    gateways: Mapping[bytes, str],
+    prefix: str = "gridedge/v1",
+) -> Checked:
+    """The platform's checks of one MQTT message (gridedge verify and gridedge receive
+    both make them): the signature by a trusted key, the payload's shape, the key bound to
+    the gateway it speaks for (`gateways`: kid -> gw), the topic exactly its own."""
+    try:
+        verified = verify(data, keys)
+    except EnvelopeError as exc:
+        return Checked(None, None, exc.reason.value)
+    try:
+        p = check_gateway_payload(verified.payload)
+    except EnvelopeError as exc:
+        return Checked(None, verified.kid, exc.reason.value, junk=True)
+    status = p["kind"] == "gateway.status"
+    expected = f"{prefix}/{p['gw']}/status" if status else f"{prefix}/{p['gw']}/up/{p['kind']}"
+    bound = gateways.get(verified.kid)
+    if bound is not None and bound != p["gw"]:  # a gateway's key speaks only for that gateway
+        return Checked(p, verified.kid, "key_not_for_gateway")
+    return Checked(p, verified.kid, "" if topic == expected else "topic_mismatch")
+
+
+def check_compact(
+    data: bytes, keys: Mapping[bytes, Ed25519PublicKey], gateways: Mapping[bytes, str]
+) -> Checked:
+    """The same checks of a message in its compact signed form (an SMS or BeiDou copy)."""
+    try:
+        verified = verify(data, keys)
+    except EnvelopeError as exc:
+        return Checked(None, None, exc.reason.value)
+    try:
+        p = check_gateway_payload(compact.unpack(verified.payload))
+    except EnvelopeError as exc:
+        return Checked(None, verified.kid, exc.reason.value, junk=True)
+    bound = gateways.get(verified.kid)
+    if bound is not None and bound != p["gw"]:
+        return Checked(p, verified.kid, "key_not_for_gateway")
+    return Checked(p, verified.kid)
+
+
 @dataclass
 class Tally:
     """What the verifier has seen, per gateway."""
@@ -138,48 +194,29 @@ class Tally:
     junk: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # gw -> its signed junk
 
     def add(self, topic: str, payload_bytes: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
-        try:
-            verified = verify(payload_bytes, keys)
-        except EnvelopeError as exc:
-            return self._refused(topic, exc)
-        try:
-            p = check_gateway_payload(verified.payload)
-        except EnvelopeError as exc:
-            return self._junk(verified.kid, topic, exc)
-        line = self._line(p, topic)
-        status = p["kind"] == "gateway.status"
-        expected = f"{self.prefix}/{p['gw']}/status" if status else f"{self.prefix}/{p['gw']}/up/{p['kind']}"
-        if (bad := self._bound(verified.kid, p)) or topic != expected:
-            return self._invalid(line, bad or "topic_mismatch")
-        return self._count(p, line)
+        return self._take(check_message(topic, payload_bytes, keys, self.gateways, self.prefix), topic)
 
     def add_compact(self, data: bytes, keys: dict[bytes, Ed25519PublicKey]) -> dict[str, Any]:
         """A message in its compact signed form, as a second bearer (SMS) carried it: the
         same checks, and the same (gw, ep, seq) as its MQTT copy (a duplicate of it)."""
-        try:
-            verified = verify(data, keys)
-        except EnvelopeError as exc:
-            return self._refused("sms", exc)
-        try:
-            p = check_gateway_payload(compact.unpack(verified.payload))
-        except EnvelopeError as exc:
-            return self._junk(verified.kid, "sms", exc)
-        line = self._line(p, "sms") | {"bearer": "sms"}
-        if bad := self._bound(verified.kid, p):
-            return self._invalid(line, bad)
-        return self._count(p, line)
+        return self._take(check_compact(data, keys, self.gateways), "sms")
 
-    def _junk(self, kid: bytes, topic: str, exc: EnvelopeError) -> dict[str, Any]:
-        """Signed by a trusted key, but not a message any consumer can take: refused, and
-        counted against the gateway the key belongs to (the rest of the fleet goes on)."""
-        who = self.gateways.get(kid) or topic.removeprefix(f"{self.prefix}/").partition("/")[0] or "?"
-        self.junk[who] += 1
-        return {**self._refused(topic, exc), "gw": who}
-
-    def _refused(self, topic: str, exc: EnvelopeError) -> dict[str, Any]:
-        self.invalid += 1
-        self.reasons[exc.reason.value] += 1
-        return {"topic": topic, "ok": False, "error": exc.reason.value}
+    def _take(self, c: Checked, topic: str) -> dict[str, Any]:
+        if c.payload is None:
+            self.invalid += 1
+            self.reasons[c.error] += 1
+            line: dict[str, Any] = {"topic": topic, "ok": False, "error": c.error}
+            if c.junk:
+                who = (
+                    self.gateways.get(c.kid or b"") or topic.removeprefix(f"{self.prefix}/").partition("/")[0]
+                )
+                self.junk[who or "?"] += 1
+                line["gw"] = who or "?"
+            return line
+        line = self._line(c.payload, topic) | ({"bearer": "sms"} if topic == "sms" else {})
+        if c.error:
+            return self._invalid(line, c.error)
+        return self._count(c.payload, line)
 
     @staticmethod
     def _line(p: dict[str, Any], topic: str) -> dict[str, Any]:
@@ -194,11 +231,6 @@ class Tally:
             "recs": p["recs"],
             "ok": True,
         }
-
-    def _bound(self, kid: bytes, p: dict[str, Any]) -> str:
-        bound = self.gateways.get(kid)
-        # a gateway's key speaks only for that gateway: A cannot sign as B
-        return "key_not_for_gateway" if bound is not None and bound != p["gw"] else ""
 
     def _count(self, p: dict[str, Any], line: dict[str, Any]) -> dict[str, Any]:
         gw, ep, seq = p["gw"], p["ep"], p["seq"]
