@@ -55,6 +55,15 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
     return asyncio.run(main())
 
 
+def cmd_receive(args: argparse.Namespace) -> int:
+    try:
+        from tools.receive.service import main as receive_main
+    except ImportError as exc:
+        print(f"gridedge receive: {exc.name} is missing: pip install 'gridedge[platform]'", file=sys.stderr)
+        return 1
+    return receive_main(args.rest)
+
+
 def cmd_platform(args: argparse.Namespace) -> int:
     from tools.platform import main as platform_main
 
@@ -389,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=cmd_platform)
+    sp = sub.add_parser(
+        "receive",
+        help="the platform's receiver: the fleet's messages into PostgreSQL (platform extra)",
+        add_help=False,
+    )
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_receive)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
     sp.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"
