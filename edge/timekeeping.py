@@ -5,13 +5,14 @@ the platform can re-date what was stamped before.
 Whether the system's NTP client has synchronised the clock: systemd-timesyncd says so by
 a flag file (floor/clock.py); chrony and ntpd set the kernel's own status, which the unit
 does not let the gateway read (adjtimex is outside its system call filter), so it asks
-systemd-timedated over D-Bus (`NTPSynchronized`, which timedated reads from the kernel
-for whichever client runs)."""
+systemd-timedated (`NTPSynchronized`, which timedated reads from the kernel for
+whichever client runs) with `busctl`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,42 +26,35 @@ CLOCK_CHECK_S = 30.0
 
 TIMEDATED = "org.freedesktop.timedate1"
 ASK_S = 5.0
+BUSCTL = ("/usr/bin/busctl", "/bin/busctl")
 
 
 async def timedated_synced() -> bool | None:
     """systemd-timedated's `NTPSynchronized` (the kernel's clock status, for any NTP
-    client); None when there is no system bus or no timedated to ask."""
-    try:
-        from dbus_fast import BusType, Message, MessageType
-        from dbus_fast.aio import MessageBus
-    except ImportError:
+    client), asked with systemd's own `busctl` (a D-Bus library in the gateway would cost
+    every gateway its memory for a question asked only while the clock is untrusted);
+    None when there is no busctl, no system bus or no timedated to ask."""
+    busctl = next((b for b in BUSCTL if os.access(b, os.X_OK)), None)
+    if busctl is None:
         return None
+    args = ("get-property", TIMEDATED, "/org/freedesktop/timedate1", TIMEDATED, "NTPSynchronized")
     try:
-        async with asyncio.timeout(ASK_S):
-            bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-            try:
-                reply = await bus.call(
-                    Message(
-                        destination=TIMEDATED,
-                        path="/org/freedesktop/timedate1",
-                        interface="org.freedesktop.DBus.Properties",
-                        member="Get",
-                        signature="ss",
-                        body=[TIMEDATED, "NTPSynchronized"],
-                    )
-                )
-            finally:
-                bus.disconnect()
-    except (OSError, TimeoutError, ValueError, EOFError) as exc:
+        proc = await asyncio.create_subprocess_exec(
+            busctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), ASK_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None
+    except OSError as exc:
         log.debug("clock: timedated not asked: %s", exc)
         return None
-    except Exception as exc:  # dbus-fast raises its own types for an absent or refusing bus
-        log.debug("clock: timedated not asked: %r", exc)
+    answer = out.decode("ascii", "replace").split()  # "b true"
+    if proc.returncode != 0 or len(answer) != 2 or answer[0] != "b":
         return None
-    if reply is None or reply.message_type != MessageType.METHOD_RETURN or not reply.body:
-        return None
-    value = getattr(reply.body[0], "value", None)
-    return value if isinstance(value, bool) else None
+    return answer[1] == "true"
 
 
 class TimeKeeper:
