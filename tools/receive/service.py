@@ -30,6 +30,7 @@ from tools.receive.store import Store
 
 log = logging.getLogger(__name__)
 
+BATCH = 500  # messages committed together at most (what waited while the last commit ran)
 SESSION_S = 86400  # how long the broker keeps an instance's session (and its messages) while it is away
 
 
@@ -74,19 +75,38 @@ class ReceiveService:
         with Store.open(self.dsn) as store:
             receiver = Receiver(store, prefix=self.prefix)
             while True:
-                item = self._work.get()
-                if item is None:
+                batch = self._next_batch()
+                if batch is None:
                     return
-                topic, data, mid, qos = item
                 try:
-                    receiver.take(topic, data)
+                    with store.batch():
+                        for topic, data, _mid, _qos in batch:
+                            receiver.take(topic, data)
                 except Exception:
                     # the store failed: nothing unacknowledged is lost (the session keeps it for
                     # the next start), so the process ends and its supervisor starts it again
-                    log.exception("receive: a message could not be stored; exiting, the broker keeps it")
+                    log.exception("receive: messages could not be stored; exiting, the broker keeps them")
                     os._exit(70)
-                if qos:
-                    self.client.ack(mid, qos)
+                for _topic, _data, mid, qos in batch:  # only now: their rows are committed
+                    if qos:
+                        self.client.ack(mid, qos)
+
+    def _next_batch(self) -> list[tuple[str, bytes, int, int]] | None:
+        """The next message, and what else is waiting (up to BATCH): one commit for them all."""
+        first = self._work.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < BATCH:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._work.put(None)
+                break
+            batch.append(item)
+        return batch
 
     def run(self) -> None:
         worker = threading.Thread(target=self._worker, name="receive.store", daemon=True)

@@ -15,8 +15,9 @@ Every change of the schema is a numbered migration, applied once, in order (`mig
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,7 @@ def _jsonable(o: object) -> object:
 class Store:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        self._in_batch = False
 
     @classmethod
     def open(cls, dsn: str) -> Store:
@@ -101,6 +103,21 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many messages in one transaction: all of them committed, or none (the caller
+        acknowledges them to the broker only after)."""
+        with self.conn.transaction():
+            self._in_batch = True
+            try:
+                yield
+            finally:
+                self._in_batch = False
+
+    def _tx(self) -> contextlib.AbstractContextManager[Any]:
+        """A transaction of its own, or none inside a batch (no savepoint per message)."""
+        return contextlib.nullcontext() if self._in_batch else self.conn.transaction()
 
     def __enter__(self) -> Store:
         return self
@@ -137,8 +154,8 @@ class Store:
 
     def gateways(self) -> dict[bytes, Gateway]:
         """kid -> the gateway it speaks for."""
-        rows = self.conn.execute("SELECT kid, gw, public_key, status FROM gateways").fetchall()
-        self.conn.commit()
+        with self._tx():
+            rows = self.conn.execute("SELECT kid, gw, public_key, status FROM gateways").fetchall()
         return {
             bytes(kid): Gateway(gw, Ed25519PublicKey.from_public_bytes(bytes(raw)), status)
             for kid, gw, raw, status in rows
@@ -151,7 +168,7 @@ class Store:
         row was there already (a redelivery, another bearer's copy)."""
         gw, (counter, nonce), seq = p["gw"], p["ep"], p["seq"]
         recs = json.dumps(p["recs"], default=_jsonable)
-        with self.conn.transaction():
+        with self._tx():
             new = self.conn.execute(
                 "INSERT INTO messages (gw, ep_counter, ep_nonce, seq, kind, src, prio, tq, bearer, recs)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
@@ -211,10 +228,10 @@ class Store:
                     )
 
     def gaps(self, gw: str) -> list[tuple[int, int]]:
-        rows = self.conn.execute(
-            "SELECT lo, hi FROM gaps WHERE gw = %s ORDER BY ep_counter, lo", (gw,)
-        ).fetchall()
-        self.conn.commit()
+        with self._tx():
+            rows = self.conn.execute(
+                "SELECT lo, hi FROM gaps WHERE gw = %s ORDER BY ep_counter, lo", (gw,)
+            ).fetchall()
         return [(int(a), int(b)) for a, b in rows]
 
     # junk ---------------------------------------------------------------------------
@@ -222,7 +239,7 @@ class Store:
     def junk(self, gw: str, *, threshold: int = QUARANTINE_AFTER) -> str:
         """A signed message of `gw` no consumer can take: counted; the gateway's status now
         (quarantined once it has sent `threshold` of them)."""
-        with self.conn.transaction():
+        with self._tx():
             row = self.conn.execute(
                 "UPDATE gateways SET junk = junk + 1,"
                 " status = CASE WHEN junk + 1 >= %s AND status = 'active' THEN 'quarantined' ELSE status END,"
@@ -234,5 +251,5 @@ class Store:
 
     def refused(self, gw: str) -> None:
         """A message of a quarantined (or retired) gateway, counted and not stored."""
-        with self.conn.transaction():
+        with self._tx():
             self.conn.execute("UPDATE gateways SET refused = refused + 1 WHERE gw = %s", (gw,))
