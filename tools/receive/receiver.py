@@ -25,11 +25,16 @@ class Receiver:
         self.quarantine_after = quarantine_after
         self.outcomes: Counter[str] = Counter()
         self._registry: dict[bytes, Gateway] = {}
+        self._keys: dict[bytes, Any] = {}
+        self._bound: dict[bytes, str] = {}
         self._read_at = -1e18
 
     def _gateways(self) -> dict[bytes, Gateway]:
         if time.monotonic() - self._read_at > REGISTRY_TTL_S:
             self._registry, self._read_at = self.store.gateways(), time.monotonic()
+            # what the checks take, built once per reading of the registry, not per message
+            self._keys = {kid: g.key for kid, g in self._registry.items()}
+            self._bound = {kid: g.gw for kid, g in self._registry.items()}
         return self._registry
 
     def refresh(self) -> None:
@@ -37,17 +42,13 @@ class Receiver:
 
     def take(self, topic: str, data: bytes) -> str:
         """One MQTT message: `stored`, `duplicate`, or why it was not stored."""
-        reg = self._gateways()
-        keys = {kid: g.key for kid, g in reg.items()}
-        bound = {kid: g.gw for kid, g in reg.items()}
-        return self._store(check_message(topic, data, keys, bound, self.prefix), "mqtt")
+        self._gateways()
+        return self._store(check_message(topic, data, self._keys, self._bound, self.prefix), "mqtt")
 
     def take_compact(self, data: bytes, bearer: str) -> str:
         """A compact signed copy another bearer brought (`sms`, `beidou`)."""
-        reg = self._gateways()
-        keys = {kid: g.key for kid, g in reg.items()}
-        bound = {kid: g.gw for kid, g in reg.items()}
-        return self._store(check_compact(data, keys, bound), bearer)
+        self._gateways()
+        return self._store(check_compact(data, self._keys, self._bound), bearer)
 
     def _store(self, c: Checked, bearer: str) -> str:
         gateway = self._registry.get(c.kid) if c.kid is not None else None
