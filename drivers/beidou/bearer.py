@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drivers.beidou.config import BeidouConfig
 from drivers.beidou.parse import Outcome
-from drivers.beidou.part import BeidouConfig
 from drivers.beidou.terminal import BeidouTerminal
 from drivers.part import BearerRefused
 from floor.compact import SIGNATURE_BYTES, short_to_sign, shortened

@@ -24,6 +24,7 @@ from typing import Any
 
 from drivers.ais.tracker import VesselTracker
 from drivers.base import Emit, ShapedDriver
+from drivers.beidou.config import MAX_CARDS, BeidouDevice, cards_problem
 from drivers.beidou.parse import (
     BdParser,
     CardInfo,
@@ -35,7 +36,6 @@ from drivers.beidou.parse import (
     send,
     send_bds3,
 )
-from drivers.beidou.part import MAX_CARDS, BeidouDevice, cards_problem
 from drivers.net_link import Link
 from drivers.nmea0183 import Rejected
 from drivers.part import BearerRefused

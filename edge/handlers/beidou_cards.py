@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from drivers.beidou.part import cards_problem
+from drivers.beidou.config import cards_problem
 from drivers.beidou.terminal import BeidouTerminal
 from edge.commands import Command, CommandError, Rejected
 from edge.handlers.base import GatewayView
