@@ -11,14 +11,11 @@ report (`$BDDWR`) and message (`$BDTXR`).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import threading
 import time
 from dataclasses import dataclass, field
 
 from drivers.nmea0183 import sentence
+from drivers.pty_sim import PtyServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,38 +94,9 @@ class SimTerminal:
         return sentence(f"BDTXR,1,{card},1,,{text.encode('gb18030').hex().upper()}")
 
 
-class PtyTerminal:
+class PtyTerminal(PtyServer):
     """A SimTerminal serving a pty master in a thread; `inject` writes its own output."""
 
     def __init__(self, master: int, terminal: SimTerminal | None = None) -> None:
-        self.master = master
         self.terminal = terminal or SimTerminal()
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> PtyTerminal:
-        self._thread.start()
-        return self
-
-    def inject(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.master, data)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, ValueError):
-                ready, _, _ = select.select([self.master], [], [], 0.1)
-                if not ready:
-                    continue
-                data = os.read(self.master, 4096)
-                with self.lock:
-                    answer = self.terminal.feed(data)
-                if answer:
-                    os.write(self.master, answer)
-                continue
-            self._stop.wait(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
+        super().__init__(master, self.terminal.feed)

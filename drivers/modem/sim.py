@@ -6,12 +6,10 @@ and now and then an unsolicited `+CMTI`. What it was asked to send is kept as he
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import select
-import threading
 from dataclasses import dataclass, field
+
+from drivers.pty_sim import PtyServer
 
 CTRL_Z, ESC = 0x1A, 0x1B
 
@@ -144,34 +142,9 @@ def _read(raw: bytes) -> Sent:
     return Sent(("+" if toa == 0x91 else "") + number, dcs, raw[at + 1 : at + 1 + octets], udl)
 
 
-class PtyModem:
+class PtyModem(PtyServer):
     """A SimModem serving a pty master in a thread."""
 
     def __init__(self, master: int, modem: SimModem | None = None) -> None:
-        self.master = master
         self.modem = modem or SimModem()
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> PtyModem:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(OSError, ValueError):
-                ready, _, _ = select.select([self.master], [], [], 0.1)
-                if not ready:
-                    continue
-                data = os.read(self.master, 4096)
-                with self.lock:
-                    answer = self.modem.feed(data)
-                if answer:
-                    os.write(self.master, answer)
-                continue
-            self._stop.wait(0.1)  # unplugged: nothing to serve until replugged
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
+        super().__init__(master, self.modem.feed)
