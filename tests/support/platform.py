@@ -14,6 +14,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from floor.envelope import Signer, load_private_key
 from tests.support.gateway import write_keypair
+from tools.platform import bundle as sign_bundle
+from tools.platform import command as sign_command
 
 TlsFiles = tuple[Path, Path, Path]  # CA, client certificate, client key
 
@@ -50,19 +52,7 @@ class Platform:
         if cseq is None:
             self.cseq += 1
             cseq = self.cseq
-        cid = str(uuid.uuid4())
-        now = int(time.time() * 1000)
-        payload = {
-            "v": 1,
-            "id": cid,
-            "to": to,
-            "cseq": cseq,
-            "iat": now,
-            "exp": now + int(exp_in_s * 1000),
-            "type": type_,
-            "args": args or {},
-        }
-        return cid, (signer or self.signer).sign(payload)
+        return sign_command(signer or self.signer, to=to, type_=type_, args=args, cseq=cseq, valid_s=exp_in_s)
 
     def send(self, gw: str, data: bytes, *, topic: str | None = None, retain: bool = False) -> None:
         info = self.client.publish(topic or f"{self.prefix}/{gw}/cmd", data, qos=1, retain=retain)
@@ -82,10 +72,15 @@ def raw_cbor(payload: dict[str, Any]) -> bytes:
 
 
 def bundle(
-    platform: Platform, gw: str, text: str, *, rotation: bytes | None = None, signer: Signer | None = None
+    platform: Platform,
+    gw: str,
+    text: str,
+    *,
+    rotation: list[bytes] | None = None,
+    signer: Signer | None = None,
 ) -> bytes:
     """A config bundle for config.apply, signed like the platform signs it."""
-    return (signer or platform.signer).sign({"v": 1, "gw": gw, "config": text, "rotation": rotation})
+    return sign_bundle(signer or platform.signer, gw=gw, config=text, rotations=rotation)
 
 
 class FirmwarePlatform(Platform):
