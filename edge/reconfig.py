@@ -59,16 +59,11 @@ ANCHORS: tuple[tuple[str, Callable[[Config], object]], ...] = (
 )
 # Every file a config names; one a bundle changes may not lie in the state directory
 # (the outbox, the replay state and the applied config are there).
-PATHS: tuple[tuple[str, Callable[[Config], Path | None]], ...] = (
+PATHS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("trust.command_key", lambda c: c.trust.command_key),
     ("trust.firmware_key", lambda c: c.trust.firmware_key),
     ("web.token_file", lambda c: c.web.token_file),
-    ("gateway.status_socket", lambda c: c.gateway.status_socket),
-    ("firmware.floor_mirror", lambda c: c.firmware.floor_mirror),
-    ("mqtt.tls_ca", lambda c: c.mqtt.tls_ca),
-    ("mqtt.tls_cert", lambda c: c.mqtt.tls_cert),
-    ("mqtt.tls_key", lambda c: c.mqtt.tls_key),
-    ("gateway.key", lambda c: c.gateway.key),
+    *(anchor for anchor in ANCHORS if anchor[0] != "mqtt.insecure"),
 )
 ROLES = ("command", "firmware")  # the platform's keys a rotation may move
 ROTATION_VERSION = 2
@@ -166,9 +161,9 @@ def _parsed(text: str, current: Config) -> Config:
     return new
 
 
-def _within(path: Path | None, cfg: Config) -> bool:
+def _within(path: object, cfg: Config) -> bool:
     """Whether `path` lies in `cfg`'s state directory (symlinks followed)."""
-    if path is None:
+    if not isinstance(path, Path):
         return False
     return path.resolve().is_relative_to(cfg.gateway.state_dir.resolve())
 
