@@ -391,20 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _firmware_args(sp)
     sp.set_defaults(func=cmd_firmware_push)
-    sp = sub.add_parser(
-        "platform",
-        help="sign (and send) what the platform owns: commands, bundles, manifests",
-        add_help=False,
-    )
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=cmd_platform)
-    sp = sub.add_parser(
-        "receive",
-        help="the platform's receiver: the fleet's messages into PostgreSQL (platform extra)",
-        add_help=False,
-    )
-    sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=cmd_receive)
+    for name, func, what in (
+        ("platform", cmd_platform, "sign (and send) what the platform owns: commands, bundles, manifests"),
+        (
+            "receive",
+            cmd_receive,
+            "the platform's receiver: the fleet's messages into PostgreSQL (platform extra)",
+        ),
+    ):  # their own parsers take the rest of the line
+        sp = sub.add_parser(name, help=what, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+        sp.set_defaults(func=func)
     sp = sub.add_parser("demo", help="everything local: broker, simulated devices, live view")
     sp.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)"
