@@ -80,8 +80,7 @@ class ReceiveService:
                     return
                 try:
                     with store.batch():
-                        for topic, data, _mid, _qos in batch:
-                            receiver.take(topic, data)
+                        receiver.take_many([(topic, data) for topic, data, _mid, _qos in batch])
                 except Exception:
                     # the store failed: nothing unacknowledged is lost (the session keeps it for
                     # the next start), so the process ends and its supervisor starts it again

@@ -1,14 +1,28 @@
 """The platform's store, in PostgreSQL: the gateway registry, every verified message
-once, each epoch's gaps, and what each gateway sent that no consumer can take.
+once, each epoch's gaps, the time anchors that re-date records, and what each gateway
+sent that no consumer can take.
 
-A message is keyed by `(gw, ep counter, ep nonce, seq)`: a broker's redelivery, or the
-SMS or BeiDou copy of an alarm, is the same row (the first bearer to bring it is kept
-in `bearer`). Within an epoch, a seq beyond the last one seen opens a gap; a late
-message closes the part of the gap it fills. A life-safety message is announced with
-`NOTIFY gridedge_life_safety` in the transaction that stores it, so a listener hears of
-it exactly when the row is there. A gateway whose signed messages are junk is counted,
-and quarantined past a threshold: its messages are then refused, counted, never stored,
-and nothing it sends slows the others.
+Messages are stored in batches (`add_many`): one transaction, a fixed handful of
+statements whatever the batch's size. Exactly once is held by each epoch's row, locked
+while a batch changes it: an epoch knows its first and last seq and its open gaps, so a
+seq is new only when it lies beyond the ends or inside a gap; anything else is a
+redelivery or another bearer's copy (the first bearer is kept in `bearer`). The
+epoch's first, last and gaps are thus the set of seqs received, kept in runs. A
+life-safety message is announced with `NOTIFY gridedge_life_safety` in the transaction
+that stores it, so a listener hears of it exactly when the row is there.
+
+`messages` is partitioned by the day it was received (one table a day, made ahead of
+time; a day without one lands in `messages_default`), so old days are dropped as
+whole tables (`drop_days_before`). Records are re-dated at reading time by the view
+`records_dated`: each epoch's boot (from its `gateway.status` or `time.anchor`) and
+each boot's latest trusted anchor give a record stamped with an untrusted clock its
+time, `anchor.tu + (tb - anchor.tb)` (tools/redate.py makes the same rule for
+`gridedge verify`), so an anchor that arrives late re-dates everything before it with
+no rewrite.
+
+A gateway whose signed messages are junk is counted, and quarantined past a
+threshold: its messages are then refused, counted, never stored, and nothing it sends
+slows the others.
 
 Every change of the schema is a numbered migration, applied once, in order (`migrate`).
 """
@@ -16,9 +30,10 @@ Every change of the schema is a numbered migration, applied once, in order (`mig
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -28,6 +43,7 @@ from floor.envelope import kid_of
 
 CHANNEL = "gridedge_life_safety"
 QUARANTINE_AFTER = 100  # junk messages before a gateway is quarantined
+DAYS_AHEAD = 7  # daily partitions made this far ahead (and for yesterday)
 
 MIGRATIONS: Sequence[str] = (
     """
@@ -41,21 +57,6 @@ MIGRATIONS: Sequence[str] = (
         refused bigint NOT NULL DEFAULT 0,
         quarantined_at timestamptz
     );
-    CREATE TABLE messages (
-        gw text NOT NULL REFERENCES gateways (gw),
-        ep_counter bigint NOT NULL,
-        ep_nonce bytea NOT NULL,
-        seq bigint NOT NULL,
-        kind text NOT NULL,
-        src text NOT NULL,
-        prio smallint NOT NULL,
-        tq text NOT NULL,
-        bearer text NOT NULL,
-        recs jsonb NOT NULL,
-        received_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (gw, ep_counter, ep_nonce, seq)
-    );
-    CREATE INDEX messages_life_safety ON messages (received_at) WHERE prio = 0;
     CREATE TABLE epochs (
         gw text NOT NULL REFERENCES gateways (gw),
         ep_counter bigint NOT NULL,
@@ -63,6 +64,7 @@ MIGRATIONS: Sequence[str] = (
         first_seq bigint NOT NULL,
         last_seq bigint NOT NULL,
         received bigint NOT NULL,
+        opened_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (gw, ep_counter, ep_nonce)
     );
     CREATE TABLE gaps (
@@ -75,8 +77,52 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (gw, ep_counter, ep_nonce, lo),
         FOREIGN KEY (gw, ep_counter, ep_nonce) REFERENCES epochs
     );
+    CREATE TABLE messages (
+        day date NOT NULL,
+        gw text NOT NULL,
+        ep_counter bigint NOT NULL,
+        ep_nonce bytea NOT NULL,
+        seq bigint NOT NULL,
+        kind text NOT NULL,
+        src text NOT NULL,
+        prio smallint NOT NULL,
+        tq text NOT NULL,
+        bearer text NOT NULL,
+        recs jsonb NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (gw, ep_counter, ep_nonce, seq, day)
+    ) PARTITION BY RANGE (day);
+    CREATE TABLE messages_default PARTITION OF messages DEFAULT;
+    CREATE INDEX messages_life_safety ON messages (received_at) WHERE prio = 0;
+    CREATE TABLE boots (
+        gw text NOT NULL,
+        ep_counter bigint NOT NULL,
+        ep_nonce bytea NOT NULL,
+        boot text NOT NULL,
+        PRIMARY KEY (gw, ep_counter, ep_nonce)
+    );
+    CREATE TABLE anchors (
+        gw text NOT NULL,
+        boot text NOT NULL,
+        tb bigint NOT NULL,
+        tu bigint NOT NULL,
+        PRIMARY KEY (gw, boot)
+    );
+    CREATE VIEW records_dated AS
+    SELECT m.gw, m.ep_counter, m.ep_nonce, m.seq, m.kind, m.tq, (r.n - 1)::int AS rec,
+           (r.rec ->> 'tb')::bigint AS tb, (r.rec ->> 'tu')::bigint AS tu,
+           CASE WHEN m.tq IN ('gnss', 'ntp') THEN (r.rec ->> 'tu')::bigint
+                ELSE a.tu + ((r.rec ->> 'tb')::bigint - a.tb) END AS tu_dated,
+           r.rec -> 'd' AS d, m.received_at
+      FROM messages m
+      LEFT JOIN boots b USING (gw, ep_counter, ep_nonce)
+      LEFT JOIN anchors a ON a.gw = m.gw AND a.boot = b.boot
+     CROSS JOIN LATERAL jsonb_array_elements(m.recs) WITH ORDINALITY AS r(rec, n);
     """,
 )
+
+TRUSTED_TQ = frozenset({"gnss", "ntp"})
+EpochKey = tuple[str, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +132,58 @@ class Gateway:
     status: str
 
 
+@dataclass(slots=True)
+class _Epoch:
+    """One epoch's state while a batch changes it."""
+
+    first: int
+    last: int
+    received: int
+    gaps: dict[int, int] = field(default_factory=dict)  # lo -> hi of the gaps the batch may touch
+    removed: set[int] = field(default_factory=set)  # gaps (by lo) that were there and are gone
+    added: dict[int, int] = field(default_factory=dict)
+
+    def take(self, seq: int) -> bool:
+        """Whether `seq` is new to the epoch; its runs updated when it is."""
+        if self.received == 0:
+            self.first = self.last = seq
+        elif seq > self.last:
+            if seq > self.last + 1:
+                self._open(self.last + 1, seq - 1)
+            self.last = seq
+        elif seq < self.first:
+            if seq < self.first - 1:
+                self._open(seq + 1, self.first - 1)
+            self.first = seq
+        else:
+            lo = next((lo for lo, hi in self.gaps.items() if lo <= seq <= hi), None)
+            if lo is None:
+                return False  # received already
+            hi = self._close(lo)
+            if lo < seq:
+                self._open(lo, seq - 1)
+            if seq < hi:
+                self._open(seq + 1, hi)
+        self.received += 1
+        return True
+
+    def _open(self, lo: int, hi: int) -> None:
+        self.gaps[lo] = hi
+        self.added[lo] = hi
+
+    def _close(self, lo: int) -> int:
+        hi = self.gaps.pop(lo)
+        if self.added.pop(lo, None) is None:
+            self.removed.add(lo)
+        return hi
+
+
 def _jsonable(o: object) -> object:
     return o.hex() if isinstance(o, bytes) else str(o)
+
+
+def _day(now: dt.datetime) -> dt.date:
+    return now.astimezone(dt.UTC).date()
 
 
 class Store:
@@ -99,6 +195,7 @@ class Store:
     def open(cls, dsn: str) -> Store:
         store = cls(psycopg.connect(dsn))
         store.migrate()
+        store.make_days()
         return store
 
     def close(self) -> None:
@@ -106,8 +203,8 @@ class Store:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Many messages in one transaction: all of them committed, or none (the caller
-        acknowledges them to the broker only after)."""
+        """Several calls in one transaction: all of them committed, or none (the caller
+        acknowledges their messages to the broker only after)."""
         with self.conn.transaction():
             self._in_batch = True
             try:
@@ -116,7 +213,7 @@ class Store:
                 self._in_batch = False
 
     def _tx(self) -> contextlib.AbstractContextManager[Any]:
-        """A transaction of its own, or none inside a batch (no savepoint per message)."""
+        """A transaction of its own, or none inside a batch (no savepoint per call)."""
         return contextlib.nullcontext() if self._in_batch else self.conn.transaction()
 
     def __enter__(self) -> Store:
@@ -139,6 +236,45 @@ class Store:
                 self.conn.execute(sql.encode())
                 self.conn.execute("INSERT INTO gridedge_schema (version) VALUES (%s)", (version,))
         return len(MIGRATIONS)
+
+    # partitions ---------------------------------------------------------------------
+
+    def make_days(self, now: dt.datetime | None = None, ahead: int = DAYS_AHEAD) -> list[dt.date]:
+        """Make the daily partitions from yesterday to `ahead` days on (the service calls
+        this at start and every hour), before any message needs one; the days there now."""
+        today = _day(now or dt.datetime.now(dt.UTC))
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('gridedge_partitions'))")
+            for n in range(-1, ahead + 1):
+                day = today + dt.timedelta(days=n)
+                if self.conn.execute(
+                    "SELECT 1 FROM messages_default WHERE day = %s LIMIT 1", (day,)
+                ).fetchone():
+                    continue  # rows of that day wait in the default partition: it stays there
+                self.conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS messages_{day:%Y%m%d} PARTITION OF messages"
+                    f" FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')".encode()
+                )
+        return self.days()
+
+    def days(self) -> list[dt.date]:
+        """The days that have a partition of their own."""
+        with self._tx():
+            rows = self.conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'messages'"
+                " AND c.relname ~ '^messages_[0-9]{8}$'"
+            ).fetchall()
+        return sorted(dt.datetime.strptime(r[0][9:], "%Y%m%d").date() for r in rows)
+
+    def drop_days_before(self, day: dt.date) -> list[dt.date]:
+        """Drop whole days of messages older than `day` (retention); the days dropped.
+        Exactly-once does not depend on them: the epochs keep which seqs were received."""
+        gone = [d for d in self.days() if d < day]
+        with self.conn.transaction():
+            for d in gone:
+                self.conn.execute(f"DROP TABLE messages_{d:%Y%m%d}".encode())
+        return gone
 
     # the registry -------------------------------------------------------------------
 
@@ -164,68 +300,161 @@ class Store:
     # messages -----------------------------------------------------------------------
 
     def add(self, p: Mapping[str, Any], bearer: str) -> bool:
-        """Store one verified message (its payload); True when it is new, False when the
-        row was there already (a redelivery, another bearer's copy)."""
-        gw, (counter, nonce), seq = p["gw"], p["ep"], p["seq"]
-        recs = json.dumps(p["recs"], default=_jsonable)
-        with self._tx():
-            new = self.conn.execute(
-                "INSERT INTO messages (gw, ep_counter, ep_nonce, seq, kind, src, prio, tq, bearer, recs)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (gw, counter, nonce, seq, p["kind"], p["src"], p["prio"], p["tq"], bearer, recs),
-            ).fetchone()
-            if new is None:
-                return False
-            self._sequence(gw, counter, nonce, seq)
-            if p["prio"] == 0:
-                note = {
-                    "gw": gw,
-                    "ep": [counter, nonce.hex()],
-                    "seq": seq,
-                    "kind": p["kind"],
-                    "bearer": bearer,
-                }
-                self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(note)))
-        return True
+        """Store one verified message (its payload); True when it is new, False when it
+        was there already (a redelivery, another bearer's copy)."""
+        return self.add_many([(p, bearer)])[0]
 
-    def _sequence(self, gw: str, counter: int, nonce: bytes, seq: int) -> None:
-        """The epoch's last seq and its gaps, as this message changes them."""
-        key = (gw, counter, nonce)
-        row = self.conn.execute(
-            "SELECT last_seq FROM epochs WHERE gw = %s AND ep_counter = %s AND ep_nonce = %s FOR UPDATE", key
-        ).fetchone()
-        if row is None:
-            self.conn.execute(
-                "INSERT INTO epochs (gw, ep_counter, ep_nonce, first_seq, last_seq, received)"
-                " VALUES (%s, %s, %s, %s, %s, 1)",
-                (*key, seq, seq),
-            )
-            return
-        last = int(row[0])
+    def add_many(self, items: Sequence[tuple[Mapping[str, Any], str]]) -> list[bool]:
+        """Store verified messages (payload, bearer), in one transaction; for each, whether
+        it was new."""
+        if not items:
+            return []
+        with self._tx():
+            epochs = self._lock_epochs(items)
+            new: list[bool] = []
+            rows: list[tuple[Any, ...]] = []
+            notes: list[str] = []
+            day = _day(dt.datetime.now(dt.UTC))
+            for p, bearer in items:
+                gw, (counter, nonce), seq = p["gw"], p["ep"], p["seq"]
+                fresh = epochs[(gw, counter, nonce)].take(seq)
+                new.append(fresh)
+                if not fresh:
+                    continue
+                rows.append(
+                    (day, gw, counter, nonce, seq, p["kind"], p["src"], p["prio"], p["tq"], bearer,
+                     json.dumps(p["recs"], default=_jsonable))
+                )  # fmt: skip
+                if p["prio"] == 0:
+                    note = {"gw": gw, "ep": [counter, nonce.hex()], "seq": seq, "kind": p["kind"]}
+                    notes.append(json.dumps(note | {"bearer": bearer}))
+            self._write(rows, epochs, notes)
+            self._learn_time(p for (p, _b), fresh in zip(items, new, strict=True) if fresh)
+        return new
+
+    def _lock_epochs(self, items: Sequence[tuple[Mapping[str, Any], str]]) -> dict[EpochKey, _Epoch]:
+        """The batch's epochs, their rows locked (made first when new, always in one order
+        so two instances never wait on each other in a circle), with the gaps the batch's
+        seqs fall in."""
+        span: dict[EpochKey, tuple[int, int]] = {}
+        for p, _bearer in items:
+            key, seq = (p["gw"], p["ep"][0], p["ep"][1]), p["seq"]
+            lo, hi = span.get(key, (seq, seq))
+            span[key] = (min(lo, seq), max(hi, seq))
+        keys = sorted(span)
+        gws, counters, nonces = [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+        firsts = [span[k][0] for k in keys]
         self.conn.execute(
-            "UPDATE epochs SET received = received + 1, last_seq = greatest(last_seq, %s),"
-            " first_seq = least(first_seq, %s) WHERE gw = %s AND ep_counter = %s AND ep_nonce = %s",
-            (seq, seq, *key),
+            "INSERT INTO epochs (gw, ep_counter, ep_nonce, first_seq, last_seq, received)"
+            " SELECT g, c, n, f, f, 0 FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bigint[])"
+            " AS b(g, c, n, f) ORDER BY g, c, n ON CONFLICT DO NOTHING",
+            (gws, counters, nonces, firsts),
         )
-        if seq > last + 1:
+        epochs: dict[EpochKey, _Epoch] = {}
+        for gw, c, n, first, last, received in self.conn.execute(
+            "SELECT e.gw, e.ep_counter, e.ep_nonce, e.first_seq, e.last_seq, e.received FROM epochs e"
+            " JOIN unnest(%s::text[], %s::bigint[], %s::bytea[]) AS b(g, c, n)"
+            " ON e.gw = b.g AND e.ep_counter = b.c AND e.ep_nonce = b.n"
+            " ORDER BY e.gw, e.ep_counter, e.ep_nonce FOR UPDATE OF e",
+            (gws, counters, nonces),
+        ):
+            epochs[(gw, int(c), bytes(n))] = _Epoch(int(first), int(last), int(received))
+        for gw, c, n, lo, hi in self.conn.execute(
+            "SELECT g.gw, g.ep_counter, g.ep_nonce, g.lo, g.hi FROM gaps g"
+            " JOIN unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bigint[], %s::bigint[])"
+            " AS b(g, c, n, lo, hi)"
+            " ON g.gw = b.g AND g.ep_counter = b.c AND g.ep_nonce = b.n AND g.hi >= b.lo AND g.lo <= b.hi",
+            (gws, counters, nonces, firsts, [span[k][1] for k in keys]),
+        ):
+            epochs[(gw, int(c), bytes(n))].gaps[int(lo)] = int(hi)
+        return epochs
+
+    def _write(
+        self, rows: list[tuple[Any, ...]], epochs: Mapping[EpochKey, _Epoch], notes: list[str]
+    ) -> None:
+        if rows:
             self.conn.execute(
-                "INSERT INTO gaps (gw, ep_counter, ep_nonce, lo, hi) VALUES (%s, %s, %s, %s, %s)",
-                (*key, last + 1, seq - 1),
+                "INSERT INTO messages (day, gw, ep_counter, ep_nonce, seq, kind, src, prio, tq, bearer, recs)"
+                " SELECT * FROM unnest(%s::date[], %s::text[], %s::bigint[], %s::bytea[], %s::bigint[],"
+                " %s::text[], %s::text[], %s::smallint[], %s::text[], %s::text[], %s::jsonb[])",
+                [list(c) for c in zip(*rows, strict=True)],
             )
-            return
-        gap = self.conn.execute(
-            "DELETE FROM gaps WHERE gw = %s AND ep_counter = %s AND ep_nonce = %s AND lo <= %s AND hi >= %s"
-            " RETURNING lo, hi",
-            (*key, seq, seq),
-        ).fetchone()
-        if gap is not None:  # a late message: what is left of its gap stays open
-            lo, hi = int(gap[0]), int(gap[1])
-            for a, b in ((lo, seq - 1), (seq + 1, hi)):
-                if a <= b:
-                    self.conn.execute(
-                        "INSERT INTO gaps (gw, ep_counter, ep_nonce, lo, hi) VALUES (%s, %s, %s, %s, %s)",
-                        (*key, a, b),
-                    )
+        keys = sorted(epochs)
+        self.conn.execute(
+            "UPDATE epochs e SET first_seq = b.f, last_seq = b.l, received = b.r"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bigint[], %s::bigint[], %s::bigint[])"
+            " AS b(g, c, n, f, l, r) WHERE e.gw = b.g AND e.ep_counter = b.c AND e.ep_nonce = b.n",
+            (
+                [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                [epochs[k].first for k in keys], [epochs[k].last for k in keys],
+                [epochs[k].received for k in keys],
+            ),
+        )  # fmt: skip
+        gone = [(*k, lo) for k in keys for lo in epochs[k].removed]
+        if gone:
+            g, c, n, lo = (list(x) for x in zip(*gone, strict=True))
+            self.conn.execute(
+                "DELETE FROM gaps x"
+                " USING unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bigint[]) AS b(g, c, n, lo)"
+                " WHERE x.gw = b.g AND x.ep_counter = b.c AND x.ep_nonce = b.n AND x.lo = b.lo",
+                (g, c, n, lo),
+            )
+        made = [(*k, lo, hi) for k in keys for lo, hi in epochs[k].added.items()]
+        if made:
+            g, c, n, lo, hi = (list(x) for x in zip(*made, strict=True))
+            self.conn.execute(
+                "INSERT INTO gaps (gw, ep_counter, ep_nonce, lo, hi)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::bigint[], %s::bigint[])",
+                (g, c, n, lo, hi),
+            )
+        if notes:
+            self.conn.execute("SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x", (CHANNEL, notes))
+
+    # time ---------------------------------------------------------------------------
+
+    def learn_time(self, payloads: Iterable[Mapping[str, Any]]) -> None:
+        """What `gateway.status` and `time.anchor` messages say of their epoch's boot and
+        of a trusted instant on the boot's clock (the view `records_dated` uses both)."""
+        with self._tx():
+            self._learn_time(payloads)
+
+    def _learn_time(self, payloads: Iterable[Mapping[str, Any]]) -> None:
+        boots: dict[EpochKey, str] = {}
+        anchors: dict[tuple[str, str], tuple[int, int]] = {}
+        for p in payloads:
+            if p["kind"] not in ("gateway.status", "time.anchor"):
+                continue
+            for rec in p["recs"]:
+                d = rec["d"]
+                boot = d.get("boot")
+                if not isinstance(boot, str) or not boot:
+                    continue
+                boots[(p["gw"], p["ep"][0], p["ep"][1])] = boot
+                tb, tu = d.get("tb"), d.get("tu")
+                if (
+                    p["kind"] == "time.anchor"
+                    and d.get("tq") in TRUSTED_TQ
+                    and type(tb) is int
+                    and type(tu) is int
+                ):
+                    anchors[(p["gw"], boot)] = (tb, tu)
+        if boots:
+            keys = sorted(boots)
+            self.conn.execute(
+                "INSERT INTO boots SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::text[])"
+                " ON CONFLICT (gw, ep_counter, ep_nonce) DO UPDATE SET boot = excluded.boot",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [boots[k] for k in keys]),
+            )
+        if anchors:
+            akeys = sorted(anchors)
+            self.conn.execute(
+                "INSERT INTO anchors SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+                " ON CONFLICT (gw, boot) DO UPDATE SET tb = excluded.tb, tu = excluded.tu",
+                (
+                    [k[0] for k in akeys], [k[1] for k in akeys],
+                    [anchors[k][0] for k in akeys], [anchors[k][1] for k in akeys],
+                ),
+            )  # fmt: skip
 
     def gaps(self, gw: str) -> list[tuple[int, int]]:
         with self._tx():
@@ -249,7 +478,14 @@ class Store:
             ).fetchone()
         return str(row[0]) if row else "unknown"
 
-    def refused(self, gw: str) -> None:
-        """A message of a quarantined (or retired) gateway, counted and not stored."""
+    def refused(self, counts: Mapping[str, int]) -> None:
+        """Messages of quarantined (or retired) gateways, counted and not stored."""
+        if not counts:
+            return
+        gws = sorted(counts)
         with self._tx():
-            self.conn.execute("UPDATE gateways SET refused = refused + 1 WHERE gw = %s", (gw,))
+            self.conn.execute(
+                "UPDATE gateways g SET refused = refused + b.n"
+                " FROM unnest(%s::text[], %s::bigint[]) AS b(gw, n) WHERE g.gw = b.gw",
+                (gws, [counts[g] for g in gws]),
+            )
