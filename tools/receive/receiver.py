@@ -60,6 +60,18 @@ class Receiver:
         self._gateways()
         return self._store([(check_compact(data, self._keys, self._bound), bearer)])[0]
 
+    def take_sms(self, sender: str, ud: bytes) -> str:
+        """One SMS as a provider delivered it (its user data, concatenation header
+        included): `part` while its message waits for other parts, else the message's outcome."""
+        whole, heard = self.store.sms_part(sender, ud)
+        if whole is None:
+            return self._count("part_duplicate" if heard else "part")
+        return self.take_compact(whole, "sms")
+
+    def _count(self, outcome: str) -> str:
+        self.outcomes[outcome] += 1
+        return outcome
+
     def _store(self, checked: list[tuple[Checked, str]]) -> list[str]:
         outcomes: list[str] = [""] * len(checked)
         keep: list[tuple[int, dict[str, Any], str]] = []

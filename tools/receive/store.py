@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from drivers.modem.pdu import concat_header, header_size
 from floor.envelope import kid_of
 
 CHANNEL = "gridedge_life_safety"
@@ -119,7 +120,20 @@ MIGRATIONS: Sequence[str] = (
       LEFT JOIN anchors a ON a.gw = m.gw AND a.boot = b.boot
      CROSS JOIN LATERAL jsonb_array_elements(m.recs) WITH ORDINALITY AS r(rec, n);
     """,
+    """
+    CREATE TABLE sms_parts (
+        sender text NOT NULL,
+        ref integer NOT NULL,
+        total smallint NOT NULL,
+        n smallint NOT NULL,
+        body bytea NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (sender, ref, total, n)
+    );
+    """,
 )
+SMS_PER_SENDER = 16  # messages of one sender waiting for parts; its oldest gives way
+SMS_PART_TTL = "1 day"  # a part whose message never completes is dropped after this
 
 TRUSTED_TQ = frozenset({"gnss", "ntp"})
 EpochKey = tuple[str, int, bytes]
@@ -455,6 +469,51 @@ class Store:
                     [anchors[k][0] for k in akeys], [anchors[k][1] for k in akeys],
                 ),
             )  # fmt: skip
+
+    # SMS parts ------------------------------------------------------------------------
+
+    def sms_part(self, sender: str, ud: bytes) -> tuple[bytes | None, bool]:
+        """One SMS's user data as an SMS provider delivered it: (the whole message when
+        this part completes one, whether this part was heard before). Parts are kept in
+        the database, so they meet whichever instance each came to, and survive a restart;
+        keyed by sender, reference and count, so two senders' references never mix."""
+        head = concat_header(ud)
+        if head is None:
+            return ud, False
+        ref, total, n = head
+        with self._tx():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{sender}/{ref}/{total}",))
+            new = self.conn.execute(
+                "INSERT INTO sms_parts (sender, ref, total, n, body) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (sender, ref, total, n, ud[header_size(ud) :]),
+            ).fetchone()
+            pieces = self.conn.execute(
+                "SELECT n, body FROM sms_parts WHERE sender = %s AND ref = %s AND total = %s ORDER BY n",
+                (sender, ref, total),
+            ).fetchall()
+            if len(pieces) == total:
+                self.conn.execute(
+                    "DELETE FROM sms_parts WHERE sender = %s AND ref = %s AND total = %s",
+                    (sender, ref, total),
+                )
+                return b"".join(bytes(body) for _n, body in pieces), new is None
+            # a sender spraying parts of messages that never complete crowds out only itself
+            self.conn.execute(
+                "DELETE FROM sms_parts p USING (SELECT ref, total FROM sms_parts WHERE sender = %s"
+                " GROUP BY ref, total ORDER BY max(received_at) DESC OFFSET %s) old"
+                " WHERE p.sender = %s AND p.ref = old.ref AND p.total = old.total",
+                (sender, SMS_PER_SENDER, sender),
+            )
+        return None, new is None
+
+    def expire_sms_parts(self) -> int:
+        """Parts whose message never completed, dropped after a day; how many."""
+        with self._tx():
+            cur = self.conn.execute(
+                f"DELETE FROM sms_parts WHERE received_at < now() - interval '{SMS_PART_TTL}'"
+            )
+        return cur.rowcount
 
     def gaps(self, gw: str) -> list[tuple[int, int]]:
         with self._tx():
