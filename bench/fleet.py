@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,32 +185,6 @@ def children(pid: int) -> list[int]:
                 if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
                     out.append(int(p.name))
     return out
-
-
-@contextlib.contextmanager
-def receivers(n: int, dsn: str, port: int, log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(i: int) -> subprocess.Popen[bytes]:
-        with open(log_dir / f"receiver-{i}.log", "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "receive", "run", "--dsn", dsn, "--host", "127.0.0.1",
-                 "--port", str(port), "--client-id", f"receiver-{i}", "--group", "fleet"],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    procs.extend(start(i) for i in range(n))
-    try:
-        yield procs
-    finally:
-        for p in procs[:n]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs[:n]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(10)
-            if p.poll() is None:
-                p.kill()
 
 
 def _receiver(i: int, dsn: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]:

@@ -14,18 +14,22 @@ milliseconds unless given, so commands from several platform instances still ris
         [--rotate command --new-key new-command.key] --out bundle.cbor
     gridedge platform manifest --key firmware.key --image app.bin \\
         --device-class sos-button-v2 --version 1.5.0 --min-version 1.0.0 --out app.manifest
+    gridedge platform firmware --key command.key --to GW --manifest app.manifest --image app.bin \\
+        --image-id app-150 --devices btn-1,btn-2 --host BROKER --gateway-pub gw.pub
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +180,142 @@ async def send(
             return None
 
 
+WINDOW_BYTES = 4 << 20  # chunks sent beyond what the gateway last said it holds (it holds 8 MiB)
+IN_FLIGHT = 32  # chunk publishes awaiting their PUBACK at once
+STALL_S = 15.0  # all sent and nothing heard for this long: resend from where the gateway stands
+
+
+@dataclass
+class _Push:
+    """Where a firmware push stands, as the gateway's reports move it."""
+
+    gw: str
+    image_id: str
+    image: bytes
+    chunk_size: int
+    cid: str
+    keys: Mapping[bytes, Any]
+    prefix: str = PREFIX
+    report: Callable[[str, Mapping[str, Any]], None] | None = None
+    reply: dict[str, Any] = field(default_factory=dict)
+    next_chunk: int = 0  # the next chunk to publish
+    held: int = 0  # chunks the gateway said it holds (its next_chunk)
+    resent: int = 0
+    heard_at: float = 0.0
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def chunks(self) -> int:
+        return -(-len(self.image) // self.chunk_size)
+
+    def on_message(self, msg: Incoming) -> None:
+        try:
+            p = check_gateway_payload(verify(msg.payload, self.keys).payload)
+        except EnvelopeError:
+            return  # not the gateway's: nothing it says moves the push
+        for rec in p["recs"]:
+            d, kind = rec["d"], p["kind"]
+            if kind == "cmd.result" and d.get("id") == self.cid:
+                self.reply.update(d)
+            elif kind == "fw.progress" and d.get("image_id") == self.image_id:
+                self._progress(d)
+            elif kind == "fw.result" and d.get("image_id") == self.image_id:
+                self.results[str(d.get("device"))] = dict(d)
+            else:
+                continue
+            if self.report is not None:
+                self.report(kind, d)
+            self.changed.set()
+
+    def _progress(self, d: Mapping[str, Any]) -> None:
+        self.heard_at = asyncio.get_running_loop().time()
+        if d.get("phase") != "download" or not isinstance(d.get("next_chunk"), int):
+            return
+        self.held = d["next_chunk"]  # the latest word (lower after a restart that lost chunks)
+        if "error" in d and d["next_chunk"] < self.next_chunk:  # a gap: from there again
+            self.resent += self.next_chunk - d["next_chunk"]
+            self.next_chunk = d["next_chunk"]
+
+    async def heard(self) -> None:
+        """Until the gateway says something, or a second passes."""
+        self.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.changed.wait()
+
+    async def send_some(self, conn: MqttConnection) -> bool:
+        """Publish the chunks the window allows (IN_FLIGHT at a time); whether any were."""
+        window = max(1, WINDOW_BYTES // self.chunk_size)
+        acks: list[asyncio.Future[None]] = []
+        while self.next_chunk < min(self.chunks, self.held + window) and len(acks) < IN_FLIGHT:
+            n, size = self.next_chunk, self.chunk_size
+            topic = f"{self.prefix}/{self.gw}/fw/{self.image_id}/{n}"
+            acks.append(conn.publish_nowait(topic, self.image[n * size : (n + 1) * size]))
+            self.next_chunk += 1
+        await asyncio.gather(*acks)
+        return bool(acks)
+
+    def stalled(self) -> None:
+        """All sent and the gateway quiet for STALL_S (a restart, lost chunks): again from
+        what it last said it holds."""
+        now = asyncio.get_running_loop().time()
+        if self.next_chunk >= self.chunks and now - self.heard_at > STALL_S:
+            self.resent += self.next_chunk - self.held
+            self.next_chunk, self.heard_at = self.held, now
+
+
+async def push_firmware(
+    key: Signer,
+    *,
+    gw: str,
+    manifest_bytes: bytes,
+    image: bytes,
+    image_id: str,
+    devices: list[str],
+    gateway_pub: Path,
+    host: str,
+    port: int,
+    chunk_size: int = 4096,
+    tls: TlsSettings | None = None,
+    timeout_s: float = 900.0,
+    prefix: str = PREFIX,
+    report: Callable[[str, Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """A whole firmware update of `devices` on gateway `gw`: the `firmware.update` command
+    (signed by the command key; the manifest by the firmware key), then the image's
+    chunks from where the gateway says it stands, never more than WINDOW_BYTES beyond
+    what it holds, again from its `next_chunk` when it reports a gap or goes quiet (a
+    restart); until a `fw.result` for every accepted device, each verified as the
+    gateway's. Returns the command's result, the results by device and the chunks resent."""
+    cid, data = command(
+        key, to=gw, type_="firmware.update",
+        args={"manifest": manifest_bytes, "image_id": image_id, "devices": devices, "chunk_size": chunk_size},
+    )  # fmt: skip
+    keys = keyring(load_public_key_file(gateway_pub))
+    push = _Push(gw, image_id, image, chunk_size, cid, keys, prefix, report)
+    client_id = f"gridedge-platform-{uuid.uuid4().hex[:8]}"
+    async with (
+        asyncio.timeout(timeout_s),
+        MqttConnection(
+            host=host, port=port, client_id=client_id, tls=tls, on_message=push.on_message
+        ) as conn,
+    ):
+        await conn.subscribe([f"{prefix}/{gw}/up/#"])
+        await conn.publish(command_topic(gw, prefix), data)
+        while not push.reply:
+            await push.heard()
+        accepted = set(push.reply.get("accepted") or [])
+        if push.reply.get("ok") and accepted:
+            push.next_chunk = push.held = int(push.reply.get("next_chunk") or 0)
+            push.heard_at = asyncio.get_running_loop().time()
+            while not accepted <= set(push.results):
+                if not await push.send_some(conn):
+                    await push.heard()
+                    push.stalled()
+    return {"id": cid, "result": push.reply, "results": push.results, "resent": push.resent}
+
+
 def load_public_key_file(path: Path) -> Any:
     from floor.envelope import load_public_key
 
@@ -215,7 +355,44 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--version", required=True)
     m.add_argument("--min-version", required=True)
     m.add_argument("--out", type=Path, required=True)
+    f = sub.add_parser("firmware", help="update devices' firmware through a gateway, chunks and all")
+    f.add_argument("--key", type=Path, required=True, help="the command key (private)")
+    f.add_argument("--to", required=True, help="the gateway id")
+    f.add_argument("--manifest", type=Path, required=True, help="signed by the firmware key (see manifest)")
+    f.add_argument("--image", type=Path, required=True)
+    f.add_argument("--image-id", required=True)
+    f.add_argument("--devices", required=True, help="device ids, comma separated")
+    f.add_argument("--chunk-size", type=int, default=4096)
+    f.add_argument("--host", required=True)
+    f.add_argument("--port", type=int, default=1883)
+    f.add_argument("--gateway-pub", type=Path, required=True, help="the gateway's public key")
+    f.add_argument("--timeout", type=float, default=900.0)
     return ap
+
+
+def _firmware(a: argparse.Namespace) -> int:
+    def report(kind: str, d: Mapping[str, Any]) -> None:  # progress as it comes, for the person waiting
+        print(json.dumps({"kind": kind} | dict(d), default=_hexed), file=sys.stderr, flush=True)
+
+    try:
+        out = asyncio.run(
+            push_firmware(
+                signer_from(a.key), gw=a.to, manifest_bytes=a.manifest.read_bytes(),
+                image=a.image.read_bytes(), image_id=a.image_id, gateway_pub=a.gateway_pub,
+                devices=[d for d in a.devices.split(",") if d], host=a.host, port=a.port,
+                chunk_size=a.chunk_size, timeout_s=a.timeout, report=report,
+            )
+        )  # fmt: skip
+    except TimeoutError:
+        print(json.dumps({"ok": False, "error": "timeout", "after_s": a.timeout}))
+        return 1
+    print(json.dumps(out, default=_hexed))
+    results = out["results"]
+    return 0 if results and all(r.get("ok") for r in results.values()) else 1
+
+
+def _hexed(o: object) -> object:
+    return o.hex() if isinstance(o, bytes) else str(o)
 
 
 def _keygen(a: argparse.Namespace) -> int:
@@ -263,11 +440,7 @@ def _command(a: argparse.Namespace) -> int:
     result = asyncio.run(
         send(data, command_topic(a.to), host=a.host, port=a.port, wait_for=wait, wait_s=a.wait)
     )
-    print(
-        json.dumps(
-            {"id": cid, "result": result}, default=lambda o: o.hex() if isinstance(o, bytes) else str(o)
-        )
-    )
+    print(json.dumps({"id": cid, "result": result}, default=_hexed))
     if wait is None:
         return 0
     return 0 if result is not None and result.get("ok") else 1
@@ -275,8 +448,14 @@ def _command(a: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     a = _parser().parse_args(argv)
-    run = {"keygen": _keygen, "manifest": _manifest, "bundle": _bundle, "command": _command}[a.what]
-    return run(a)
+    run = {
+        "keygen": _keygen,
+        "manifest": _manifest,
+        "bundle": _bundle,
+        "command": _command,
+        "firmware": _firmware,
+    }
+    return run[a.what](a)
 
 
 if __name__ == "__main__":
