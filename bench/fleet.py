@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import multiprocessing as mp
 import os
 import shutil
@@ -42,6 +43,9 @@ class Broker:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            # as root mosquitto would drop to its own user, which cannot write the persistence
+            # directory: sessions, and the messages queued for them, would not outlive a restart
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
             "max_inflight_messages 0\nset_tcp_nodelay true\n"
             f"persistence true\npersistence_location {workdir}/\n"
@@ -119,11 +123,11 @@ def publisher(first: int, count: int, seconds: float, port: int, out: Any) -> No
         import traceback
 
         traceback.print_exc()
-        out.send((0, 0))
+        out.send((0, 0, []))
         raise
 
 
-def _publish(first: int, count: int, seconds: float, port: int) -> tuple[int, int]:
+def _publish(first: int, count: int, seconds: float, port: int) -> tuple[int, int, list[tuple[str, int]]]:
     import cbor2
     import paho.mqtt.client as paho
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -141,10 +145,10 @@ def _publish(first: int, count: int, seconds: float, port: int) -> tuple[int, in
     client.max_inflight_messages_set(0)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(1, 2)
-    acked = [0]
+    waiting: dict[int, tuple[str, int]] = {}  # mid -> (gw, seq) not yet acknowledged by the broker
 
-    def on_publish(_c: object, _u: object, _mid: int, _rc: object, _p: object) -> None:
-        acked[0] += 1  # a PUBACK (messages published while the broker was away are sent again)
+    def on_publish(_c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
+        waiting.pop(mid, None)  # a PUBACK (messages published while the broker was away are sent again)
 
     client.on_publish = on_publish
     client.connect("127.0.0.1", port)
@@ -156,16 +160,17 @@ def _publish(first: int, count: int, seconds: float, port: int) -> tuple[int, in
         now_ms = int(time.time() * 1000)
         for gw, signer in keys.items():
             kind, p = message(gw, seq, now_ms)
-            client.publish(f"{PREFIX}/{gw}/up/{kind}", signer.sign_bytes(cbor2.dumps(p)), qos=1)
+            info = client.publish(f"{PREFIX}/{gw}/up/{kind}", signer.sign_bytes(cbor2.dumps(p)), qos=1)
+            waiting[info.mid] = (gw, seq)
             sent += 1
         if (pause := tick - time.monotonic()) > 0:
             time.sleep(pause)
     deadline = time.monotonic() + 120
-    while acked[0] < sent and time.monotonic() < deadline:
+    while waiting and time.monotonic() < deadline:
         time.sleep(0.1)
     client.loop_stop()
     client.disconnect()
-    return sent, seq
+    return sent, seq, sorted(waiting.values())
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -208,6 +213,9 @@ class Fleet:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.events: list[str] = []
         self.spent_rx = 0.0  # CPU of receiver processes that were killed
+        self.unacked: list[tuple[str, int]] = []  # published, never acknowledged by the broker
+        self.final_seq = 0
+        self.missing: list[tuple[str, int]] = []
 
     def register(self) -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -235,7 +243,10 @@ class Fleet:
         while any(p.is_alive() for p in pubs):
             self._chaos(time.monotonic() - t0)
             time.sleep(0.2)
-        return sum(rx.recv()[0] for rx in pipes)
+        results = [rx.recv() for rx in pipes]
+        self.unacked = [m for r in results for m in r[2]]
+        self.final_seq = max(r[1] for r in results)
+        return sum(r[0] for r in results)
 
     def _chaos(self, t: float) -> None:
         step = len(self.events)
@@ -261,13 +272,16 @@ class Fleet:
         rx0, db0 = cpu_s([p.pid for p in self.procs]), cpu_s(children(self.pg.proc.pid))
         t0 = time.monotonic()
         published = self.publish()
-        deadline = time.monotonic() + 300
         with psycopg.connect(self.pg.dsn, autocommit=True) as c:
-            rows = 0
-            while rows < published and time.monotonic() < deadline:
+            rows, last_change = 0, time.monotonic()
+            # until every message is a row, or nothing more has come for QUIET_S
+            while rows < published and time.monotonic() - last_change < QUIET_S:
                 time.sleep(0.5)
-                rows = int(c.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
-            elapsed = time.monotonic() - t0
+                now_rows = int(c.execute("SELECT count(*) FROM messages").fetchone()[0])  # type: ignore[index]
+                if now_rows != rows:
+                    rows, last_change = now_rows, time.monotonic()
+            elapsed = last_change - t0
+            self.missing = _missing(c, self.gateways, self.final_seq)
             cpu_rx = cpu_s([p.pid for p in self.procs]) - rx0 + self.spent_rx
             cpu_db = cpu_s(children(self.pg.proc.pid)) - db0
             return {"published": published, "rows": rows, "messages_per_s": rows / elapsed} | _figures(
@@ -286,6 +300,23 @@ class Fleet:
         self.broker.stop()
         self.pg.stop()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+QUIET_S = 60.0
+
+
+def _missing(c: Any, gateways: int, final: int) -> list[tuple[str, int]]:
+    """Every (gw, seq) published and not stored, from the store's own runs: its gaps,
+    and what lies outside each epoch's first and last seq (every gateway sent 1..final)."""
+    out = [(gw, s) for gw, lo, hi in c.execute("SELECT gw, lo, hi FROM gaps") for s in range(lo, hi + 1)]
+    seen = set()
+    for gw, first, last in c.execute("SELECT gw, first_seq, last_seq FROM epochs"):
+        seen.add(gw)
+        out += [(gw, s) for s in (*range(1, first), *range(last + 1, final + 1))]
+    out += [
+        (f"gw-{i:05d}", s) for i in range(gateways) if f"gw-{i:05d}" not in seen for s in range(1, final + 1)
+    ]
+    return sorted(out)
 
 
 LATENCY = (
@@ -329,11 +360,20 @@ def main() -> int:
         fleet.close()
     for e in fleet.events:
         print(f"  {e}")
+    unacked = set(fleet.unacked)
+    for gw, seq in fleet.missing[:20]:
+        why = "never acknowledged by the broker" if (gw, seq) in unacked else "acknowledged by the broker"
+        print(f"  missing: {gw} seq {seq} ({why})")
+    r["missing_acknowledged"] = sum(1 for m in fleet.missing if m not in unacked)
+    r["unacknowledged_publishes"] = len(unacked)
     title = f"Fleet: {a.gateways} gateways x 1 msg/s for {a.seconds:.0f} s, {a.instances} receivers"
     sustained = (
         f"{r['messages_per_s']:.0f} messages/s ({r['rows']:.0f} rows of {r['published']:.0f} published)"
     )
-    check = f"missing {r['missing']:.0f}, duplicate rows {r['duplicate_rows']:.0f}"
+    check = (
+        f"missing {r['missing']:.0f} (acknowledged by the broker {r['missing_acknowledged']:.0f}),"
+        f" duplicate rows {r['duplicate_rows']:.0f}"
+    )
     table(
         title,
         [

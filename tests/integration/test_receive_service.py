@@ -1,8 +1,9 @@
 """`gridedge receive` as deployed: two instances share the fleet's stream through an MQTT 5
 shared subscription on a real mosquitto, into a real PostgreSQL; one is SIGKILLed in the
 middle and started again. Every signed message ends as exactly one row (what the killed
-instance held unacknowledged comes again and is kept once), and both instances took
-their share."""
+instance held unacknowledged comes again and is kept once), both instances took their
+share, and a gateway that sends nothing but signed junk is quarantined without holding
+anyone up."""
 
 from __future__ import annotations
 
@@ -75,13 +76,8 @@ def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(  # noqa:
     broker: Mosquitto, pg: Postgres, tmp_path: Path
 ) -> None:
     gws = {}
-    for name in ("gw-a", "gw-b"):
-        key, pubkey = write_keypair(tmp_path / name)
-        gws[name] = Signer(load_private_key(key.read_bytes()))
-        assert (
-            gridedge("receive", "register", "--dsn", pg.dsn, "--gw", name, "--pubkey", str(pubkey)).wait(30)
-            == 0
-        )
+    for name in ("gw-a", "gw-b", "gw-bad"):
+        gws[name] = registered(pg, tmp_path, name)
 
     def instance(cid: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = tmp_path / f"{cid}.log"
@@ -105,7 +101,8 @@ def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(  # noqa:
         for seq in range(1, n + 1):
             for name, signer in gws.items():
                 kind = "sos.alarm" if seq % 50 == 0 else "gnss.fix"
-                data = signer.sign_bytes(cbor2.dumps(payload(name, seq, kind)))
+                junk = {b"\x00": seq} if name == "gw-bad" else None  # signed, but no consumer can take it
+                data = signer.sign_bytes(cbor2.dumps(payload(name, seq, kind, junk)))
                 pub.publish(f"{PREFIX}/{name}/up/{kind}", data, qos=1).wait_for_publish(10)
             if seq == n // 3:
                 r1.send_signal(signal.SIGKILL)  # mid-stream, whatever it held unacknowledged
@@ -133,8 +130,10 @@ def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(  # noqa:
         per_gw: dict[str, int] = dict(c.execute("SELECT gw, count(*) FROM messages GROUP BY gw").fetchall())
         seqs = {gw: {s for (s,) in c.execute("SELECT seq FROM messages WHERE gw = %s", (gw,))} for gw in gws}
         gaps = c.execute("SELECT count(*) FROM gaps").fetchone()
-    assert per_gw == {"gw-a": n, "gw-b": n}
-    assert all(s == set(range(1, n + 1)) for s in seqs.values())
+        bad = c.execute("SELECT status, junk, refused FROM gateways WHERE gw = 'gw-bad'").fetchone()
+    assert per_gw == {"gw-a": n, "gw-b": n}  # the hostile gateway: not one row, and no one waited for it
+    assert seqs["gw-a"] == seqs["gw-b"] == set(range(1, n + 1))
+    assert bad is not None and bad[0] == "quarantined" and bad[1] >= 100 and bad[1] + bad[2] >= n
     assert gaps == (0,)
     assert "subscribed" in log2.read_text() and "subscribed" in log1.read_text()
 

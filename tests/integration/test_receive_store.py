@@ -38,7 +38,7 @@ def store(pg: Postgres) -> Iterator[Store]:
 
 
 def payload(
-    gw: str, seq: int, kind: str = "gnss.fix", d: Any = None, ep: int = 1, tq: str = "gnss"
+    gw: str, seq: int, kind: str = "gnss.fix", d: Any = None, *, ep: int = 1, tq: str = "gnss"
 ) -> dict[str, Any]:
     return {
         "v": 1,
@@ -66,7 +66,7 @@ class Gw:
         topic = (
             f"{PREFIX}/{self.name}/status" if kind == "gateway.status" else f"{PREFIX}/{self.name}/up/{kind}"
         )
-        return topic, self.signer.sign_bytes(cbor2.dumps(payload(self.name, seq, kind, d, ep, tq)))
+        return topic, self.signer.sign_bytes(cbor2.dumps(payload(self.name, seq, kind, d, ep=ep, tq=tq)))
 
     def sms(self, seq: int, kind: str = "sos.alarm") -> bytes:
         return self.signer.sign_bytes(cbor2.dumps(compact.pack(payload(self.name, seq, kind))))
