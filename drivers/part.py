@@ -130,7 +130,7 @@ class StreamPart(Generic[D]):
     parse: Callable[[Section, str], D]
     build: Callable[[D, DeviceHost], Device]
     # the stations sheet's columns a device of this kind takes (`gridedge provision --from`)
-    columns: tuple[str, ...] = ("port", "url", "baudrate")
+    columns: tuple[str, ...] = ("port", "url", "baudrate", "allow")
     gpsd: bool = False  # listed by the gpsd-compatible feed (its reports are shared)
     backoff: tuple[float, float] = (0.2, 10.0)  # reopening: first and longest wait, s
 

@@ -176,6 +176,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 csr=args.csr,
                 force=args.force,
                 owner=args.owner,
+                state_dir=args.state_dir,
             )
         elif args.id is None:
             print(_("gridedge provision: --id or --from is required"), file=sys.stderr)
@@ -192,7 +193,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 )
             ]
     except ProvisionError as exc:
-        print(f"gridedge provision: {problem_text(exc.problem)}", file=sys.stderr)
+        for problem in exc.problems:  # every bad row of a sheet, not only the first
+            print(f"gridedge provision: {problem_text(problem)}", file=sys.stderr)
         return 2
     except FileExistsError as exc:
         msg = _("gridedge provision: {path} exists; use --force to replace it")
@@ -284,7 +286,10 @@ def _provision_args(sp: argparse.ArgumentParser) -> None:
         help="a fleet: one directory per gateway of this stations file (docs/operations.md)",
     )
     sp.add_argument(
-        "--template", type=Path, default=None, help="with --from: TOML added to every config ({id})"
+        "--template",
+        type=Path,
+        default=None,
+        help="with --from: TOML merged into every config ({id}: the gateway's id)",
     )
     sp.add_argument("--qr", action="store_true", help="print the key fingerprint's QR code too")
     sp.add_argument(
@@ -293,7 +298,7 @@ def _provision_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--state-dir",
         default=None,
-        help="state_dir for the starter config (default /var/lib/gridedge in /etc/gridedge, else 'state')",
+        help="the configs' state_dir (default /var/lib/gridedge for /etc/gridedge and --from, else 'state')",
     )
     sp.add_argument(
         "--owner",

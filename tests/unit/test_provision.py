@@ -85,3 +85,88 @@ def test_a_bad_row_is_named_in_the_technicians_language(tmp_path: Path) -> None:
     stations.write_text("gateway,device,kind\ngw-1,radar-1,radar\n")
     res = run("--from", str(stations), "--out", str(tmp_path / "out"), lang="zh_CN.UTF-8")
     assert res.returncode == 2 and "类型 'radar' 不在" in res.stderr, res.stderr
+
+
+def check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
+def test_twenty_gateways_from_a_template_that_sets_the_broker_all_check(tmp_path: Path) -> None:
+    """The first thing a fleet's template sets is the broker: it is merged into each
+    config (not appended as a second [mqtt]), a gateway's own row may name another, and
+    every config made passes `gridedge check`; their state is where an installed
+    gateway's may be written, or where --state-dir says."""
+    rows = ["gateway;broker;device;kind;worker;address;key;port;url;baudrate;allow"]
+    for i in range(20):
+        broker = "10.20.0.9:1884" if i == 7 else ""
+        rows.append(
+            f"jm-{i:02d};{broker};ais-{i};ais;;;;;udp://0.0.0.0:{10110 + i};;192.168.4.20 10.1.0.0/24"
+        )
+        rows.append(f"jm-{i:02d};;sos-{i};sos_button;w-{i};F0:00:00:00:00:{i:02X};{KEY};;;;")
+    (tmp_path / "stations.csv").write_text("\n".join(rows) + "\n")  # a spreadsheet's semicolons
+    (tmp_path / "fleet.toml").write_text(
+        '[mqtt]\nhost = "10.20.0.5"  # the fleet broker\nport = 1883\ninsecure = true\n'
+        '[outbox]\nmax_bytes = 67108864\n[trust]\n# command_key = "platform.pub"  # {id}\n'
+    )
+    out = tmp_path / "fleet"
+    res = run(
+        "--from", str(tmp_path / "stations.csv"), "--template", str(tmp_path / "fleet.toml"),
+        "--out", str(out), "--owner", "nobody-here",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    for i in range(20):
+        config = out / f"jm-{i:02d}" / "gateway.toml"
+        result = check(config)
+        assert result.returncode == 0, (config, result.stdout, result.stderr)
+        cfg = load(config)
+        assert (cfg.mqtt.host, cfg.mqtt.port) == (("10.20.0.9", 1884) if i == 7 else ("10.20.0.5", 1883))
+        assert cfg.outbox.max_bytes == 64 << 20 and str(cfg.gateway.state_dir) == "/var/lib/gridedge"
+        assert [str(n) for n in cfg.devices[0].source.allow] == ["192.168.4.20/32", "10.1.0.0/24"]  # type: ignore[union-attr]
+        assert {w.id: w.worker for w in cfg.wearables} == {f"sos-{i}": f"w-{i}"}
+        assert f"# jm-{i:02d}" in config.read_text() and "# the fleet broker" in config.read_text()
+    svg = (out / "jm-03" / "fingerprint.svg").read_text()
+    assert ">jm-03</text>" in svg  # the id printed under the code, and the fingerprint's groups
+    fingerprint = hashlib.sha256(
+        raw_public(load_public_key((out / "jm-03" / "gateway.pub").read_bytes()))
+    ).hexdigest()
+    assert fingerprint[:4] + " " + fingerprint[4:8] in svg
+    res = run(
+        "--from", str(tmp_path / "stations.csv"), "--template", str(tmp_path / "fleet.toml"),
+        "--out", str(tmp_path / "lab"), "--owner", "nobody-here", "--state-dir", "/srv/gridedge/state",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert str(load(tmp_path / "lab" / "jm-00" / "gateway.toml").gateway.state_dir) == "/srv/gridedge/state"
+
+
+def test_every_bad_row_of_a_sheet_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    stations = tmp_path / "stations.csv"
+    stations.write_text(
+        "gateway,broker,device,kind,worker,address,key\n"
+        f"gw-1,,sos-1,sos_button,,F0:00:00:00:00:01,{KEY}\n"  # no worker
+        "gw-2,,sos-2,sos_button,w-2,F0:00:00:00:00:02,zz\n"  # a key that is no key
+        "gw-3,broker host,,,,,\n"  # a broker that is no host
+        f"gw-4,,sos-4,sos_button,w-4,F0:00:00:00:00:04,{KEY}\n"
+    )
+    res = run("--from", str(stations), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 3, res.stderr
+    assert "row 2: worker is required" in lines[0] and "[A-Za-z0-9" not in lines[0]
+    assert "row 3: key" in lines[1] and "row 4: broker 'broker host'" in lines[2]
+    assert not (tmp_path / "out").exists()
+    # a template that makes a config the gateway would refuse is refused by provision too
+    stations.write_text(
+        f"gateway,device,kind,worker,address,key\ngw-1,sos-1,sos_button,w-1,F0:00:00:00:00:01,{KEY}\n"
+    )
+    (tmp_path / "fleet.toml").write_text('[mqtt]\nhost = "broker.example.cn"\n')  # plaintext, far away
+    res = run(
+        "--from", str(stations), "--template", str(tmp_path / "fleet.toml"), "--out", str(tmp_path / "out")
+    )
+    assert res.returncode == 2 and "gw-1: the config would not load: mqtt.host" in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
