@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.support.broker import mosquitto_bin
+from tests.support.gateway import REPO
 
 
 @pytest.mark.slow
-def test_demo_shows_verified_messages() -> None:
+def test_demo_shows_verified_messages(tmp_path: Path) -> None:
     if mosquitto_bin() is None:
         pytest.fail("mosquitto is not installed; scripts/test installs it")
     res = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "demo", "--duration", "30"],
+        [sys.executable, "-m", "tools.cli", "demo", "--duration", "30", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=90,
@@ -38,6 +43,9 @@ def test_demo_shows_verified_messages() -> None:
         assert any(f" {kind} " in ln for ln in verified), f"no verified {kind} in:\n{res.stdout}"
     assert not [ln for ln in lines if " ✗ " in ln]
     assert any(ln.startswith("gridedge demo: status page http://127.0.0.1:") for ln in lines), res.stdout
+    # the config the demo writes is one the schema takes, as every config the project writes
+    schema = json.loads((REPO / "config" / "gateway.schema.json").read_text())
+    jsonschema.validate(tomllib.loads((tmp_path / "gateway.toml").read_text()), schema)
     assert any("sos-w042 shows 'received'" in ln for ln in lines), res.stdout
     # the uplink fails: an SOS goes by SMS, and its MQTT copy later is the same message
     sms = [ln for ln in verified if " sos.alarm " in ln and "BY SMS" in ln]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -48,7 +49,61 @@ SECTIONS = {
     "sms": SmsConfig,
     "alarms": cfg_mod.AlarmsConfig,
     "posture": cfg_mod.PostureConfig,
+    "web": cfg_mod.WebConfig,
 }
+NOT_SECTIONS = {"file", "applied", "parts", "wearables", "bearers"}  # of Config, not sections of the file
+
+
+def test_the_schema_has_every_section_the_loader_reads() -> None:
+    """The schema is checked against the loader, not written beside it: every section of
+    the loaded Config and every bearer's section is in it, and nothing else."""
+    sections = {f.name for f in dataclasses.fields(cfg_mod.Config)} - NOT_SECTIONS
+    assert set(SCHEMA["properties"]) == sections | set(PARTS.bearers)
+    assert set(SECTIONS) | {"devices", "geofences"} | set(PARTS.bearers) == set(SCHEMA["properties"])
+
+
+def test_every_config_provision_writes_matches_the_schema(tmp_path: Path) -> None:
+    one = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "provision", "--id", "gw-9", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0, one.stderr
+    stations = tmp_path / "stations.csv"
+    stations.write_text(
+        "gateway,broker,device,kind,worker,address,key,url,allow\n"
+        "gw-1,127.0.0.1:1884,ais,ais,,,,udp://0.0.0.0:10110,192.168.4.20\n"
+        "gw-1,,sos,sos_button,w-1,F0:00:00:00:00:01,00112233445566778899aabbccddeeff,,\n"
+    )
+    fleet = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "provision",
+            "--from",
+            str(stations),
+            "--out",
+            str(tmp_path / "fleet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert fleet.returncode == 0, fleet.stderr
+    for config in (tmp_path / "one" / "gateway.toml", tmp_path / "fleet" / "gw-1" / "gateway.toml"):
+        jsonschema.validate(tomllib.loads(config.read_text()), SCHEMA)
+
+
+def test_the_annotated_example_shows_every_section_and_key() -> None:
+    """config/gateway.toml says it shows every key: each section and each of its keys is
+    there, set or commented out."""
+    text = (CONFIG / "gateway.toml").read_text()
+    for section, spec in SCHEMA["properties"].items():
+        assert re.search(rf"^#? ?\[{{1,2}}{section}\]{{1,2}}", text, re.M), section
+        keys = spec.get("properties") or spec.get("items", {}).get("properties") or {}
+        for key in keys:
+            shown = rf"^#? ?{key} = |^#? ?\[{section}\.{key}\]"  # a key, or a table of data keys
+            assert re.search(shown, text, re.M), f"{section}.{key}"
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
