@@ -276,3 +276,63 @@ def test_sms_deliveries_the_webhook_and_metrics(broker: Mosquitto, pg: Postgres,
     assert note["recs"][0]["d"]["worker"] == "w-1"
     assert 'gridedge_receive_messages_total{outcome="stored"} 1.0' in metrics
     assert 'outcome="duplicate"' in metrics and "gridedge_receive_webhook_posts_total" in metrics
+
+
+def test_what_a_restarted_mosquitto_drops_from_a_shared_subscription_is_an_open_gap(
+    broker: Mosquitto, pg: Postgres, tmp_path: Path
+) -> None:
+    """mosquitto keeps a persistent session's queued messages across its restart, but not a
+    shared subscription: what the gateways publish after it is back and before a receiver
+    has subscribed again is acknowledged and dropped. The store cannot get those messages
+    back, but it never loses sight of them: they are an open gap of their epoch."""
+    signer = registered(pg, tmp_path, "gw-a")
+    log = tmp_path / "r.log"
+
+    def receiver() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            proc = gridedge(
+                "receive", "run", "--dsn", pg.dsn, "--host", "127.0.0.1", "--port", str(broker.port),
+                "--client-id", "receiver-1", "--group", "fleet", out=out,
+            )  # fmt: skip
+        return proc
+
+    def publish(*seqs: int) -> None:
+        pub = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"gw-{uuid.uuid4().hex[:6]}"
+        )
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        for seq in seqs:
+            data = signer.sign_bytes(cbor2.dumps(payload("gw-a", seq)))
+            pub.publish(f"{PREFIX}/gw-a/up/gnss.fix", data, qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+
+    proc = receiver()
+    wait_for_log(log, "subscribed")
+    publish(1, 2, 3)
+    deadline = time.monotonic() + 20
+    while count(pg) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    broker.kill()
+    broker.start()
+    publish(4, 5)  # acknowledged by the broker; no shared subscriber yet
+    proc = receiver()
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count("subscribed") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        publish(6, 7)
+        deadline = time.monotonic() + 20
+        while count(pg) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    with psycopg.connect(pg.dsn) as c:
+        seqs = {s for (s,) in c.execute("SELECT seq FROM messages")}
+        gaps = c.execute("SELECT lo, hi FROM gaps").fetchall()
+    assert seqs == {1, 2, 3, 6, 7}
+    assert gaps == [(4, 5)]

@@ -39,8 +39,8 @@ from typing import Any
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from drivers.modem.pdu import concat_header, header_size
 from floor.envelope import kid_of
+from tools.receive import sms
 
 CHANNEL = "gridedge_life_safety"
 QUARANTINE_AFTER = 100  # junk messages before a gateway is quarantined
@@ -132,8 +132,6 @@ MIGRATIONS: Sequence[str] = (
     );
     """,
 )
-SMS_PER_SENDER = 16  # messages of one sender waiting for parts; its oldest gives way
-SMS_PART_TTL = "1 day"  # a part whose message never completes is dropped after this
 
 TRUSTED_TQ = frozenset({"gnss", "ntp"})
 EpochKey = tuple[str, int, bytes]
@@ -343,7 +341,7 @@ class Store:
                     note = {"gw": gw, "ep": [counter, nonce.hex()], "seq": seq, "kind": p["kind"]}
                     notes.append(json.dumps(note | {"bearer": bearer}))
             self._write(rows, epochs, notes)
-            self._learn_time(p for (p, _b), fresh in zip(items, new, strict=True) if fresh)
+            _learn_time(self.conn, (p for (p, _b), fresh in zip(items, new, strict=True) if fresh))
         return new
 
     def _lock_epochs(self, items: Sequence[tuple[Mapping[str, Any], str]]) -> dict[EpochKey, _Epoch]:
@@ -430,90 +428,14 @@ class Store:
         """What `gateway.status` and `time.anchor` messages say of their epoch's boot and
         of a trusted instant on the boot's clock (the view `records_dated` uses both)."""
         with self._tx():
-            self._learn_time(payloads)
-
-    def _learn_time(self, payloads: Iterable[Mapping[str, Any]]) -> None:
-        boots: dict[EpochKey, str] = {}
-        anchors: dict[tuple[str, str], tuple[int, int]] = {}
-        for p in payloads:
-            if p["kind"] not in ("gateway.status", "time.anchor"):
-                continue
-            for rec in p["recs"]:
-                d = rec["d"]
-                boot = d.get("boot")
-                if not isinstance(boot, str) or not boot:
-                    continue
-                boots[(p["gw"], p["ep"][0], p["ep"][1])] = boot
-                tb, tu = d.get("tb"), d.get("tu")
-                if (
-                    p["kind"] == "time.anchor"
-                    and d.get("tq") in TRUSTED_TQ
-                    and type(tb) is int
-                    and type(tu) is int
-                ):
-                    anchors[(p["gw"], boot)] = (tb, tu)
-        if boots:
-            keys = sorted(boots)
-            self.conn.execute(
-                "INSERT INTO boots SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::text[])"
-                " ON CONFLICT (gw, ep_counter, ep_nonce) DO UPDATE SET boot = excluded.boot",
-                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [boots[k] for k in keys]),
-            )
-        if anchors:
-            akeys = sorted(anchors)
-            self.conn.execute(
-                "INSERT INTO anchors SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
-                " ON CONFLICT (gw, boot) DO UPDATE SET tb = excluded.tb, tu = excluded.tu",
-                (
-                    [k[0] for k in akeys], [k[1] for k in akeys],
-                    [anchors[k][0] for k in akeys], [anchors[k][1] for k in akeys],
-                ),
-            )  # fmt: skip
-
-    # SMS parts ------------------------------------------------------------------------
+            _learn_time(self.conn, payloads)
 
     def sms_part(self, sender: str, ud: bytes) -> tuple[bytes | None, bool]:
-        """One SMS's user data as an SMS provider delivered it: (the whole message when
-        this part completes one, whether this part was heard before). Parts are kept in
-        the database, so they meet whichever instance each came to, and survive a restart;
-        keyed by sender, reference and count, so two senders' references never mix."""
-        head = concat_header(ud)
-        if head is None:
-            return ud, False
-        ref, total, n = head
-        with self._tx():
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{sender}/{ref}/{total}",))
-            new = self.conn.execute(
-                "INSERT INTO sms_parts (sender, ref, total, n, body) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                (sender, ref, total, n, ud[header_size(ud) :]),
-            ).fetchone()
-            pieces = self.conn.execute(
-                "SELECT n, body FROM sms_parts WHERE sender = %s AND ref = %s AND total = %s ORDER BY n",
-                (sender, ref, total),
-            ).fetchall()
-            if len(pieces) == total:
-                self.conn.execute(
-                    "DELETE FROM sms_parts WHERE sender = %s AND ref = %s AND total = %s",
-                    (sender, ref, total),
-                )
-                return b"".join(bytes(body) for _n, body in pieces), new is None
-            # a sender spraying parts of messages that never complete crowds out only itself
-            self.conn.execute(
-                "DELETE FROM sms_parts p USING (SELECT ref, total FROM sms_parts WHERE sender = %s"
-                " GROUP BY ref, total ORDER BY max(received_at) DESC OFFSET %s) old"
-                " WHERE p.sender = %s AND p.ref = old.ref AND p.total = old.total",
-                (sender, SMS_PER_SENDER, sender),
-            )
-        return None, new is None
+        """One SMS part (tools/receive/sms.py)."""
+        return sms.sms_part(self.conn, sender, ud)
 
     def expire_sms_parts(self) -> int:
-        """Parts whose message never completed, dropped after a day; how many."""
-        with self._tx():
-            cur = self.conn.execute(
-                f"DELETE FROM sms_parts WHERE received_at < now() - interval '{SMS_PART_TTL}'"
-            )
-        return cur.rowcount
+        return sms.expire_sms_parts(self.conn)
 
     def gaps(self, gw: str) -> list[tuple[int, int]]:
         with self._tx():
@@ -548,3 +470,43 @@ class Store:
                 " FROM unnest(%s::text[], %s::bigint[]) AS b(gw, n) WHERE g.gw = b.gw",
                 (gws, [counts[g] for g in gws]),
             )
+
+
+def _learn_time(conn: psycopg.Connection[Any], payloads: Iterable[Mapping[str, Any]]) -> None:
+    """Each epoch's boot and each boot's latest trusted anchor, from the payloads."""
+    boots: dict[EpochKey, str] = {}
+    anchors: dict[tuple[str, str], tuple[int, int]] = {}
+    for p in payloads:
+        if p["kind"] not in ("gateway.status", "time.anchor"):
+            continue
+        for rec in p["recs"]:
+            d = rec["d"]
+            boot = d.get("boot")
+            if not isinstance(boot, str) or not boot:
+                continue
+            boots[(p["gw"], p["ep"][0], p["ep"][1])] = boot
+            tb, tu = d.get("tb"), d.get("tu")
+            if (
+                p["kind"] == "time.anchor"
+                and d.get("tq") in TRUSTED_TQ
+                and type(tb) is int
+                and type(tu) is int
+            ):
+                anchors[(p["gw"], boot)] = (tb, tu)
+    if boots:
+        keys = sorted(boots)
+        conn.execute(
+            "INSERT INTO boots SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[], %s::text[])"
+            " ON CONFLICT (gw, ep_counter, ep_nonce) DO UPDATE SET boot = excluded.boot",
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [boots[k] for k in keys]),
+        )
+    if anchors:
+        akeys = sorted(anchors)
+        conn.execute(
+            "INSERT INTO anchors SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+            " ON CONFLICT (gw, boot) DO UPDATE SET tb = excluded.tb, tu = excluded.tu",
+            (
+                [k[0] for k in akeys], [k[1] for k in akeys],
+                [anchors[k][0] for k in akeys], [anchors[k][1] for k in akeys],
+            ),
+        )  # fmt: skip
