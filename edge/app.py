@@ -31,8 +31,8 @@ from edge.alarms import AlarmPath
 from edge.commands import CommandHandler
 from edge.config_watch import ConfigWatch, ReloadRequested
 from edge.deliveries import Deliveries, Delivery, through
-from edge.devices import Devices
-from edge.feeds import GpsdFeed, NmeaForwarder
+from edge.devices import Devices, raw_view
+from edge.feeds import GpsdFeed, NmeaForwarder, fan_out
 from edge.handlers import HANDLERS
 from edge.health import STATUS, exit_if_stuck, sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
@@ -461,7 +461,8 @@ class Gateway:
         if self.gpsd is not None:
             tg.create_task(supervise("gpsd feed", self.gpsd.serve, Backoff(1.0, 30.0)), name="gpsd.feed")
         if cfg.web.listen:
-            web = functools.partial(serve_when_asked, cfg.web, self.full_snapshot)
+            raw = functools.partial(raw_view, lambda: self.drivers)
+            web = functools.partial(serve_when_asked, cfg.web, self.full_snapshot, raw)
             tg.create_task(supervise("web", web, Backoff(1.0, 30.0)), name="web")
         tg.create_task(watchdog(), name="watchdog")
         tg.create_task(self.time.watch(), name="clock.watch")
@@ -480,7 +481,7 @@ class Gateway:
             on_time=self.time.on_time,
             on_fix=self._on_fix,
             on_ais=None if self.gpsd is None else self.gpsd.ais,
-            tap=None if self.nmea_out is None else self.nmea_out.tap,
+            tap=fan_out([part.tap for part in (self.nmea_out, self.gpsd) if part is not None]),
         )
         self.drivers = devices
         return devices

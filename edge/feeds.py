@@ -1,10 +1,13 @@
 """The gateway's receivers shared with local tools, so a chart plotter, OpenCPN, chrony or
 `gpspipe` need no second reader on the serial port:
 
-- a gpsd-compatible JSON feed (`[web] gpsd`, gpsd's protocol 3: VERSION on connect,
-  `?WATCH={"enable":true,"json":true};` answered with DEVICES and WATCH, then TPV and SKY
-  from each GNSS fix and AIS objects from each decoded AIS report; `?POLL;`, `?DEVICES;`,
-  `?VERSION;` answered; `?WATCH={"enable":false};` stops the stream);
+- a gpsd-compatible feed (`[web] gpsd`, gpsd's protocol 3: VERSION on connect; a
+  request ends with `;` or a newline, as gpsd takes them; `?WATCH={"enable":true,
+  "json":true}` answered with DEVICES and WATCH, then TPV and SKY (satellites in view and
+  used, DOPs) from each GNSS fix and AIS objects from each decoded AIS report;
+  `"nmea":true` (or `"raw":1|2`, what `gpspipe -r` asks) the sentences as the devices
+  sent them; `"device":PATH` one device only; `?POLL`, `?DEVICES`, `?VERSION` answered;
+  `?WATCH={"enable":false}` stops the stream);
 - NMEA 0183 forwarding by UDP (`[web] nmea_udp`): each sentence as heard, checksum
   intact, one datagram per sentence; only sentences whose checksum verifies; with
   `nmea_ais_only`, only AIS (`!AIVDM`, `!AIVDO`).
@@ -24,14 +27,17 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from drivers.ais.parse import AisReport
 from drivers.gnss.parse import Fix
 from drivers.nmea0183 import LineFramer, Sentence, check
 from edge.listeners import peer_of
+from edge.sky import SKY_TYPES, Sky
 from floor.config import split_host_port
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ MAX_CLIENTS = 16
 MAX_PER_PEER = 4
 IDLE_S = 30.0  # a client neither watching nor asking is closed after this
 MAX_QUEUED = 256  # lines a client may fall behind before it is dropped
+MAX_REQUEST = 1024  # a request longer than this closes the client
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -51,11 +58,16 @@ class _Client:
     def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
         self.writer = writer
         self.peer = peer
-        self.watching = False
+        self.watching = False  # JSON reports
+        self.nmea = False  # the sentences as sent
+        self.device = ""  # only this device's, when set
         self.asked = time.monotonic()  # when it last asked for something (or connected)
 
     def idle_s(self) -> float:
-        return 0.0 if self.watching else time.monotonic() - self.asked
+        return 0.0 if self.watching or self.nmea else time.monotonic() - self.asked
+
+    def wants(self, dev: str) -> bool:
+        return not self.device or self.device == dev
 
     def close(self) -> None:
         self.writer.transport.abort()
@@ -75,6 +87,8 @@ class GpsdFeed:
         self.devices = devices  # id -> kind (gnss, ais)
         self._clients: set[_Client] = set()
         self._last: dict[str, Fix] = {}  # device -> its latest fix (for ?POLL)
+        self._sky: dict[str, Sky] = {}  # device -> its satellites, while anyone is connected
+        self._framers: dict[str, LineFramer] = {}
         self.sent = 0
         self.dropped = 0
         self.refused = 0
@@ -127,14 +141,20 @@ class GpsdFeed:
             "proto_minor": 14,
         }
         client.send(_line(version))
+        pending = b""
         try:
             while True:
-                line = await self._request(reader, client)
-                if line is None or len(line) > 1024:
+                data = await self._read(reader, client)
+                if not data:
                     break
-                client.asked = time.monotonic()
-                self._command(client, line.decode("ascii", "replace").strip())
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                *requests, pending = re.split(rb"[;\n]", pending + data)
+                if len(pending) > MAX_REQUEST:
+                    break
+                for line in requests:
+                    if line.strip():
+                        client.asked = time.monotonic()
+                        self._command(client, line.decode("ascii", "replace").strip())
+        except ConnectionError:
             pass
         finally:
             self._clients.discard(client)
@@ -142,26 +162,25 @@ class GpsdFeed:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def _request(self, reader: asyncio.StreamReader, client: _Client) -> bytes | None:
-        """The client's next request; None when it stayed idle too long (not watching)."""
+    async def _read(self, reader: asyncio.StreamReader, client: _Client) -> bytes:
+        """What the client sent next; nothing when it closed, or stayed idle too long."""
         while True:
             try:
-                return await asyncio.wait_for(reader.readuntil(b";"), IDLE_S)
+                return await asyncio.wait_for(reader.read(MAX_REQUEST), IDLE_S)
             except TimeoutError:
-                if not client.watching:
+                if client.idle_s() > 0.0:
                     self.idle_closed += 1
-                    return None
+                    return b""
 
     def _command(self, client: _Client, cmd: str) -> None:
         verb, opts = request(cmd)
         if verb == "?WATCH":
-            client.watching = bool(opts.get("enable", True)) and bool(opts.get("json", True))
-            client.send(self._devices())
-            client.send(_line({"class": "WATCH", "enable": client.watching, "json": client.watching}))
+            self._watch(client, opts)
         elif verb == "?POLL":
             tpv = [_tpv(dev, fix) for dev, fix in sorted(self._last.items())]
+            sky = [self._sky[dev].report(dev) for dev in sorted(self._last) if dev in self._sky]
             client.send(
-                _line({"class": "POLL", "time": _iso_now(), "active": len(tpv), "tpv": tpv, "sky": []})
+                _line({"class": "POLL", "time": _iso_now(), "active": len(tpv), "tpv": tpv, "sky": sky})
             )
         elif verb == "?DEVICES":
             client.send(self._devices())
@@ -170,6 +189,20 @@ class GpsdFeed:
         else:
             client.send(_line({"class": "ERROR", "message": f"Unrecognized request '{verb[:40]}'"}))
 
+    def _watch(self, client: _Client, opts: dict[str, Any]) -> None:
+        """gpsd's ?WATCH: what it names changes, what it leaves out stays as it was (a bare
+        `?WATCH={"enable":true}` turns the JSON reports on, as gpsd does)."""
+        enable = bool(opts.get("enable", True))
+        nmea = bool(opts.get("nmea", client.nmea)) or opts.get("raw") in (1, 2)
+        json_on = bool(opts.get("json", client.watching or not nmea))
+        client.watching, client.nmea = enable and json_on, enable and nmea
+        device = opts.get("device")
+        if isinstance(device, str):
+            client.device = device if device in self.devices else client.device
+        client.send(self._devices())
+        watch = {"class": "WATCH", "enable": enable, "json": client.watching, "nmea": client.nmea}
+        client.send(_line(watch | ({"device": client.device} if client.device else {})))
+
     def _devices(self) -> bytes:
         devices = [
             {"class": "DEVICE", "path": dev, "driver": f"gridedge {kind}", "activated": _iso_now()}
@@ -177,25 +210,45 @@ class GpsdFeed:
         ]
         return _line({"class": "DEVICES", "devices": devices})
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, dev: str, data: bytes, *, nmea: bool = False) -> None:
         for client in list(self._clients):
-            if client.watching and not client.send(data):
+            if not ((client.nmea if nmea else client.watching) and client.wants(dev)):
+                continue
+            if not client.send(data):
                 self.dropped += 1
                 self._clients.discard(client)
                 client.writer.close()
         self.sent += 1
 
+    def tap(self, dev: str, data: bytes) -> None:
+        """The bytes a device sent, as read: its sentences for the clients watching NMEA,
+        its satellites (GSV, GSA) for SKY. Nothing is done while no one is connected."""
+        if not self._clients or dev not in self.devices:
+            return
+        framer = self._framers.setdefault(dev, LineFramer())
+        for line in framer.feed(data):
+            if not isinstance(line, bytes):
+                continue
+            checked = check(line)
+            if not isinstance(checked, Sentence):
+                continue  # as gpsd: only what a client can trust
+            if checked.type in SKY_TYPES and self.devices[dev] == "gnss":
+                self._sky.setdefault(dev, Sky()).sentence(checked)
+            self._broadcast(dev, line + b"\r\n", nmea=True)
+
     def fix(self, dev: str, fix: Fix) -> None:
         self._last[dev] = fix
         if not self._clients:
             return
-        self._broadcast(_line(_tpv(dev, fix)))
-        sky: dict[str, Any] = {"class": "SKY", "device": dev}
-        if fix.sats is not None:
-            sky["uSat"] = fix.sats
+        self._broadcast(dev, _line(_tpv(dev, fix)))
+        sky: dict[str, Any] = (
+            self._sky[dev].report(dev) if dev in self._sky else {"class": "SKY", "device": dev}
+        )
         if fix.hdop is not None:
-            sky["hdop"] = fix.hdop
-        self._broadcast(_line(sky))
+            sky.setdefault("hdop", fix.hdop)
+        if "satellites" not in sky and fix.sats is not None:
+            sky["uSat"] = fix.sats  # a receiver that sends no GSV: how many it used, still
+        self._broadcast(dev, _line(sky))
 
     def ais(self, dev: str, rep: AisReport) -> None:
         if not self._clients:
@@ -223,7 +276,7 @@ class GpsdFeed:
         ):
             if ours in d:
                 obj[theirs] = d[ours]
-        self._broadcast(_line(obj))
+        self._broadcast(dev, _line(obj))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -234,6 +287,21 @@ class GpsdFeed:
             "refused": self.refused,
             "idle_closed": self.idle_closed,
         }
+
+
+Tap = Callable[[str, bytes], None]
+
+
+def fan_out(taps: list[Tap]) -> Tap | None:
+    """One tap for the drivers that hands their bytes to each of `taps` (none: no tap)."""
+    if len(taps) <= 1:
+        return taps[0] if taps else None
+
+    def tap(dev: str, data: bytes) -> None:
+        for t in taps:
+            t(dev, data)
+
+    return tap
 
 
 def request(cmd: str) -> tuple[str, dict[str, Any]]:

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 
 from drivers.nmea0183 import sentence
 
-__all__ = ["epoch_sentences", "sentence", "walk"]
+__all__ = ["SKY", "epoch_sentences", "sentence", "sky_sentences", "walk"]
+
+# The simulated sky: (talker, satellite as that talker numbers it, elevation, azimuth, SNR)
+SKY = (
+    ("GP", 1, 62, 45, 44), ("GP", 2, 35, 120, 41), ("GP", 3, 20, 200, 38), ("GP", 4, 48, 290, 40),
+    ("GP", 5, 12, 330, 31), ("GP", 6, 75, 10, 46), ("GP", 9, 5, 80, 0),
+    ("GL", 70, 40, 150, 36), ("GL", 71, 22, 240, 33),
+    ("GB", 7, 55, 100, 42), ("GB", 10, 30, 260, 37),
+)  # fmt: skip
 
 
 def _ddmm(value: float, deg_digits: int) -> tuple[str, str]:
@@ -43,6 +51,21 @@ def epoch_sentences(
         + sentence(f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},1,{sats:02d},{hdop:.1f},{alt:.1f},M,-5.0,M,,")
         + sentence(f"{talker}GSA,A,3,01,02,03,04,05,06,,,,,,,1.5,{hdop:.1f},1.2,1")
     )
+
+
+def sky_sentences() -> bytes:
+    """GSV cycles of SKY (per talker, four satellites a sentence), as a receiver sends
+    them once a second; epoch_sentences' GSA says GPS 1-6 are used."""
+    out = b""
+    for talker in dict.fromkeys(t for t, *_ in SKY):
+        sats = [(n, el, az, ss) for t, n, el, az, ss in SKY if t == talker]
+        total = -(-len(sats) // 4)
+        for i in range(total):
+            chunk = sats[i * 4 : i * 4 + 4]
+            body = ",".join(f"{n:02d},{el:02d},{az:03d},{ss:02d}" if ss else f"{n:02d},{el:02d},{az:03d},"
+                            for n, el, az, ss in chunk)  # fmt: skip
+            out += sentence(f"{talker}GSV,{total},{i + 1},{len(sats):02d},{body}")
+    return out
 
 
 def walk(
