@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from drivers.counters import DriverCounters
 from drivers.net_link import Link, open_link
 from drivers.nmea0183 import Rejected
+from drivers.raw import RawView
 from floor.clock import Stamp, boottime_ms
 from floor.config import Source
 from floor.errors import DeviceGone, DeviceSilent
@@ -61,6 +62,7 @@ class StreamDriver(abc.ABC):
         self._emit = emit
         self.counters = DriverCounters()
         self._tap = tap  # hears the bytes as read (NMEA forwarding)
+        self.raw = RawView()  # the last lines, while a technician looks
 
     def snapshot(self) -> dict[str, Any]:
         """Its entry in the status: its kind, state and counters (a kind may add more)."""
@@ -127,6 +129,7 @@ class StreamDriver(abc.ABC):
 
     def _rejected(self, ev: Rejected) -> None:
         self.counters.rejected[ev.reason.value] += 1
+        self.raw.refused(ev.raw, ev.reason.value, ev.detail)
         log.debug("%s: rejected %s %s: %r", self.name, ev.reason.value, ev.detail, ev.raw[:80])
 
     async def _read_loop(self, link: Link) -> None:
@@ -151,7 +154,13 @@ class StreamDriver(abc.ABC):
             self.counters.last_ms = time.time_ns() // 1_000_000
             if self._tap is not None:
                 self._tap(self.dev_id, data)
+            self.raw.heard(data)
             self._feed(data, boottime_ms())
+
+    def _failed(self, exc: Exception) -> None:
+        """Why it is down, for the status, the page and `gridedge status` (until it is back)."""
+        self.counters.last_error = str(exc)
+        self.counters.failures += 1
 
     async def run(self) -> None:
         self._new_stream()
@@ -159,6 +168,7 @@ class StreamDriver(abc.ABC):
         try:
             async with open_link(self.name, self._source, self._refused_datagram) as link:
                 self.counters.opened += 1
+                self.counters.last_error, self.counters.failures = None, 0
                 self._opened(link)
                 self._state(DeviceState.CONNECTED)
                 try:
@@ -167,13 +177,15 @@ class StreamDriver(abc.ABC):
                     # stopping, wherever it waited: what already reached the link is parsed, not dropped
                     self._last_read(link)
                     raise
-        except DeviceSilent:
+        except DeviceSilent as exc:
             self.counters.silent += 1
+            self._failed(exc)
             self._drain(boottime_ms())
             self._state(DeviceState.SILENT)
             raise
-        except DeviceGone:
+        except DeviceGone as exc:
             self.counters.gone += 1
+            self._failed(exc)
             self._drain(boottime_ms())
             self._state(DeviceState.DISCONNECTED)
             raise

@@ -19,6 +19,8 @@ class DriverCounters:
     last_ms: int = 0  # unix ms of the last bytes read
     rejected: Counter[str] = field(default_factory=Counter)
     incidents: dict[str, int] | None = None  # a radio's folding of repeated calls (drivers/incidents.py)
+    last_error: str | None = None  # why the device is not connected, while it is not
+    failures: int = 0  # the attempts that failed since it was last connected
 
     def snapshot(self) -> dict[str, object]:
         extra: dict[str, object] = {} if self.incidents is None else {"incidents": self.incidents}
@@ -33,4 +35,6 @@ class DriverCounters:
             "published": self.published,
             "last_ms": self.last_ms,
             "rejected": dict(self.rejected),
+            "last_error": self.last_error,
+            "failures": self.failures,
         }

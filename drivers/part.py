@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from drivers.raw import RawView
 from floor.config import BearerConfig, DeviceConfig, Section
 from floor.errors import Problem, Refusal
 
@@ -62,6 +63,7 @@ class Device(Protocol):
 
     name: str  # "kind[id]": its task's and log lines' name
     dev_id: str
+    raw: RawView  # its last lines as sent, while a technician looks
 
     async def run(self) -> None:
         """One lifetime of its link; returns only by raising (a supervisor reopens it)."""

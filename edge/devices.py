@@ -84,8 +84,16 @@ class Devices(Mapping[str, Device]):
         """Each device under a supervisor of its own, in the gateway's task group."""
         for device, (first, longest) in self._built.values():
             tg.create_task(
-                supervise(device.name, device.run, Backoff(first, longest)), name=f"{device.name}.supervise"
+                # a device that stays away (unplugged for days) is logged once, then counted
+                supervise(device.name, device.run, Backoff(first, longest), quiet_repeats=True),
+                name=f"{device.name}.supervise",
             )
 
     def snapshot(self) -> dict[str, Any]:
         return {dev_id: device.snapshot() for dev_id, (device, _b) in self._built.items()}
+
+
+def raw_view(drivers: Callable[[], Mapping[str, Device]], dev_id: str) -> list[dict[str, Any]] | None:
+    """A stream device's last lines as sent (the page's raw view); None: no such device."""
+    device = drivers().get(dev_id)
+    return None if device is None else device.raw.view()

@@ -219,6 +219,7 @@ class Publisher:
             await conn.subscribe(list(self._subs))
             await conn.publish(self.status_topic, self._status("online"), retain=True)
             self.state = LinkState.UP
+            self.last_error = ""  # why it was down: not said of a link that is up
             self.up.set()
             self._conn = conn
             try:

@@ -1042,10 +1042,11 @@ def wearable_problem(
     the wearable kinds, True for those whose events need a key)."""
     if kind not in kinds:
         return "kind", Problem(N_("must be one of {choices}"), {"choices": ", ".join(kinds)})
-    if worker is None or worker == "":
-        return "worker", Problem(N_("is required: the worker who wears it"))
     if not isinstance(worker, str) or not valid_id(worker):
-        return "worker", Problem(N_("must match [A-Za-z0-9._-]{1,64}"))
+        missing = worker is None or worker == ""
+        return "worker", Problem(
+            N_("is required: the worker who wears it") if missing else N_("must match [A-Za-z0-9._-]{1,64}")
+        )
     if (address is None) == (irk is None):
         return "address", Problem(N_("give exactly one of address or irk"))
     if address is not None and (not isinstance(address, str) or not _MAC.fullmatch(address)):

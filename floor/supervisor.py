@@ -40,6 +40,20 @@ class Backoff:
         self._attempt = 0
 
 
+def _log_failure(logger: logging.Logger, name: str, exc: BaseException, delay: float, repeats: int) -> None:
+    """A failure logged when it is new; the same one again only at 10, 100, 1000...
+    repeats, with the count (a device unplugged for a day is a handful of lines)."""
+    n = repeats
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    if repeats == 1:
+        logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
+    elif n == 1:
+        logger.warning("%s: still %s (%d times); retrying in %.1f s", name, exc, repeats, delay)
+    else:
+        logger.debug("%s: %s; retrying in %.1f s", name, exc, delay)
+
+
 async def supervise(
     name: str,
     run: Callable[[], Awaitable[None]],
@@ -55,6 +69,7 @@ async def supervise(
     as a warning."""
     loop = asyncio.get_running_loop()
     last: tuple[type[BaseException], tuple[object, ...]] | None = None
+    repeats = 0
     while True:
         started = loop.time()
         try:
@@ -68,9 +83,8 @@ async def supervise(
             delay = backoff.next()
             same = quiet_repeats and last == (type(exc), exc.args)
             last = (type(exc), exc.args)
-            logger.log(
-                logging.DEBUG if same else logging.WARNING, "%s: %s; retrying in %.1f s", name, exc, delay
-            )
+            repeats = repeats + 1 if same else 1
+            _log_failure(logger, name, exc, delay, repeats)
             if on_error is not None:
                 on_error(exc)
         except PermanentError as exc:

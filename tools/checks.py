@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.parts import PARTS
-from floor.config import OPEN_TO_OTHERS, Config, NetSource
+from floor.config import OPEN_TO_OTHERS, Config, NetSource, SerialPort
 from floor.errors import N_, Problem
 
 SERVICE_USER = "gridedge"  # the user the packaged unit runs as
@@ -164,6 +164,16 @@ def _unwise(cfg: Config) -> list[Problem]:
     out = []
     for dev in cfg.devices:
         src = dev.source
+        if isinstance(src, SerialPort) and not Path(src.port).exists():
+            out.append(
+                Problem(
+                    N_(
+                        "devices[{id}]: {port} does not exist (not plugged in, or another name?); "
+                        "the gateway keeps trying it and says why in its status"
+                    ),
+                    {"id": dev.id, "port": src.port},
+                )
+            )
         if isinstance(src, NetSource) and src.wildcard and not src.allow:
             out.append(
                 Problem(

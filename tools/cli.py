@@ -21,7 +21,7 @@ from edge.i18n import from_env, localised, problem_text, translator
 from edge.listeners import MIN_FDS, quiet_accept_errors, raise_fd_limit
 from edge.reconfig import applied_dir, applied_state, read_pending, reset, start_config
 from floor.config import default_path
-from floor.errors import EdgeError
+from floor.errors import ConfigError, EdgeError
 from tools.checks import SERVICE_USER, examine
 from tools.provision import SYSTEM_DIR
 
@@ -35,12 +35,13 @@ def _run_until_signal(coro: Coroutine[Any, Any, Any]) -> int:
         task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
 
-        def stop() -> None:
+        def stop(sig: signal.Signals) -> None:
+            logging.getLogger("gridedge").info("stopping: %s", sig.name)  # the journal says why it went
             task.cancel()
             exit_if_stuck("asked to stop", 0)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop)
+            loop.add_signal_handler(sig, stop, sig)
         try:
             await task
         except asyncio.CancelledError:
@@ -113,7 +114,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(msg.format(file=args.config, user=user), file=sys.stderr)
         return 1
     print(
-        _("{file}: ok (gateway {gw}, {devices} devices, {wearables} wearables)").format(
+        _("{file}: ok (gateway {gw}; stream devices: {devices}; wearables: {wearables})").format(
             file=args.config, gw=cfg.gateway.id, devices=len(cfg.devices), wearables=len(cfg.wearables)
         )
     )
@@ -203,11 +204,30 @@ def cmd_provision(args: argparse.Namespace) -> int:
     for p in done:
         print(_("wrote {files}").format(files=", ".join(p.written)))
         print(_("gateway {gw}: key fingerprint (SHA-256) {fp}").format(gw=p.gw_id, fp=p.fingerprint))
+        if (page := page_address(p.out / "gateway.toml")) is not None:
+            print(_("status page: {address}").format(address=page))
         if args.stations is not None or args.qr:
             print(qr_terminal(p), end="")
     if args.stations is not None:
         print(_("registration sheet: {path}").format(path=args.out / "registration.csv"))
     return 0
+
+
+def page_address(config: Path) -> str | None:
+    """Where a provisioned gateway's page is, with how to give it the token (read from the
+    file on the gateway, never printed here)."""
+    from drivers.parts import load_config
+
+    try:
+        web = load_config(config, check_files=False).web
+    except ConfigError:
+        return None
+    if not web.listen:
+        return None
+    host, port = web.host_port
+    shown = "GATEWAY" if host in ("0.0.0.0", "::", "") else host  # the address it is reached at
+    token = f"?token=$(sudo cat {web.token_file})" if web.token_file is not None else ""
+    return f"http://{shown}:{port}/{token}"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

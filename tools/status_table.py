@@ -92,7 +92,8 @@ def _alarms(doc: Mapping[str, Any], _: Tr, ago: Callable[[int | None], str]) -> 
         state = _(a["state"]) + "".join(
             " + " + _("by {bearer}").format(bearer=b) for b in a.get("bearers", ())
         )
-        rows.append([str(a["seq"]), a["kind"], who, state, ago(a.get("at"))])
+        kind = a["kind"] + (f" ×{a['messages']}" if a.get("messages", 1) > 1 else "")  # an incident's repeats
+        rows.append([str(a["seq"]), kind, who, state, ago(a.get("at"))])
     return [_("Life-safety messages"), *grid(rows)]
 
 
@@ -110,6 +111,8 @@ def _devices(doc: Mapping[str, Any], _: Tr, ago: Callable[[int | None], str]) ->
             details.insert(0, _("fix {d}D, {n} satellites").format(d=fix["fix"], n=fix.get("sats", "?")))
         if rejected := sum(c["rejected"].values()):
             details.append(_("rejected {n}").format(n=rejected))
+        if c["state"] != "connected" and c.get("last_error"):  # why, while it is down
+            details.append(str(c["last_error"]))
         rows.append([dev, _(c["state"]), " · ".join(details)])
     return [_("Devices"), *grid(rows)]
 

@@ -30,7 +30,11 @@ def bind(listen: str) -> socket.socket:
 WEB = Admission("status page", total=64, per_peer=8)  # the page and /metrics: one listener
 
 
-async def serve_when_asked(cfg: WebConfig, snapshot: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+async def serve_when_asked(
+    cfg: WebConfig,
+    snapshot: Callable[[], Awaitable[dict[str, Any]]],
+    raw: Callable[[str], list[dict[str, Any]] | None] = lambda _dev: None,
+) -> None:
     try:
         sock = bind(cfg.listen)
     except OSError as exc:
@@ -47,4 +51,4 @@ async def serve_when_asked(cfg: WebConfig, snapshot: Callable[[], Awaitable[dict
             loop.remove_reader(sock.fileno())
         from edge.web.server import serve_site
 
-        await serve_site(cfg, snapshot, sock, WEB)
+        await serve_site(cfg, snapshot, sock, WEB, raw=raw)

@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from drivers.nmea0183 import Reason
+from edge.commands import CommandError
 
 LANES = {0: "life_safety", 1: "event", 2: "telemetry", 3: "bulk"}
 
@@ -36,6 +39,7 @@ class _Snapshot(Collector):
         yield from _devices(d.get("devices") or {}, (d.get("ble") or {}).get("wearables") or {})
         yield from _bearers(d.get("bearers") or {})
         yield from _commands(d.get("commands"))
+        yield from _feeds(d.get("feeds") or {})
 
 
 def _outbox(ob: Mapping[str, Any] | None) -> Iterator[Metric]:
@@ -85,8 +89,17 @@ def _link(link: Mapping[str, Any] | None) -> Iterator[Metric]:
         yield fam
 
 
+REJECT_REASONS = tuple(r.value for r in Reason)  # every series there from the start, at 0
+COMMAND_REFUSALS = tuple(c.value for c in CommandError)
+
+
 def _devices(devices: Mapping[str, Any], wearables: Mapping[str, Any]) -> Iterator[Metric]:
     up = _gauge("gridedge_device_up", "1 while a device is connected", ("device",))
+    last = _gauge(
+        "gridedge_device_last_data_timestamp_seconds", "the latest bytes a device sent", ("device",)
+    )
+    fix = _gauge("gridedge_gnss_fix_mode", "a GNSS receiver's fix: 0 none, 2 2D, 3 3D", ("device",))
+    sats = _gauge("gridedge_gnss_satellites_used", "the satellites a GNSS receiver's fix used", ("device",))
     opens = _counter("gridedge_device_reconnects", "times a device's link was opened again", ("device",))
     rejected = _counter("gridedge_rejections", "input refused, by device and reason", ("device", "reason"))
     battery = _gauge("gridedge_wearable_battery_ratio", "a wearable's battery (0-1)", ("device",))
@@ -94,8 +107,14 @@ def _devices(devices: Mapping[str, Any], wearables: Mapping[str, Any]) -> Iterat
     for dev, c in sorted(devices.items()):
         up.add_metric([dev], 1.0 if c["state"] == "connected" else 0.0)
         opens.add_metric([dev], max(0, c["opened"] - 1))
-        for reason, n in sorted(c["rejected"].items()):
+        last.add_metric([dev], c.get("last_ms", 0) / 1000)
+        counts = {reason: 0 for reason in REJECT_REASONS} | dict(c["rejected"])
+        for reason, n in sorted(counts.items()):
             rejected.add_metric([dev, reason], n)
+        if "fix" in c:  # a receiver of positions: its fix, or none
+            f = c["fix"] or {}
+            fix.add_metric([dev], float(f.get("fix") or 0))
+            sats.add_metric([dev], float(f.get("sats") or 0))
     for dev, w in sorted(wearables.items()):
         up.add_metric([dev], 1.0 if w["state"] == "connected" else 0.0)
         opens.add_metric([dev], max(0, w["connects"] - 1))
@@ -106,7 +125,7 @@ def _devices(devices: Mapping[str, Any], wearables: Mapping[str, Any]) -> Iterat
             battery.add_metric([dev], w["battery"] / 100)
         if w.get("rssi") is not None:
             rssi.add_metric([dev], w["rssi"])
-    yield from (up, opens, rejected, battery, rssi)
+    yield from (up, opens, rejected, battery, rssi, last, fix, sats)
 
 
 def _bearers(bearers: Mapping[str, Any]) -> Iterator[Metric]:
@@ -136,13 +155,26 @@ def _commands(cmds: Mapping[str, Any] | None) -> Iterator[Metric]:
         return
     fam = _counter("gridedge_commands", "platform commands, by outcome", ("outcome",))
     fam.add_metric(["accepted"], cmds["accepted"])
-    for code, n in sorted(cmds["rejected"].items()):
+    for code, n in sorted(({c: 0 for c in COMMAND_REFUSALS} | dict(cmds["rejected"])).items()):
         fam.add_metric([code], n)
     yield fam
+
+
+def _feeds(feeds: Mapping[str, Any]) -> Iterator[Metric]:
+    """The local tools' feeds: who is connected, what was sent and dropped."""
+    gpsd = feeds.get("gpsd")
+    if gpsd:
+        yield _one("gridedge_feed_clients", "clients of the gpsd-compatible feed", gpsd["clients"])
+        yield _total("gridedge_feed_sent", "reports the gpsd-compatible feed sent", gpsd["sent"])
+        yield _total("gridedge_feed_dropped", "slow clients the feed dropped", gpsd["dropped"])
+    nmea = feeds.get("nmea_udp")
+    if nmea:
+        yield _total("gridedge_nmea_forwarded", "sentences forwarded by UDP", nmea["forwarded"])
 
 
 def exposition(doc: Mapping[str, Any]) -> bytes:
     """The text exposition format of the document's metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(doc))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, _resident_memory_bytes, _open_fds...
     return generate_latest(registry)

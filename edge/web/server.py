@@ -20,6 +20,7 @@ whole within 10 s (edge/listeners.py).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hmac
 import json
 import logging
@@ -27,6 +28,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 COOKIE = "gridedge_token"
+COOKIE_MAX_AGE_S = 30 * 86400  # a technician's phone stays let in for a month, past a browser restart
 EVENT_EVERY_S = 0.5
 HEARTBEAT_S = 15.0
 # Only the page's own script, style and requests; nothing framed, no form posted anywhere.
@@ -62,6 +65,7 @@ def embed(obj: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
+Raw = Callable[[str], list[dict[str, Any]] | None]  # a device's last lines, None: no such device
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 
 
@@ -122,9 +126,12 @@ class Feed:
 
 
 class StatusSite:
-    def __init__(self, cfg: WebConfig, snapshot: Snapshot, *, token: str | None) -> None:
+    def __init__(
+        self, cfg: WebConfig, snapshot: Snapshot, *, token: str | None, raw: Raw = lambda _d: None
+    ) -> None:
         self.cfg = cfg
         self._snapshot = snapshot
+        self._raw = raw
         self._token = token
         self._open = cfg.open
         self._templates = jinja2.Environment(
@@ -167,14 +174,21 @@ class StatusSite:
             self.refused += 1
             lang = from_accept_language(request.headers.get("Accept-Language"))
             _ = translator(lang).gettext
-            body = _("A token is needed: open the address gridedge provision printed, with ?token=...")
+            body = _(
+                "A token is needed: open http://{host}/?token=TOKEN, TOKEN being the contents of the "
+                "gateway's web.token (beside its config; gridedge provision printed the address)"
+            ).format(host=request.host)
             raise web.HTTPUnauthorized(
                 text=body + "\n", headers={"WWW-Authenticate": 'Bearer realm="gridedge"'}
             )
         if "token" in request.query and request.path == "/":
-            # keep it in a cookie; the address bar (and any screenshot of it) loses it
-            resp = web.HTTPSeeOther("/")
-            resp.set_cookie(COOKIE, request.query["token"], httponly=True, samesite="Strict")
+            # keep it in a cookie; the address bar (and any screenshot of it) loses it, and
+            # only it: the language asked for with it stays
+            rest = {k: v for k, v in request.query.items() if k != "token"}
+            resp = web.HTTPSeeOther("/" + ("?" + urlencode(rest) if rest else ""))
+            resp.set_cookie(
+                COOKIE, request.query["token"], httponly=True, samesite="Strict", max_age=COOKIE_MAX_AGE_S
+            )
             raise resp
 
     # -- handlers ------------------------------------------------------------------------------
@@ -193,6 +207,25 @@ class StatusSite:
             catalogs=embed(catalogs),
             doc=doc,
         )
+        return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+    async def raw(self, request: web.Request) -> web.Response:
+        """A device's last lines as it sent them, the refused ones marked (JSON with
+        ?format=json); refreshed every 2 s."""
+        device = request.match_info["device"]
+        lines = self._raw(device)
+        if lines is None:
+            raise web.HTTPNotFound(text=f"no stream device {device!r}\n")
+        if request.query.get("format") == "json":
+            return web.json_response({"device": device, "lines": lines})
+        lang = request.query.get("lang") or from_accept_language(request.headers.get("Accept-Language"))
+        lang = lang if lang in LANGS else "en"
+        tmpl = self._templates.get_template("raw.html")
+        self._templates.install_gettext_translations(translator(lang), newstyle=True)  # type: ignore[attr-defined]
+        shown = [
+            dict(x, at=dt.datetime.fromtimestamp(x["t"] / 1000, dt.UTC).strftime("%H:%M:%S")) for x in lines
+        ]
+        html = tmpl.render(device=device, lines=shown, html_lang="zh-CN" if lang == "zh_CN" else "en")
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def status(self, _request: web.Request) -> web.Response:
@@ -229,14 +262,22 @@ class StatusSite:
         app.router.add_get("/events", self.events)
         app.router.add_get("/api/status", self.status)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/raw/{device}", self.raw)
         app.router.add_static("/static/", HERE / "static", show_index=False)
         return app
 
 
-async def serve_site(cfg: WebConfig, snapshot: Snapshot, sock: socket.socket, admission: Admission) -> None:
+async def serve_site(
+    cfg: WebConfig,
+    snapshot: Snapshot,
+    sock: socket.socket,
+    admission: Admission,
+    *,
+    raw: Raw = lambda _d: None,
+) -> None:
     """Serve the page on the bound socket until cancelled (edge/web/listen.py), each
     connection admitted and held to the header deadline."""
-    site = StatusSite(cfg, snapshot, token=load_token(cfg))
+    site = StatusSite(cfg, snapshot, token=load_token(cfg), raw=raw)
     runner = web.AppRunner(
         site.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=15.0
     )

@@ -161,3 +161,88 @@ def test_metrics_scraped_and_parsed_by_prometheus_client(site: tuple[Rig, str, s
     assert value("gridedge_wearable_battery_ratio", device="btn-1") == pytest.approx(0.87)
     assert "gridedge_outbox_oldest_age_seconds" in fams and "gridedge_rejections" in fams
     assert value("gridedge_info", gw="gw-test-1", version="0.1.0") == 1
+
+
+FITS = """() => {
+  const over = [];
+  for (const s of document.querySelectorAll("section")) {
+    for (const t of s.querySelectorAll("table")) {
+      if (t.scrollWidth > s.clientWidth + 1) over.push(`${s.id}: ${t.scrollWidth} > ${s.clientWidth}`);
+    }
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) over.push("the page scrolls sideways");
+  for (const e of document.querySelectorAll("[data-state]")) {  // one line, not a column of characters
+    if (e.getClientRects().length > 1) over.push(`state ${e.textContent} wraps`);
+  }
+  return over;
+}"""
+
+
+@pytest.fixture
+def bad_day(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Rig, str, str]]:
+    """A gateway on a bad day: its GNSS receiver unplugged, an SOS raised, the broker gone."""
+    token = secrets.token_urlsafe(24)
+    token_file = tmp_path / "web.token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    web = (
+        f'[web]\nlisten = "0.0.0.0:{port}"\ntoken_file = "{token_file}"\n'
+        '[[devices]]\nid = "gnss-mast"\nkind = "gnss"\nport = "/dev/ttyGONE9"\n'
+    )
+    wearables = [button("btn-1", 1, "w-7"), button("btn-2", 2, "w-8")]
+    r = Rig(broker, tmp_path, wearables, extra=web)
+    r.gw.start()
+    r.gw.wait_status(lambda d: d["link"]["state"] == "up")
+    r.connected("btn-1", "btn-2")
+    r.sim.call("press", device="btn-1", type="long")
+    r.gw.wait_status(lambda d: bool(d["life_safety"]))
+    broker.kill()
+    r.gw.wait_status(lambda d: d["link"]["state"] != "up" and bool(d["link"]["last_error"]), timeout=30)
+    try:
+        yield r, f"http://127.0.0.1:{port}", token
+    finally:
+        broker.start()
+        r.stop()
+
+
+def test_the_page_fits_a_phone_and_a_laptop_and_says_why_things_are_down(
+    bad_day: tuple[Rig, str, str],
+) -> None:
+    """At a phone's 390 px and a laptop's 1280 px, in English and in Chinese: no table is
+    wider than its card and no state wraps a character a line; the missing receiver and
+    the uplink say why they are down; the language asked for with the token stays, and
+    the token's cookie outlives the browser session."""
+    rig, base, token = bad_day
+    status, body = get(base + "/")
+    assert status == 401 and f"{base.removeprefix('http://')}/?token=" in body  # where to go, said
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            for width, height, name in ((390, 844, "phone"), (1280, 900, "laptop")):
+                for lang in ("en", "zh_CN"):
+                    context = browser.new_context(viewport={"width": width, "height": height})
+                    page = context.new_page()
+                    page.goto(f"{base}/?token={token}&lang={lang}")
+                    assert "token" not in page.url and f"lang={lang}" in page.url
+                    page.wait_for_selector('#devices tr[data-device="gnss-mast"] [data-why]')
+                    page.wait_for_selector("#gateway [data-uplink] [data-why]")
+                    page.wait_for_selector("#alarms tr[data-seq]")
+                    if lang == "zh_CN":
+                        assert page.inner_text("h1") == "gridedge 状态"
+                    reason = page.inner_text('#devices tr[data-device="gnss-mast"] [data-why]')
+                    assert "/dev/ttyGONE9" in reason and "No such file" in reason and "Errno" not in reason
+                    assert page.inner_text("#gateway [data-uplink] [data-why]")
+                    assert page.evaluate(FITS) == [], (name, lang)
+                    cookie = next(c for c in context.cookies() if c["name"] == "gridedge_token")
+                    assert cookie["expires"] > time.time() + 29 * 86400  # not a session cookie
+                    if SCREENSHOTS:
+                        page.screenshot(path=f"{SCREENSHOTS}/status-{name}-{lang}.png", full_page=True)
+                    context.close()
+        finally:
+            browser.close()
+    status_doc = rig.gw.status()
+    assert status_doc["devices"]["gnss-mast"]["failures"] >= 1
+    log = rig.gw.log.read_text()
+    # the missing port: said once (and at 10, 100... repeats), not every few seconds
+    assert log.count("/dev/ttyGONE9") <= 2, log[-3000:]

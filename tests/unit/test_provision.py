@@ -170,3 +170,14 @@ def test_every_bad_row_of_a_sheet_is_named_and_nothing_is_written(tmp_path: Path
     )
     assert res.returncode == 2 and "gw-1: the config would not load: mqtt.host" in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_check_warns_of_a_serial_port_that_is_not_there(tmp_path: Path) -> None:
+    out = tmp_path / "gw"
+    assert run("--id", "gw-9", "--out", str(out), "--owner", "nobody-here").returncode == 0
+    config = out / "gateway.toml"
+    config.write_text(config.read_text().replace("/dev/ttyUSB0", "/dev/ttyGONE9"))
+    result = check(config)
+    assert result.returncode == 0, result.stderr  # it runs: the gateway keeps trying the port
+    said = result.stdout + result.stderr
+    assert "/dev/ttyGONE9 does not exist" in said, said
