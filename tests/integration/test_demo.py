@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -43,6 +44,9 @@ def test_demo_shows_verified_messages(tmp_path: Path) -> None:
         assert any(f" {kind} " in ln for ln in verified), f"no verified {kind} in:\n{res.stdout}"
     assert not [ln for ln in lines if " ✗ " in ln]
     assert any(ln.startswith("gridedge demo: status page http://127.0.0.1:") for ln in lines), res.stdout
+    # it ends by saying what it showed, and shows numbers as a person reads them
+    assert any(ln.startswith("gridedge demo: done.") for ln in lines), res.stdout[-2000:]
+    assert not re.search(r"\d\.\d{7,}", res.stdout), "a raw float in the demo's output"
     # the config the demo writes is one the schema takes, as every config the project writes
     schema = json.loads((REPO / "config" / "gateway.schema.json").read_text())
     jsonschema.validate(tomllib.loads((tmp_path / "gateway.toml").read_text()), schema)
