@@ -41,17 +41,12 @@ class Backoff:
 
 
 def _log_failure(logger: logging.Logger, name: str, exc: BaseException, delay: float, repeats: int) -> None:
-    """A failure logged when it is new; the same one again only at 10, 100, 1000...
-    repeats, with the count (a device unplugged for a day is a handful of lines)."""
-    n = repeats
-    while n >= 10 and n % 10 == 0:
-        n //= 10
+    """A failure logged when it is new; the same one again only at debug: what lasts is
+    counted (the status's `failures`, the reconnection's "after N failures")."""
     if repeats == 1:
         logger.warning("%s: %s; retrying in %.1f s", name, exc, delay)
-    elif n == 1:
-        logger.warning("%s: still %s (%d times); retrying in %.1f s", name, exc, repeats, delay)
     else:
-        logger.debug("%s: %s; retrying in %.1f s", name, exc, delay)
+        logger.debug("%s: %s (%d times); retrying in %.1f s", name, exc, repeats, delay)
 
 
 async def supervise(

@@ -177,15 +177,15 @@ class StatusSite:
             body = _(
                 "A token is needed: open http://{host}/?token=TOKEN, TOKEN being the contents of the "
                 "gateway's web.token (beside its config; gridedge provision printed the address)"
-            ).format(host=request.host)
+            ).format(host=request.host.encode("utf-8", "replace").decode())  # whatever a peer put there
             raise web.HTTPUnauthorized(
                 text=body + "\n", headers={"WWW-Authenticate": 'Bearer realm="gridedge"'}
             )
         if "token" in request.query and request.path == "/":
             # keep it in a cookie; the address bar (and any screenshot of it) loses it, and
             # only it: the language asked for with it stays
-            rest = {k: v for k, v in request.query.items() if k != "token"}
-            resp = web.HTTPSeeOther("/" + ("?" + urlencode(rest) if rest else ""))
+            asked = request.query.get("lang", "")
+            resp = web.HTTPSeeOther("/" + ("?" + urlencode({"lang": asked}) if asked in LANGS else ""))
             resp.set_cookie(
                 COOKIE, request.query["token"], httponly=True, samesite="Strict", max_age=COOKIE_MAX_AGE_S
             )

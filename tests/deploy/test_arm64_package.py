@@ -48,14 +48,20 @@ def test_arm64_package_installs_offline_and_signs_on_arm64(
     )
     FIGURES["install arm64 under qemu-user"] = f"{time.monotonic() - t0:.1f} s"
     assert nspawn(root, "gridedge", "--version").strip() == "gridedge 0.1.0"
-    nspawn(root, "gridedge", "provision", "--id", "gw-arm64")
+    # a fleet provisioned as a technician does it: a sheet of gateways and a template that
+    # sets the broker; one gateway's directory is what goes onto this box, untouched
     udp_port = free_port()
-    cfg = root / "etc" / "gridedge" / "gateway.toml"
-    text = cfg.read_text().replace("port = 1883", f"port = {broker.port}")
-    text = text[: text.index("[[devices]]")] + (
-        f'[[devices]]\nid = "ais-udp"\nkind = "ais"\nurl = "udp://127.0.0.1:{udp_port}"\n'
+    (root / "root" / "stations.csv").write_text(
+        "gateway;device;kind;url\n"
+        + "".join(f"gw-fleet-{i:02d};ais-udp;ais;udp://127.0.0.1:{udp_port}\n" for i in range(20))
     )
-    cfg.write_text(text)
+    (root / "root" / "fleet.toml").write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n')
+    nspawn(root, "gridedge", "provision", "--from", "/root/stations.csv", "--template", "/root/fleet.toml",
+           "--out", "/srv/fleet")  # fmt: skip
+    for i in range(20):
+        config = f"/srv/fleet/gw-fleet-{i:02d}/gateway.toml"
+        assert "ok" in nspawn(root, "gridedge", "check", "-c", config)
+    nspawn(root, "sh", "-c", "cp -a /srv/fleet/gw-fleet-07/. /etc/gridedge/")
     assert "ok" in nspawn(root, "runuser", "-u", "gridedge", "--", "gridedge", "check")
     col = Collector(broker.port, root / "etc" / "gridedge" / "gateway.pub").start()
     run = subprocess.Popen(

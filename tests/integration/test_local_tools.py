@@ -198,6 +198,7 @@ def test_gpsd_s_own_clients_read_the_feed_as_they_read_gpsd(broker: Mosquitto, t
             raw = raw_view(page, gnss)
     finally:
         gw.stop()
+    assert "stopping: SIGTERM" in gw.log.read_text()  # the journal says why the gateway went
     sky = next(json.loads(x) for x in json_out.splitlines() if '"class":"SKY"' in x and "satellites" in x)
     assert (sky["nSat"], sky["uSat"], sky["pdop"], sky["vdop"]) == (11, 6, 1.5, 1.2)
     prns = {s["PRN"]: s for s in sky["satellites"]}

@@ -181,3 +181,12 @@ def test_check_warns_of_a_serial_port_that_is_not_there(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr  # it runs: the gateway keeps trying the port
     said = result.stdout + result.stderr
     assert "/dev/ttyGONE9 does not exist" in said, said
+    assert "stream devices: 1;" in said  # no "1 devices"
+
+
+def test_provision_prints_where_the_page_is(tmp_path: Path) -> None:
+    """The page's 401 says to open the address provision printed: it does print it."""
+    res = run("--id", "gw-9", "--out", str(tmp_path / "gw"), "--owner", "nobody-here")
+    assert res.returncode == 0, res.stderr
+    token = tmp_path / "gw" / "web.token"
+    assert f"status page: http://127.0.0.1:8480/?token=$(sudo cat {token})" in res.stdout, res.stdout
