@@ -23,6 +23,7 @@ from smpclient.transport import SMPTransport, SMPTransportDisconnected
 from drivers.ble import uuids as u
 
 ClientFor = Callable[[str, float], Awaitable[BleakClient]]
+WRITE_TIMEOUT_S = 10.0  # one request's writes; SMP answers are timed by the flasher
 
 
 class SessionSMPTransport(SMPTransport):
@@ -43,7 +44,11 @@ class SessionSMPTransport(SMPTransport):
         self._client = client
         self._buffer.clear()
         self._mtu = max(20, int(client.mtu_size) - 3)
-        await client.start_notify(u.SMP_CHARACTERISTIC, self._on_notify)
+        try:
+            async with asyncio.timeout(timeout_s):  # a link that dropped under us may never answer
+                await client.start_notify(u.SMP_CHARACTERISTIC, self._on_notify)
+        except TimeoutError as exc:
+            raise SMPTransportDisconnected(f"{address}: no answer to the SMP subscription") from exc
 
     def _on_notify(self, _char: Any, data: bytearray) -> None:
         self._buffer += data
@@ -63,8 +68,12 @@ class SessionSMPTransport(SMPTransport):
     async def send(self, data: bytes) -> None:
         client = self._live()
         try:
-            for i in range(0, len(data), self._mtu):
-                await client.write_gatt_char(u.SMP_CHARACTERISTIC, data[i : i + self._mtu], response=False)
+            async with asyncio.timeout(WRITE_TIMEOUT_S):  # a write into a dropped link can hang
+                for i in range(0, len(data), self._mtu):
+                    piece = data[i : i + self._mtu]
+                    await client.write_gatt_char(u.SMP_CHARACTERISTIC, piece, response=False)
+        except TimeoutError as exc:
+            raise SMPTransportDisconnected("the wearable took no more SMP data") from exc
         except (BleakError, OSError, EOFError) as exc:
             raise SMPTransportDisconnected(str(exc)) from exc
 
