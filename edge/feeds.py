@@ -30,7 +30,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from drivers.ais.parse import AisReport
@@ -88,7 +88,7 @@ class GpsdFeed:
         self._clients: set[_Client] = set()
         self._last: dict[str, Fix] = {}  # device -> its latest fix (for ?POLL)
         self._sky: dict[str, Sky] = {}  # device -> its satellites, while anyone is connected
-        self._framers: dict[str, LineFramer] = {}
+        self._sentences = Sentences()
         self.sent = 0
         self.dropped = 0
         self.refused = 0
@@ -225,16 +225,10 @@ class GpsdFeed:
         its satellites (GSV, GSA) for SKY. Nothing is done while no one is connected."""
         if not self._clients or dev not in self.devices:
             return
-        framer = self._framers.setdefault(dev, LineFramer())
-        for line in framer.feed(data):
-            if not isinstance(line, bytes):
-                continue
-            checked = check(line)
-            if not isinstance(checked, Sentence):
-                continue  # as gpsd: only what a client can trust
+        for checked in self._sentences.feed(dev, data):  # as gpsd: only what a client can trust
             if checked.type in SKY_TYPES and self.devices[dev] == "gnss":
                 self._sky.setdefault(dev, Sky()).sentence(checked)
-            self._broadcast(dev, line + b"\r\n", nmea=True)
+            self._broadcast(dev, checked.raw + b"\r\n", nmea=True)
 
     def fix(self, dev: str, fix: Fix) -> None:
         self._last[dev] = fix
@@ -287,6 +281,19 @@ class GpsdFeed:
             "refused": self.refused,
             "idle_closed": self.idle_closed,
         }
+
+
+class Sentences:
+    """The verified sentences in each tapped device's bytes, framed per device (a
+    sentence split across reads is put back together); the rest is dropped."""
+
+    def __init__(self) -> None:
+        self._framers: dict[str, LineFramer] = {}
+
+    def feed(self, dev: str, data: bytes) -> Iterator[Sentence]:
+        for line in self._framers.setdefault(dev, LineFramer()).feed(data):
+            if isinstance(line, bytes) and isinstance(checked := check(line), Sentence):
+                yield checked
 
 
 Tap = Callable[[str, bytes], None]
@@ -344,7 +351,7 @@ class NmeaForwarder:
     def __init__(self, targets: tuple[str, ...], *, ais_only: bool) -> None:
         self.targets = [split_host_port(t) for t in targets]
         self.ais_only = ais_only
-        self._framers: dict[str, LineFramer] = {}
+        self._sentences = Sentences()
         family = socket.AF_INET6 if any(":" in h for h, _p in self.targets) else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -352,13 +359,8 @@ class NmeaForwarder:
         self.failed = 0
 
     def tap(self, dev: str, data: bytes) -> None:
-        framer = self._framers.setdefault(dev, LineFramer())
-        for line in framer.feed(data):
-            if not isinstance(line, bytes):
-                continue
-            checked = check(line)
-            if not isinstance(checked, Sentence):
-                continue
+        for checked in self._sentences.feed(dev, data):
+            line = checked.raw
             if self.ais_only and not (checked.start == "!" and checked.type in ("VDM", "VDO")):
                 continue
             for target in self.targets:

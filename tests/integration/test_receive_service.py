@@ -57,6 +57,17 @@ def gridedge(*args: str, out: IO[bytes] | None = None) -> subprocess.Popen[bytes
     )
 
 
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """Each instance asked to stop, killed if it does not."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+
+
 def count(pg: Postgres) -> int:
     with psycopg.connect(pg.dsn) as c:
         row = c.execute("SELECT count(*) FROM messages").fetchone()
@@ -72,7 +83,7 @@ def wait_for_log(path: Path, text: str, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.slow
-def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(  # noqa: C901 (one story, told in order)
+def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(
     broker: Mosquitto, pg: Postgres, tmp_path: Path
 ) -> None:
     gws = {}
@@ -119,13 +130,7 @@ def test_two_instances_share_the_stream_and_a_killed_one_loses_nothing(  # noqa:
     finally:
         pub.loop_stop()
         pub.disconnect()
-        for p in (r1, r2):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
+        stop(r1, r2)
     with psycopg.connect(pg.dsn) as c:
         per_gw: dict[str, int] = dict(c.execute("SELECT gw, count(*) FROM messages GROUP BY gw").fetchall())
         seqs = {gw: {s for (s,) in c.execute("SELECT seq FROM messages WHERE gw = %s", (gw,))} for gw in gws}
@@ -258,12 +263,7 @@ def test_sms_deliveries_the_webhook_and_metrics(broker: Mosquitto, pg: Postgres,
     finally:
         hook.shutdown()
         hook.server_close()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
+        stop(*procs)
     with psycopg.connect(pg.dsn) as c:
         assert c.execute("SELECT seq, bearer FROM messages").fetchall() == [(5, "sms")]
         # the late resend of a part waits, alone, to be dropped with the day's stale parts
@@ -314,8 +314,7 @@ def test_what_a_restarted_mosquitto_drops_from_a_shared_subscription_is_an_open_
     deadline = time.monotonic() + 20
     while count(pg) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    stop(proc)
     broker.kill()
     broker.start()
     publish(4, 5)  # acknowledged by the broker; no shared subscriber yet
@@ -329,8 +328,7 @@ def test_what_a_restarted_mosquitto_drops_from_a_shared_subscription_is_an_open_
         while count(pg) < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        stop(proc)
     with psycopg.connect(pg.dsn) as c:
         seqs = {s for (s,) in c.execute("SELECT seq FROM messages")}
         gaps = c.execute("SELECT lo, hi FROM gaps").fetchall()

@@ -27,12 +27,18 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("GRIDEDGE_SCREENSHOTS")  # a folder: write the docs' screenshots there
 
 
-@pytest.fixture
-def site(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Rig, str, str]]:
+def page_token(tmp_path: Path) -> tuple[str, Path]:
+    """A page token and its file, private as provision writes it."""
     token = secrets.token_urlsafe(24)
     token_file = tmp_path / "web.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
+    return token, token_file
+
+
+@pytest.fixture
+def site(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Rig, str, str]]:
+    token, token_file = page_token(tmp_path)
     port = free_port()
     # a maintenance interface (every address): every request needs the token
     web = f'[web]\nlisten = "0.0.0.0:{port}"\ntoken_file = "{token_file}"\n'
@@ -181,10 +187,7 @@ FITS = """() => {
 @pytest.fixture
 def bad_day(broker: Mosquitto, tmp_path: Path) -> Iterator[tuple[Rig, str, str]]:
     """A gateway on a bad day: its GNSS receiver unplugged, an SOS raised, the broker gone."""
-    token = secrets.token_urlsafe(24)
-    token_file = tmp_path / "web.token"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
+    token, token_file = page_token(tmp_path)
     port = free_port()
     web = (
         f'[web]\nlisten = "0.0.0.0:{port}"\ntoken_file = "{token_file}"\n'

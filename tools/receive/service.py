@@ -32,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from floor.config import split_host_port
 from floor.envelope import load_public_key
 from tools.receive import web
 from tools.receive.receiver import Receiver
@@ -238,10 +239,10 @@ def main(argv: list[str]) -> int:
         return 0
     http = None
     if a.http:
-        host, _, port = a.http.rpartition(":")
-        if not port.isdigit():
-            raise SystemExit("gridedge receive run: --http HOST:PORT")
-        http = (host or "127.0.0.1", int(port))
+        try:
+            http = split_host_port(a.http)
+        except ValueError:
+            raise SystemExit("gridedge receive run: --http HOST:PORT") from None
     token = a.sms_token_file.read_text().strip() if a.sms_token_file else None
     if token is not None and http is None:
         raise SystemExit("gridedge receive run: --sms-token-file needs --http (where the provider delivers)")
