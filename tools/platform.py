@@ -204,6 +204,7 @@ class _Push:
     heard_at: float = 0.0
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    restarted: bool = False  # the gateway was born again: its next report is where to resume
 
     @property
     def chunks(self) -> int:
@@ -214,6 +215,11 @@ class _Push:
             p = check_gateway_payload(verify(msg.payload, self.keys).payload)
         except EnvelopeError:
             return  # not the gateway's: nothing it says moves the push
+        if p["kind"] == "gateway.status":
+            # a new birth (not the retained one): it restarted, and says next where it stands
+            online = any(rec["d"].get("state") == "online" for rec in p["recs"])
+            self.restarted = self.restarted or (online and not msg.retain)
+            return
         for rec in p["recs"]:
             d, kind = rec["d"], p["kind"]
             if kind == "cmd.result" and d.get("id") == self.cid:
@@ -233,7 +239,8 @@ class _Push:
         if d.get("phase") != "download" or not isinstance(d.get("next_chunk"), int):
             return
         self.held = d["next_chunk"]  # the latest word (lower after a restart that lost chunks)
-        if "error" in d and d["next_chunk"] < self.next_chunk:  # a gap: from there again
+        if ("error" in d or self.restarted) and d["next_chunk"] < self.next_chunk:  # from there again
+            self.restarted = False
             self.resent += self.next_chunk - d["next_chunk"]
             self.next_chunk = d["next_chunk"]
 
@@ -301,7 +308,7 @@ async def push_firmware(
             host=host, port=port, client_id=client_id, tls=tls, on_message=push.on_message
         ) as conn,
     ):
-        await conn.subscribe([f"{prefix}/{gw}/up/#"])
+        await conn.subscribe([f"{prefix}/{gw}/up/#", f"{prefix}/{gw}/status"])
         await conn.publish(command_topic(gw, prefix), data)
         while not push.reply:
             await push.heard()
