@@ -1,6 +1,6 @@
 """A maritime station's steady traffic: CPU, memory and SD-card writes per record kept.
 
-    .venv/bin/python -m bench.station [--rates 15,150,1500] [--seconds 30] [--no-gpsd]
+    .venv/bin/python -m bench.station [--rates 15,150,1500] [--seconds 30] [--no-gpsd] [--outage]
 
 The gateway runs as deployed (a process, no debug logging) with a real mosquitto; two AIS
 receivers get a real capture (the AIS logs of ../shared/corpora, else the project's own
@@ -11,12 +11,18 @@ MMSIs, so the traffic is a harbour's, not a replay the dedup window swallows. gp
 
 Measured over a window after a warm-up: the gateway's CPU (utime+stime of the process),
 RSS, `write_bytes` of /proc/PID/io (what reached the block layer: the SD card's wear),
-per record kept (records the subscriber received and verified) and per day; cold start
-(process start to the first signed message on the broker) with an empty outbox and with
-a 1,000,000-message backlog. One line per rate:
+per record kept (records the subscriber received and verified) and per day, and beside
+it the whole disk's writes over the same window (/proc/diskstats of the device holding
+the gateway's state: journald, the filesystem's journal, the broker and whatever else
+runs on the machine are in it too); cold start (process start to the first signed
+message on the broker) with an empty outbox and with a 1,000,000-message backlog.
+`--outage` stops the broker after the warm-up, so the window measures an outage: every
+record goes to the outbox (records counted by the gateway's status, `records`). One
+line per rate:
 
-    RESULT station rate=150 cpu_pct=... gpsd_cpu_pct=... rss_mb=... write_bytes_per_record=...
-           gb_per_day=... cold_start_s=... backlog_cold_start_s=...
+    RESULT station rate=150 outage=0 cpu_pct=... gpsd_cpu_pct=... rss_mb=...
+           write_bytes_per_record=... disk_write_bytes_per_record=... gb_per_day=...
+           cold_start_s=... backlog_cold_start_s=...
 """
 
 from __future__ import annotations
@@ -138,6 +144,18 @@ def write_bytes(pid: int) -> int:
     return 0
 
 
+def disk_written(path: Path) -> int:
+    """Bytes written to the whole block device holding `path` (/proc/diskstats, field 10
+    is sectors of 512 bytes whatever the device's own sector size); 0 if it is not listed."""
+    dev = path.stat().st_dev
+    want = (os.major(dev), os.minor(dev))
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        f = line.split()
+        if len(f) > 9 and (int(f[0]), int(f[1])) == want:
+            return int(f[9]) * 512
+    return 0
+
+
 def records(col: Collector) -> int:
     return sum(len(m.payload["recs"]) for m in col.up())
 
@@ -227,9 +245,15 @@ def cold_start_with_backlog(work: Path, port: int) -> float:
 
 
 def one_rate(
-    rate: float, seconds: float, stream: list[list[bytes]], use_gpsd: bool, profile: Path | None = None
+    rate: float,
+    seconds: float,
+    stream: list[list[bytes]],
+    use_gpsd: bool,
+    *,
+    profile: Path | None = None,
+    outage: bool = False,
 ) -> dict[str, float]:
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as d, mosquitto() as (port, _):
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as d, mosquitto() as (port, broker):
         work = Path(d)
         ais_ports = (free_port(), free_port())
         gpsd_port = free_port()
@@ -248,14 +272,26 @@ def one_rate(
                 sender = Sender(rate, stream, ais_ports, gpsd_port if gpsd is not None else None)
                 sender.start()
                 time.sleep(WARMUP_S)
+                if outage:  # the link dies: what the gateway makes from now on waits on disk
+                    broker.terminate()
+                    broker.wait(10)
+                    gw.wait_status(lambda doc: doc["link"]["state"] != "up")
+                    time.sleep(1.0)
+
+                # records kept: verified by the subscriber, or (in an outage) counted by the gateway
+                def kept_now() -> int:
+                    return int(gw.status()["records"]) if outage else records(col)
+
                 assert gw.proc is not None
                 pid = gw.proc.pid
-                c0, w0, r0, s0 = cpu_seconds(pid), write_bytes(pid), records(col), sender.sent
+                c0, w0, r0, s0 = cpu_seconds(pid), write_bytes(pid), kept_now(), sender.sent
                 g0 = cpu_seconds(gpsd.pid) if gpsd is not None else 0.0
+                k0 = disk_written(work)
                 t0 = time.monotonic()
                 time.sleep(seconds)
-                c1, w1, r1, s1 = cpu_seconds(pid), write_bytes(pid), records(col), sender.sent
+                c1, w1, r1, s1 = cpu_seconds(pid), write_bytes(pid), kept_now(), sender.sent
                 g1 = cpu_seconds(gpsd.pid) if gpsd is not None else 0.0
+                k1 = disk_written(work)
                 t1 = time.monotonic()
                 rss = rss_mb(pid)
                 sender.stop.set()
@@ -276,6 +312,8 @@ def one_rate(
         "rss_mb": rss,
         "write_bytes_per_s": (w1 - w0) / span,
         "write_bytes_per_record": (w1 - w0) / kept,
+        "disk_write_bytes_per_s": (k1 - k0) / span,
+        "disk_write_bytes_per_record": (k1 - k0) / kept,
         "gb_per_day": (w1 - w0) / span * 86400 / 1e9,
         "cpu_us_per_record": (c1 - c0) / kept * 1e6,
         "cold_start_s": cold,
@@ -288,6 +326,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="measured window per rate")
     ap.add_argument("--no-gpsd", action="store_true")
     ap.add_argument("--no-backlog", action="store_true", help="skip the cold start over a 1 M backlog")
+    ap.add_argument("--outage", action="store_true", help="stop the broker for the measured window")
     ap.add_argument("--profile", type=Path, help="cProfile the gateway (main thread) into this file")
     args = ap.parse_args()
     msgs = capture()
@@ -295,14 +334,15 @@ def main() -> None:
     rows = []
     figures = []
     for rate in (float(r) for r in args.rates.split(",")):
-        f = one_rate(rate, args.seconds, stream, not args.no_gpsd, args.profile)
+        f = one_rate(rate, args.seconds, stream, not args.no_gpsd, profile=args.profile, outage=args.outage)
         figures.append(f)
         rows.append(
             (
                 f"{rate:g} sentences/s",
                 f"cpu {f['cpu_pct']:.2f} % (gpsd {f['gpsd_cpu_pct']:.2f} %), rss {f['rss_mb']:.1f} MB, "
                 f"{f['records_per_s']:.1f} records/s kept, {f['write_bytes_per_record']:.0f} B written "
-                f"per record ({f['gb_per_day']:.2f} GB/day), {f['cpu_us_per_record']:.0f} us CPU per record, "
+                f"per record ({f['gb_per_day']:.2f} GB/day; the whole disk "
+                f"{f['disk_write_bytes_per_record']:.0f} B), {f['cpu_us_per_record']:.0f} us CPU per record, "
                 f"cold start {f['cold_start_s']:.2f} s",
             )
         )
@@ -311,7 +351,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as d, mosquitto() as (port, _):
             backlog_cold = cold_start_with_backlog(Path(d) / "gw", port)
         rows.append((f"cold start over {BACKLOG:,} messages", f"{backlog_cold:.2f} s"))
-    table(f"Station: {len(msgs)} AIS reports x 12 passes over UDP, 2 receivers, GNSS at 1 Hz", rows)
+    during = ", broker stopped (an outage)" if args.outage else ""
+    table(f"Station: {len(msgs)} AIS reports x 12 passes over UDP, 2 receivers, GNSS at 1 Hz{during}", rows)
     if args.profile is not None and args.profile.exists():
         import pstats
 
@@ -320,11 +361,13 @@ def main() -> None:
         result(
             "station",
             rate=f["rate"],
+            outage=int(args.outage),
             cpu_pct=f["cpu_pct"],
             gpsd_cpu_pct=f["gpsd_cpu_pct"],
             rss_mb=f["rss_mb"],
             records_per_s=f["records_per_s"],
             write_bytes_per_record=f["write_bytes_per_record"],
+            disk_write_bytes_per_record=f["disk_write_bytes_per_record"],
             gb_per_day=f["gb_per_day"],
             cpu_us_per_record=f["cpu_us_per_record"],
             cold_start_s=f["cold_start_s"],

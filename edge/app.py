@@ -327,6 +327,8 @@ class Gateway:
         header = {
             "gw": self.cfg.gateway.id,
             "epoch": None if self.ingest is None else self.ingest.epoch.counter,
+            # records accepted since the start (after shaping), whatever became of them
+            "records": 0 if self.ingest is None else self.ingest.records,
         }
         return status_document(
             header,
