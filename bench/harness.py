@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.ingest import Epoch, Ingest
-from edge.outbox import Limits, Outbox, OutboxHooks
+from edge.outbox import Limits, Outbox
 from edge.publisher import Publisher
 from floor.clock import Clock
 from floor.config import MqttConfig, OutboxConfig
@@ -107,9 +107,7 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     """Outbox + ingest + publisher, running, as the gateway wires them."""
     limits = Limits(max_bytes=max_bytes, group_commit_s=commit_ms / 1000)
-    # live rows go from the commit straight to the publisher, as the gateway wires them
-    hooks = OutboxHooks(committed=lambda rows: publisher.on_commit(rows))  # noqa: PLW0108 (made below)
-    async with Outbox(state / "outbox.sqlite", limits=limits, hooks=hooks) as outbox:
+    async with Outbox(state / "outbox.sqlite", limits=limits) as outbox:
         ingest = Ingest(
             gw="bench-gw",
             epoch=Epoch(1, os.urandom(8)),
@@ -126,6 +124,9 @@ async def pipeline(
             reconnect_max_s=0.2,
         )
         publisher = Publisher(mqtt=mqtt, gw="bench-gw", outbox=outbox, ingest=ingest)
+        # live rows go straight to the publisher, written only if unacknowledged when due,
+        # as the gateway wires them
+        outbox.attach(publisher)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(outbox.run()), tg.create_task(publisher.run())]
             try:

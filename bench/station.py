@@ -285,6 +285,7 @@ def one_rate(
                 assert gw.proc is not None
                 pid = gw.proc.pid
                 c0, w0, r0, s0 = cpu_seconds(pid), write_bytes(pid), kept_now(), sender.sent
+                had_gpsd = gpsd is not None
                 g0 = cpu_seconds(gpsd.pid) if gpsd is not None else 0.0
                 k0 = disk_written(work)
                 t0 = time.monotonic()
@@ -308,7 +309,8 @@ def one_rate(
         "sent_per_s": (s1 - s0) / span,
         "records_per_s": (r1 - r0) / span,
         "cpu_pct": (c1 - c0) / span * 100,
-        "gpsd_cpu_pct": (g1 - g0) / span * 100 if use_gpsd else float("nan"),
+        # nan: not measured (--no-gpsd, or no gpsd installed: apt-get install gpsd)
+        "gpsd_cpu_pct": (g1 - g0) / span * 100 if had_gpsd else float("nan"),
         "rss_mb": rss,
         "write_bytes_per_s": (w1 - w0) / span,
         "write_bytes_per_record": (w1 - w0) / kept,

@@ -64,6 +64,8 @@ SEQ_FLOOR_EVERY_S = 10.0
 # After a corrupt outbox is quarantined, seqs restart this far above the last recorded
 # high-water mark (written every 10 s), so no seq the lost file held is ever reused.
 QUARANTINE_SEQ_GAP = 1_000_000
+# the record may lag this far behind (checked every SEQ_FLOOR_EVERY_S): far inside the gap
+SEQ_FLOOR_SLACK = QUARANTINE_SEQ_GAP // 4
 
 
 def check_state_dir(state_dir: Path) -> None:
@@ -94,9 +96,12 @@ def read_seq_floor(state_dir: Path) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def write_seq_floor(state_dir: Path, hw: int) -> None:
-    """Record the high-water seq atomically (a corrupt outbox must not make seqs go back)."""
-    if hw <= read_seq_floor(state_dir):
+def write_seq_floor(state_dir: Path, hw: int, *, slack: int = 0) -> None:
+    """Record the high-water seq atomically (a corrupt outbox must not make seqs go back),
+    when it passed the recorded one by more than `slack`: a quarantined outbox's seqs
+    restart QUARANTINE_SEQ_GAP above the record, so the file need not follow every seq
+    (each write is an SD card's journal commit)."""
+    if hw <= read_seq_floor(state_dir) + slack:
         return
     try:
         write_atomic(state_dir / "seq_hw", f"{hw}\n".encode())
@@ -107,7 +112,7 @@ def write_seq_floor(state_dir: Path, hw: int) -> None:
 async def keep_seq_floor(state_dir: Path, outbox: Outbox) -> None:
     while True:
         await asyncio.sleep(SEQ_FLOOR_EVERY_S)
-        await asyncio.to_thread(write_seq_floor, state_dir, outbox.hw)
+        await asyncio.to_thread(write_seq_floor, state_dir, outbox.reserved, slack=SEQ_FLOOR_SLACK)
 
 
 @contextlib.asynccontextmanager
@@ -296,8 +301,7 @@ class Gateway:
             self.gpsd.fix(dev, fix)
 
     def _committed(self, rows: list[Row]) -> None:
-        if self.publisher is not None:
-            self.publisher.on_commit(rows)
+        # the publisher hears of every row as the outbox's `live` (write-behind)
         self.alarms.committed(rows)
 
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
@@ -380,6 +384,7 @@ class Gateway:
             self.publisher = uplink(
                 self.cfg, ingest, outbox, commands=commands, firmware=self.firmware, alarms=self.alarms
             )
+            outbox.attach(self.publisher)  # it may publish messages before they are written
             self.time.start(epoch.boot)
             core = CoreTasks()
             try:
@@ -394,7 +399,7 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(SHUTDOWN_FLUSH_S):
                         await stack.aclose()
-                write_seq_floor(state_dir, outbox.hw)
+                write_seq_floor(state_dir, outbox.reserved)
 
     def _ingest(self, epoch: Epoch, outbox: Outbox, quarantined: list[dict[str, Any]]) -> Ingest:
         """The ingest in front of the outbox; what the outbox reports goes through it."""
@@ -409,7 +414,7 @@ class Gateway:
             posture=self.posture.current,
         )
         self.ingest = ingest
-        for rec in quarantined:
+        for rec in quarantined + outbox.unsaved_at_open:
             ingest.submit("outbox.dropped", "gw", rec)
         if outbox.degraded:
             ingest.submit("gateway.health", "gw", outbox.health())

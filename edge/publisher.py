@@ -90,6 +90,7 @@ class Publisher:
         self._kick = asyncio.Event()
         self._dirty: set[Lane] = set()
         self._fetching: set[Lane] = set()  # lanes whose SQLite read is in progress
+        self._blocked: set[Lane] = set()  # lanes with a row handed back to be written first
         self._buffers: dict[Lane, deque[Row]] | None = None  # send buffers of the live session
         self._cursor: dict[Lane, int] = {}
         self._boundary = 0  # highest seq committed before this session: the backlog
@@ -145,10 +146,22 @@ class Publisher:
 
     def on_commit(self, rows: list[Row]) -> None:
         """Rows just committed (the outbox's hook, through the gateway)."""
-        # Live traffic goes straight from the commit into the send buffers (no read back
-        # from SQLite) when its lane has nothing older waiting in the database; otherwise
-        # the lane is marked and the pump reads it in order.
+        self.take(rows, frozenset())
+
+    def accepting(self) -> bool:
+        """Whether a message handed over now goes straight into a send buffer: a session
+        is up (write-behind asks this before it numbers what it will not write yet)."""
+        return self._buffers is not None
+
+    def take(self, rows: list[Row], unsaved: frozenset[int]) -> list[Row]:
+        """Rows just numbered, oldest first (the outbox's `Live`): those in `unsaved` are not
+        written yet. Returns those of them it cannot take now; their lanes are not read from
+        SQLite until `saved` says they are written."""
+        # Live traffic goes straight into the send buffers (no read back from SQLite) when
+        # its lane has nothing older waiting in the database; otherwise the lane is marked
+        # and the pump reads it in order.
         buffers = self._buffers
+        refused: list[Row] = []
         for row in rows:
             if row.prio == Prio.LIFE_SAFETY:
                 self._ls_committed[row.seq] = self.published
@@ -157,12 +170,24 @@ class Publisher:
             buf = buffers.get(lane) if buffers is not None else None
             # A lane being read right now is treated as dirty: its read may or may not
             # include this row, so the row must come from the next read, in order.
-            clean = lane not in self._dirty and lane not in self._fetching
+            clean = lane not in self._dirty and lane not in self._fetching and lane not in self._blocked
             if buf is not None and clean and len(buf) < 2 * PAGE:
                 buf.append(row)
                 self._cursor[lane] = row.seq
+            elif row.seq in unsaved:
+                refused.append(row)  # it must be written before its lane is read
+                self._blocked.add(lane)
             else:
                 self._dirty.add(lane)
+        self._kick.set()
+        return refused
+
+    def saved(self, rows: list[Row]) -> None:
+        """Rows `take` could not take are written now: their lanes may be read."""
+        for row in rows:
+            lane: Lane = (row.prio, False)
+            self._blocked.discard(lane)
+            self._dirty.add(lane)
         self._kick.set()
 
     def _new_window(self) -> BacklogWindow:
@@ -190,6 +215,7 @@ class Publisher:
         finally:
             self.state = LinkState.DOWN
             self.up.clear()
+            self._outbox.link_down()  # what was published and not written is written now
 
     async def _connected_session(self) -> None:
         self.state = LinkState.CONNECTING
@@ -228,6 +254,10 @@ class Publisher:
                 self._conn = None
 
     async def _pump(self, conn: MqttConnection) -> None:
+        # Whatever the last session published and the broker did not acknowledge is written
+        # first: this session reads it from the outbox with the rest.
+        await self._outbox.save_unsaved()
+        self._blocked.clear()
         # Telemetry committed before this session is the backlog of an outage: it goes
         # after the telemetry captured since (live first), oldest first, in the window
         # live traffic leaves free.
@@ -310,7 +340,7 @@ class Publisher:
                 buf = buffers[lane]
                 if buf:
                     return lane, buf.popleft()
-                if lane in self._dirty:
+                if lane in self._dirty and lane not in self._blocked:
                     self._dirty.discard(lane)
                     prio, old = lane
                     self._fetching.add(lane)

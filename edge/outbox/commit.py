@@ -1,15 +1,23 @@
 """Numbering, signing and committing what the writer takes from its queue (see
-edge/outbox/__init__.py): the seq counters, the commit's outcome (committed, thinned to
-fit, refused, held for a full disk, renumbered) and the lane accounting of new rows."""
+edge/outbox/__init__.py): the seq counters and the seqs reserved for write-behind
+(edge/outbox/behind.py), the commit's outcome (committed, thinned to fit, refused, held
+for a full disk, renumbered), saving what was published before it was written, and the
+lane accounting of new rows."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from edge.outbox.fulldisk import FullDisk
 from edge.outbox.model import (
+    RESERVE_FAST_S,
+    RESERVE_MAX,
+    RESERVE_MIN,
+    RESERVE_SLOW_S,
     ROW_OVERHEAD,
     Built,
     Deleted,
@@ -26,6 +34,35 @@ from edge.outbox.txn import Transactions
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Part:
+    rows: list[Row] = field(default_factory=list)
+    made: list[Pending] = field(default_factory=list)  # made[i] produced rows[i]
+
+
+@dataclass(slots=True)
+class First:
+    """A flush's first try, as the database thread leaves it."""
+
+    deletes: list[int] = field(default_factory=list)
+    behind: bool = False
+    low: int | None = None
+    rows: list[Row] = field(default_factory=list)
+    made: list[Pending] = field(default_factory=list)
+    failed: list[tuple[Pending, Exception]] = field(default_factory=list)
+    now: Part = field(default_factory=Part)  # written
+    wait: Part = field(default_factory=Part)  # numbered and signed, not written
+    gone: list[Deleted] = field(default_factory=list)
+    folded: bool = False
+
+
+@dataclass(slots=True)
+class Inserted:
+    deletes: list[int]  # the deletes not made (to be made on their own)
+    now: Part = field(default_factory=Part)  # committed, not yet announced
+    wait: Part = field(default_factory=Part)  # numbered, signed, not written
 
 
 class Committer:
@@ -53,7 +90,11 @@ class Committer:
         self._on_commit = on_commit  # after each commit that added rows, with them (oldest first)
         self.page_size = 4096
         self.next_seq = 1
-        self.hw = 0  # highest seq ever committed
+        self.hw = 0  # highest seq ever given (committed, or published before it is written)
+        self.reserved = 0  # the highest seq recorded as possibly given (RESERVE_KEY)
+        self.clean = True  # what is recorded says no seq is outstanding (low > high)
+        self._chunk = RESERVE_MIN
+        self._reserved_at = 0.0
 
     def _build(self, items: list[Pending]) -> Built:
         """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
@@ -80,35 +121,123 @@ class Committer:
             fail(it, exc)
         return rows, made
 
-    async def insert(self, items: list[Pending], deletes: list[int]) -> list[int]:
+    async def insert(
+        self, items: list[Pending], deletes: list[int], *, behind: bool = False, low: int | None = None
+    ) -> Inserted:
         """Commit the items, and `deletes` in the same transaction when it goes through on
-        the first try; the deletes not made (to be made on their own)."""
+        the first try. With `behind`, the items that may wait are numbered and signed but not
+        written (the seqs they take reserved first; `low` is the lowest seq still unsaved).
+        The rows committed are not announced here: the caller hands them over with the
+        unsaved ones, in order."""
         room = self.limits.budget - self.limits.reserve
-        gone: list[Deleted] = []
-
-        def build_and_commit(conn: sqlite3.Connection) -> tuple[*Built, BaseException | bool]:
-            # Signing (Ed25519 releases the GIL) happens here, off the event loop, in the
-            # same hop as the commit; only when the rows fit is the commit made here too.
-            rows, made, failed = self._build(items)
-            incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
-            if not rows or self._usage() + incoming > room or self.disk.full:
-                return rows, made, failed, False
-            try:
-                gone.extend(self._txn.commit(conn, rows, made, deletes))
-            except (sqlite3.Error, OSError) as exc:
-                return rows, made, failed, exc
-            return rows, made, failed, True
-
-        rows, made, failed, outcome = await self._db().run(build_and_commit)
-        for it, exc in failed:
+        first = First()
+        first.deletes = deletes
+        first.behind, first.low = behind, low
+        outcome = await self._db().run(lambda conn: self._first_try(conn, items, first, room))
+        for it, exc in first.failed:
             fail(it, exc)
-        if outcome is True:
-            self._account(gone)
+        done = Inserted(deletes)
+        if outcome is not True:
+            if first.rows:
+                await self._settle(first.rows, first.made, outcome, room)
+            return done
+        if first.folded:
+            self._account(first.gone)
             self.stats.acked += len(deletes)
-            deletes = []
-        if rows:
-            await self._settle(rows, made, outcome, room)
-        return deletes
+            done.deletes = []
+        if first.now.rows:
+            self._committed(first.now.rows, first.now.made, announce=False)
+        self.next_seq = max(self.next_seq, first.rows[-1].seq + 1)
+        self.hw = max(self.hw, first.rows[-1].seq)
+        for it, r in zip(first.wait.made, first.wait.rows, strict=True):
+            if it.done is not None and not it.done.done():
+                it.done.set_result(r.seq)  # numbered and in the outbox's keeping (memory)
+        self.stats.unsaved += len(first.wait.rows)
+        done.now, done.wait = first.now, first.wait
+        return done
+
+    def _first_try(
+        self, conn: sqlite3.Connection, items: list[Pending], first: First, room: int
+    ) -> BaseException | bool:
+        """On the database thread: number and sign (Ed25519 releases the GIL) and, when the
+        rows fit, commit, in one hop. False: none of it was tried (no room, a full disk)."""
+        first.rows, first.made, first.failed = self._build(items)
+        for r, it in zip(first.rows, first.made, strict=True):
+            part = first.wait if first.behind and it.may_wait else first.now
+            part.rows.append(r)
+            part.made.append(it)
+        now, wait = first.now, first.wait
+        incoming = sum(len(r.body) + ROW_OVERHEAD for r in now.rows)
+        if not first.rows or self._usage() + incoming > room or self.disk.full:
+            return False  # everything goes the way it goes without write-behind
+        top = first.rows[-1].seq
+        seqs = None
+        if wait.rows and top > self.reserved:
+            seqs = self._reservation(top, min(first.low or wait.rows[0].seq, wait.rows[0].seq))
+        elif not wait.rows and first.low is None and not self.clean:
+            # nothing is unsaved and every row here is written: record that in the same
+            # transaction (after a crash's report, or once write-behind has stopped)
+            seqs = (top + 1, top)
+        try:
+            if now.rows:
+                first.gone = self._txn.commit(conn, now.rows, now.made, first.deletes, seqs)
+                first.folded = True
+            elif seqs is not None:
+                self._txn.reserve(conn, seqs)
+                self.stats.reservations += 1
+        except (sqlite3.Error, OSError) as exc:
+            return exc
+        if seqs is not None:
+            self.reserved, self.clean = seqs[1], seqs[1] < seqs[0]
+            if not self.clean:
+                self._reserved_at = time.monotonic()
+        return True
+
+    def _reservation(self, top: int, low: int) -> tuple[int, int]:
+        """The seqs to record before `top` is published: a chunk sized so that recording
+        comes about every RESERVE_FAST_S..RESERVE_SLOW_S (each is a page and an fsync)."""
+        since = time.monotonic() - self._reserved_at
+        if since < RESERVE_FAST_S:
+            self._chunk = min(self._chunk * 2, RESERVE_MAX)
+        elif since > RESERVE_SLOW_S:
+            self._chunk = max(self._chunk // 2, RESERVE_MIN)
+        return low, top + self._chunk
+
+    async def save(self, rows: list[Row], made: list[Pending], *, settled: bool) -> list[tuple[int, str]]:
+        """Write rows that were published before being written (their commit came due, the
+        link went, or the publisher could not take them). With `settled` (nothing else is
+        unsaved), the transaction also records that no seq is outstanding. The rows that
+        could not be written (a full disk): their seqs are spent, so they are reported."""
+        room = self.limits.budget - self.limits.reserve
+        incoming = sum(len(r.body) + ROW_OVERHEAD for r in rows)
+        if self._usage() + incoming > room and not self.disk.full:
+            await self.pruner.thin(self._usage() + incoming - room + self.limits.reserve // 4)
+        if self._usage() + incoming > room or self.disk.full:
+            self.stats.refused += len(rows)
+            return [(r.seq, r.kind) for r in rows]
+        seqs = (self.next_seq, self.next_seq - 1) if settled and not self.clean else None
+        try:
+            await self._db().run(lambda conn: self._txn.commit(conn, rows, made, (), seqs))
+        except (sqlite3.Error, OSError) as exc:
+            if is_full(exc):
+                self.disk.filled(exc)
+            else:
+                log.error("outbox: writing %d published messages failed: %s", len(rows), exc)
+            self.stats.refused += len(rows)
+            return [(r.seq, r.kind) for r in rows]
+        if seqs is not None:
+            self.reserved, self.clean = seqs[1], True
+        self.stats.saved_late += len(rows)
+        self._committed(rows, made, announce=False)
+        return []
+
+    async def settle_seqs(self) -> None:
+        """At a clean close, with nothing unsaved: record that no seq is outstanding."""
+        if self.clean:
+            return
+        seqs = (self.next_seq, self.next_seq - 1)
+        await self._db().run(lambda conn: self._txn.reserve(conn, seqs))
+        self.reserved, self.clean = seqs[1], True
 
     async def _settle(
         self, rows: list[Row], made: list[Pending], outcome: BaseException | bool, room: int
@@ -157,11 +286,11 @@ class Committer:
         await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
         self._committed(rows, made)
 
-    def _committed(self, rows: list[Row], made: list[Pending]) -> None:
+    def _committed(self, rows: list[Row], made: list[Pending], *, announce: bool = True) -> None:
         self.stats.commits += 1
         self.disk.committed()
-        self.next_seq = rows[-1].seq + 1
-        self.hw = rows[-1].seq
+        self.next_seq = max(self.next_seq, rows[-1].seq + 1)
+        self.hw = max(self.hw, rows[-1].seq)
         for it, r in zip(made, rows, strict=True):
             if it.done is not None and not it.done.done():
                 it.done.set_result(r.seq)
@@ -170,5 +299,5 @@ class Committer:
             lane.rows += 1
             lane.bytes += len(r.body)
         self.stats.committed += len(rows)
-        if self._on_commit is not None:
+        if announce and self._on_commit is not None:
             self._on_commit(rows)

@@ -50,6 +50,14 @@ CHECKPOINT_MAX_S = 60.0  # ...and a smaller one after this long: a page rewritte
 GROUP_MAX = 64  # queued messages that commit at once, whatever their age (a busy pipeline)
 DELETE_LINGER_S = 5.0  # acknowledged deletes wait this long for a commit to ride along with
 QUEUE_HIGH = 128  # queued messages before producers are made to wait (bounds memory)
+# Write-behind (edge/outbox/behind.py): messages published before they are written, and
+# written only if the broker has not acknowledged them when their commit is due.
+UNSAVED_MAX_BYTES = 2 * 1024 * 1024  # beyond this, new messages are written at once
+RESERVE_KEY = "outbox.seqs"  # the state row: seqs below `low` are saved or acknowledged; `high` reserved
+RESERVE_MIN = 64  # seqs reserved at a time (the chunk adapts: about one durable write in 15-60 s)
+RESERVE_MAX = 65536
+RESERVE_FAST_S = 15.0  # a reservation used up sooner than this: the next is twice the size
+RESERVE_SLOW_S = 60.0  # ...later than this: half the size
 SQLITE_IOERR = 10
 SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
@@ -86,10 +94,18 @@ class Pending:
     # `seq_key(prefix, seq)`: what a later command naming that seq needs (an sos.ack needs
     # the alarm's wearable and counter). The newest SEQ_STATE_KEEP of a prefix are kept.
     seq_state: tuple[str, bytes] | None = None
+    durable: bool = False  # its producer must know it is on disk (Outbox.append), not only numbered
+    queued_at: float = 0.0  # loop time it was queued: its commit is due `group_commit_s` later
 
     @property
     def protected(self) -> bool:
         return self.prio == Prio.LIFE_SAFETY or self.kind in PROTECTED_KINDS
+
+    @property
+    def may_wait(self) -> bool:
+        """Whether it may be published before it is written (write-behind): not an alarm nor
+        a drop or health report, nothing committed with it, nobody waiting for the disk."""
+        return not (self.protected or self.durable or self.state is not None or self.seq_state is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,10 @@ class OutboxStats:
     acked: int = 0
     commits: int = 0
     delete_commits: int = 0  # transactions of deletes alone (not folded into a commit)
+    unsaved: int = 0  # messages published before being written (write-behind)
+    acked_unsaved: int = 0  # ...and acknowledged in time: never written
+    saved_late: int = 0  # ...and written: not acknowledged when their commit was due, or the link went
+    reservations: int = 0  # durable writes of the seqs reserved (RESERVE_KEY) on their own
     dropped: int = 0
     refused: int = 0
     lanes: dict[int, LaneStats] = field(default_factory=lambda: {p: LaneStats() for p in Prio})
@@ -161,8 +181,14 @@ def ranges(seqs: Iterable[int]) -> list[list[int]]:
 
 def drop_reports(dropped: list[tuple[int, str]], reason: str) -> list[dict[str, Any]]:
     """`outbox.dropped` records for (seq, kind) pairs, split so no message grows unbounded."""
-    rs = ranges(s for s, _ in dropped)
-    kinds = dict(Counter(k for _, k in dropped))
+    return range_reports(ranges(s for s, _ in dropped), reason, dict(Counter(k for _, k in dropped)))
+
+
+def range_reports(
+    rs: list[list[int]], reason: str, kinds: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """`outbox.dropped` records for seq ranges, at most MAX_RANGES_PER_REPORT each."""
+    total = sum(b - a + 1 for a, b in rs)
     out = []
     for i in range(0, len(rs), MAX_RANGES_PER_REPORT):
         part = rs[i : i + MAX_RANGES_PER_REPORT]
@@ -171,8 +197,8 @@ def drop_reports(dropped: list[tuple[int, str]], reason: str) -> list[dict[str, 
                 "reason": reason,
                 "count": sum(b - a + 1 for a, b in part),
                 "ranges": part,
-                "kinds": kinds if i == 0 else {},
-                "total": len(dropped),
+                "kinds": (kinds or {}) if i == 0 else {},
+                "total": total,
             }
         )
     return out

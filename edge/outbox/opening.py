@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.outbox.model import SCHEMA, CorruptOutbox, Limits
+from edge.outbox.model import RESERVE_KEY, SCHEMA, CorruptOutbox, Limits
 from edge.sqlite_thread import SqliteThread
 
 
@@ -16,6 +16,10 @@ class Opened:
     hw: int  # the highest seq ever committed (sqlite_sequence)
     rows: int  # rows in the outbox (their lanes and bytes are counted after the start)
     used_bytes: int  # the pages in use: what the rows cost until they are counted
+    reserved: int = 0  # the highest seq the last run may have given a message
+    # seqs the last run gave messages that were neither saved nor known to be acknowledged
+    # when it stopped without closing (a SIGKILL, a power cut): [[first, last], ...]
+    unsaved: tuple[tuple[int, int], ...] = ()
 
 
 def suspect_marker(path: Path) -> Path:
@@ -76,7 +80,38 @@ async def prepare(db: SqliteThread, path: Path, limits: Limits, *, durable: str,
     (rows,) = await db.fetchone("SELECT COUNT(*) FROM msgs") or (0,)
     (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
     (free,) = await db.fetchone("PRAGMA freelist_count") or (0,)
-    return Opened(page_size, int(row[0]) if row else 0, int(rows), (int(pages) - int(free)) * page_size)
+    reserved, unsaved = await _unsaved(db)
+    return Opened(
+        page_size,
+        int(row[0]) if row else 0,
+        int(rows),
+        (int(pages) - int(free)) * page_size,
+        reserved,
+        unsaved,
+    )
+
+
+async def _unsaved(db: SqliteThread) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The seqs reserved by the last run, and those of them it may have published and lost:
+    between its last recorded `low` and `high`, those not in the outbox (a run that closed
+    saved everything and recorded low = high + 1)."""
+    row = await db.fetchone("SELECT value FROM state WHERE key = ?", (RESERVE_KEY,))
+    try:
+        low, high = (int(x) for x in bytes(row[0]).split()) if row else (1, 0)
+    except ValueError:
+        return 0, ()
+    if high < low:
+        return high, ()
+    found = await db.fetchall("SELECT seq FROM msgs WHERE seq BETWEEN ? AND ? ORDER BY seq", (low, high))
+    out: list[tuple[int, int]] = []
+    nxt = low
+    for (seq,) in found:
+        if int(seq) > nxt:
+            out.append((nxt, int(seq) - 1))
+        nxt = int(seq) + 1
+    if nxt <= high:
+        out.append((nxt, high))
+    return high, tuple(out)
 
 
 async def count_lanes(db: SqliteThread) -> dict[int, tuple[int, int]]:

@@ -29,12 +29,13 @@ from edge.outbox.model import (
     Pending,
     Row,
     is_full,
+    range_reports,
     sqlite_code,
 )
 from edge.outbox.opening import count_lanes, prepare, quick_check, suspect_marker
 from edge.outbox.reserve import DiskReserve
 from edge.outbox.txn import Transactions
-from edge.outbox.writer import Writer
+from edge.outbox.writer import Live, Writer
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class OutboxHooks:
     """What the outbox tells the rest of the gateway."""
 
     committed: Callable[[list[Row]], None] | None = None  # rows just committed, oldest first
+    # the publisher, which may take messages before they are written (write-behind); without
+    # it every message is written first and announced through `committed`
+    live: Live | None = None
     dropped: Callable[[dict[str, Any]], object] | None = None  # `outbox.dropped` records
     health: Callable[[dict[str, Any]], object] | None = None  # `gateway.health`, on a change
 
@@ -83,7 +87,11 @@ class Outbox:
             usage=lambda: self.usage,
             on_commit=hooks.committed,
             on_dropped=hooks.dropped,
+            live=hooks.live,
         )
+        # `outbox.dropped` records of seqs the last run published and may have lost (it
+        # stopped without closing, with messages not yet written): for the gateway to send
+        self.unsaved_at_open: list[dict[str, Any]] = []
 
     @property
     def db(self) -> SqliteThread:
@@ -99,8 +107,13 @@ class Outbox:
 
     @property
     def hw(self) -> int:
-        """The highest seq ever committed."""
+        """The highest seq ever given (committed, or published before it was written)."""
         return self.writer.commits.hw
+
+    @property
+    def reserved(self) -> int:
+        """The highest seq recorded as possibly given (write-behind reserves ahead)."""
+        return max(self.writer.commits.reserved, self.hw)
 
     @property
     def next_seq(self) -> int:
@@ -162,8 +175,19 @@ class Outbox:
         self._txn.sync_mode = self._txn.durable
         commits = self.writer.commits
         commits.page_size = opened.page_size
-        commits.hw = opened.hw
-        commits.next_seq = max(opened.hw + 1, self._floor)
+        # the last run may have given seqs up to what it reserved (write-behind): never again
+        commits.hw = max(opened.hw, opened.reserved)
+        commits.next_seq = max(commits.hw + 1, self._floor)
+        commits.reserved = opened.reserved
+        commits.clean = not opened.unsaved
+        if opened.unsaved:
+            ranges = [[a, b] for a, b in opened.unsaved]
+            self.unsaved_at_open = range_reports(ranges, "unsaved")
+            log.warning(
+                "outbox: the last run stopped without closing: %d seqs it may have published "
+                "without writing are reported as possibly lost",
+                sum(b - a + 1 for a, b in ranges),
+            )
         # Until the lanes are counted (just after the start, Outbox.run), the rows are known
         # by number and their cost by the pages they fill.
         self._uncounted = (opened.rows, opened.used_bytes)
@@ -175,7 +199,7 @@ class Outbox:
     ) -> None:
         if self._db is not None:
             try:
-                await self.writer.flush(final=True)  # what producers queued before we closed
+                await self.writer.close()  # what producers queued before we closed, and the unsaved
                 self.disk.lost_at_close()
             finally:
                 if self._reader is not None:
@@ -196,6 +220,7 @@ class Outbox:
 
     async def append(self, item: Pending) -> int:
         """Queue a message and wait until it is on disk; returns its seq."""
+        item.durable = True
         return await self.writer.submit(item)
 
     def ack(self, seqs: Iterable[int]) -> None:
@@ -205,6 +230,18 @@ class Outbox:
     async def flush(self) -> None:
         """Commit what is queued now, without waiting for company."""
         await self.writer.flush()
+
+    def attach(self, live: Live) -> None:
+        """The publisher, from now on taking messages before they are written (write-behind)."""
+        self.writer.live = live
+
+    def link_down(self) -> None:
+        """The link went: what was published and not yet written is written now."""
+        self.writer.link_down()
+
+    async def save_unsaved(self) -> None:
+        """Write everything published and not yet written (before a new session reads)."""
+        await self.writer.save_unsaved()
 
     async def sweep(self, now_ms: int | None = None) -> None:
         """Expire rows past their TTL; leave degraded mode when the disk has room."""
@@ -269,6 +306,12 @@ class Outbox:
             "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in self.stats.lanes.items()},
             "committed": self.stats.committed,
             "commits": self.stats.commits,
+            # write-behind: published before being written; of those, acknowledged in time
+            # (never written) and written (unacknowledged when due, or the link went); now
+            "published_unsaved": self.stats.unsaved,
+            "acked_unsaved": self.stats.acked_unsaved,
+            "saved_late": self.stats.saved_late,
+            "unsaved": len(self.writer.unsaved),
             "bytes": self.usage,
             "max_bytes": self.limits.max_bytes,
             "dropped": self.stats.dropped,

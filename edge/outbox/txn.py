@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from edge.outbox.model import SEQ_STATE_KEEP, Deleted, Pending, Row
+from edge.outbox.model import RESERVE_KEY, SEQ_STATE_KEEP, Deleted, Pending, Row
 from floor.seqkey import seq_key
 
 
@@ -25,10 +25,16 @@ class Transactions:
             self.sync_mode = mode
 
     def commit(
-        self, conn: sqlite3.Connection, rows: list[Row], made: list[Pending], deletes: Sequence[int] = ()
+        self,
+        conn: sqlite3.Connection,
+        rows: list[Row],
+        made: list[Pending],
+        deletes: Sequence[int] = (),
+        seqs: tuple[int, int] | None = None,
     ) -> list[Deleted]:
         """Insert the rows and their state records, and delete the acknowledged `deletes`,
-        in one durable transaction; the rows deleted."""
+        in one durable transaction (with the seqs reserved, `seqs`, when given); the rows
+        deleted."""
         at = time.time_ns() // 1_000_000
         params = [
             (r.seq, r.prio, r.kind, it.src, it.tb, r.body, at) for r, it in zip(rows, made, strict=True)
@@ -48,12 +54,34 @@ class Transactions:
             for prefix in {prefix for _seq, (prefix, _v) in by_seq}:
                 self._keep_newest(conn, prefix)
             found = self._delete(conn, list(deletes))
+            if seqs is not None:
+                self._seqs(conn, seqs)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # nothing to roll back
                 conn.execute("ROLLBACK")
             raise
         return found
+
+    @staticmethod
+    def _seqs(conn: sqlite3.Connection, seqs: tuple[int, int]) -> None:
+        low, high = seqs
+        conn.execute(
+            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (RESERVE_KEY, f"{low} {high}".encode())
+        )
+
+    def reserve(self, conn: sqlite3.Connection, seqs: tuple[int, int]) -> None:
+        """Record, durably, that seqs up to `high` may be in use and those below `low` are
+        saved or acknowledged (one small transaction: a page and an fsync)."""
+        self.set_sync(conn, self.durable)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._seqs(conn, seqs)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _keep_newest(conn: sqlite3.Connection, prefix: str) -> None:

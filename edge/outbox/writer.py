@@ -15,8 +15,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from edge.outbox.behind import Unsaved, Waiting
 from edge.outbox.commit import Committer
 from edge.outbox.fulldisk import FullDisk
 from edge.outbox.model import (
@@ -28,6 +29,7 @@ from edge.outbox.model import (
     GROUP_MAX,
     QUEUE_HIGH,
     SWEEP_S,
+    UNSAVED_MAX_BYTES,
     Deleted,
     Limits,
     OutboxStats,
@@ -45,6 +47,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Live(Protocol):
+    """Who publishes what the outbox numbers (the publisher): it may take messages that are
+    not yet written (write-behind)."""
+
+    def accepting(self) -> bool:
+        """Whether messages handed over now would be sent at once (the link is up)."""
+        ...
+
+    def take(self, rows: list[Row], unsaved: frozenset[int]) -> list[Row]:
+        """Rows just numbered, oldest first: those in `unsaved` are not written yet. The ones
+        of those it cannot take now (to be written, then announced with `saved`)."""
+        ...
+
+    def saved(self, rows: list[Row]) -> None:
+        """Rows it could not take are now written (read them back from the outbox)."""
+        ...
+
+
 class Writer:
     """The queue and the loop that commits it; acknowledged, thinned and expired deletes."""
 
@@ -59,6 +79,7 @@ class Writer:
         usage: Callable[[], int],
         on_commit: Callable[[list[Row]], None] | None = None,
         on_dropped: Callable[[dict[str, Any]], object] | None = None,
+        live: Live | None = None,
     ) -> None:
         self.limits = limits
         self._txn = txn
@@ -67,6 +88,9 @@ class Writer:
         self._db = db
         self._usage = usage
         self._on_dropped = on_dropped  # `outbox.dropped` records, when rows were thinned or expired
+        self._on_commit = on_commit
+        self.live = live
+        self.unsaved = Unsaved()  # published, not written (edge/outbox/behind.py)
         self.queue: list[Pending] = []
         self.acks: list[int] = []
         self._wake = asyncio.Event()
@@ -87,7 +111,7 @@ class Writer:
             usage=usage,
             pruner=self.pruner,
             account=self._account,
-            on_commit=on_commit,
+            on_commit=self._announce,
         )
 
     # producers -------------------------------------------------------------------
@@ -97,9 +121,12 @@ class Writer:
         loop = asyncio.get_running_loop()
         if item.done is None:
             item.done = loop.create_future()
+        item.queued_at = loop.time()
         if not self.queue:
-            self._queued_at = loop.time()
-        if item.prio < Prio.TELEMETRY or item.protected:
+            self._queued_at = item.queued_at
+        # an alarm or an event commits at once; a message that will not be written unless
+        # it stays unacknowledged is numbered and published at once
+        if item.prio < Prio.TELEMETRY or item.protected or (item.may_wait and self._behind()):
             self._urgent = True
         self.queue.append(item)
         self._wake.set()
@@ -113,11 +140,44 @@ class Writer:
             await self._drained.wait()
 
     def ack(self, seqs: Iterable[int]) -> None:
-        """The broker has these: delete them with the next commit."""
+        """The broker has these: forget those never written, delete the rest with the next
+        commit."""
+        unsaved = self.unsaved
+        rows = []
+        for seq in seqs:
+            if unsaved.by_seq and unsaved.acked(seq):
+                self.stats.acked_unsaved += 1
+            else:
+                rows.append(seq)
+        if not rows:
+            return
         if not self.acks:
             self._acked_at = asyncio.get_running_loop().time()
-        self.acks.extend(seqs)
+        self.acks.extend(rows)
         self._wake.set()
+
+    def _behind(self) -> bool:
+        """Whether messages that may wait are published before they are written now."""
+        live = self.live
+        return (
+            live is not None
+            and self.limits.group_commit_s > 0
+            and self.unsaved.bytes < UNSAVED_MAX_BYTES
+            and not self.disk.full
+            and live.accepting()
+        )
+
+    def link_down(self) -> None:
+        """The link went: what was published and not written is written now."""
+        for w in self.unsaved.by_seq.values():
+            w.due = 0.0
+        if self.unsaved:
+            self._wake.set()
+
+    async def save_unsaved(self) -> None:
+        """Write everything published and not yet written (a new session reads the outbox)."""
+        async with self.lock:
+            await self._save(self.unsaved.take())
 
     # the loop --------------------------------------------------------------------
 
@@ -127,8 +187,10 @@ class Writer:
         last_sweep = loop.time()
         while True:
             next_sweep = last_sweep + (FULL_SWEEP_S if self.disk.full else SWEEP_S)
+            due = self.unsaved.due_at()
+            wake_at = next_sweep if due is None else min(next_sweep, due)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_sweep - loop.time())):
+                async with asyncio.timeout(max(0.0, wake_at - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
             await self._linger()
@@ -149,7 +211,10 @@ class Writer:
         # already, and the end of a burst should not wait for company that is not coming.
         group = 0.0 if self._busy else self.limits.group_commit_s
         while True:
+            due = self.unsaved.due_at()
             if self._urgent or self.disk.held or len(self.queue) >= GROUP_MAX:
+                return
+            if due is not None and due <= loop.time():
                 return
             if self.queue:
                 if group <= 0:
@@ -160,6 +225,8 @@ class Writer:
                 deadline = self._acked_at + (DELETE_LINGER_S if group > 0 else DELETE_GATHER_S)
             else:
                 return
+            if due is not None:
+                deadline = min(deadline, due)
             if loop.time() >= deadline:
                 return
             self._items.clear()
@@ -170,8 +237,12 @@ class Writer:
                 return
 
     async def flush(self, *, final: bool = False) -> None:
-        """Commit what is queued now (and the deletes due)."""
+        """Commit what is queued now (and the deletes due, and what was published and not
+        acknowledged by the time its commit was due)."""
         async with self.lock:
+            loop = asyncio.get_running_loop()
+            # the unsaved due first: they are older than anything queued
+            await self._save(self.unsaved.take(None if final else loop.time()))
             items, self.queue = self.queue, []
             items[:0] = self.disk.take_held()
             self._urgent = False
@@ -192,12 +263,63 @@ class Writer:
                 alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
                 fold = [] if alarm else acks[:DELETE_CHUNK]  # small: an alarm may be next
                 acks = acks[len(fold) :]
-                unfolded = await self.commits.insert(items, fold)
+                unfolded = await self._insert(items, fold, behind=not final and self._behind())
                 acks[:0] = unfolded
             # Deletes go in small transactions, and stop as soon as a new message is
             # queued: an alarm waits for at most one small delete, never for a drain's worth.
             if acks:
                 await self._delete_acked(acks)
+
+    async def _insert(self, items: list[Pending], deletes: list[int], *, behind: bool) -> list[int]:
+        """Commit the items (those that may wait, with `behind`, only numbered, signed and
+        handed to the publisher); the deletes not made."""
+        done = await self.commits.insert(items, deletes, behind=behind, low=self.unsaved.lowest())
+        rows, wait = done.now.rows, done.wait
+        if not wait.rows:
+            if rows:
+                self._announce(rows)
+            return done.deletes
+        due = self.limits.group_commit_s
+        for r, it in zip(wait.rows, wait.made, strict=True):
+            self.unsaved.add(r, it, it.queued_at + due)
+        if rows and self._on_commit is not None:
+            self._on_commit(rows)  # the rest of the gateway hears of committed rows (alarms)
+        assert self.live is not None  # behind is only asked for with a publisher
+        # one hand-over, oldest first: a lane's rows reach the publisher in their order
+        both = sorted(rows + wait.rows, key=lambda r: r.seq)
+        refused = self.live.take(both, frozenset(r.seq for r in wait.rows))
+        if refused:
+            # not taken (its lane reads the outbox, or the link went): written now, then read
+            await self._save(self.unsaved.take_seqs({r.seq for r in refused}))
+            self.live.saved(refused)
+        return done.deletes
+
+    def _announce(self, rows: list[Row]) -> None:
+        """Rows just committed: to the publisher, and to the rest of the gateway."""
+        if self.live is not None:
+            self.live.take(rows, frozenset())
+        if self._on_commit is not None:
+            self._on_commit(rows)
+
+    async def _save(self, waiting: list[Waiting]) -> None:
+        """Write published messages (their commit came due, or the link went); what cannot
+        be written is reported: its seq is spent."""
+        if not waiting:
+            return
+        rows, made = [w.row for w in waiting], [w.item for w in waiting]
+        lost = await self.commits.save(rows, made, settled=not self.unsaved)
+        if lost:
+            self._report(lost, "full")
+
+    async def close(self) -> None:
+        """The last flush: everything queued and unsaved written, the seqs settled."""
+        await self.flush(final=True)
+        async with self.lock:
+            if not self.unsaved and not self.disk.held:
+                try:
+                    await self.commits.settle_seqs()
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("outbox: cannot record the seqs settled at close: %s", exc)
 
     async def sweep(self, now_ms: int | None = None) -> None:
         """Expire rows past their kind's TTL; leave degraded mode when the disk has room."""

@@ -20,7 +20,7 @@ import pytest
 
 from drivers.gnss.sim import sentence
 from tests.support.broker import Mosquitto
-from tests.support.collector import Collector, assert_no_seq_reused
+from tests.support.collector import Collector, assert_no_seq_reused, dropped_seqs
 from tests.support.faultproxy import FaultProxy
 from tests.support.gateway import Feeder, GatewayProc, gnss_device, start_verifier
 from tests.support.pty import Pty
@@ -30,16 +30,6 @@ from tests.support.smallfs import fill_disk, try_mount_tmpfs, umount
 # sequence of faults: GRIDEDGE_CHAOS_S=600 GRIDEDGE_CHAOS_SEED=7 pytest tests/chaos/test_chaos.py
 CHAOS_S = float(os.environ.get("GRIDEDGE_CHAOS_S", "45"))
 CHAOS_SEED = int(os.environ.get("GRIDEDGE_CHAOS_SEED", "20261126"))
-
-
-def dropped_seqs(msgs: list) -> set[int]:  # type: ignore[type-arg]
-    out: set[int] = set()
-    for m in msgs:
-        if m.payload["kind"] == "outbox.dropped":
-            for rec in m.payload["recs"]:
-                for a, b in rec["d"]["ranges"]:
-                    out.update(range(a, b + 1))
-    return out
 
 
 class Storm:

@@ -166,3 +166,15 @@ def assert_no_seq_reused(msgs: list[Message]) -> None:
             by_seq.setdefault(m.payload["seq"], set()).add(m.raw)
     reused = {s: len(v) for s, v in by_seq.items() if len(v) > 1}
     assert not reused, f"seqs carried different messages: {reused}"
+
+
+def dropped_seqs(msgs: list[Message], reason: str | None = None) -> set[int]:
+    """Every seq an `outbox.dropped` among `msgs` names (of one `reason`, or any)."""
+    out: set[int] = set()
+    for m in msgs:
+        if m.payload["kind"] == "outbox.dropped":
+            for rec in m.payload["recs"]:
+                if reason is None or rec["d"]["reason"] == reason:
+                    for a, b in rec["d"]["ranges"]:
+                        out.update(range(a, b + 1))
+    return out
