@@ -1,6 +1,7 @@
 """A maritime station's steady traffic: CPU, memory and SD-card writes per record kept.
 
     .venv/bin/python -m bench.station [--rates 15,150,1500] [--seconds 30] [--no-gpsd] [--outage]
+                                      [--py-spy FILE]
 
 The gateway runs as deployed (a process, no debug logging) with a real mosquitto; two AIS
 receivers get a real capture (the AIS logs of ../shared/corpora, else the project's own
@@ -16,7 +17,9 @@ it the whole disk's writes over the same window (/proc/diskstats of the device h
 the gateway's state: journald, the filesystem's journal, the broker and whatever else
 runs on the machine are in it too); cold start (process start to the first signed
 message on the broker) with an empty outbox and with a 1,000,000-message backlog.
-`--outage` stops the broker after the warm-up, so the window measures an outage: every
+`--py-spy FILE` samples the gateway with py-spy over the window (every thread, idle
+ones left out) and prints where its time goes, by function, itself and with what it
+calls. `--outage` stops the broker after the warm-up, so the window measures an outage: every
 record goes to the outbox (records counted by the gateway's status, `records`). One
 line per rate:
 
@@ -38,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,7 @@ import pyais
 
 from bench.common import result, table
 from bench.harness import free_port, mosquitto
-from bench.idle import cpu_seconds, rss_mb
+from bench.idle import CLK_TCK, cpu_seconds, rss_mb
 from tests.support.collector import Collector
 from tests.support.gateway import GatewayProc, gnss_device
 from tests.support.pty import Pty
@@ -156,6 +160,101 @@ def disk_written(path: Path) -> int:
     return 0
 
 
+def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for `seconds` into `out` (raw: one folded stack a line)."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        print("py-spy is not installed (pip install py-spy): no profile")
+        return None
+    cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
+    return subprocess.Popen(
+        [*cmd, "--rate", "1000", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def spied(path: Path, top: int = 25) -> list[tuple[str, str]]:
+    """Share of the samples per function: itself (the innermost frame) and inclusive."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")"
+            for f in stack.split(";")
+            if " (" in f
+        ]
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+    total = max(total, 1)
+    rows = [
+        (f"{100 * n / total:5.1f} % self", f) for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    rows += [
+        (f"{100 * n / total:5.1f} % with callees", f)
+        for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    return rows
+
+
+def threads(pid: int) -> dict[str, tuple[float, float]]:
+    """User and system CPU seconds of the event loop's thread (`main`) and of the others
+    (the SQLite threads, executors): Python does not name its threads for the kernel."""
+    out: dict[str, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            rest = (task / "stat").read_text().rpartition(")")[2]
+            name = "main" if task.name == str(pid) else "others"
+            f = rest.split()
+            u, s = out.get(name, (0.0, 0.0))
+            out[name] = (u + int(f[11]) / CLK_TCK, s + int(f[12]) / CLK_TCK)
+    return out
+
+
+def by_thread(t0: dict[str, tuple[float, float]], t1: dict[str, tuple[float, float]], span: float) -> str:
+    parts = []
+    for name, (u1, s1) in sorted(t1.items(), key=lambda kv: -sum(kv[1])):
+        u0, s0 = t0.get(name, (0.0, 0.0))
+        if (u1 - u0) + (s1 - s0) > 0:
+            parts.append(f"{name} {100 * (u1 - u0) / span:.2f}+{100 * (s1 - s0) / span:.2f}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The counters at one moment of the measured window."""
+
+    at: float
+    cpu: float
+    gpsd: float
+    wrote: int  # the gateway's write_bytes
+    disk: int  # the whole disk's
+    kept: int
+    sent: int
+    threads: dict[str, tuple[float, float]]
+
+    @classmethod
+    def take(cls, pid: int, gpsd: int | None, work: Path, kept: int, sent: int) -> Sample:
+        return cls(
+            time.monotonic(),
+            cpu_seconds(pid),
+            cpu_seconds(gpsd) if gpsd is not None else 0.0,
+            write_bytes(pid),
+            disk_written(work),
+            kept,
+            sent,
+            threads(pid),
+        )
+
+
 def records(col: Collector) -> int:
     return sum(len(m.payload["recs"]) for m in col.up())
 
@@ -252,6 +351,7 @@ def one_rate(
     *,
     profile: Path | None = None,
     outage: bool = False,
+    py_spy: Path | None = None,
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir="/var/tmp") as d, mosquitto() as (port, broker):
         work = Path(d)
@@ -284,16 +384,13 @@ def one_rate(
 
                 assert gw.proc is not None
                 pid = gw.proc.pid
-                c0, w0, r0, s0 = cpu_seconds(pid), write_bytes(pid), kept_now(), sender.sent
-                had_gpsd = gpsd is not None
-                g0 = cpu_seconds(gpsd.pid) if gpsd is not None else 0.0
-                k0 = disk_written(work)
-                t0 = time.monotonic()
+                gpsd_pid = None if gpsd is None else gpsd.pid
+                a = Sample.take(pid, gpsd_pid, work, kept_now(), sender.sent)
+                spying = spy(pid, seconds, py_spy) if py_spy is not None else None
                 time.sleep(seconds)
-                c1, w1, r1, s1 = cpu_seconds(pid), write_bytes(pid), kept_now(), sender.sent
-                g1 = cpu_seconds(gpsd.pid) if gpsd is not None else 0.0
-                k1 = disk_written(work)
-                t1 = time.monotonic()
+                if spying is not None:
+                    spying.wait(30)
+                b = Sample.take(pid, gpsd_pid, work, kept_now(), sender.sent)
                 rss = rss_mb(pid)
                 sender.stop.set()
                 feeder.stop()
@@ -302,23 +399,25 @@ def one_rate(
                 gw.stop()
                 col.stop()
                 pty.unplug()
-    span = t1 - t0
-    kept = max(1, r1 - r0)
+    span = b.at - a.at
+    kept = max(1, b.kept - a.kept)
+    wrote, disk, cpu = b.wrote - a.wrote, b.disk - a.disk, b.cpu - a.cpu
     return {
         "rate": rate,
-        "sent_per_s": (s1 - s0) / span,
-        "records_per_s": (r1 - r0) / span,
-        "cpu_pct": (c1 - c0) / span * 100,
+        "sent_per_s": (b.sent - a.sent) / span,
+        "records_per_s": (b.kept - a.kept) / span,
+        "cpu_pct": cpu / span * 100,
         # nan: not measured (--no-gpsd, or no gpsd installed: apt-get install gpsd)
-        "gpsd_cpu_pct": (g1 - g0) / span * 100 if had_gpsd else float("nan"),
+        "gpsd_cpu_pct": (b.gpsd - a.gpsd) / span * 100 if gpsd_pid is not None else float("nan"),
         "rss_mb": rss,
-        "write_bytes_per_s": (w1 - w0) / span,
-        "write_bytes_per_record": (w1 - w0) / kept,
-        "disk_write_bytes_per_s": (k1 - k0) / span,
-        "disk_write_bytes_per_record": (k1 - k0) / kept,
-        "gb_per_day": (w1 - w0) / span * 86400 / 1e9,
-        "cpu_us_per_record": (c1 - c0) / kept * 1e6,
+        "write_bytes_per_s": wrote / span,
+        "write_bytes_per_record": wrote / kept,
+        "disk_write_bytes_per_s": disk / span,
+        "disk_write_bytes_per_record": disk / kept,
+        "gb_per_day": wrote / span * 86400 / 1e9,
+        "cpu_us_per_record": cpu / kept * 1e6,
         "cold_start_s": cold,
+        "threads": by_thread(a.threads, b.threads, span),  # type: ignore[dict-item]
     }
 
 
@@ -329,6 +428,7 @@ def main() -> None:
     ap.add_argument("--no-gpsd", action="store_true")
     ap.add_argument("--no-backlog", action="store_true", help="skip the cold start over a 1 M backlog")
     ap.add_argument("--outage", action="store_true", help="stop the broker for the measured window")
+    ap.add_argument("--py-spy", type=Path, help="sample the gateway with py-spy into this file (raw)")
     ap.add_argument("--profile", type=Path, help="cProfile the gateway (main thread) into this file")
     args = ap.parse_args()
     msgs = capture()
@@ -336,7 +436,15 @@ def main() -> None:
     rows = []
     figures = []
     for rate in (float(r) for r in args.rates.split(",")):
-        f = one_rate(rate, args.seconds, stream, not args.no_gpsd, profile=args.profile, outage=args.outage)
+        f = one_rate(
+            rate,
+            args.seconds,
+            stream,
+            not args.no_gpsd,
+            profile=args.profile,
+            outage=args.outage,
+            py_spy=args.py_spy,
+        )
         figures.append(f)
         rows.append(
             (
@@ -345,7 +453,7 @@ def main() -> None:
                 f"{f['records_per_s']:.1f} records/s kept, {f['write_bytes_per_record']:.0f} B written "
                 f"per record ({f['gb_per_day']:.2f} GB/day; the whole disk "
                 f"{f['disk_write_bytes_per_record']:.0f} B), {f['cpu_us_per_record']:.0f} us CPU per record, "
-                f"cold start {f['cold_start_s']:.2f} s",
+                f"cold start {f['cold_start_s']:.2f} s; CPU % by thread (user+system): {f['threads']}",
             )
         )
     backlog_cold = float("nan")
@@ -355,6 +463,8 @@ def main() -> None:
         rows.append((f"cold start over {BACKLOG:,} messages", f"{backlog_cold:.2f} s"))
     during = ", broker stopped (an outage)" if args.outage else ""
     table(f"Station: {len(msgs)} AIS reports x 12 passes over UDP, 2 receivers, GNSS at 1 Hz{during}", rows)
+    if args.py_spy is not None and args.py_spy.exists():
+        table("Where the gateway's time goes (py-spy, all threads but idle ones)", spied(args.py_spy))
     if args.profile is not None and args.profile.exists():
         import pstats
 

@@ -36,7 +36,7 @@ from edge.feeds import GpsdFeed, NmeaForwarder, fan_out
 from edge.handlers import HANDLERS
 from edge.health import STATUS, exit_if_stuck, sd_notify, serve_status, watchdog
 from edge.ingest import Epoch, Ingest, start_epoch
-from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks, Row
+from edge.outbox import CorruptOutbox, Limits, Outbox, OutboxHooks
 from edge.posture import Effects, Posture
 from edge.publisher import Publisher
 from edge.reconfig import rollback
@@ -300,10 +300,6 @@ class Gateway:
         if self.gpsd is not None:
             self.gpsd.fix(dev, fix)
 
-    def _committed(self, rows: list[Row]) -> None:
-        # the publisher hears of every row as the outbox's `live` (write-behind)
-        self.alarms.committed(rows)
-
     async def _ble_client(self, dev_id: str, timeout: float) -> BleakClient:
         if self.ble is None:
             raise TimeoutError("the BLE radio is not running")
@@ -372,7 +368,7 @@ class Gateway:
         log.info("gateway %s: epoch %d", cfg.gateway.id, epoch.counter)
         quarantined: list[dict[str, Any]] = []
         hooks = OutboxHooks(
-            committed=self._committed,
+            committed=self.alarms.committed,  # the publisher hears of rows as the outbox's `live`
             dropped=lambda rec: self._report("outbox.dropped", rec),
             health=lambda rec: self._report("gateway.health", rec),
         )

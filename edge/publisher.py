@@ -8,10 +8,11 @@ a lane; telemetry captured since the session began goes before the backlog of th
 outage, which then drains oldest first), keeps at most `inflight` messages
 unacknowledged (life-safety may exceed that by a small reserve so it never queues
 behind telemetry), paces the backlog by the queueing delay it causes (see
-`edge/pacing.py`), and hands every PUBACK to the outbox as a delete. When the
-link drops, every row not yet acknowledged is still in the outbox; the next session
-starts its cursors at zero, so it is all sent again (the platform deduplicates on
-gw, ep, seq).
+`edge/pacing.py`), and hands every PUBACK to the outbox as a delete (or, for a
+message published before it was written, as a reason never to write it). When the
+link drops, every message not yet acknowledged is written to the outbox before the
+next session, which starts its cursors (edge/lanes.py) at zero, so it is all sent
+again (the platform deduplicates on gw, ep, seq).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import contextlib
 import enum
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from edge.ingest import Ingest
+from edge.lanes import BACKLOG, SendLanes
 from edge.mqtt import MqttConnection, TlsSettings, Will
 from edge.outbox import Outbox, Row
 from edge.pacing import BacklogWindow
@@ -39,19 +41,8 @@ from floor.supervisor import Backoff, supervise
 
 log = logging.getLogger(__name__)
 
-PAGE = 64  # rows read from SQLite at a time: small reads keep the loop free for an alarm
 LIFE_SAFETY_RESERVE = 8
 _LIFE_SAFETY = frozenset(LIFE_SAFETY_KINDS)
-Lane = tuple[int, bool]  # (prio, True for the pre-session telemetry backlog)
-# Strict order: life-safety, events, live telemetry, backlog telemetry, bulk.
-LANES: tuple[Lane, ...] = (
-    (Prio.LIFE_SAFETY, False),
-    (Prio.EVENT, False),
-    (Prio.TELEMETRY, False),
-    (Prio.TELEMETRY, True),
-    (Prio.BULK, False),
-)
-BACKLOG: Lane = (Prio.TELEMETRY, True)  # paced by `BacklogWindow`: it must not delay live traffic
 
 
 class LinkState(enum.StrEnum):
@@ -88,12 +79,7 @@ class Publisher:
         self._probe_s = alarm_probe_s
         self._ls_inflight: dict[int, float] = {}  # alarms on the wire: seq -> loop time sent
         self._kick = asyncio.Event()
-        self._dirty: set[Lane] = set()
-        self._fetching: set[Lane] = set()  # lanes whose SQLite read is in progress
-        self._blocked: set[Lane] = set()  # lanes with a row handed back to be written first
-        self._buffers: dict[Lane, deque[Row]] | None = None  # send buffers of the live session
-        self._cursor: dict[Lane, int] = {}
-        self._boundary = 0  # highest seq committed before this session: the backlog
+        self.lanes = SendLanes(outbox.fetch)  # edge/lanes.py: the send buffers of the live session
         self.state = LinkState.DOWN
         self.last_error = ""
         self.failed_attempts = 0  # connection attempts failed since the link was last up
@@ -151,43 +137,23 @@ class Publisher:
     def accepting(self) -> bool:
         """Whether a message handed over now goes straight into a send buffer: a session
         is up (write-behind asks this before it numbers what it will not write yet)."""
-        return self._buffers is not None
+        return self.lanes.buffers is not None
 
     def take(self, rows: list[Row], unsaved: frozenset[int]) -> list[Row]:
         """Rows just numbered, oldest first (the outbox's `Live`): those in `unsaved` are not
         written yet. Returns those of them it cannot take now; their lanes are not read from
         SQLite until `saved` says they are written."""
-        # Live traffic goes straight into the send buffers (no read back from SQLite) when
-        # its lane has nothing older waiting in the database; otherwise the lane is marked
-        # and the pump reads it in order.
-        buffers = self._buffers
-        refused: list[Row] = []
         for row in rows:
             if row.prio == Prio.LIFE_SAFETY:
                 self._ls_committed[row.seq] = self.published
                 self.recent.committed(row.seq, row.kind, row.body)
-            lane: Lane = (row.prio, False)
-            buf = buffers.get(lane) if buffers is not None else None
-            # A lane being read right now is treated as dirty: its read may or may not
-            # include this row, so the row must come from the next read, in order.
-            clean = lane not in self._dirty and lane not in self._fetching and lane not in self._blocked
-            if buf is not None and clean and len(buf) < 2 * PAGE:
-                buf.append(row)
-                self._cursor[lane] = row.seq
-            elif row.seq in unsaved:
-                refused.append(row)  # it must be written before its lane is read
-                self._blocked.add(lane)
-            else:
-                self._dirty.add(lane)
+        refused = self.lanes.take(rows, unsaved)
         self._kick.set()
         return refused
 
     def saved(self, rows: list[Row]) -> None:
         """Rows `take` could not take are written now: their lanes may be read."""
-        for row in rows:
-            lane: Lane = (row.prio, False)
-            self._blocked.discard(lane)
-            self._dirty.add(lane)
+        self.lanes.saved(rows)
         self._kick.set()
 
     def _new_window(self) -> BacklogWindow:
@@ -257,23 +223,17 @@ class Publisher:
         # Whatever the last session published and the broker did not acknowledge is written
         # first: this session reads it from the outbox with the rest.
         await self._outbox.save_unsaved()
-        self._blocked.clear()
         # Telemetry committed before this session is the backlog of an outage: it goes
         # after the telemetry captured since (live first), oldest first, in the window
         # live traffic leaves free.
-        self._boundary = self._outbox.hw
-        buffers: dict[Lane, deque[Row]] = {lane: deque() for lane in LANES}
-        cursor: dict[Lane, int] = {lane: 0 for lane in LANES}
-        cursor[(Prio.TELEMETRY, False)] = self._boundary
-        self._dirty = set(LANES)  # after a (re)connect anything unacknowledged may be unsent
+        self.lanes.open(self._outbox.hw)
         self.backlog_window = self._new_window()  # a new session may be a new link
-        self._buffers, self._cursor = buffers, cursor
         self._ls_inflight.clear()
         probe = asyncio.get_running_loop().create_task(self._probe(conn), name="publisher.probe")
         try:
-            await self._pump_rows(conn, buffers, cursor)
+            await self._pump_rows(conn)
         finally:
-            self._buffers = None
+            self.lanes.close()
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
@@ -291,22 +251,20 @@ class Publisher:
                 )
                 conn.drop(f"no PUBACK for an alarm in {self._probe_s:.0f} s")
 
-    async def _pump_rows(
-        self, conn: MqttConnection, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
-    ) -> None:
+    async def _pump_rows(self, conn: MqttConnection) -> None:
         closed = conn.closed
         closed.add_done_callback(lambda _f: self._kick.set())
         window = self.backlog_window
         loop = asyncio.get_running_loop()
         while not closed.done():
-            lane, row = await self._next_row(buffers, cursor)
+            lane, row = await self.lanes.next_row()
             if row is None:
                 await self._wait()
                 continue
             limit = self._cfg.inflight + (LIFE_SAFETY_RESERVE if row.prio == Prio.LIFE_SAFETY else 0)
             backlog = lane == BACKLOG
             if conn.in_flight >= limit or (backlog and window.in_flight >= window.allowed):
-                buffers[lane].appendleft(row)
+                self.lanes.put_back(lane, row)
                 await self._wait()
                 continue
             if row.prio == Prio.LIFE_SAFETY:
@@ -329,34 +287,6 @@ class Publisher:
         exc = closed.result()
         if exc is not None:
             raise exc
-
-    async def _next_row(
-        self, buffers: dict[Lane, deque[Row]], cursor: dict[Lane, int]
-    ) -> tuple[Lane, Row | None]:
-        """The next row by strict priority. After any read from SQLite the scan starts
-        again from the top, so a row committed meanwhile in a more urgent lane wins."""
-        while True:
-            for lane in LANES:
-                buf = buffers[lane]
-                if buf:
-                    return lane, buf.popleft()
-                if lane in self._dirty and lane not in self._blocked:
-                    self._dirty.discard(lane)
-                    prio, old = lane
-                    self._fetching.add(lane)
-                    try:
-                        upto = self._boundary if old else None
-                        rows = await self._outbox.fetch(prio, cursor[lane], PAGE, upto=upto)
-                    finally:
-                        self._fetching.discard(lane)
-                    if rows:
-                        buf.extend(rows)
-                        cursor[lane] = rows[-1].seq
-                        if len(rows) == PAGE:
-                            self._dirty.add(lane)
-                    break  # rescan from the most urgent lane
-            else:
-                return LANES[0], None
 
     async def _wait(self) -> None:
         """Until something changed: a commit, a PUBACK, or the link closing (all kick)."""

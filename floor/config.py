@@ -284,7 +284,7 @@ class MqttConfig:
 class OutboxConfig:
     max_bytes: int = 256 * 1024 * 1024
     batch_ms: int = 250
-    commit_ms: int = 1000  # telemetry shares a durable commit this long (alarms never wait)
+    commit_ms: int = 1000  # a message unacknowledged this long is written (write-behind; alarms first)
     ttl_s: Mapping[str, int] = field(default_factory=dict)
 
 

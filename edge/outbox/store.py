@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edge.outbox.behind import Live
 from edge.outbox.checkpoint import checkpoint_loop
 from edge.outbox.fulldisk import FullDisk
 from edge.outbox.model import (
@@ -35,7 +36,7 @@ from edge.outbox.model import (
 from edge.outbox.opening import count_lanes, prepare, quick_check, suspect_marker
 from edge.outbox.reserve import DiskReserve
 from edge.outbox.txn import Transactions
-from edge.outbox.writer import Live, Writer
+from edge.outbox.writer import Writer
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ class Outbox:
 
     def attach(self, live: Live) -> None:
         """The publisher, from now on taking messages before they are written (write-behind)."""
-        self.writer.live = live
+        self.writer.behind.live = live
 
     def link_down(self) -> None:
         """The link went: what was published and not yet written is written now."""
@@ -306,8 +307,7 @@ class Outbox:
             "lanes": {int(p): {"rows": s.rows, "bytes": s.bytes} for p, s in self.stats.lanes.items()},
             "committed": self.stats.committed,
             "commits": self.stats.commits,
-            # write-behind: published before being written; of those, acknowledged in time
-            # (never written) and written (unacknowledged when due, or the link went); now
+            # write-behind: published first; never written; written after all; waiting now
             "published_unsaved": self.stats.unsaved,
             "acked_unsaved": self.stats.acked_unsaved,
             "saved_late": self.stats.saved_late,

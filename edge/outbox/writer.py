@@ -15,9 +15,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from edge.outbox.behind import Unsaved, Waiting
+from edge.outbox.behind import Live, Unsaved, WriteBehind
 from edge.outbox.commit import Committer
 from edge.outbox.fulldisk import FullDisk
 from edge.outbox.model import (
@@ -29,7 +29,6 @@ from edge.outbox.model import (
     GROUP_MAX,
     QUEUE_HIGH,
     SWEEP_S,
-    UNSAVED_MAX_BYTES,
     Deleted,
     Limits,
     OutboxStats,
@@ -45,24 +44,6 @@ from floor.kinds import Prio
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Live(Protocol):
-    """Who publishes what the outbox numbers (the publisher): it may take messages that are
-    not yet written (write-behind)."""
-
-    def accepting(self) -> bool:
-        """Whether messages handed over now would be sent at once (the link is up)."""
-        ...
-
-    def take(self, rows: list[Row], unsaved: frozenset[int]) -> list[Row]:
-        """Rows just numbered, oldest first: those in `unsaved` are not written yet. The ones
-        of those it cannot take now (to be written, then announced with `saved`)."""
-        ...
-
-    def saved(self, rows: list[Row]) -> None:
-        """Rows it could not take are now written (read them back from the outbox)."""
-        ...
 
 
 class Writer:
@@ -88,9 +69,6 @@ class Writer:
         self._db = db
         self._usage = usage
         self._on_dropped = on_dropped  # `outbox.dropped` records, when rows were thinned or expired
-        self._on_commit = on_commit
-        self.live = live
-        self.unsaved = Unsaved()  # published, not written (edge/outbox/behind.py)
         self.queue: list[Pending] = []
         self.acks: list[int] = []
         self._wake = asyncio.Event()
@@ -111,8 +89,17 @@ class Writer:
             usage=usage,
             pruner=self.pruner,
             account=self._account,
-            on_commit=self._announce,
+            on_commit=lambda rows: self.behind.announce(rows),  # noqa: PLW0108 (made below)
         )
+        self.behind = WriteBehind(
+            limits=limits, commits=self.commits, disk=disk, stats=stats, report=self._report, live=live
+        )
+        self.behind.on_commit = on_commit
+
+    @property
+    def unsaved(self) -> Unsaved:
+        """Published, not written (edge/outbox/behind.py)."""
+        return self.behind.unsaved
 
     # producers -------------------------------------------------------------------
 
@@ -126,7 +113,7 @@ class Writer:
             self._queued_at = item.queued_at
         # an alarm or an event commits at once; a message that will not be written unless
         # it stays unacknowledged is numbered and published at once
-        if item.prio < Prio.TELEMETRY or item.protected or (item.may_wait and self._behind()):
+        if item.prio < Prio.TELEMETRY or item.protected or (item.may_wait and self.behind.on()):
             self._urgent = True
         self.queue.append(item)
         self._wake.set()
@@ -142,13 +129,7 @@ class Writer:
     def ack(self, seqs: Iterable[int]) -> None:
         """The broker has these: forget those never written, delete the rest with the next
         commit."""
-        unsaved = self.unsaved
-        rows = []
-        for seq in seqs:
-            if unsaved.by_seq and unsaved.acked(seq):
-                self.stats.acked_unsaved += 1
-            else:
-                rows.append(seq)
+        rows = self.behind.acked(seqs)
         if not rows:
             return
         if not self.acks:
@@ -156,28 +137,15 @@ class Writer:
         self.acks.extend(rows)
         self._wake.set()
 
-    def _behind(self) -> bool:
-        """Whether messages that may wait are published before they are written now."""
-        live = self.live
-        return (
-            live is not None
-            and self.limits.group_commit_s > 0
-            and self.unsaved.bytes < UNSAVED_MAX_BYTES
-            and not self.disk.full
-            and live.accepting()
-        )
-
     def link_down(self) -> None:
         """The link went: what was published and not written is written now."""
-        for w in self.unsaved.by_seq.values():
-            w.due = 0.0
-        if self.unsaved:
+        if self.behind.link_down():
             self._wake.set()
 
     async def save_unsaved(self) -> None:
         """Write everything published and not yet written (a new session reads the outbox)."""
         async with self.lock:
-            await self._save(self.unsaved.take())
+            await self.behind.save(self.unsaved.take())
 
     # the loop --------------------------------------------------------------------
 
@@ -242,7 +210,7 @@ class Writer:
         async with self.lock:
             loop = asyncio.get_running_loop()
             # the unsaved due first: they are older than anything queued
-            await self._save(self.unsaved.take(None if final else loop.time()))
+            await self.behind.save(self.unsaved.take(None if final else loop.time()))
             items, self.queue = self.queue, []
             items[:0] = self.disk.take_held()
             self._urgent = False
@@ -263,53 +231,12 @@ class Writer:
                 alarm = any(it.prio == Prio.LIFE_SAFETY for it in items)
                 fold = [] if alarm else acks[:DELETE_CHUNK]  # small: an alarm may be next
                 acks = acks[len(fold) :]
-                unfolded = await self._insert(items, fold, behind=not final and self._behind())
+                unfolded = await self.behind.insert(items, fold, behind=not final and self.behind.on())
                 acks[:0] = unfolded
             # Deletes go in small transactions, and stop as soon as a new message is
             # queued: an alarm waits for at most one small delete, never for a drain's worth.
             if acks:
                 await self._delete_acked(acks)
-
-    async def _insert(self, items: list[Pending], deletes: list[int], *, behind: bool) -> list[int]:
-        """Commit the items (those that may wait, with `behind`, only numbered, signed and
-        handed to the publisher); the deletes not made."""
-        done = await self.commits.insert(items, deletes, behind=behind, low=self.unsaved.lowest())
-        rows, wait = done.now.rows, done.wait
-        if not wait.rows:
-            if rows:
-                self._announce(rows)
-            return done.deletes
-        due = self.limits.group_commit_s
-        for r, it in zip(wait.rows, wait.made, strict=True):
-            self.unsaved.add(r, it, it.queued_at + due)
-        if rows and self._on_commit is not None:
-            self._on_commit(rows)  # the rest of the gateway hears of committed rows (alarms)
-        assert self.live is not None  # behind is only asked for with a publisher
-        # one hand-over, oldest first: a lane's rows reach the publisher in their order
-        both = sorted(rows + wait.rows, key=lambda r: r.seq)
-        refused = self.live.take(both, frozenset(r.seq for r in wait.rows))
-        if refused:
-            # not taken (its lane reads the outbox, or the link went): written now, then read
-            await self._save(self.unsaved.take_seqs({r.seq for r in refused}))
-            self.live.saved(refused)
-        return done.deletes
-
-    def _announce(self, rows: list[Row]) -> None:
-        """Rows just committed: to the publisher, and to the rest of the gateway."""
-        if self.live is not None:
-            self.live.take(rows, frozenset())
-        if self._on_commit is not None:
-            self._on_commit(rows)
-
-    async def _save(self, waiting: list[Waiting]) -> None:
-        """Write published messages (their commit came due, or the link went); what cannot
-        be written is reported: its seq is spent."""
-        if not waiting:
-            return
-        rows, made = [w.row for w in waiting], [w.item for w in waiting]
-        lost = await self.commits.save(rows, made, settled=not self.unsaved)
-        if lost:
-            self._report(lost, "full")
 
     async def close(self) -> None:
         """The last flush: everything queued and unsaved written, the seqs settled."""

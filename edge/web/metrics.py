@@ -60,6 +60,18 @@ def _outbox(ob: Mapping[str, Any] | None) -> Iterator[Metric]:
         "gridedge_outbox_dropped", "messages thinned or expired to stay within bounds", ob["dropped"]
     )
     yield _total("gridedge_outbox_refused", "messages refused by a full outbox", ob["refused"])
+    yield _total("gridedge_outbox_committed", "messages written to the outbox", ob["committed"])
+    # write-behind: published before being written; written only when unacknowledged in time
+    yield _total(
+        "gridedge_outbox_published_unsaved",
+        "messages published before being written",
+        ob["published_unsaved"],
+    )
+    yield _total(
+        "gridedge_outbox_saved_late",
+        "messages published first and written after all: unacknowledged when due, or the link went",
+        ob["saved_late"],
+    )
 
 
 def _one(name: str, doc: str, value: float) -> GaugeMetricFamily:
