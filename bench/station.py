@@ -17,11 +17,11 @@ it the whole disk's writes over the same window (/proc/diskstats of the device h
 the gateway's state: journald, the filesystem's journal, the broker and whatever else
 runs on the machine are in it too); cold start (process start to the first signed
 message on the broker) with an empty outbox and with a 1,000,000-message backlog.
-`--py-spy FILE` samples the gateway with py-spy over the window (every thread, idle
-ones left out) and prints where its time goes, by function, itself and with what it
-calls. `--outage` stops the broker after the warm-up, so the window measures an outage: every
-record goes to the outbox (records counted by the gateway's status, `records`). One
-line per rate:
+`--py-spy FILE` samples the gateway with py-spy over the window (only samples holding the
+GIL: Python at work, not waiting in epoll or in SQLite, Ed25519 or a syscall without it)
+and prints where that time goes, by function, itself and with what it calls. `--outage`
+stops the broker after the warm-up, so the window measures an outage: every record goes
+to the outbox (records counted by the gateway's status, `records`). One line per rate:
 
     RESULT station rate=150 outage=0 cpu_pct=... gpsd_cpu_pct=... rss_mb=...
            write_bytes_per_record=... disk_write_bytes_per_record=... gb_per_day=...
@@ -168,7 +168,7 @@ def spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
         return None
     cmd = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--format", "raw"]
     return subprocess.Popen(
-        [*cmd, "--rate", "1000", "--nonblocking", "--output", str(out)],
+        [*cmd, "--rate", "1000", "--gil", "--output", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -464,7 +464,7 @@ def main() -> None:
     during = ", broker stopped (an outage)" if args.outage else ""
     table(f"Station: {len(msgs)} AIS reports x 12 passes over UDP, 2 receivers, GNSS at 1 Hz{during}", rows)
     if args.py_spy is not None and args.py_spy.exists():
-        table("Where the gateway's time goes (py-spy, all threads but idle ones)", spied(args.py_spy))
+        table("Where the gateway's Python time goes (py-spy, samples holding the GIL)", spied(args.py_spy))
     if args.profile is not None and args.profile.exists():
         import pstats
 

@@ -78,6 +78,7 @@ class Publisher:
         # (a black hole shows in seconds, not a keepalive later); None: only the keepalive.
         self._probe_s = alarm_probe_s
         self._ls_inflight: dict[int, float] = {}  # alarms on the wire: seq -> loop time sent
+        self._alarm_out = asyncio.Event()  # set when an alarm goes on the wire: the probe watches
         self._kick = asyncio.Event()
         self.lanes = SendLanes(outbox.fetch)  # edge/lanes.py: the send buffers of the live session
         self.state = LinkState.DOWN
@@ -244,6 +245,9 @@ class Publisher:
             return
         loop = asyncio.get_running_loop()
         while not conn.closed.done():
+            if not self._ls_inflight:  # nothing to watch: no waking up four times a second
+                self._alarm_out.clear()
+                await self._alarm_out.wait()
             await asyncio.sleep(min(0.25, self._probe_s / 4))
             if self._ls_inflight and loop.time() - min(self._ls_inflight.values()) > self._probe_s:
                 log.warning(
@@ -279,6 +283,7 @@ class Publisher:
             if row.prio == Prio.LIFE_SAFETY:
                 self.recent.published(row.seq)
                 self._ls_inflight[row.seq] = loop.time()
+                self._alarm_out.set()
             if backlog:
                 window.in_flight += 1
             fut.add_done_callback(

@@ -257,7 +257,7 @@ class Outbox:
             tg.create_task(self._after_start(), name="outbox.check")
             tg.create_task(self.writer.run(), name="outbox.write")
             tg.create_task(
-                checkpoint_loop(self.path, self.limits, lambda: (self.stats.committed, self.stats.acked)),
+                checkpoint_loop(self.path, self.limits, self.stats, self.writer.wrote),
                 name="outbox.checkpoint",
             )
 

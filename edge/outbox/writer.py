@@ -78,6 +78,7 @@ class Writer:
         self._queued_at = 0.0  # loop time the oldest queued message arrived
         self._acked_at = 0.0  # loop time the oldest waiting delete arrived
         self._drained = asyncio.Event()  # the writer took the queue (see room())
+        self.wrote = asyncio.Event()  # rows were written or deleted (the checkpointer looks)
         self.lock = asyncio.Lock()  # one flush at a time, even across cancellation
         self.pruner = Pruner(self._fetch_any, self._delete_txn, self._report)
         self.commits = Committer(
@@ -207,6 +208,15 @@ class Writer:
     async def flush(self, *, final: bool = False) -> None:
         """Commit what is queued now (and the deletes due, and what was published and not
         acknowledged by the time its commit was due)."""
+        stats = self.stats
+        before = stats.committed + stats.acked + stats.reservations
+        try:
+            await self._flush(final=final)
+        finally:
+            if stats.committed + stats.acked + stats.reservations != before:
+                self.wrote.set()
+
+    async def _flush(self, *, final: bool) -> None:
         async with self.lock:
             loop = asyncio.get_running_loop()
             # the unsaved due first: they are older than anything queued
