@@ -17,6 +17,7 @@ class Opened:
     rows: int  # rows in the outbox (their lanes and bytes are counted after the start)
     used_bytes: int  # the pages in use: what the rows cost until they are counted
     reserved: int = 0  # the highest seq the last run may have given a message
+    outstanding: bool = False  # what is recorded says seqs may be outstanding (low <= high)
     # seqs the last run gave messages that were neither saved nor known to be acknowledged
     # when it stopped without closing (a SIGKILL, a power cut): [[first, last], ...]
     unsaved: tuple[tuple[int, int], ...] = ()
@@ -80,18 +81,19 @@ async def prepare(db: SqliteThread, path: Path, limits: Limits, *, durable: str,
     (rows,) = await db.fetchone("SELECT COUNT(*) FROM msgs") or (0,)
     (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
     (free,) = await db.fetchone("PRAGMA freelist_count") or (0,)
-    reserved, unsaved = await _unsaved(db)
+    reserved, outstanding, unsaved = await _unsaved(db)
     return Opened(
         page_size,
         int(row[0]) if row else 0,
         int(rows),
         (int(pages) - int(free)) * page_size,
         reserved,
+        outstanding,
         unsaved,
     )
 
 
-async def _unsaved(db: SqliteThread) -> tuple[int, tuple[tuple[int, int], ...]]:
+async def _unsaved(db: SqliteThread) -> tuple[int, bool, tuple[tuple[int, int], ...]]:
     """The seqs reserved by the last run, and those of them it may have published and lost:
     between its last recorded `low` and `high`, those not in the outbox (a run that closed
     saved everything and recorded low = high + 1)."""
@@ -99,9 +101,9 @@ async def _unsaved(db: SqliteThread) -> tuple[int, tuple[tuple[int, int], ...]]:
     try:
         low, high = (int(x) for x in bytes(row[0]).split()) if row else (1, 0)
     except ValueError:
-        return 0, ()
+        return 0, False, ()
     if high < low:
-        return high, ()
+        return high, False, ()
     found = await db.fetchall("SELECT seq FROM msgs WHERE seq BETWEEN ? AND ? ORDER BY seq", (low, high))
     out: list[tuple[int, int]] = []
     nxt = low
@@ -111,7 +113,7 @@ async def _unsaved(db: SqliteThread) -> tuple[int, tuple[tuple[int, int], ...]]:
         nxt = int(seq) + 1
     if nxt <= high:
         out.append((nxt, high))
-    return high, tuple(out)
+    return high, True, tuple(out)
 
 
 async def count_lanes(db: SqliteThread) -> dict[int, tuple[int, int]]:

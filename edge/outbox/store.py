@@ -180,7 +180,7 @@ class Outbox:
         commits.hw = max(opened.hw, opened.reserved)
         commits.next_seq = max(commits.hw + 1, self._floor)
         commits.reserved = opened.reserved
-        commits.clean = not opened.unsaved
+        commits.clean = not opened.outstanding  # the next commit with nothing unsaved settles it
         if opened.unsaved:
             ranges = [[a, b] for a, b in opened.unsaved]
             self.unsaved_at_open = range_reports(ranges, "unsaved")
