@@ -151,10 +151,11 @@ async def wait_drained(p: Pipeline, timeout: float = 3600) -> None:
 
 
 async def wait_delivered(p: Pipeline, timeout: float = 3600) -> None:
-    """Until the broker has acknowledged every message committed (deleting them is the
-    outbox's business afterwards: it may let a few deletes wait to share a commit)."""
+    """Until the broker has acknowledged every message given a seq, written or not
+    (deleting the written ones is the outbox's business afterwards: it may let a few
+    deletes wait to share a commit)."""
     deadline = time.monotonic() + timeout
-    while p.outbox.writer.queue or p.publisher.acked < p.outbox.stats.committed:
+    while p.outbox.writer.queue or p.publisher.acked < p.outbox.hw:
         if time.monotonic() > deadline:
             raise TimeoutError("outbox did not deliver")
         await asyncio.sleep(0.01)
