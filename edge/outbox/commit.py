@@ -34,6 +34,7 @@ from edge.outbox.txn import Transactions
 from edge.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
+INLINE_MAX = 4  # messages signed on the loop when none is to be written (see Committer.insert)
 
 
 @dataclass(slots=True)
@@ -133,7 +134,17 @@ class Committer:
         first = First()
         first.deletes = deletes
         first.behind, first.low = behind, low
+        few = len(items) <= INLINE_MAX and self.next_seq + len(items) - 1 <= self.reserved
+        if behind and few and all(it.may_wait for it in items):
+            # Nothing to write: signing a few here costs less than the hop to the database
+            # thread and back (a message or two at a time on a healthy link).
+            return await self._after(first, self._first_try(None, items, first, room), room)
         outcome = await self._db().run(lambda conn: self._first_try(conn, items, first, room))
+        return await self._after(first, outcome, room)
+
+    async def _after(self, first: First, outcome: BaseException | bool, room: int) -> Inserted:
+        """After the first try: what was committed, numbered or refused, and the deletes."""
+        deletes = first.deletes
         for it, exc in first.failed:
             fail(it, exc)
         done = Inserted(deletes)
@@ -157,7 +168,7 @@ class Committer:
         return done
 
     def _first_try(
-        self, conn: sqlite3.Connection, items: list[Pending], first: First, room: int
+        self, conn: sqlite3.Connection | None, items: list[Pending], first: First, room: int
     ) -> BaseException | bool:
         """On the database thread: number and sign (Ed25519 releases the GIL) and, when the
         rows fit, commit, in one hop. False: none of it was tried (no room, a full disk)."""
@@ -180,9 +191,11 @@ class Committer:
             seqs = (top + 1, top)
         try:
             if now.rows:
+                assert conn is not None  # insert goes to the database thread for any write
                 first.gone = self._txn.commit(conn, now.rows, now.made, first.deletes, seqs)
                 first.folded = True
             elif seqs is not None:
+                assert conn is not None
                 self._txn.reserve(conn, seqs)
                 self.stats.reservations += 1
         except (sqlite3.Error, OSError) as exc:
