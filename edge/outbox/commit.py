@@ -185,9 +185,11 @@ class Committer:
         seqs = None
         if wait.rows and top > self.reserved:
             seqs = self._reservation(top, min(first.low or wait.rows[0].seq, wait.rows[0].seq))
-        elif not wait.rows and first.low is None and not self.clean:
-            # nothing is unsaved and every row here is written: record that in the same
-            # transaction (after a crash's report, or once write-behind has stopped)
+        elif not first.behind and first.low is None and not self.clean:
+            # write-behind has stopped (the link is down: every row here is written) and
+            # nothing is unsaved: record that in the same transaction (the first commit after
+            # a crash's report, or of an outage). Never while the link is up: an alarm's
+            # commit would settle what the next message must reserve again, fsync and all.
             seqs = (top + 1, top)
         try:
             if now.rows:
