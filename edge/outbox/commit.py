@@ -25,10 +25,13 @@ from edge.outbox.model import (
     OutboxStats,
     Pending,
     Row,
+    SeqRecord,
     fail,
     fail_all,
     is_full,
+    ranges,
 )
+from edge.outbox.opening import Opened
 from edge.outbox.prune import Pruner
 from edge.outbox.txn import Transactions
 from edge.sqlite_thread import SqliteThread
@@ -96,6 +99,18 @@ class Committer:
         self.clean = True  # what is recorded says no seq is outstanding (low > high)
         self._chunk = RESERVE_MIN
         self._reserved_at = 0.0
+        self.recorded_low = 1  # recorded: below it every seq is written, acknowledged or never given
+        self.written: list[tuple[int, int]] = []  # recorded: seqs from `low` up written first
+
+    def resume(self, opened: Opened, floor: int) -> None:
+        """Where the seqs stand in an outbox just opened."""
+        self.page_size = opened.page_size
+        # the last run may have given seqs up to what it reserved (write-behind): never again
+        self.hw = max(opened.hw, opened.reserved)
+        self.next_seq = max(self.hw + 1, floor)
+        self.reserved = opened.reserved
+        self.clean = not opened.outstanding  # the first commit with the link down settles it
+        self.recorded_low, self.written = opened.low, list(opened.written)
 
     def _build(self, items: list[Pending]) -> Built:
         """Number and sign: rows, the items that made them (made[i] produced rows[i]) and
@@ -177,20 +192,12 @@ class Committer:
             part = first.wait if first.behind and it.may_wait else first.now
             part.rows.append(r)
             part.made.append(it)
-        now, wait = first.now, first.wait
+        now = first.now
         incoming = sum(len(r.body) + ROW_OVERHEAD for r in now.rows)
         if not first.rows or self._usage() + incoming > room or self.disk.full:
             return False  # everything goes the way it goes without write-behind
         top = first.rows[-1].seq
-        seqs = None
-        if wait.rows and top > self.reserved:
-            seqs = self._reservation(top, min(first.low or wait.rows[0].seq, wait.rows[0].seq))
-        elif not first.behind and first.low is None and not self.clean:
-            # write-behind has stopped (the link is down: every row here is written) and
-            # nothing is unsaved: record that in the same transaction (the first commit after
-            # a crash's report, or of an outage). Never while the link is up: an alarm's
-            # commit would settle what the next message must reserve again, fsync and all.
-            seqs = (top + 1, top)
+        seqs = self._record(first, top)
         try:
             if now.rows:
                 assert conn is not None  # insert goes to the database thread for any write
@@ -203,20 +210,42 @@ class Committer:
         except (sqlite3.Error, OSError) as exc:
             return exc
         if seqs is not None:
-            self.reserved, self.clean = seqs[1], seqs[1] < seqs[0]
-            if not self.clean:
+            if seqs.high > self.reserved and not seqs.settled:
                 self._reserved_at = time.monotonic()
+            self._recorded(seqs)
         return True
 
-    def _reservation(self, top: int, low: int) -> tuple[int, int]:
-        """The seqs to record before `top` is published: a chunk sized so that recording
-        comes about every RESERVE_FAST_S..RESERVE_SLOW_S (each is a page and an fsync)."""
-        since = time.monotonic() - self._reserved_at
-        if since < RESERVE_FAST_S:
-            self._chunk = min(self._chunk * 2, RESERVE_MAX)
-        elif since > RESERVE_SLOW_S:
-            self._chunk = max(self._chunk // 2, RESERVE_MIN)
-        return low, top + self._chunk
+    def _record(self, first: First, top: int) -> SeqRecord | None:
+        """What this commit records of the seqs (None: nothing to record).
+
+        Before a message not written is published past what is reserved, a chunk more is
+        reserved, sized so that this comes about every RESERVE_FAST_S..RESERVE_SLOW_S (a page
+        and an fsync on its own). A commit of written rows while seqs are outstanding moves
+        `low` up to the oldest unsaved message (or past this commit) and lists its own seqs as
+        written first: an alarm acknowledged and deleted is never reported lost after a
+        crash. With the link down and nothing unsaved it settles the record instead (the
+        first commit after a crash's report, or of an outage); never while the link is up,
+        where the next message would have to reserve again, fsync and all."""
+        now, wait = first.now.rows, first.wait.rows
+        reserve = bool(wait) and top > self.reserved
+        if not first.behind and first.low is None and not self.clean:
+            return SeqRecord(top + 1, top)
+        if not reserve and (self.clean or not now):
+            return None
+        unsaved = [x for x in (first.low, wait[0].seq if wait else None) if x is not None]
+        low = min(unsaved) if unsaved else top + 1
+        high = self.reserved
+        if reserve:
+            since = time.monotonic() - self._reserved_at
+            if since < RESERVE_FAST_S:
+                self._chunk = min(self._chunk * 2, RESERVE_MAX)
+            elif since > RESERVE_SLOW_S:
+                self._chunk = max(self._chunk // 2, RESERVE_MIN)
+            high = top + self._chunk
+        spans = [(a, b) for a, b in self.written if b >= low] + [
+            (a, b) for a, b in ranges(r.seq for r in now) if b >= low
+        ]
+        return SeqRecord(low, high, tuple(spans))
 
     async def save(self, rows: list[Row], made: list[Pending], *, settled: bool) -> list[tuple[int, str]]:
         """Write rows that were published before being written (their commit came due, the
@@ -230,7 +259,7 @@ class Committer:
         if self._usage() + incoming > room or self.disk.full:
             self.stats.refused += len(rows)
             return [(r.seq, r.kind) for r in rows]
-        seqs = (self.next_seq, self.next_seq - 1) if settled and not self.clean else None
+        seqs = SeqRecord(self.next_seq, self.next_seq - 1) if settled and not self.clean else None
         try:
             await self._db().run(lambda conn: self._txn.commit(conn, rows, made, (), seqs))
         except (sqlite3.Error, OSError) as exc:
@@ -241,7 +270,7 @@ class Committer:
             self.stats.refused += len(rows)
             return [(r.seq, r.kind) for r in rows]
         if seqs is not None:
-            self.reserved, self.clean = seqs[1], True
+            self._recorded(seqs)
         self.stats.saved_late += len(rows)
         self._committed(rows, made, announce=False)
         return []
@@ -250,9 +279,9 @@ class Committer:
         """At a clean close, with nothing unsaved: record that no seq is outstanding."""
         if self.clean:
             return
-        seqs = (self.next_seq, self.next_seq - 1)
+        seqs = SeqRecord(self.next_seq, self.next_seq - 1)
         await self._db().run(lambda conn: self._txn.reserve(conn, seqs))
-        self.reserved, self.clean = seqs[1], True
+        self._recorded(seqs)
 
     async def _settle(
         self, rows: list[Row], made: list[Pending], outcome: BaseException | bool, room: int
@@ -289,7 +318,7 @@ class Committer:
             if not rows:
                 return None
         try:
-            await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
+            await self._commit_written(rows, made)
         except (sqlite3.Error, OSError) as exc:
             return exc
         return True
@@ -298,8 +327,25 @@ class Committer:
         await self._db().execute(f"PRAGMA max_page_count={2 * self.limits.max_bytes // self.page_size}")
 
     async def _commit(self, rows: list[Row], made: list[Pending]) -> None:
-        await self._db().run(lambda conn: self._txn.commit(conn, rows, made))
+        await self._commit_written(rows, made)
         self._committed(rows, made)
+
+    async def _commit_written(self, rows: list[Row], made: list[Pending]) -> None:
+        """Commit rows (a full outbox's or disk's way), listed as written first while seqs
+        are outstanding, as any commit of written rows is (see _record)."""
+        seqs = None
+        if not self.clean:
+            low = self.recorded_low
+            spans = self.written + [(a, b) for a, b in ranges(r.seq for r in rows) if b >= low]
+            seqs = SeqRecord(low, self.reserved, tuple(spans))
+        await self._db().run(lambda conn: self._txn.commit(conn, rows, made, (), seqs))
+        if seqs is not None:
+            self._recorded(seqs)
+
+    def _recorded(self, seqs: SeqRecord) -> None:
+        """What is recorded now (after its transaction committed)."""
+        self.reserved, self.clean, self.recorded_low = seqs.high, seqs.settled, seqs.low
+        self.written = [] if seqs.settled else list(seqs.written)
 
     def _committed(self, rows: list[Row], made: list[Pending], *, announce: bool = True) -> None:
         self.stats.commits += 1

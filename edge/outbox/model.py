@@ -144,6 +144,36 @@ class OutboxStats:
 
 
 @dataclass(frozen=True, slots=True)
+class SeqRecord:
+    """What the outbox records of the seqs it gives (RESERVE_KEY): up to `high` may be given;
+    below `low` every one is written, acknowledged or never given; `written`, ranges of
+    seqs from `low` up that were written first (an alarm): never reported lost, even once
+    acknowledged and deleted. Settled (nothing outstanding) when low > high."""
+
+    low: int
+    high: int
+    written: tuple[tuple[int, int], ...] = ()
+
+    def encode(self) -> bytes:
+        extra = ",".join(f"{a}-{b}" for a, b in self.written)
+        return f"{self.low} {self.high} {extra}".strip().encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SeqRecord:
+        """ValueError for anything else."""
+        parts = raw.decode("ascii").split()
+        if len(parts) not in (2, 3):
+            raise ValueError("not a seq record")
+        spans = parts[2].split(",") if len(parts) == 3 else []
+        written = tuple((int(a), int(b)) for a, _, b in (x.partition("-") for x in spans))
+        return cls(int(parts[0]), int(parts[1]), written)
+
+    @property
+    def settled(self) -> bool:
+        return self.low > self.high
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Disk budget and per-kind TTLs."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.outbox.model import RESERVE_KEY, SCHEMA, CorruptOutbox, Limits
+from edge.outbox.model import RESERVE_KEY, SCHEMA, CorruptOutbox, Limits, SeqRecord
 from edge.sqlite_thread import SqliteThread
 
 
@@ -18,6 +18,8 @@ class Opened:
     used_bytes: int  # the pages in use: what the rows cost until they are counted
     reserved: int = 0  # the highest seq the last run may have given a message
     outstanding: bool = False  # what is recorded says seqs may be outstanding (low <= high)
+    low: int = 1  # what is recorded: below it every seq is written, acknowledged or never given
+    written: tuple[tuple[int, int], ...] = ()  # ...and the seqs from `low` up written first
     # seqs the last run gave messages that were neither saved nor known to be acknowledged
     # when it stopped without closing (a SIGKILL, a power cut): [[first, last], ...]
     unsaved: tuple[tuple[int, int], ...] = ()
@@ -81,39 +83,47 @@ async def prepare(db: SqliteThread, path: Path, limits: Limits, *, durable: str,
     (rows,) = await db.fetchone("SELECT COUNT(*) FROM msgs") or (0,)
     (pages,) = await db.fetchone("PRAGMA page_count") or (0,)
     (free,) = await db.fetchone("PRAGMA freelist_count") or (0,)
-    reserved, outstanding, unsaved = await _unsaved(db)
+    rec, unsaved = await _unsaved(db)
     return Opened(
         page_size,
         int(row[0]) if row else 0,
         int(rows),
         (int(pages) - int(free)) * page_size,
-        reserved,
-        outstanding,
-        unsaved,
+        reserved=rec.high,
+        outstanding=not rec.settled,
+        low=rec.low,
+        written=rec.written,
+        unsaved=unsaved,
     )
 
 
-async def _unsaved(db: SqliteThread) -> tuple[int, bool, tuple[tuple[int, int], ...]]:
-    """The seqs reserved by the last run, and those of them it may have published and lost:
-    between its last recorded `low` and `high`, those not in the outbox (a run that closed
-    saved everything and recorded low = high + 1)."""
+async def _unsaved(db: SqliteThread) -> tuple[SeqRecord, tuple[tuple[int, int], ...]]:
+    """The seqs reserved by the last run, whether any were outstanding, and those it may have
+    published and lost: between its last recorded `low` and `high`, those neither in the
+    outbox nor recorded as written first (a run that closed saved everything and recorded
+    low = high + 1)."""
     row = await db.fetchone("SELECT value FROM state WHERE key = ?", (RESERVE_KEY,))
     try:
-        low, high = (int(x) for x in bytes(row[0]).split()) if row else (1, 0)
+        rec = SeqRecord.decode(bytes(row[0])) if row else SeqRecord(1, 0)
     except ValueError:
-        return 0, False, ()
-    if high < low:
-        return high, False, ()
+        return SeqRecord(1, 0), ()
+    low, high = rec.low, rec.high
+    if rec.settled:
+        return rec, ()
     found = await db.fetchall("SELECT seq FROM msgs WHERE seq BETWEEN ? AND ? ORDER BY seq", (low, high))
+    # what is on disk, and what was written first and may since have been deleted, is not lost
+    present = [(int(s), int(s)) for (s,) in found] + [(a, b) for a, b in rec.written if b >= low]
     out: list[tuple[int, int]] = []
     nxt = low
-    for (seq,) in found:
-        if int(seq) > nxt:
-            out.append((nxt, int(seq) - 1))
-        nxt = int(seq) + 1
+    for a, b in sorted(present):
+        if a > nxt:
+            out.append((nxt, min(a - 1, high)))
+        nxt = max(nxt, b + 1)
+        if nxt > high:
+            break
     if nxt <= high:
         out.append((nxt, high))
-    return high, True, tuple(out)
+    return rec, tuple(out)
 
 
 async def count_lanes(db: SqliteThread) -> dict[int, tuple[int, int]]:

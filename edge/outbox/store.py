@@ -174,13 +174,7 @@ class Outbox:
     async def _open(self, db: SqliteThread) -> None:
         opened = await prepare(db, self.path, self.limits, durable=self._txn.durable, check=self._check)
         self._txn.sync_mode = self._txn.durable
-        commits = self.writer.commits
-        commits.page_size = opened.page_size
-        # the last run may have given seqs up to what it reserved (write-behind): never again
-        commits.hw = max(opened.hw, opened.reserved)
-        commits.next_seq = max(commits.hw + 1, self._floor)
-        commits.reserved = opened.reserved
-        commits.clean = not opened.outstanding  # the next commit with nothing unsaved settles it
+        self.writer.commits.resume(opened, self._floor)
         if opened.unsaved:
             ranges = [[a, b] for a, b in opened.unsaved]
             self.unsaved_at_open = range_reports(ranges, "unsaved")

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from edge.outbox.model import RESERVE_KEY, SEQ_STATE_KEEP, Deleted, Pending, Row
+from edge.outbox.model import RESERVE_KEY, SEQ_STATE_KEEP, Deleted, Pending, Row, SeqRecord
 from floor.seqkey import seq_key
 
 
@@ -30,7 +30,7 @@ class Transactions:
         rows: list[Row],
         made: list[Pending],
         deletes: Sequence[int] = (),
-        seqs: tuple[int, int] | None = None,
+        seqs: SeqRecord | None = None,
     ) -> list[Deleted]:
         """Insert the rows and their state records, and delete the acknowledged `deletes`,
         in one durable transaction (with the seqs reserved, `seqs`, when given); the rows
@@ -64,13 +64,10 @@ class Transactions:
         return found
 
     @staticmethod
-    def _seqs(conn: sqlite3.Connection, seqs: tuple[int, int]) -> None:
-        low, high = seqs
-        conn.execute(
-            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (RESERVE_KEY, f"{low} {high}".encode())
-        )
+    def _seqs(conn: sqlite3.Connection, seqs: SeqRecord) -> None:
+        conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (RESERVE_KEY, seqs.encode()))
 
-    def reserve(self, conn: sqlite3.Connection, seqs: tuple[int, int]) -> None:
+    def reserve(self, conn: sqlite3.Connection, seqs: SeqRecord) -> None:
         """Record, durably, that seqs up to `high` may be in use and those below `low` are
         saved or acknowledged (one small transaction: a page and an fsync)."""
         self.set_sync(conn, self.durable)
