@@ -13,9 +13,10 @@ cut can cost is what it cost before: the messages younger than `group_commit_s`.
 Its seq is spent before it is on disk, so a seq must never be given twice, even after a
 power cut: the writer records in the outbox, durably and before it publishes past it,
 the highest seq it may give (`high`, a chunk ahead) and the lowest that may not be saved
-(`low`). A start after a crash reports the seqs between the two that are not in the
-outbox as `outbox.dropped` (`unsaved`: those the platform has arrived whole, the rest
-are lost) and numbers from `high + 1`.
+(`low`), and with each commit of written rows meanwhile, their seqs (an alarm's: it is
+never reported lost). A start after a crash reports the seqs between `low` and `high`
+that are neither in the outbox nor listed as `outbox.dropped` (`unsaved`: those the
+platform has arrived whole, the rest are lost) and numbers from `high + 1`.
 """
 
 from __future__ import annotations
