@@ -84,15 +84,11 @@ class Unsaved:
         """When the next commit is due (a handful of messages: a scan is cheap)."""
         return min((w.due for w in self.by_seq.values()), default=None)
 
-    def take(self, now: float | None = None) -> list[Waiting]:
-        """Those due by `now` (all with None), oldest first, to be written."""
-        out = [w for w in self.by_seq.values() if now is None or w.due <= now]
-        for w in out:
-            self.acked(w.row.seq)
-        return out
-
-    def take_seqs(self, seqs: set[int]) -> list[Waiting]:
-        out = [w for s, w in self.by_seq.items() if s in seqs]
+    def take(self, now: float | None = None, seqs: set[int] | None = None) -> list[Waiting]:
+        """Those due by `now` (or of `seqs`; all with neither), oldest first, to be written."""
+        out = [
+            w for s, w in self.by_seq.items() if (now is None or w.due <= now) and (seqs is None or s in seqs)
+        ]
         for w in out:
             self.acked(w.row.seq)
         return out
@@ -166,7 +162,7 @@ class WriteBehind:
         refused = self.live.take(both, frozenset(r.seq for r in wait.rows))
         if refused:
             # not taken (its lane reads the outbox, or the link went): written now, then read
-            await self.save(self.unsaved.take_seqs({r.seq for r in refused}))
+            await self.save(self.unsaved.take(seqs={r.seq for r in refused}))
             self.live.saved(refused)
         return done.deletes
 

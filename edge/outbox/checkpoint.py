@@ -22,16 +22,12 @@ async def checkpoint_loop(path: Path, limits: Limits, stats: OutboxStats, wrote:
     It looks every CHECKPOINT_S while the writer writes (`wrote`), and sleeps while it
     does not (on a healthy link with write-behind, most of the time)."""
     loop = asyncio.get_running_loop()
-
-    def activity() -> int:  # rows written or deleted, and seqs reserved, so far
-        return stats.committed + stats.acked + stats.reservations
-
     async with await SqliteThread.open(path, name="outbox-checkpoint") as db:
         await db.execute("PRAGMA busy_timeout=1000")
-        last, last_at = activity(), loop.time()
+        last, last_at = stats.writes, loop.time()
         while True:
             await asyncio.sleep(CHECKPOINT_S)
-            if activity() == last:
+            if stats.writes == last:
                 wrote.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(CHECKPOINT_MAX_S):
@@ -41,7 +37,7 @@ async def checkpoint_loop(path: Path, limits: Limits, stats: OutboxStats, wrote:
                 size = wal.stat().st_size
             except OSError:
                 continue
-            now = activity()
+            now = stats.writes
             due = now - last >= CHECKPOINT_ROWS or (now != last and loop.time() - last_at >= CHECKPOINT_MAX_S)
             if not due and size <= limits.wal_allowance:
                 continue

@@ -142,6 +142,11 @@ class OutboxStats:
     refused: int = 0
     lanes: dict[int, LaneStats] = field(default_factory=lambda: {p: LaneStats() for p in Prio})
 
+    @property
+    def writes(self) -> int:
+        """Rows written or deleted, and seqs reserved, so far (what the checkpointer follows)."""
+        return self.committed + self.acked + self.reservations
+
 
 @dataclass(frozen=True, slots=True)
 class SeqRecord:

@@ -208,12 +208,11 @@ class Writer:
     async def flush(self, *, final: bool = False) -> None:
         """Commit what is queued now (and the deletes due, and what was published and not
         acknowledged by the time its commit was due)."""
-        stats = self.stats
-        before = stats.committed + stats.acked + stats.reservations
+        before = self.stats.writes
         try:
             await self._flush(final=final)
         finally:
-            if stats.committed + stats.acked + stats.reservations != before:
+            if self.stats.writes != before:
                 self.wrote.set()
 
     async def _flush(self, *, final: bool) -> None:

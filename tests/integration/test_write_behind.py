@@ -22,21 +22,30 @@ def boottime_ms() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000
 
 
-def test_telemetry_acknowledged_in_time_is_never_written(broker: Mosquitto, tmp_path: Path) -> None:
+def rig(tmp_path: Path, port: int) -> tuple[Pty, GatewayProc, Feeder]:
+    """A gateway with a GNSS receiver at 20 Hz, reaching the broker on `port`."""
     pty = Pty(tmp_path / "ttyGNSS")
     gw = GatewayProc(
         tmp_path / "gw",
-        port=broker.port,
+        port=port,
         devices=gnss_device(pty.link),
         outbox=f"batch_ms = {BATCH_MS}\ncommit_ms = {COMMIT_MS}",
     )
+    return pty, gw, Feeder(pty, period=0.05)
+
+
+def flowing(gw: GatewayProc, feeder: Feeder, col: Collector) -> None:
+    gw.start()
+    gw.wait_device_open("gnss0")
+    feeder.start()
+    col.wait_more(10, timeout=30)
+
+
+def test_telemetry_acknowledged_in_time_is_never_written(broker: Mosquitto, tmp_path: Path) -> None:
+    pty, gw, feeder = rig(tmp_path, broker.port)
     col = Collector(broker.port, gw.pub).start()
-    feeder = Feeder(pty, period=0.05)
     try:
-        gw.start()
-        gw.wait_device_open("gnss0")
-        feeder.start()
-        col.wait_more(10, timeout=30)
+        flowing(gw, feeder, col)
         before = gw.wait_status(lambda d: d["link"]["state"] == "up")["outbox"]
         col.wait_more(40, timeout=30)  # four seconds of fixes: each well past its commit time
         time.sleep(COMMIT_MS / 1000 + 0.5)
@@ -58,21 +67,11 @@ def test_telemetry_acknowledged_in_time_is_never_written(broker: Mosquitto, tmp_
 def test_unacknowledged_messages_are_on_disk_when_due_and_a_kill_costs_only_the_young(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    pty = Pty(tmp_path / "ttyGNSS")
     proxy = FaultProxy(broker.port).start()
-    gw = GatewayProc(
-        tmp_path / "gw",
-        port=proxy.port,
-        devices=gnss_device(pty.link),
-        outbox=f"batch_ms = {BATCH_MS}\ncommit_ms = {COMMIT_MS}",
-    )
+    pty, gw, feeder = rig(tmp_path, proxy.port)
     col = Collector(broker.port, gw.pub).start()
-    feeder = Feeder(pty, period=0.05)
     try:
-        gw.start()
-        gw.wait_device_open("gnss0")
-        feeder.start()
-        col.wait_more(10, timeout=30)
+        flowing(gw, feeder, col)
         # The link goes silent without closing: published messages get no PUBACK.
         proxy.set_mode("blackhole")
         silent_from = boottime_ms()

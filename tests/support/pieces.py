@@ -3,6 +3,9 @@ broker or a real SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.ingest import Epoch, Ingest
@@ -21,3 +24,14 @@ def ingest_for(outbox: Outbox, gw: str = "g", *, batch_ms: int = 0) -> Ingest:
         clock=Clock(synced=True),
         batch_ms=batch_ms,
     )
+
+
+async def run_with_writer(ob: Outbox, coro):  # type: ignore[no-untyped-def]
+    """Await `coro` while the outbox's writer runs, then stop the writer."""
+    writer = asyncio.create_task(ob.run())
+    try:
+        return await coro
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer

@@ -12,20 +12,11 @@ import pytest
 
 from edge.outbox import CorruptOutbox, Outbox, OutboxUnavailable, Pending
 from floor.kinds import Prio
+from tests.support.pieces import run_with_writer
 
 
 def pending(prio: Prio, tag: bytes = b"x", kind: str = "k") -> Pending:
     return Pending(prio, kind, "src", 0, lambda seq: tag + seq.to_bytes(4, "big"))
-
-
-async def run_with_writer(ob: Outbox, coro):  # type: ignore[no-untyped-def]
-    writer = asyncio.create_task(ob.run())
-    try:
-        return await coro
-    finally:
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
 
 
 def test_seq_never_reused_after_delivery_and_reopen(tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from edge.outbox import Limits, Outbox, OutboxHooks, Pending, Row
 from floor.kinds import Prio
+from tests.support.pieces import run_with_writer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,16 +50,6 @@ def rows_on_disk(path: Path) -> set[int]:
         return {int(s) for (s,) in conn.execute("SELECT seq FROM msgs")}
 
 
-async def running(ob: Outbox, body):  # type: ignore[no-untyped-def]
-    writer = asyncio.create_task(ob.run())
-    try:
-        return await body
-    finally:
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
-
-
 def outbox(path: Path, live: Publisher | None, commit_s: float = 0.3) -> Outbox:
     return Outbox(path, limits=Limits(group_commit_s=commit_s), hooks=OutboxHooks(live=live))
 
@@ -79,7 +68,7 @@ def test_telemetry_acknowledged_in_time_is_never_written(tmp_path: Path) -> None
                 await asyncio.sleep(0.6)  # past the commit they would have been due
                 assert ob.stats.acked_unsaved == 20 and ob.stats.saved_late == 0
 
-            await running(ob, body())
+            await run_with_writer(ob, body())
             assert rows_on_disk(path) == set()
             assert ob.hw == 20
 
@@ -106,7 +95,7 @@ def test_unacknowledged_when_due_is_written_and_deleted_on_its_ack(tmp_path: Pat
                 await ob.writer.flush(final=True)  # a delete alone waits for company otherwise
                 assert rows_on_disk(path) == set()
 
-            await running(ob, body())
+            await run_with_writer(ob, body())
 
     asyncio.run(go())
 
@@ -120,7 +109,7 @@ def test_an_alarm_is_on_disk_before_the_publisher_sees_it(tmp_path: Path) -> Non
             t = ob.submit(pending())
             a = ob.submit(pending(Prio.LIFE_SAFETY, "sos.alarm"))
             s = ob.submit(pending(Prio.EVENT, "device.state", state=("k", b"v")))
-            await running(ob, asyncio.gather(t, a, s))
+            await run_with_writer(ob, asyncio.gather(t, a, s))
 
     asyncio.run(go())
     assert pub.taken == [(1, True, False), (2, False, True), (3, False, True)]
@@ -139,7 +128,7 @@ def test_a_message_the_publisher_cannot_take_is_written_then_announced(tmp_path:
                 async with ob.writer.lock:
                     return seq
 
-            seq = await running(ob, body())
+            seq = await run_with_writer(ob, body())
             assert rows_on_disk(path) == {seq} and pub.saved_rows == [seq]
 
     asyncio.run(go())
@@ -166,7 +155,7 @@ def test_the_link_going_writes_what_was_published(tmp_path: Path) -> None:
                 await ob.flush()
                 assert await fut in rows_on_disk(path)
 
-            await running(ob, body())
+            await run_with_writer(ob, body())
 
     asyncio.run(go())
 
@@ -176,12 +165,12 @@ def test_a_clean_close_writes_what_waits_and_leaves_no_gap(tmp_path: Path) -> No
 
     async def first() -> None:
         async with outbox(path, Publisher(path), commit_s=30) as ob:
-            seqs = await running(ob, asyncio.gather(*(ob.submit(pending()) for _ in range(3))))
+            seqs = await run_with_writer(ob, asyncio.gather(*(ob.submit(pending()) for _ in range(3))))
             ob.ack(seqs[:1])
 
     async def second() -> tuple[int, list[dict[str, object]]]:
         async with outbox(path, None) as ob:
-            return int(await running(ob, ob.submit(pending()))), ob.unsaved_at_open
+            return int(await run_with_writer(ob, ob.submit(pending()))), ob.unsaved_at_open
 
     asyncio.run(first())
     assert rows_on_disk(path) == {2, 3}
@@ -247,7 +236,7 @@ def test_a_kill_reports_what_it_may_have_lost_and_no_seq_is_given_twice(tmp_path
 
     async def reopen() -> tuple[int, list[dict[str, object]]]:
         async with outbox(path, None) as ob:
-            return int(await running(ob, ob.submit(pending()))), ob.unsaved_at_open
+            return int(await run_with_writer(ob, ob.submit(pending()))), ob.unsaved_at_open
 
     first, reports = asyncio.run(reopen())
     covered = {s for rec in reports for a, b in rec["ranges"] for s in range(a, b + 1)}  # type: ignore[attr-defined]
@@ -262,7 +251,7 @@ def test_a_kill_reports_what_it_may_have_lost_and_no_seq_is_given_twice(tmp_path
 
     async def third() -> list[dict[str, object]]:
         async with outbox(path, None) as ob:  # reported once: the report's commit settled it
-            await running(ob, ob.submit(pending()))
+            await run_with_writer(ob, ob.submit(pending()))
             return ob.unsaved_at_open
 
     assert asyncio.run(third()) == []
